@@ -1,0 +1,370 @@
+"""The conversion pipeline: source -> calibrated int8 artifacts -> evaluation -> manifest and report.
+
+Everything is built in a staging folder beside ``--out`` and renamed into place
+at the end, so a failed run leaves no partial artifact behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime import manifest as mf
+from edge_runtime.engines import open_artifact
+from edge_runtime.engines.base import EngineError
+from edge_runtime.manifest import AudioPreprocessing, ImagePreprocessing
+
+from . import data as data_mod
+from . import evaluate as ev
+from . import onnx_quant, tflite
+from .errors import AccuracyError, ConvertError
+from .source import SourceModel, load_source
+
+log = logging.getLogger(__name__)
+
+TARGET_FORMATS = {"generic": ["tflite", "onnx"], "rpi": ["tflite"], "coral": ["tflite"],
+                  "jetson": ["onnx"], "android": ["tflite"]}
+TOOL_PACKAGES = ["edge-runtime", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy"]
+
+
+@dataclass
+class Options:
+    source: Path
+    out: Path
+    calibration: Path
+    eval: Path | None = None
+    labels: Path | None = None
+    formats: list[str] | None = None
+    target: str = "generic"
+    size: tuple[int, int] | None = None
+    resize: str = "squash"
+    mean: list[float] = field(default_factory=lambda: [127.5])
+    std: list[float] = field(default_factory=lambda: [127.5])
+    channel_order: str = "RGB"
+    calibration_method: str = "minmax"
+    activations: str = "int8"
+    max_accuracy_drop: float = 1.0
+    name: str | None = None
+    calibration_limit: int = 300
+    eval_limit: int | None = 1000
+    threads: int | None = None
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for p in TOOL_PACKAGES:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# --- the output folder -----------------------------------------------------------
+def prepare_out(out: Path) -> Path:
+    """A staging folder beside ``out``; refuses files, unrelated folders and unwritable places."""
+    if out.exists() and not out.is_dir():
+        raise ConvertError(f"--out {out}: is a file; pass a folder")
+    if out.is_dir() and any(out.iterdir()) and not ((out / mf.MANIFEST_NAME).exists() or (out / "report.json").exists()):
+        raise ConvertError(f"--out {out}: folder exists and is not an edge-convert output; choose a new or empty folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        raise ConvertError(f"--out {out}: cannot write there ({e.strerror}); pick a writable folder") from None
+
+
+def publish(staging: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --- helpers -----------------------------------------------------------------------
+def _expand(values: list[float], flag: str) -> list[float]:
+    if len(values) == 1:
+        return values * 3
+    if len(values) != 3:
+        raise ConvertError(f"{flag}: give one value or three (one per channel), got {len(values)}")
+    return values
+
+
+def _read_labels(path: Path) -> list[str]:
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConvertError(f"--labels {path}: cannot read it ({getattr(e, 'strerror', e)}); pass a text file, one label per line") from None
+    labels = [ln for ln in lines if ln]
+    if not labels:
+        raise ConvertError(f"--labels {path}: file has no labels; write one label per line")
+    return labels
+
+
+def _align_labels(ds: data_mod.Dataset, labels: list[str], flag: str) -> None:
+    """Re-index a folder dataset's labels to the model's label list (matched by name)."""
+    if ds.labels is None or ds.classes is None or ds.classes == labels:
+        return
+    missing = [c for c in ds.classes if c not in labels]
+    if missing:
+        raise ConvertError(f"{flag}: class folders {', '.join(missing[:5])} are not among the model's labels; "
+                           "rename the folders or fix --labels")
+    remap = np.asarray([labels.index(c) for c in ds.classes])
+    ds.labels = remap[ds.labels]
+    ds.classes = labels
+
+
+def _examples(ds: data_mod.Dataset) -> list[list[np.ndarray]]:
+    return [[x[i : i + 1] for x in ds.inputs] for i in range(len(ds))]
+
+
+# --- the pipeline ------------------------------------------------------------------------
+def run(opts: Options) -> dict[str, Any]:
+    """Convert, evaluate, write the artifact folder; returns the report dict."""
+    if opts.target not in TARGET_FORMATS:
+        raise ConvertError(f"--target {opts.target}: use one of {', '.join(TARGET_FORMATS)}")
+    formats = opts.formats or TARGET_FORMATS[opts.target]
+    if opts.max_accuracy_drop < 0:
+        raise ConvertError("--max-accuracy-drop: must be zero or more percentage points")
+    labels_file = _read_labels(opts.labels) if opts.labels else None
+    staging = prepare_out(opts.out)
+    work = Path(tempfile.mkdtemp(prefix="edge-convert-"))
+    try:
+        report = _convert(opts, formats, labels_file, staging, work)
+        if not report["passed"]:
+            for f in staging.iterdir():  # a failed conversion ships no model, only its report
+                if f.name not in ("report.json", "report.html"):
+                    shutil.rmtree(f) if f.is_dir() else f.unlink()
+        publish(staging, opts.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not report["passed"]:
+        worst = max(report["accuracy_drop_pp"].items(), key=lambda kv: kv[1])
+        raise AccuracyError(f"{worst[0]} loses {worst[1]:.2f} percentage points ({report['drop_basis']}), more than "
+                            f"--max-accuracy-drop {opts.max_accuracy_drop}; no model written, see {opts.out / 'report.html'}")
+    return report
+
+
+def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, staging: Path, work: Path) -> dict[str, Any]:
+    source = load_source(opts.source, opts.size)
+    streaming = source.is_streaming
+    in0 = source.inputs[0]
+    image = None
+    if len(in0.shape) == 4 and in0.shape[3] in (1, 3) and not streaming:
+        image = ImagePreprocessing(size=list(in0.shape[1:3]), resize=opts.resize, channel_order=opts.channel_order,
+                                   mean=_expand(opts.mean, "--mean"), std=_expand(opts.std, "--std"))
+    audio = AudioPreprocessing(frames_per_step=in0.shape[1] if streaming else 0)
+    if opts.resize not in mf.RESIZE_MODES:
+        raise ConvertError(f"--resize {opts.resize}: use one of {', '.join(mf.RESIZE_MODES)}")
+
+    calib = data_mod.load(opts.calibration, "--calibration", source.inputs, image, audio, streaming,
+                          limit=opts.calibration_limit)
+    evald = (data_mod.load(opts.eval, "--eval", source.inputs, image, audio, streaming, limit=opts.eval_limit)
+             if opts.eval else calib)
+    is_wav = any(str(f).lower().endswith(".wav") for f in (calib.files or []))
+
+    # Reference run of the float model, and (streaming) the real states for calibration.
+    state_shapes = [s.shape for s in source.inputs[1:]] if streaming else []
+    chunk = in0.shape[1]
+    if streaming:
+        steps, seen = ev.run_streaming(ev.float_step(source), calib.inputs[0], chunk, state_shapes,
+                                       "float states for calibration", collect_states=True)
+        rng = np.random.default_rng(0)
+        pick = rng.choice(len(seen), size=min(len(seen), opts.calibration_limit), replace=False)
+        samples = [seen[i] for i in sorted(pick)]
+        ref_steps, _ = ev.run_streaming(ev.float_step(source), evald.inputs[0], chunk, state_shapes, "float (eval)")
+        ref = ev.Scores(ref_steps[:, -1], ref_steps)
+    else:
+        samples = _examples(calib)
+        batch = 16 if source.keras_model is not None else 1
+        ref = ev.Scores(ev.run_classifier(ev.float_step(source), evald, "float (eval)", batch=batch))
+    n_classes = ref.final.shape[-1]
+
+    labels = labels_file or evald.classes or calib.classes or []
+    if labels and len(labels) != n_classes:
+        flag = "--labels" if labels_file else ("--eval" if evald.classes else "--calibration")
+        raise ConvertError(f"{flag}: {len(labels)} labels but the model outputs {n_classes} scores; "
+                           "give one label per output, in output order")
+    if labels:
+        _align_labels(evald, labels, "--eval" if opts.eval else "--calibration")
+
+    precision = "int16x8" if opts.activations == "int16" else "int8"
+    io_dtype = "uint8" if opts.target == "coral" else "int8"
+    rows, artifacts, ops, notes_all = [], [], {}, {}
+    edgetpu = None
+    for fmt in formats:
+        made = _make_format(fmt, source, work, staging, precision, io_dtype, samples, opts)
+        for art_id, path, shipped, notes in made:
+            art = _describe(art_id, fmt, path, staging if shipped else path.parent, source, streaming, notes)
+            try:
+                eng = open_artifact(art, staging if shipped else path.parent, threads=opts.threads)
+            except EngineError as e:
+                raise ConvertError(f"{path.name}: the converted model does not load ({e})") from None
+            got = _run(eng, evald, streaming, chunk, state_shapes, art_id)
+            row: dict[str, Any] = {"id": art_id, "format": fmt, "precision": art.precision, "shipped": shipped,
+                                   "file": path.name, "size_bytes": path.stat().st_size,
+                                   "latency_ms": ev.latency_ms(eng, _latency_example(evald, streaming, chunk, state_shapes)),
+                                   "placement": eng.placement.device, "notes": notes}
+            row.update(ev.compare(ref, got, evald.labels, labels or None))
+            rows.append(row)
+            ops[art_id] = tflite.op_histogram(path) if fmt == "tflite" else onnx_quant.op_histogram(path)
+            if shipped:
+                artifacts.append(art)
+                notes_all[art_id] = notes
+        if fmt == "tflite" and opts.target == "coral":
+            edgetpu = tflite.edgetpu_compile(staging / f"model_{precision}.tflite", staging)
+            if edgetpu.get("compiled"):
+                art = artifacts[-1]
+                artifacts[-1] = mf.Artifact(**{**art.__dict__, "extra_files": [mf.file_ref(staging, edgetpu["file"])]})
+
+    # Size ratio and speed-up against the float artifact of the same format.
+    for row in rows:
+        base = next((r for r in rows if r["format"] == row["format"] and r["precision"] == "float32"), None)
+        if base:
+            row["size_ratio"] = row["size_bytes"] / base["size_bytes"]
+            row["speedup_vs_float"] = base["latency_ms"]["median"] / row["latency_ms"]["median"]
+    warnings = [f"{r['id']} is slower than {r['format']}-float32 on this host "
+                f"({r['latency_ms']['median']:.3f} ms vs "
+                f"{r['latency_ms']['median'] * r['speedup_vs_float']:.3f} ms); measure on the board before choosing it"
+                for r in rows if r["shipped"] and r.get("speedup_vs_float", 1) < 1]
+    fastest = min((r for r in rows if r["shipped"]), key=lambda r: r["latency_ms"]["median"])["id"]
+
+    float_acc = ev.accuracy_metrics(ref.final, evald.labels, labels or None)
+    drops = {}
+    basis = "labels" if evald.labels is not None else "agreement with float"
+    for r in rows:
+        if r["shipped"]:
+            drops[r["id"]] = (100 * (float_acc["accuracy"] - r["accuracy"]) if evald.labels is not None
+                              else 100 * (1 - r["agreement"]))
+    passed = all(d <= opts.max_accuracy_drop + 1e-9 for d in drops.values())
+
+    task = ("image-classification" if image else "streaming-audio" if streaming
+            else "audio-classification" if is_wav else "classification")
+    name = opts.name or source.path.stem
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    src_info = {"file": source.path.name, "format": source.kind, "sha256": source.sha256}
+    report = {
+        "name": name, "created": created, "source": src_info, "target": opts.target, "task": task,
+        "calibration_data": calib.origin, "eval_data": evald.origin if opts.eval else f"{calib.origin} (no --eval given)",
+        "calibration_method": {"tflite": "minmax (the TFLite converter's only method)", "onnx": opts.calibration_method},
+        "labels": labels, "has_labels": evald.labels is not None, "float": float_acc,
+        "artifacts": rows, "fastest_on_host": fastest, "max_accuracy_drop_pp": opts.max_accuracy_drop,
+        "accuracy_drop_pp": drops, "drop_basis": basis, "passed": passed, "warnings": warnings,
+        "ops": ops, "edgetpu": edgetpu, "tools": tool_versions(),
+    }
+    metrics = {"eval_data": report["eval_data"], "float": float_acc, "accuracy_drop_pp": drops,
+               "artifacts": {r["id"]: {k: r.get(k) for k in ("accuracy", "agreement", "kl_mean", "size_bytes",
+                                                             "size_ratio", "latency_ms", "speedup_vs_float",
+                                                             "step_agreement", "step_score_max_abs_diff")}
+                             for r in rows}}
+    man = mf.Manifest(name=name, task=task, target=opts.target, artifacts=artifacts, labels=labels,
+                      preprocessing=mf.Preprocessing(image=image, audio=audio if (streaming or is_wav) else None),
+                      source=src_info, tools=report["tools"], metrics=metrics, fastest_on_host=fastest, created=created)
+    mf.save(man, staging)
+    mf.write_json_atomic(staging / "report.json", report)
+    from .report import write_html
+
+    write_html(report, staging / "report.html")
+    return report
+
+
+def _make_format(fmt: str, source: SourceModel, work: Path, staging: Path, precision: str, io_dtype: str,
+                 samples: list[list[np.ndarray]], opts: Options) -> list[tuple[str, Path, bool, dict[str, Any]]]:
+    """(id, path, shipped, notes) for the float reference file and the quantized artifact of one format."""
+    if fmt == "tflite":
+        fpath = work / "model_float32.tflite"
+        tflite.convert(source, work, fpath, "float32")
+        qpath = staging / f"model_{precision}.tflite"
+        tflite.convert(source, work, qpath, precision, samples, io_dtype)
+        notes = {"quantization": f"full-integer {precision}, per-channel weights, {io_dtype} I/O",
+                 "calibration": "minmax", "calibration_samples": len(samples)}
+        return [("tflite-float32", fpath, False, {}), (f"tflite-{precision}", qpath, True, notes)]
+    if fmt == "onnx":
+        fpath = source.float_onnx(work)
+        pre = onnx_quant.preprocess(fpath, work / "float_pre.onnx")
+        qpath = staging / f"model_{precision}.onnx"
+        symmetric = opts.target == "jetson"  # TensorRT takes symmetric (zero-point 0) int8 activations
+        onnx_quant.quantize_static(pre, qpath, [s.name for s in source.inputs], samples, opts.calibration_method,
+                                   opts.activations, symmetric)
+        notes = {"quantization": f"static QDQ, per-channel int8 weights, {opts.activations} activations"
+                                 + (", symmetric for TensorRT" if symmetric else ""),
+                 "calibration": opts.calibration_method, "calibration_samples": len(samples)}
+        rnn = onnx_quant.recurrent_ops(pre)
+        if rnn:
+            notes["recurrent_ops"] = rnn
+            notes["dynamic_candidate"] = True
+        return [("onnx-float32", fpath, False, {}), (f"onnx-{precision}", qpath, True, notes)]
+    raise ConvertError(f"--format {fmt}: use tflite and/or onnx")
+
+
+def _describe(art_id: str, fmt: str, path: Path, folder: Path, source: SourceModel, streaming: bool,
+              notes: dict[str, Any]) -> mf.Artifact:
+    """The manifest entry of an artifact, with I/O read from the file by its engine."""
+    precision = art_id.split("-", 1)[1]
+    stub = mf.Artifact(id=art_id, format=fmt, precision=precision, file=mf.file_ref(folder, path.name),
+                       inputs=[mf.TensorSpec(s.name, s.shape, "float32") for s in source.inputs],
+                       outputs=[mf.TensorSpec(s.name, s.shape, "float32") for s in source.outputs])
+    try:
+        eng = open_artifact(stub, folder)
+    except EngineError as e:
+        raise ConvertError(f"{path.name}: the converted model does not load ({e})") from None
+    inputs, outputs = eng.inputs, eng.outputs
+    state = []
+    if streaming:
+        for i, o in zip(inputs[1:], outputs[1:]):
+            state.append(mf.StatePair(input=i.name, output=o.name, shape=i.shape, dtype=i.dtype, initial=0.0))
+    return mf.Artifact(id=art_id, format=fmt, precision=precision, file=stub.file, inputs=inputs, outputs=outputs,
+                       state=state, notes=notes)
+
+
+def _run(eng, ds: data_mod.Dataset, streaming: bool, chunk: int, state_shapes: list[list[int]], desc: str) -> ev.Scores:
+    if streaming:
+        steps, _ = ev.run_streaming(ev.engine_step(eng), ds.inputs[0], chunk, state_shapes, desc)
+        return ev.Scores(steps[:, -1], steps)
+    return ev.Scores(ev.run_classifier(ev.engine_step(eng), ds, desc))
+
+
+def _latency_example(ds: data_mod.Dataset, streaming: bool, chunk: int, state_shapes: list[list[int]]) -> list[np.ndarray]:
+    if streaming:
+        return [ds.inputs[0][:1, :chunk], *[np.zeros(s, np.float32) for s in state_shapes]]
+    return [x[:1] for x in ds.inputs]
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The report as a few lines for the terminal."""
+    lines = [f"{report['name']}: {report['task']}, target {report['target']}, eval on {report['eval_data']}"]
+    if report["float"].get("accuracy") is not None:
+        lines.append(f"  float accuracy {100 * report['float']['accuracy']:.2f}%")
+    for r in report["artifacts"]:
+        acc = f"acc {100 * r['accuracy']:.2f}%  " if r.get("accuracy") is not None else ""
+        lines.append(
+            f"  {r['id']:<16} {r['size_bytes'] / 1e6:7.2f} MB (x{r.get('size_ratio', 1):.2f})  "
+            f"{r['latency_ms']['median']:8.3f} ms (x{r.get('speedup_vs_float', 1):.2f} vs float)  {acc}"
+            f"agree {100 * r['agreement']:.2f}%  KL {r['kl_mean']:.2e}" + ("  <- fastest" if r["id"] == report["fastest_on_host"] else "")
+        )
+    for w in report["warnings"]:
+        lines.append(f"  warning: {w}")
+    lines.append(f"  {'PASS' if report['passed'] else 'FAIL'}: drop per int8 artifact ({report['drop_basis']}): "
+                 + ", ".join(f"{k} {v:.2f} pp" for k, v in report["accuracy_drop_pp"].items())
+                 + f" (limit {report['max_accuracy_drop_pp']} pp)")
+    return lines
+
+
+def dumps(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)

@@ -1,0 +1,15 @@
+"""Errors a user can cause; each carries one line naming the file or flag and what to do."""
+
+from __future__ import annotations
+
+
+class ConvertError(Exception):
+    """Bad input: the CLI prints the message and exits with code 2."""
+
+    exit_code = 2
+
+
+class AccuracyError(Exception):
+    """int8 lost more accuracy than --max-accuracy-drop allows: exit code 3."""
+
+    exit_code = 3

@@ -1,0 +1,145 @@
+"""Float vs quantized: accuracy, agreement, KL divergence, per-class accuracy, size, host latency.
+
+The artifacts run on the board's own engines (``edge_runtime.engines``), so the
+numbers here come from the code paths the daemon uses.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_runtime.engines.base import Engine
+
+from .data import Dataset, _progress
+from .source import SourceModel
+
+CONFIDENT = 0.5  # float top-1 probability at or above which a prediction counts as confident
+
+
+def probabilities(x: np.ndarray) -> np.ndarray:
+    """Rows of scores as probabilities (softmax unless they already are)."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    if x.min() >= 0 and x.max() <= 1 and np.allclose(x.sum(axis=1), 1, atol=1e-2):
+        p = x
+    else:
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+    p = np.clip(p, 1e-8, 1.0)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+# --- running models over a dataset ---------------------------------------------
+StepFn = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+def float_step(source: SourceModel) -> StepFn:
+    return lambda arrays: source.predict(arrays)
+
+
+def engine_step(engine: Engine) -> StepFn:
+    return lambda arrays: engine.run(*arrays)
+
+
+def run_classifier(step: StepFn, data: Dataset, desc: str, batch: int = 1) -> np.ndarray:
+    """First output for every example, shape (N, classes)."""
+    n = len(data)
+    outs = []
+    for start in _progress(range(0, n, batch), desc, total=(n + batch - 1) // batch):
+        arrays = [x[start : start + batch] for x in data.inputs]
+        outs.append(np.asarray(step(arrays)[0], dtype=np.float32).reshape(len(arrays[0]), -1))
+    return np.concatenate(outs)
+
+
+def run_streaming(step: StepFn, utterances: np.ndarray, chunk: int, state_shapes: list[list[int]],
+                  desc: str, collect_states: bool = False) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+    """Chunk-by-chunk over whole utterances with the state carried across steps.
+
+    Returns the scores of every step, shape (N, steps, classes), and (when
+    ``collect_states``) each step's inputs: the chunk with the states it saw,
+    i.e. the real states a streaming model meets, for calibration.
+    """
+    n, t = utterances.shape[:2]
+    steps = t // chunk
+    scores, seen = [], []
+    for u in _progress(range(n), desc):
+        states = [np.zeros(s, np.float32) for s in state_shapes]
+        per = []
+        for k in range(steps):
+            x = utterances[u : u + 1, k * chunk : (k + 1) * chunk]
+            if collect_states:
+                seen.append([x, *[s.copy() for s in states]])
+            out = step([x, *states])
+            per.append(np.asarray(out[0], np.float32).reshape(-1))
+            states = [np.asarray(o, np.float32).reshape(s) for o, s in zip(out[1:], state_shapes)]
+        scores.append(np.stack(per))
+    return np.stack(scores), seen
+
+
+# --- metrics -------------------------------------------------------------------
+@dataclass
+class Scores:
+    """Per-example class scores of one model, plus streaming traces when there are steps."""
+
+    final: np.ndarray  # (N, classes)
+    steps: np.ndarray | None = None  # (N, steps, classes) for streaming models
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def compare(ref: Scores, got: Scores, labels: np.ndarray | None, classes: list[str] | None) -> dict[str, Any]:
+    pr, pg = probabilities(ref.final), probabilities(got.final)
+    top_r, top_g = pr.argmax(1), pg.argmax(1)
+    agree = top_r == top_g
+    confident = pr.max(1) >= CONFIDENT
+    m: dict[str, Any] = {
+        "agreement": float(agree.mean()),
+        "agreement_confident": float(agree[confident].mean()) if confident.any() else None,
+        "agreement_uncertain": float(agree[~confident].mean()) if (~confident).any() else None,
+        "confident_fraction": float(confident.mean()),
+        "kl_mean": float(np.mean(np.sum(pr * (np.log(pr) - np.log(pg)), axis=1))),
+    }
+    m.update(accuracy_metrics(got.final, labels, classes))
+    if ref.steps is not None and got.steps is not None:
+        sr, sg = probabilities(ref.steps.reshape(-1, ref.steps.shape[-1])), probabilities(got.steps.reshape(-1, got.steps.shape[-1]))
+        m["step_agreement"] = float((sr.argmax(1) == sg.argmax(1)).mean())
+        m["step_score_max_abs_diff"] = float(np.abs(sr - sg).max())
+        m["step_score_mean_abs_diff"] = float(np.abs(sr - sg).mean())
+    return m
+
+
+def accuracy_metrics(scores: np.ndarray, labels: np.ndarray | None, classes: list[str] | None) -> dict[str, Any]:
+    if labels is None:
+        return {}
+    pred = np.asarray(scores).reshape(len(scores), -1).argmax(1)
+    names = classes or [str(i) for i in range(int(labels.max()) + 1)]
+    per_class = {}
+    for i, name in enumerate(names):
+        sel = labels == i
+        if sel.any():
+            per_class[name] = float((pred[sel] == i).mean())
+    return {"accuracy": float((pred == labels).mean()), "per_class_accuracy": per_class}
+
+
+def latency_ms(engine: Engine, example: list[np.ndarray], min_runs: int = 20, max_runs: int = 300,
+               budget_s: float = 1.5) -> dict[str, float]:
+    """Host latency of one inference (engine invoke with inputs set), after warm-up."""
+    raw = [np.asarray(a) for a in example]
+    from edge_runtime.engines.base import quantize
+
+    raw = [quantize(a, t.quantization, t.dtype) for a, t in zip(raw, engine.inputs)]
+    for _ in range(5):
+        engine.run_raw(*raw)
+    times = []
+    end = time.perf_counter() + budget_s
+    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() < end):
+        t0 = time.perf_counter_ns()
+        engine.run_raw(*raw)
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    times.sort()
+    return {"median": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))], "runs": len(times),
+            "threads": os.cpu_count() or 1}

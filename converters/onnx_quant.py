@@ -1,0 +1,87 @@
+"""int8 ONNX through ONNX Runtime quantization: static QDQ (signed int8, per-channel), dynamic for RNNs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConvertError
+
+log = logging.getLogger(__name__)
+
+RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+def recurrent_ops(path: Path) -> list[str]:
+    import onnx
+
+    return sorted({n.op_type for n in onnx.load(str(path)).graph.node if n.op_type in RECURRENT_OPS})
+
+
+def preprocess(src: Path, out: Path) -> Path:
+    """Shape inference and graph optimisation ORT recommends before quantizing."""
+    from onnxruntime.quantization import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
+    except Exception as e:  # symbolic shape inference fails on some graphs; the plain path still works
+        log.info("quant_pre_process with symbolic shapes failed (%s); retrying without", str(e).splitlines()[0][:120])
+        try:
+            quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+        except Exception:
+            return src
+    return out
+
+
+def quantize_static(src: Path, out: Path, names: list[str], samples: list[list[np.ndarray]],
+                    method: str = "minmax", activations: str = "int8", symmetric: bool = False) -> None:
+    """QDQ static quantization calibrated on ``samples`` (lists of batch-1 arrays in input order)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(samples)
+
+        def get_next(self):
+            ex = next(self._it, None)
+            return None if ex is None else {n: np.asarray(a, np.float32) for n, a in zip(names, ex)}
+
+        def rewind(self) -> None:
+            self._it = iter(samples)
+
+    act = QuantType.QInt16 if activations == "int16" else QuantType.QInt8
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    try:
+        ort_quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=act, weight_type=QuantType.QInt8,
+                            calibrate_method=getattr(CalibrationMethod, METHODS[method]), extra_options=extra)
+    except Exception as e:
+        raise ConvertError(f"{src.name}: ONNX Runtime static quantization failed "
+                           f"({str(e).strip().splitlines()[0][:200]}); try --calibration-method minmax") from None
+
+
+def quantize_dynamic(src: Path, out: Path) -> None:
+    """Weight-only int8 with activations quantized on the fly (the usual choice for LSTM/GRU)."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    try:
+        ort_quantize_dynamic(str(src), str(out), per_channel=False, weight_type=QuantType.QInt8)
+    except Exception as e:
+        raise ConvertError(f"{src.name}: ONNX Runtime dynamic quantization failed "
+                           f"({str(e).strip().splitlines()[0][:200]})") from None
+
+
+def op_histogram(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for n in onnx.load(str(path)).graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,63 @@
+"""ONNX Runtime engine with execution providers in a preference order."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..manifest import TensorSpec
+from .base import Engine, EngineError, Placement
+
+log = logging.getLogger(__name__)
+
+ORT_DTYPES = {
+    "tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+    "tensor(int16)": "int16", "tensor(int32)": "int32", "tensor(int64)": "int64",
+}
+DEFAULT_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider",
+                     "NnapiExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider"]
+
+
+class OnnxEngine(Engine):
+    name = "onnx"
+
+    def __init__(self, model_path: str | Path, threads: int | None = None,
+                 providers: list[str] | None = None, input_specs: list[TensorSpec] | None = None,
+                 output_specs: list[TensorSpec] | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EngineError("ONNX Runtime is not installed; pip install 'edge-runtime[onnx]'") from None
+        wanted = providers or DEFAULT_PROVIDERS
+        available = ort.get_available_providers()
+        use = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        try:
+            self._sess = ort.InferenceSession(str(model_path), sess_options=opts, providers=use)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise EngineError(f"{model_path}: ONNX Runtime cannot load this model ({str(e).splitlines()[0]})") from None
+        actual = self._sess.get_providers()[0]
+        reason = None
+        if actual != wanted[0]:
+            reason = f"{wanted[0]} not available in this onnxruntime build (has: {', '.join(available)})"
+        self.placement = Placement("onnx", actual, reason)
+        ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
+        # Quantization of the I/O lives in the manifest for ONNX (QDQ graphs take float I/O).
+        by_name = {t.name: t for t in (input_specs or [])}
+        self.inputs = [by_name.get(i.name) or TensorSpec(i.name, _shape(i.shape), ORT_DTYPES.get(i.type, "float32")) for i in ins]
+        by_name = {t.name: t for t in (output_specs or [])}
+        self.outputs = [by_name.get(o.name) or TensorSpec(o.name, _shape(o.shape), ORT_DTYPES.get(o.type, "float32")) for o in outs]
+        self._in_names = [i.name for i in ins]
+        self._out_names = [o.name for o in outs]
+
+    def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return self._sess.run(self._out_names, dict(zip(self._in_names, arrays)))
+
+
+def _shape(shape) -> list[int]:
+    return [d if isinstance(d, int) else 1 for d in shape]

@@ -1,0 +1,275 @@
+"""The artifact contract between the converters and the runtime.
+
+One ``manifest.json`` sits beside the model files of an artifact folder. It
+holds everything the runtime needs and nothing it must guess: the files with
+their sha256 and size, each artifact's inputs and outputs with quantization
+parameters, the preprocessing, the labels, the streaming state pairs, the
+target, the source model's hash, the tool versions and the measured metrics.
+
+Loading verifies every file hash and refuses a mismatch or an unknown schema
+version with a one-line :class:`ManifestError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "edge-runtime/manifest"
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+RESIZE_MODES = ("squash", "crop", "letterbox")
+TARGETS = ("generic", "rpi", "coral", "jetson", "android")
+
+
+class ManifestError(Exception):
+    """A manifest or artifact folder the runtime cannot trust; the message is one line."""
+
+
+@dataclass(frozen=True)
+class FileRef:
+    path: str  # relative to the manifest's folder
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Affine quantization: real = scale * (q - zero_point); per tensor or per axis."""
+
+    scale: list[float]
+    zero_point: list[int]
+    axis: int | None = None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: list[int]
+    dtype: str  # numpy dtype name: float32, int8, uint8, int16
+    quantization: Quantization | None = None
+
+
+@dataclass(frozen=True)
+class StatePair:
+    """A streaming state: ``output`` of one step feeds ``input`` of the next."""
+
+    input: str
+    output: str
+    shape: list[int]
+    dtype: str
+    initial: float = 0.0  # real-valued initial state (quantized by the runtime)
+
+
+@dataclass(frozen=True)
+class ImagePreprocessing:
+    """pixel (0..255, channel_order) -> resize -> (pixel - mean) / std, NHWC."""
+
+    size: list[int]  # [height, width]
+    resize: str = "squash"
+    channel_order: str = "RGB"
+    mean: list[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+    std: list[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+
+
+@dataclass(frozen=True)
+class AudioPreprocessing:
+    """Parameters of the streaming log-mel front end (edge_runtime.audio.frontend)."""
+
+    sample_rate: int = 16000
+    n_mels: int = 40
+    window_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_fft: int = 512
+    fmin: float = 20.0
+    fmax: float = 7600.0
+    frames_per_step: int = 0  # streaming models: frames fed per step; 0 = whole window
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    image: ImagePreprocessing | None = None
+    audio: AudioPreprocessing | None = None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One runnable model file (a format at a precision) and its I/O contract."""
+
+    id: str  # e.g. "tflite-int8", "onnx-int8"
+    format: str  # "tflite" | "onnx"
+    precision: str  # "int8" | "int16x8" | "float32"
+    file: FileRef
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    state: list[StatePair] = field(default_factory=list)
+    extra_files: list[FileRef] = field(default_factory=list)  # e.g. an Edge TPU compiled model
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    task: str  # "image-classification" | "audio-classification" | "streaming-audio" | "classification"
+    target: str
+    artifacts: list[Artifact]
+    labels: list[str] = field(default_factory=list)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    source: dict[str, Any] = field(default_factory=dict)  # file name, format, sha256
+    tools: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fastest_on_host: str | None = None
+    created: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def streaming(self) -> bool:
+        return any(a.state for a in self.artifacts)
+
+    def artifact(self, fmt: str) -> Artifact:
+        """The artifact of a format ("tflite" / "onnx") or an id ("tflite-int8")."""
+        for a in self.artifacts:
+            if a.id == fmt:
+                return a
+        for a in self.artifacts:
+            if a.format == fmt:
+                return a
+        have = ", ".join(a.id for a in self.artifacts) or "none"
+        raise ManifestError(f"manifest {self.name!r} has no {fmt} artifact (has: {have})")
+
+    # --- serialisation -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("schema_version")
+        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "manifest") -> Manifest:
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise ManifestError(f"{where}: not an edge-runtime manifest (schema must be {SCHEMA!r})")
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ManifestError(
+                f"{where}: schema_version {version!r} is not supported (this edge-runtime reads "
+                f"{SCHEMA_VERSION}); re-convert the model with a matching edge-convert or upgrade edge-runtime"
+            )
+        try:
+            pre = d.get("preprocessing") or {}
+            return cls(
+                name=d["name"],
+                task=d["task"],
+                target=d["target"],
+                artifacts=[_artifact_from_dict(a) for a in d["artifacts"]],
+                labels=list(d.get("labels") or []),
+                preprocessing=Preprocessing(
+                    image=ImagePreprocessing(**pre["image"]) if pre.get("image") else None,
+                    audio=AudioPreprocessing(**pre["audio"]) if pre.get("audio") else None,
+                ),
+                source=dict(d.get("source") or {}),
+                tools=dict(d.get("tools") or {}),
+                metrics=dict(d.get("metrics") or {}),
+                fastest_on_host=d.get("fastest_on_host"),
+                created=d.get("created", ""),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ManifestError(f"{where}: malformed manifest ({type(e).__name__}: {e}); re-convert the model") from None
+
+
+def _tensor_from_dict(t: dict[str, Any]) -> TensorSpec:
+    q = t.get("quantization")
+    return TensorSpec(
+        name=t["name"],
+        shape=[int(x) for x in t["shape"]],
+        dtype=t["dtype"],
+        quantization=Quantization(**q) if q else None,
+    )
+
+
+def _artifact_from_dict(a: dict[str, Any]) -> Artifact:
+    return Artifact(
+        id=a["id"],
+        format=a["format"],
+        precision=a["precision"],
+        file=FileRef(**a["file"]),
+        inputs=[_tensor_from_dict(t) for t in a["inputs"]],
+        outputs=[_tensor_from_dict(t) for t in a["outputs"]],
+        state=[StatePair(**s) for s in a.get("state") or []],
+        extra_files=[FileRef(**f) for f in a.get("extra_files") or []],
+        notes=dict(a.get("notes") or {}),
+    )
+
+
+# --- files -------------------------------------------------------------
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_ref(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> FileRef:
+    """A FileRef for ``path`` relative to ``folder`` (hash and size measured now)."""
+    p = Path(path)
+    return FileRef(path=str(p.relative_to(folder)) if p.is_absolute() else str(p),
+                   sha256=sha256_file(Path(folder) / p), size=(Path(folder) / p).stat().st_size)
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON to a temp file in the same folder and rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(manifest: Manifest, folder: str | os.PathLike[str]) -> Path:
+    path = Path(folder) / MANIFEST_NAME
+    write_json_atomic(path, manifest.to_dict())
+    return path
+
+
+def load(folder_or_file: str | os.PathLike[str], verify: bool = True) -> tuple[Manifest, Path]:
+    """Read a manifest (folder or manifest.json), verify every file; returns (manifest, folder)."""
+    p = Path(folder_or_file)
+    path = p / MANIFEST_NAME if p.is_dir() else p
+    if not path.is_file():
+        raise ManifestError(f"{path}: no manifest here; pass an artifact folder made by edge-convert")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{path}: unreadable manifest ({e}); re-convert the model") from None
+    m = Manifest.from_dict(data, where=str(path))
+    if verify:
+        verify_files(m, path.parent)
+    return m, path.parent
+
+
+def verify_files(m: Manifest, folder: str | os.PathLike[str]) -> None:
+    folder = Path(folder).resolve()
+    for a in m.artifacts:
+        for ref in [a.file, *a.extra_files]:
+            f = (folder / ref.path).resolve()
+            if folder not in f.parents:
+                raise ManifestError(f"{f}: manifest points outside its folder; refusing it")
+            if not f.is_file():
+                raise ManifestError(f"{f}: listed in the manifest but missing; copy the whole artifact folder")
+            size = f.stat().st_size
+            if size != ref.size or sha256_file(f) != ref.sha256:
+                raise ManifestError(
+                    f"{f}: sha256 does not match the manifest (file changed or corrupt); "
+                    "re-copy or re-convert the artifact"
+                )
