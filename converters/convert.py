@@ -79,7 +79,9 @@ def prepare_out(out: Path) -> Path:
         raise ConvertError(f"--out {out}: folder exists and is not an edge-convert output; choose a new or empty folder")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        os.chmod(staging, 0o777 & ~mf.current_umask())
+        return staging
     except OSError as e:
         raise ConvertError(f"--out {out}: cannot write there ({e.strerror}); pick a writable folder") from None
 

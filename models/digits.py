@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("models/digits"))
     ap.add_argument("--head-epochs", type=int, default=30)
-    ap.add_argument("--full-epochs", type=int, default=3)
+    ap.add_argument("--full-epochs", type=int, default=20)
     ap.add_argument("--keep-train", action="store_true", help="keep data/train (not shipped)")
     args = ap.parse_args(argv)
 

