@@ -22,6 +22,7 @@ import numpy as np
 from edge_runtime import manifest as mf
 from edge_runtime.engines import open_artifact
 from edge_runtime.engines.base import EngineError
+from edge_runtime.fileio import current_umask
 from edge_runtime.manifest import AudioPreprocessing, ImagePreprocessing
 
 from . import data as data_mod
@@ -80,7 +81,7 @@ def prepare_out(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-        os.chmod(staging, 0o777 & ~mf.current_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         return staging
     except OSError as e:
         raise ConvertError(f"--out {out}: cannot write there ({e.strerror}); pick a writable folder") from None
@@ -165,6 +166,10 @@ def run(opts: Options) -> dict[str, Any]:
 
 def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, staging: Path, work: Path) -> dict[str, Any]:
     source = load_source(opts.source, opts.size)
+    n_out = int(np.prod(source.outputs[0].shape[1:]))
+    if labels_file and len(labels_file) != n_out:
+        raise ConvertError(f"--labels {opts.labels}: {len(labels_file)} labels but the model outputs {n_out} scores; "
+                           "give one label per output, in output order")
     streaming = source.is_streaming
     in0 = source.inputs[0]
     image = None
@@ -208,7 +213,7 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
 
     precision = "int16x8" if opts.activations == "int16" else "int8"
     io_dtype = "uint8" if opts.target == "coral" else "int8"
-    rows, artifacts, ops, notes_all = [], [], {}, {}
+    rows, artifacts = [], []
     edgetpu = None
     for fmt in formats:
         made = _make_format(fmt, source, work, staging, precision, io_dtype, samples, opts)
@@ -224,17 +229,18 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
                                    "latency_ms": ev.latency_ms(eng, _latency_example(evald, streaming, chunk, state_shapes)),
                                    "placement": eng.placement.device, "notes": notes}
             row.update(ev.compare(ref, got, evald.labels, labels or None))
+            row["ops"] = tflite.op_histogram(path) if fmt == "tflite" else onnx_quant.op_histogram(path)
             rows.append(row)
-            ops[art_id] = tflite.op_histogram(path) if fmt == "tflite" else onnx_quant.op_histogram(path)
             if shipped:
                 artifacts.append(art)
-                notes_all[art_id] = notes
         if fmt == "tflite" and opts.target == "coral":
             edgetpu = tflite.edgetpu_compile(staging / f"model_{precision}.tflite", staging)
             if edgetpu.get("compiled"):
                 art = artifacts[-1]
                 artifacts[-1] = mf.Artifact(**{**art.__dict__, "extra_files": [mf.file_ref(staging, edgetpu["file"])]})
 
+    rows, artifacts = _keep_best_candidates(rows, artifacts, staging)
+    ops = {r["id"]: r.pop("ops") for r in rows}
     # Size ratio and speed-up against the float artifact of the same format.
     for row in rows:
         base = next((r for r in rows if r["format"] == row["format"] and r["precision"] == "float32"), None)
@@ -286,6 +292,23 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
     return report
 
 
+def _keep_best_candidates(rows: list[dict[str, Any]], artifacts: list[mf.Artifact], staging: Path):
+    """Where two quantizations compete for one artifact id (static vs dynamic), keep the better agreement."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["shipped"] and (r["id"] not in best or r["agreement"] > best[r["id"]]["agreement"]):
+            best[r["id"]] = r
+    kept_rows, kept_files = [], set()
+    for r in rows:
+        if not r["shipped"] or best[r["id"]] is r:
+            kept_rows.append(r)
+            kept_files.add(r["file"])
+        else:
+            best[r["id"]]["notes"]["rejected_alternative"] = f"{r['notes'].get('quantization')}: agreement {r['agreement']:.4f}"
+            (staging / r["file"]).unlink()
+    return kept_rows, [a for a in artifacts if a.file.path in kept_files]
+
+
 def _make_format(fmt: str, source: SourceModel, work: Path, staging: Path, precision: str, io_dtype: str,
                  samples: list[list[np.ndarray]], opts: Options) -> list[tuple[str, Path, bool, dict[str, Any]]]:
     """(id, path, shipped, notes) for the float reference file and the quantized artifact of one format."""
@@ -307,11 +330,16 @@ def _make_format(fmt: str, source: SourceModel, work: Path, staging: Path, preci
         notes = {"quantization": f"static QDQ, per-channel int8 weights, {opts.activations} activations"
                                  + (", symmetric for TensorRT" if symmetric else ""),
                  "calibration": opts.calibration_method, "calibration_samples": len(samples)}
+        made = [("onnx-float32", fpath, False, {}), (f"onnx-{precision}", qpath, True, notes)]
         rnn = onnx_quant.recurrent_ops(pre)
-        if rnn:
+        if rnn:  # static QDQ leaves LSTM/GRU float; dynamic int8 quantizes their weights. Both are evaluated.
             notes["recurrent_ops"] = rnn
-            notes["dynamic_candidate"] = True
-        return [("onnx-float32", fpath, False, {}), (f"onnx-{precision}", qpath, True, notes)]
+            dpath = staging / "model_int8_dynamic.onnx"
+            onnx_quant.quantize_dynamic(pre, dpath)
+            dnotes = {"quantization": "dynamic int8 (weights int8, activations quantized at run time)",
+                      "recurrent_ops": rnn}
+            made.append((f"onnx-{precision}", dpath, True, dnotes))
+        return made
     raise ConvertError(f"--format {fmt}: use tflite and/or onnx")
 
 

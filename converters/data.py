@@ -8,7 +8,6 @@ front end of ``edge_runtime.audio``.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -44,10 +43,10 @@ def _progress(it, desc: str, total: int | None = None):
         from tqdm import tqdm
     except ImportError:
         return it
-    return tqdm(it, desc=desc, total=total, unit="item", leave=False, dynamic_ncols=True, file=_progress_stream())
+    return tqdm(it, desc=desc, total=total, unit="item", leave=False, dynamic_ncols=True,
+                file=_progress_stream(), disable=None)  # None: only on a terminal
 
 
-@functools.lru_cache(maxsize=1)
 def _progress_stream():
     fd = os.environ.get("EDGE_PROGRESS_FD")
     return os.fdopen(int(fd), "w", closefd=False) if fd else sys.stderr

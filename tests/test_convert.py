@@ -213,3 +213,18 @@ def test_accuracy_drop_over_the_limit_exits_3_and_writes_the_report(digits, tmp_
     assert "more than --max-accuracy-drop 1.0" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
     assert _report(out)["passed"] is False
+
+
+def test_recurrent_onnx_tries_dynamic_quantization(lstm_step, tmp_path, capsys):
+    """A whole-window LSTM becomes an ONNX LSTM op: static QDQ and dynamic int8 both run, the better one ships."""
+    src = tmp_path / "kws_window.keras"
+    lstm_step["model"].save(str(src))
+    out = tmp_path / "kws_window"
+    assert _convert(capsys, str(src), "--out", str(out), "--calibration", str(lstm_step["calib"]),
+                    "--eval", str(lstm_step["eval"]), "--format", "onnx") == 0
+    row = _row(_report(out), "onnx-int8")
+    assert row["notes"]["recurrent_ops"] == ["LSTM"]
+    assert "rejected_alternative" in row["notes"]
+    assert row["agreement"] >= AGREEMENT
+    m, _ = mf.load(out)
+    assert len([p for p in out.glob("*.onnx")]) == 1 and m.artifact("onnx").file.path == row["file"]

@@ -8,12 +8,13 @@ fall back to ``soundfile`` when it is installed. Rate conversion goes through
 from __future__ import annotations
 
 import os
-import tempfile
 import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..fileio import atomic_write
 
 QUALITY = "HQ"
 
@@ -130,18 +131,8 @@ def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: in
     path = Path(path)
     x = np.clip(to_mono(np.asarray(samples, dtype=np.float32)), -1.0, 1.0)
     pcm = np.round(x * 32767.0).astype("<i2")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, wave.open(f, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(int(sample_rate))
-            w.writeframes(pcm.tobytes())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path, "wb") as f, wave.open(f, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
