@@ -140,6 +140,8 @@ def run(opts: Options) -> dict[str, Any]:
     if opts.target not in TARGET_FORMATS:
         raise ConvertError(f"--target {opts.target}: use one of {', '.join(TARGET_FORMATS)}")
     formats = opts.formats or TARGET_FORMATS[opts.target]
+    if opts.resize not in mf.RESIZE_MODES:
+        raise ConvertError(f"--resize {opts.resize}: use one of {', '.join(mf.RESIZE_MODES)}")
     if opts.max_accuracy_drop < 0:
         raise ConvertError("--max-accuracy-drop: must be zero or more percentage points")
     labels_file = _read_labels(opts.labels) if opts.labels else None
@@ -177,8 +179,6 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
         image = ImagePreprocessing(size=list(in0.shape[1:3]), resize=opts.resize, channel_order=opts.channel_order,
                                    mean=_expand(opts.mean, "--mean"), std=_expand(opts.std, "--std"))
     audio = AudioPreprocessing(frames_per_step=in0.shape[1] if streaming else 0)
-    if opts.resize not in mf.RESIZE_MODES:
-        raise ConvertError(f"--resize {opts.resize}: use one of {', '.join(mf.RESIZE_MODES)}")
 
     calib = data_mod.load(opts.calibration, "--calibration", source.inputs, image, audio, streaming,
                           limit=opts.calibration_limit)
@@ -190,7 +190,7 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
     state_shapes = [s.shape for s in source.inputs[1:]] if streaming else []
     chunk = in0.shape[1]
     if streaming:
-        steps, seen = ev.run_streaming(ev.float_step(source), calib.inputs[0], chunk, state_shapes,
+        _, seen = ev.run_streaming(ev.float_step(source), calib.inputs[0], chunk, state_shapes,
                                        "float states for calibration", collect_states=True)
         rng = np.random.default_rng(0)
         pick = rng.choice(len(seen), size=min(len(seen), opts.calibration_limit), replace=False)

@@ -37,7 +37,7 @@ class Dataset:
         return int(self.inputs[0].shape[0])
 
 
-def _progress(it, desc: str, total: int | None = None):
+def progress(it, desc: str, total: int | None = None):
     """A tqdm progress bar on the terminal's stderr (kept visible while native logs are muted)."""
     try:
         from tqdm import tqdm
@@ -104,7 +104,7 @@ def _load_images(p: Path, flag: str, files: list[Path], classes, labels, spec: I
 
     idx = _subsample(len(files), limit, seed)
     xs = []
-    for i in _progress(idx, f"reading {flag.lstrip('-')} images"):
+    for i in progress(idx, f"reading {flag.lstrip('-')} images"):
         try:
             xs.append(image_to_input(read_image(files[i]), spec))
         except ImageError as e:
@@ -124,7 +124,7 @@ def _load_wavs(p: Path, flag: str, files: list[Path], classes, labels, inputs: l
                            f"(log-mel features); this model takes {feat_shape}")
     idx = _subsample(len(files), limit, seed)
     feats = []
-    for i in _progress(idx, f"reading {flag.lstrip('-')} audio"):
+    for i in progress(idx, f"reading {flag.lstrip('-')} audio"):
         try:
             f = log_mel(read_wav(files[i], spec.sample_rate), spec)
         except AudioError as e:

@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_runtime.engines.base import Engine
 
-from .data import Dataset, _progress
+from .data import Dataset, progress
 from .source import SourceModel
 
 CONFIDENT = 0.5  # float top-1 probability at or above which a prediction counts as confident
@@ -50,7 +50,7 @@ def run_classifier(step: StepFn, data: Dataset, desc: str, batch: int = 1) -> np
     """First output for every example, shape (N, classes)."""
     n = len(data)
     outs = []
-    for start in _progress(range(0, n, batch), desc, total=(n + batch - 1) // batch):
+    for start in progress(range(0, n, batch), desc, total=(n + batch - 1) // batch):
         arrays = [x[start : start + batch] for x in data.inputs]
         outs.append(np.asarray(step(arrays)[0], dtype=np.float32).reshape(len(arrays[0]), -1))
     return np.concatenate(outs)
@@ -67,7 +67,7 @@ def run_streaming(step: StepFn, utterances: np.ndarray, chunk: int, state_shapes
     n, t = utterances.shape[:2]
     steps = t // chunk
     scores, seen = [], []
-    for u in _progress(range(n), desc):
+    for u in progress(range(n), desc):
         states = [np.zeros(s, np.float32) for s in state_shapes]
         per = []
         for k in range(steps):

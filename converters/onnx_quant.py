@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import progress
 from .errors import ConvertError
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def quantize_static(src: Path, out: Path, names: list[str], samples: list[list[n
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter(samples)
+            self._it = iter(progress(samples, f"calibrating ONNX ({method})"))
 
         def get_next(self):
             ex = next(self._it, None)

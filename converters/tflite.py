@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import progress
 from .errors import ConvertError
 from .source import SourceModel, _quiet_tf
 
@@ -36,7 +37,7 @@ def convert(source: SourceModel, workdir: Path, out: Path, precision: str,
         data = samples or []
 
         def representative():
-            for ex in data:
+            for ex in progress(data, f"calibrating TFLite {precision}"):
                 yield {n: np.asarray(a, np.float32) for n, a in zip(names, ex)}
 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -1,0 +1,745 @@
+"""An offline keyword-spotting training set, synthesised with Debian's TTS engines.
+
+    python -m models.kws_data --out data/kws [--per-word 400] [--seed 0] [--jobs 2]
+
+writes the Speech Commands folder layout, one folder per split and label::
+
+    DIR/train/<label>/<voice>_nohash_<n>.wav   1.0 s, 16 kHz, mono, 16-bit PCM
+    DIR/val/<label>/...
+    DIR/test/<label>/...
+    DIR/voices.json    split voices, engine versions, generation parameters, counts
+    DIR/clips.jsonl    one line per clip: how it was made (voice, text, speed, noise, ...)
+
+The labels follow the 12-class Speech Commands convention: ten keywords (yes,
+no, up, down, left, right, on, off, stop, go), ``_silence_`` and ``_unknown_``.
+
+Speech comes from ``espeak-ng`` (its English accents x its voice variants, e.g.
+``en-us+m3``, ``en-gb-scotland+klatt``) and ``flite`` (its built-in voices kal,
+kal16, awb, rms, slt). Every clip is augmented: TTS pitch and rate, speed
+perturbation (resampling with soxr, 0.85-1.15), room reverberation (synthetic
+exponentially decaying noise impulse responses, RT60 0.1-0.6 s), volume
+(-20..0 dB), a random time shift (a keyword always lies wholly inside the
+window) and background noise at 5-30 dB SNR: white, pink, brown, 50/60 Hz mains
+hum with harmonics, or babble (several TTS talkers saying unknown words).
+
+``_unknown_`` holds common English words (with near-misses of the keywords such as
+"yet", "town", "lift", "bright", "top", "so") and, as negatives that otherwise cause
+false alarms, keywords cut short, keywords cut by the edge of the window and
+two-word snippets that catch only part of a keyword. Exact homophones of a
+keyword ("know", "write") are left out: TTS renders them with the very phonemes
+of "no" and "right", so they would be keywords labelled ``_unknown_``.
+``_silence_`` is noise alone at levels from near-digital silence to loud.
+
+Splits hold out whole voices: train, val and test use disjoint sets of voices
+(engine + voice + variant). espeak-ng variants and flite speakers (kal and kal16
+are one speaker) are held out as a whole, so a test voice's timbre was never
+heard in training. The output is deterministic for a given seed and the same
+installed engines (their versions are recorded in voices.json).
+
+Licences: espeak-ng is GPL-3.0-or-later and flite (with its voices) is under a
+BSD-like CMU licence. Both cover the programs, not the audio they produce: the
+generated clips are ours to use and ship under the project's own terms. Nothing
+is downloaded; the engines come from Debian (``apt-get install espeak-ng flite``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+CLIP = SAMPLE_RATE  # samples in one 1.0 s clip
+KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+SILENCE, UNKNOWN = "_silence_", "_unknown_"
+LABELS = (*KEYWORDS, SILENCE, UNKNOWN)
+SPLITS = ("train", "val", "test")
+ESPEAK, FLITE = "espeak-ng", "flite"
+APT_PACKAGES = MappingProxyType({ESPEAK: "espeak-ng", FLITE: "flite"})  # binary -> Debian package
+
+# Spellings that TTS pronounces exactly like a keyword: never used as _unknown_.
+HOMOPHONES = MappingProxyType({"no": ("know", "noh"), "right": ("write", "rite", "wright")})
+MAX_SPEECH = int(0.96 * CLIP)  # a keyword or word longer than this is sped up to fit the window
+
+# ~300 common short English words for _unknown_; near-misses of the keywords first.
+_WORDS = """
+    yet yeah yell yen less mess guess dress bless chess
+    now new nor nose note snow low though toe
+    cup pup cop hop pop cut but hut us bus
+    town gown brown crown frown dawn done noun loud found round sound ground clown
+    lift loft lent lend theft west felt list laughed let bet
+    bright light night fight kite ride white rice ripe wide site might tight ice
+    one in an own at and odd yawn john
+    of cough often if soft half
+    top stock step shop drop spot stuck chop stomp mop
+    so goat show glow grow row dough gold ghost gone
+    zero two three four five six seven eight nine ten
+    bed bird cat dog happy house tree wow learn follow forward backward visual marvin sheila
+    the a is it to was for that with as his they be this have from or had by word
+    what all were we when your can said there use each which she do how will
+    about out many then them some her would make like him into time has look more
+    see way could my than first water call who find long day
+    get come made may part over take work place year live me back give
+    most very after thing our just name good man think say great where help much
+    line mean old same tell came want form small put
+    well large must big such here why ask went men
+    read need land move try kind hand play spell air away point
+    page study should world high near add food
+    plant last school keep eye start city earth head
+    saw few while close seem next hard open begin
+    life both got group side feet
+    car mile walk sea took river state once hear
+    miss idea eat face watch far girl cool talk
+    song leave sun moon star rain wind cold warm hot fish milk bread
+    door box game red blue green black pink slow sit jump swim sleep wake push
+    pull drink cook wash clean full rich poor
+"""
+
+
+def _word_list(text: str) -> tuple[str, ...]:
+    """Unique words of ``text`` in order, without keywords and their homophones."""
+    banned = set(KEYWORDS).union(*HOMOPHONES.values())
+    return tuple(w for w in dict.fromkeys(text.split()) if w not in banned)
+
+
+UNKNOWN_WORDS = _word_list(_WORDS)
+
+
+class KwsDataError(Exception):
+    """A problem the user has to fix; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """Generation parameters; recorded in voices.json."""
+
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    engine_weights: tuple[tuple[str, float], ...] = ((ESPEAK, 0.7), (FLITE, 0.3))
+    exclude_variants: tuple[str, ...] = ("fast",)  # espeak-ng's speed-test variant, not a voice
+    espeak_pitch: tuple[int, int] = (20, 80)  # espeak-ng -p
+    espeak_rate: tuple[int, int] = (130, 210)  # espeak-ng -s, words per minute
+    flite_stretch: tuple[float, float] = (0.8, 1.25)  # flite duration_stretch
+    flite_f0_shift: tuple[float, float] = (0.8, 1.25)  # flite f0_shift (rms ignores it)
+    speed: tuple[float, float] = (0.85, 1.15)  # speed perturbation by resampling
+    gain_db: tuple[float, float] = (-20.0, 0.0)
+    reverb_prob: float = 0.5
+    rt60: tuple[float, float] = (0.1, 0.6)
+    drr_db: tuple[float, float] = (0.0, 12.0)  # direct-to-reverberant energy ratio
+    noise_prob: float = 0.85  # the others get only a faint microphone floor
+    noise_types: tuple[str, ...] = ("white", "pink", "brown", "hum", "babble")
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    floor_snr_db: tuple[float, float] = (40.0, 60.0)  # the faint white floor of otherwise clean clips
+    babble_snr_db: tuple[float, float] = (10.0, 30.0)  # babble stays a low-level background
+    babble_talkers: tuple[int, int] = (3, 6)
+    silence_db: tuple[float, float] = (-75.0, -20.0)  # noise RMS of _silence_ clips, dBFS
+    unknown_mix: tuple[tuple[str, float], ...] = (("word", 0.55), ("truncated", 0.15), ("edge", 0.15),
+                                                  ("snippet", 0.15))
+    cut: tuple[float, float] = (0.25, 0.55)  # share of a keyword kept / inside the window
+    snippet_gap: tuple[float, float] = (0.0, 0.1)  # pause between the words of a snippet, s
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One TTS voice: engine, voice and (espeak-ng) variant."""
+
+    engine: str
+    name: str
+    variant: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.engine}:{self.name}" + (f"+{self.variant}" if self.variant else "")
+
+    @property
+    def group(self) -> str:
+        """The unit held out as a whole: an espeak-ng variant, a flite speaker."""
+        if self.engine == ESPEAK:
+            return f"{ESPEAK}:+{self.variant or 'default'}"
+        speaker = re.sub(r"\d+$", "", self.name)  # kal16 is kal at 16 kHz
+        return f"{self.engine}:{speaker}"
+
+    @property
+    def tag(self) -> str:
+        """Short file-name prefix, as the speaker hash of Speech Commands."""
+        return hashlib.sha1(self.id.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A text spoken by a voice with engine-specific arguments (pitch, rate)."""
+
+    voice: Voice
+    text: str
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClipTask:
+    """Everything needed to render one clip; drawn up front so that rendering is order-free."""
+
+    path: str
+    split: str
+    label: str
+    kind: str  # keyword | word | truncated | edge | snippet | silence
+    seed: int  # noise samples and impulse response
+    speech: Utterance | None = None
+    other: Utterance | None = None  # snippet: the word next to the keyword
+    keyword_first: bool = True  # snippet: "<keyword> <word>" (else "<word> <keyword>")
+    gap: float = 0.0  # snippet: pause between the two words, seconds
+    speed: float = 1.0
+    gain_db: float = 0.0
+    shift: float = 0.5  # where the speech sits in the window's free room, 0..1
+    cut: float = 1.0  # truncated: share kept; edge/snippet: share inside the window
+    keep_start: bool = True  # truncated/edge: the keyword's start is what remains
+    rt60: float = 0.0  # 0: no reverberation
+    drr_db: float = 0.0
+    noise: str = ""  # white, pink, brown, hum, babble ("" none)
+    noise_db: float = 0.0  # SNR for speech clips, RMS dBFS for silence
+    babble: tuple[Utterance, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------- engines and voices
+
+
+def check_engines() -> None:
+    """Raise a one-line :class:`KwsDataError` naming the apt packages when an engine is missing."""
+    missing = [b for b in APT_PACKAGES if shutil.which(b) is None]
+    if missing:
+        pkgs = " ".join(APT_PACKAGES[b] for b in missing)
+        raise KwsDataError(f"{' and '.join(missing)} not found: install with 'apt-get install {pkgs}'")
+
+
+def _run(cmd: Sequence[str], timeout: float = 60.0, ok: Sequence[int] = (0,)) -> str:
+    try:
+        p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise KwsDataError(f"'{' '.join(cmd)}' failed: {e}") from None
+    if p.returncode not in ok:
+        why = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[0]
+        raise KwsDataError(f"'{' '.join(cmd)}' failed: {why}")
+    return p.stdout
+
+
+def engine_versions() -> dict[str, str]:
+    esp = _run([ESPEAK, "--version"]).strip().splitlines()[0]
+    fl = " ".join(line.strip() for line in _run([FLITE, "--version"], ok=(0, 1)).splitlines() if "version" in line)
+    fl = re.sub(r"\s*\(http[^)]*\)", "", fl.removeprefix("version:"))
+    return {ESPEAK: re.sub(r"\s+Data at:.*", "", esp).strip(), FLITE: fl.strip()}
+
+
+def parse_espeak_languages(listing: str) -> list[str]:
+    """English voices of ``espeak-ng --voices=en``, without MBROLA ones (they need mbrola data)."""
+    names = []
+    for line in listing.splitlines():
+        f = line.split()
+        if len(f) >= 5 and f[0] != "Pty" and f[1].startswith("en") and not f[4].startswith("mb/"):
+            names.append(f[1])
+    return sorted(set(names))
+
+
+def parse_espeak_variants(listing: str, exclude: Iterable[str] = ()) -> list[str]:
+    """Variant file names (``m3``, ``klatt``, ``f2``...) of ``espeak-ng --voices=variant``."""
+    names = []
+    for line in listing.splitlines():
+        f = line.split()
+        if len(f) < 5 or f[1] != "variant" or not f[4].startswith("!v/"):
+            continue
+        if len(f) > 5 and not f[5].startswith("("):
+            continue  # a file name with a space cannot follow '+'
+        names.append(f[4][3:])
+    return sorted(set(names) - set(exclude))
+
+
+def parse_flite_voices(listing: str) -> list[str]:
+    """General voices of ``flite -lv`` (limited-domain ones such as awb_time left out)."""
+    words = listing.split(":", 1)[-1].split()
+    return sorted(w for w in words if not w.endswith("_time"))
+
+
+def discover_voices(params: Params) -> list[Voice]:
+    """All English voices of the installed engines, in a fixed order."""
+    langs = parse_espeak_languages(_run([ESPEAK, "--voices=en"]))
+    variants = parse_espeak_variants(_run([ESPEAK, "--voices=variant"]), params.exclude_variants)
+    flite = parse_flite_voices(_run([FLITE, "-lv"]))
+    if not langs or not flite:
+        raise KwsDataError("no English voices found in espeak-ng or flite; reinstall 'espeak-ng flite'")
+    voices = [Voice(ESPEAK, lang, var) for lang in langs for var in ["", *variants]]
+    return voices + [Voice(FLITE, name) for name in flite]
+
+
+def split_voices(voices: Sequence[Voice], seed: int, fractions: Sequence[float]) -> dict[str, list[Voice]]:
+    """Disjoint voice sets per split; each engine's groups (variants, speakers) are held out whole."""
+    rng = np.random.default_rng([seed, 0])
+    out: dict[str, list[Voice]] = {s: [] for s in SPLITS}
+    for engine in sorted({v.engine for v in voices}):
+        groups = sorted({v.group for v in voices if v.engine == engine})
+        if len(groups) < len(SPLITS):
+            raise KwsDataError(f"{engine} has only {len(groups)} distinct voices; need {len(SPLITS)} to hold out")
+        order = [groups[i] for i in rng.permutation(len(groups))]
+        n_val = max(1, round(len(groups) * fractions[1]))
+        n_test = max(1, round(len(groups) * fractions[2]))
+        chosen = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+        for split, gs in chosen.items():
+            out[split] += [v for v in voices if v.engine == engine and v.group in set(gs)]
+    return out
+
+
+# ---------------------------------------------------------------- planning
+
+
+def split_counts(per_word: int, fractions: Sequence[float]) -> dict[str, int]:
+    """Clips per label: ``per_word`` in train, val and test in proportion (at least one)."""
+    return {"train": per_word,
+            "val": max(1, math.ceil(per_word * fractions[1] / fractions[0])),
+            "test": max(1, math.ceil(per_word * fractions[2] / fractions[0]))}
+
+
+def _choose(rng: np.random.Generator, weighted: Sequence[tuple[str, float]]) -> str:
+    p = np.asarray([w for _, w in weighted], dtype=float)
+    return weighted[int(rng.choice(len(weighted), p=p / p.sum()))][0]
+
+
+def _pick_voice(rng: np.random.Generator, voices: Sequence[Voice], params: Params) -> Voice:
+    engines = {v.engine for v in voices}
+    engine = _choose(rng, [(e, w) for e, w in params.engine_weights if e in engines])
+    pool = [v for v in voices if v.engine == engine]
+    return pool[int(rng.integers(len(pool)))]
+
+
+def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float], digits: int = 3) -> float:
+    return round(float(rng.uniform(*lo_hi)), digits)
+
+
+def _tts_args(rng: np.random.Generator, voice: Voice, params: Params) -> tuple[str, ...]:
+    if voice.engine == ESPEAK:
+        pitch = int(rng.integers(params.espeak_pitch[0], params.espeak_pitch[1] + 1))
+        rate = int(rng.integers(params.espeak_rate[0], params.espeak_rate[1] + 1))
+        return ("-p", str(pitch), "-s", str(rate))
+    stretch, f0 = _uniform(rng, params.flite_stretch), _uniform(rng, params.flite_f0_shift)
+    return ("--setf", f"duration_stretch={stretch}", "--setf", f"f0_shift={f0}")
+
+
+def _utterance(rng: np.random.Generator, voice: Voice, text: str, params: Params) -> Utterance:
+    return Utterance(voice, text, _tts_args(rng, voice, params))
+
+
+def _word(rng: np.random.Generator) -> str:
+    return UNKNOWN_WORDS[int(rng.integers(len(UNKNOWN_WORDS)))]
+
+
+def _keyword(rng: np.random.Generator) -> str:
+    return KEYWORDS[int(rng.integers(len(KEYWORDS)))]
+
+
+def _babble(rng: np.random.Generator, voices: Sequence[Voice], params: Params) -> tuple[Utterance, ...]:
+    n = int(rng.integers(params.babble_talkers[0], params.babble_talkers[1] + 1))
+    return tuple(_utterance(rng, _pick_voice(rng, voices, params), " ".join(_word(rng) for _ in range(3)), params)
+                 for _ in range(n))
+
+
+def _noise_fields(rng: np.random.Generator, voices: Sequence[Voice], params: Params, silence: bool) -> dict[str, Any]:
+    if not silence and rng.random() >= params.noise_prob:
+        return {"noise": "white", "noise_db": _uniform(rng, params.floor_snr_db, 2)}
+    kind = params.noise_types[int(rng.integers(len(params.noise_types)))]
+    span = params.silence_db if silence else (params.babble_snr_db if kind == "babble" else params.snr_db)
+    babble = _babble(rng, voices, params) if kind == "babble" else ()
+    return {"noise": kind, "noise_db": _uniform(rng, span, 2), "babble": babble}
+
+
+def _speech_fields(rng: np.random.Generator, label: str, voices: Sequence[Voice], params: Params) -> dict[str, Any]:
+    voice = _pick_voice(rng, voices, params)
+    kind = "keyword" if label != UNKNOWN else _choose(rng, params.unknown_mix)
+    f: dict[str, Any] = {"kind": kind}
+    if kind == "keyword":
+        f["speech"] = _utterance(rng, voice, label, params)
+    elif kind == "word":
+        f["speech"] = _utterance(rng, voice, _word(rng), params)
+    elif kind in ("truncated", "edge"):
+        f["speech"] = _utterance(rng, voice, _keyword(rng), params)
+    else:  # snippet: a keyword and a neighbouring word, the window catching only part of the keyword
+        kw = _utterance(rng, voice, _keyword(rng), params)
+        f.update(speech=kw, other=Utterance(voice, _word(rng), kw.args), keyword_first=bool(rng.random() < 0.5),
+                 gap=_uniform(rng, params.snippet_gap))
+    if kind != "keyword" and kind != "word":
+        f.update(cut=_uniform(rng, params.cut), keep_start=bool(rng.random() < 0.5))
+    f.update(speed=_uniform(rng, params.speed), gain_db=_uniform(rng, params.gain_db, 2),
+             shift=_uniform(rng, (0.0, 1.0)))
+    if rng.random() < params.reverb_prob:
+        f.update(rt60=_uniform(rng, params.rt60), drr_db=_uniform(rng, params.drr_db, 2))
+    return f
+
+
+def plan_clips(out: Path, voices: dict[str, list[Voice]], per_word: int, seed: int,
+               params: Params) -> list[ClipTask]:
+    """Every clip of every split, drawn from ``seed`` in a fixed order."""
+    tasks = []
+    counts = split_counts(per_word, params.split_fractions)
+    for s, split in enumerate(SPLITS):
+        rng = np.random.default_rng([seed, 1, s])
+        for label in LABELS:
+            for i in range(counts[split]):
+                silence = label == SILENCE
+                f = {"kind": "silence"} if silence else _speech_fields(rng, label, voices[split], params)
+                f.update(_noise_fields(rng, voices[split], params, silence))
+                tag = "noise" if silence else f["speech"].voice.tag
+                path = out / split / label / f"{tag}_nohash_{i:05d}.wav"
+                tasks.append(ClipTask(path=str(path), split=split, label=label,
+                                      seed=int(rng.integers(2**62)), **f))
+    return tasks
+
+
+# ---------------------------------------------------------------- signals
+
+
+def db_to_amp(db: float) -> float:
+    return float(10.0 ** (db / 20.0))
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+
+
+def frame_rms(x: np.ndarray, frame: int = SAMPLE_RATE // 100) -> np.ndarray:
+    n = len(x) // frame
+    return np.sqrt(np.mean(np.square(x[: n * frame].reshape(n, frame), dtype=np.float64), axis=1))
+
+
+def trim_silence(x: np.ndarray, threshold_db: float = -40.0, margin: int = SAMPLE_RATE // 100) -> np.ndarray:
+    """Drop leading/trailing frames more than ``threshold_db`` below the loudest 10 ms frame."""
+    e = frame_rms(x)
+    if len(e) == 0 or e.max() <= 0:
+        return x
+    active = np.flatnonzero(e > e.max() * db_to_amp(threshold_db))
+    frame = SAMPLE_RATE // 100
+    return x[max(0, active[0] * frame - margin): min(len(x), (active[-1] + 1) * frame + margin)]
+
+
+def resample_speed(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play ``x`` ``factor`` times faster (tempo and pitch together, as Kaldi's speed perturbation)."""
+    import soxr
+
+    if abs(factor - 1.0) < 1e-6:
+        return x
+    return np.asarray(soxr.resample(x, SAMPLE_RATE * factor, SAMPLE_RATE, quality="HQ"), dtype=np.float32)
+
+
+def fit_length(x: np.ndarray, max_len: int) -> np.ndarray:
+    """Speed ``x`` up just enough to last at most ``max_len`` samples."""
+    return x if len(x) <= max_len else resample_speed(x, len(x) / (max_len - 8))
+
+
+def fade(x: np.ndarray, n: int = SAMPLE_RATE // 200) -> np.ndarray:
+    """Short raised-cosine fades at both ends, so that cuts do not click."""
+    y = x.astype(np.float32, copy=True)
+    n = min(n, len(y) // 2)
+    if n > 0:
+        ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n))).astype(np.float32)
+        y[:n] *= ramp
+        y[-n:] *= ramp[::-1]
+    return y
+
+
+def colored_noise(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
+    """Unit-RMS noise with power spectrum 1/f**exponent (0 white, 1 pink, 2 brown), no content below 20 Hz."""
+    spec = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
+    f = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
+    shape = np.zeros_like(f)
+    keep = f >= 20.0
+    shape[keep] = f[keep] ** (-exponent / 2.0)
+    x = np.fft.irfft(spec * shape, n)
+    return (x / (rms(x) or 1.0)).astype(np.float32)
+
+
+def hum_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Unit-RMS 50 or 60 Hz mains hum with harmonics (buzz) and a faint hiss."""
+    f0 = (50.0 if rng.random() < 0.5 else 60.0) * (1.0 + rng.uniform(-0.003, 0.003))
+    t = np.arange(n) / SAMPLE_RATE
+    x = np.zeros(n)
+    tilt = rng.uniform(0.3, 1.5)
+    for h in range(1, int(rng.integers(3, 16)) + 1):
+        x += rng.uniform(0.2, 1.0) * h ** -tilt * np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 2 * np.pi))
+    x = x / (rms(x) or 1.0) + 0.01 * rng.standard_normal(n)
+    return (x / rms(x)).astype(np.float32)
+
+
+def room_impulse(rng: np.random.Generator, rt60: float, drr_db: float) -> np.ndarray:
+    """A synthetic room: a direct path, then noise decaying by 60 dB over ``rt60`` seconds."""
+    n = max(2, int(rt60 * SAMPLE_RATE))
+    t = np.arange(n) / SAMPLE_RATE
+    tail = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60)
+    tail[0] = 0.0
+    tail *= math.sqrt(10.0 ** (-drr_db / 10.0) / max(float(np.sum(tail**2)), 1e-12))
+    tail[0] = 1.0
+    return tail.astype(np.float32)
+
+
+def convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    n = len(x) + len(h) - 1
+    size = 1 << (n - 1).bit_length()
+    y = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[:n]
+    return y.astype(np.float32)
+
+
+def window(x: np.ndarray, start: int, n: int = CLIP) -> np.ndarray:
+    """``x[start:start+n]`` with zeros where it runs past either end (``start`` may be negative)."""
+    out = np.zeros(n, dtype=np.float32)
+    lo, hi = max(start, 0), min(start + n, len(x))
+    if hi > lo:
+        out[lo - start: hi - start] = x[lo:hi]
+    return out
+
+
+# ---------------------------------------------------------------- rendering (runs in the workers)
+
+
+def tts_command(utt: Utterance, wav: str) -> list[str]:
+    v = utt.voice
+    if v.engine == ESPEAK:
+        name = f"{v.name}+{v.variant}" if v.variant else v.name
+        return [ESPEAK, "-v", name, *utt.args, "-w", wav, utt.text]
+    return [FLITE, "-voice", v.name, *utt.args, "-t", utt.text, "-o", wav]
+
+
+def synthesize(utt: Utterance, tmp: str) -> np.ndarray:
+    """Speak ``utt`` into a temp WAV under ``tmp``; float32 at 16 kHz, leading/trailing silence trimmed."""
+    from edge_runtime.audio.wav import AudioError, read_wav
+
+    fd, wav = tempfile.mkstemp(suffix=".wav", dir=tmp)
+    os.close(fd)
+    try:
+        _run(tts_command(utt, wav))
+        try:
+            x = read_wav(wav, SAMPLE_RATE)
+        except AudioError as e:
+            raise KwsDataError(f"{utt.voice.id} gave no usable audio for '{utt.text}': {e}") from None
+    finally:
+        Path(wav).unlink(missing_ok=True)
+    x = trim_silence(x)
+    if rms(x) < 1e-4:
+        raise KwsDataError(f"{utt.voice.id} gave silence for '{utt.text}'")
+    return x
+
+
+def babble_noise(rng: np.random.Generator, talkers: Sequence[Utterance], tmp: str, n: int) -> np.ndarray:
+    """Unit-RMS babble: several talkers, each looped and shifted at random, summed."""
+    x = np.zeros(n, dtype=np.float32)
+    for utt in talkers:
+        s = synthesize(utt, tmp)
+        s = np.tile(s, n // len(s) + 2)
+        start = int(rng.integers(len(s) - n))
+        x += db_to_amp(rng.uniform(-6.0, 0.0)) * s[start: start + n] / (rms(s) or 1.0)
+    return x / (rms(x) or 1.0)
+
+
+def make_noise(task: ClipTask, rng: np.random.Generator, tmp: str, n: int = CLIP) -> np.ndarray:
+    if task.noise == "babble":
+        return babble_noise(rng, task.babble, tmp, n)
+    if task.noise == "hum":
+        return hum_noise(rng, n)
+    return colored_noise(rng, n, {"white": 0.0, "pink": 1.0, "brown": 2.0}[task.noise])
+
+
+def arrange(task: ClipTask, x: np.ndarray, other: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Cut and join the (speed-perturbed) speech ``x`` for ``task.kind``.
+
+    Returns the segment and the sample of it at the window's start (negative: silence
+    first). keyword, word and truncated lie wholly inside the window; edge and snippet
+    leave only ``task.cut`` of the keyword inside.
+    """
+    if task.kind == "truncated":
+        keep = max(1, round(len(x) * task.cut))
+        x = fade(x[:keep] if task.keep_start else x[-keep:])
+    if task.kind in ("keyword", "word", "truncated"):
+        x = fit_length(x, MAX_SPEECH)
+        return x, -round(task.shift * (CLIP - len(x)))
+    inside = round(len(x) * task.cut)
+    if task.kind == "edge":  # the keyword's start at the window's end, or its end at the window's start
+        return x, (inside - CLIP if task.keep_start else len(x) - inside)
+    if other is None:
+        raise ValueError(f"a {task.kind} clip needs the neighbouring word")
+    gap = np.zeros(round(task.gap * SAMPLE_RATE), dtype=np.float32)
+    if task.keyword_first:  # "<keyword> <word>": the window starts inside the keyword's end
+        return np.concatenate([x, gap, other]), len(x) - inside
+    # "<word> <keyword>": the window ends inside the keyword's start
+    return np.concatenate([other, gap, x]), len(other) + len(gap) + inside - CLIP
+
+
+def speech_segment(task: ClipTask, tmp: str) -> tuple[np.ndarray, int]:
+    """Synthesise, speed-perturb and :func:`arrange` the speech of ``task``."""
+    assert task.speech is not None
+    x = resample_speed(synthesize(task.speech, tmp), task.speed)
+    other = None if task.other is None else resample_speed(synthesize(task.other, tmp), task.speed)
+    return arrange(task, x, other)
+
+
+def render_speech(task: ClipTask, rng: np.random.Generator, tmp: str) -> np.ndarray:
+    seg, start = speech_segment(task, tmp)
+    seg = seg / (float(np.max(np.abs(seg))) or 1.0)
+    dry = window(seg, start)
+    if task.rt60 > 0:
+        seg = convolve(seg, room_impulse(rng, task.rt60, task.drr_db))
+        seg = seg / (float(np.max(np.abs(seg))) or 1.0)
+    x = window(seg, start) * db_to_amp(task.gain_db)
+    if task.noise:
+        e = frame_rms(dry)
+        active = np.repeat(e > e.max() * db_to_amp(-40.0), SAMPLE_RATE // 100)
+        level = rms(x[: len(active)][active]) * db_to_amp(-task.noise_db)
+        x = x + level * make_noise(task, rng, tmp)
+    return x
+
+
+def render_clip(task: ClipTask, tmp: str) -> dict[str, Any]:
+    """Render and write one clip (atomically); returns its record for clips.jsonl."""
+    from edge_runtime.audio.wav import write_wav
+
+    rng = np.random.default_rng(task.seed)
+    if task.kind == "silence":
+        x = make_noise(task, rng, tmp) * db_to_amp(task.noise_db)
+    else:
+        x = render_speech(task, rng, tmp)
+    peak = float(np.max(np.abs(x)))
+    if peak > 0.99:
+        x = x * (0.99 / peak)
+    write_wav(task.path, x.astype(np.float32), SAMPLE_RATE)
+    return clip_record(task)
+
+
+def clip_record(task: ClipTask) -> dict[str, Any]:
+    rec = dataclasses.asdict(task)
+    for key in ("speech", "other"):
+        utt = getattr(task, key)
+        rec[key] = None if utt is None else {"voice": utt.voice.id, "text": utt.text, "args": list(utt.args)}
+    rec["babble"] = [{"voice": u.voice.id, "text": u.text, "args": list(u.args)} for u in task.babble]
+    return rec
+
+
+# ---------------------------------------------------------------- driver
+
+
+def run_tasks(tasks: Sequence[ClipTask], tmp: str, jobs: int, progress: bool) -> Iterator[dict[str, Any]]:
+    """Render ``tasks`` in ``jobs`` processes, in order, with a tqdm bar."""
+    from tqdm import tqdm
+
+    work = partial(render_clip, tmp=tmp)
+    bar = tqdm(total=len(tasks), unit="clip", desc="kws_data", disable=not progress, file=sys.stderr)
+    with bar:
+        if jobs <= 1:
+            for t in tasks:
+                yield work(t)
+                bar.update()
+            return
+        with multiprocessing.get_context().Pool(jobs) as pool:
+            for rec in pool.imap(work, tasks, chunksize=4):
+                yield rec
+                bar.update()
+
+
+def _check_out(out: Path) -> None:
+    taken = [p.name for p in (*(out / s for s in SPLITS), out / "voices.json") if p.exists()]
+    if taken:
+        raise KwsDataError(f"{out} already holds a data set ({', '.join(taken)}); choose a new --out or remove it")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from edge_runtime.fileio import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    from edge_runtime.fileio import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def debian_versions() -> dict[str, str]:
+    """Versions of the Debian packages providing the engines, where dpkg knows them."""
+    out = {}
+    for pkg in APT_PACKAGES.values():
+        try:
+            p = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if p.returncode == 0 and p.stdout.strip():
+            out[pkg] = p.stdout.strip()
+    return out
+
+
+def generate(out: str | os.PathLike[str], per_word: int = 400, seed: int = 0, jobs: int = 2,
+             params: Params | None = None, progress: bool = True) -> dict[str, Any]:
+    """Write the data set under ``out``; returns the contents of voices.json."""
+    params = params or Params()
+    if per_word < 1 or jobs < 1:
+        raise KwsDataError("--per-word and --jobs must be at least 1")
+    check_engines()
+    out = Path(out)
+    _check_out(out)
+    voices = split_voices(discover_voices(params), seed, params.split_fractions)
+    tasks = plan_clips(out, voices, per_word, seed, params)
+    for split in SPLITS:
+        for label in LABELS:
+            (out / split / label).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kws_tts_") as tmp:
+        records = list(run_tasks(tasks, tmp, jobs, progress))
+    _write_jsonl(out / "clips.jsonl", [{**r, "path": Path(r["path"]).relative_to(out).as_posix()} for r in records])
+    counts = split_counts(per_word, params.split_fractions)
+    meta = {
+        "layout": "speech-commands: <split>/<label>/<voice>_nohash_<n>.wav",
+        "sample_rate": SAMPLE_RATE, "clip_seconds": CLIP / SAMPLE_RATE, "labels": list(LABELS),
+        "seed": seed, "per_word": per_word,
+        "counts": {s: {label: counts[s] for label in LABELS} for s in SPLITS},
+        "engines": engine_versions(),
+        "debian_packages": debian_versions(),
+        "splits": {s: [v.id for v in voices[s]] for s in SPLITS},
+        "held_out_groups": {s: sorted({v.group for v in voices[s]}) for s in SPLITS},
+        "unknown_words": list(UNKNOWN_WORDS),
+        "params": dataclasses.asdict(params),
+    }
+    _write_json(out / "voices.json", meta)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.kws_data", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="new folder for the data set")
+    ap.add_argument("--per-word", type=int, default=400,
+                    help="training clips per label (val and test get 1/8 of it each); default 400")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2, help="TTS/augmentation processes (default 2)")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    try:
+        meta = generate(args.out, args.per_word, args.seed, args.jobs)
+    except KwsDataError as e:
+        print(f"kws_data: error: {e}", file=sys.stderr)
+        return 2
+    total = {s: sum(c.values()) for s, c in meta["counts"].items()}
+    print(f"wrote {sum(total.values())} clips to {args.out} (train {total['train']}, val {total['val']}, "
+          f"test {total['test']}) in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
