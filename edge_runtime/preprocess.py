@@ -24,7 +24,10 @@ def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to an RGB uint8 array (H, W, 3); grey and alpha are converted."""
     import cv2
 
-    data = np.fromfile(str(path), dtype=np.uint8)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read it ({e.strerror}); check the path") from None
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise ImageError(f"{path}: not a readable image; remove it or replace it with a JPEG/PNG")

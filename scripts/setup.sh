@@ -9,9 +9,12 @@ PYTHON=${PYTHON:-python3}
 EXTRAS=${EXTRAS:-convert,onnx,test}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  # venv/ensurepip, missing from a Debian Python until python3-venv is installed.
+  # venv/ensurepip, missing from a Debian Python until python3-venv is installed;
+  # the TTS engines that synthesise the keyword training data.
   need=()
   "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || need+=("python3-venv")
+  command -v espeak-ng >/dev/null 2>&1 || need+=("espeak-ng")
+  command -v flite >/dev/null 2>&1 || need+=("flite")
   if [ ${#need[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need[*]}" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -qq

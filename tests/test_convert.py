@@ -228,3 +228,21 @@ def test_recurrent_onnx_tries_dynamic_quantization(lstm_step, tmp_path, capsys):
     assert row["agreement"] >= AGREEMENT
     m, _ = mf.load(out)
     assert len([p for p in out.glob("*.onnx")]) == 1 and m.artifact("onnx").file.path == row["file"]
+
+
+def test_classify_cli_on_the_converted_model(digits_out, digits):
+    """The board's CLI classifies with both engines, without importing TensorFlow."""
+    import subprocess
+    import sys
+
+    images = [str(next((digits["eval"] / d).iterdir())) for d in ("2", "5")]
+    code = ("import sys, runpy; sys.argv = ['edge-runtime', *sys.argv[1:]]; "
+            "from edge_runtime.cli import main; rc = main(); "
+            "assert 'tensorflow' not in sys.modules, 'the board side imported TensorFlow'; sys.exit(rc)")
+    for engine in ("litert", "onnx"):
+        proc = subprocess.run([sys.executable, "-c", code, "classify", *images, "--model", str(digits_out),
+                               "--engine", engine, "--json"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        lines = [json.loads(ln) for ln in proc.stdout.splitlines()]
+        assert [ln["top"][0]["label"] for ln in lines] == ["2", "5"]
+        assert all(ln["engine"] == engine for ln in lines)

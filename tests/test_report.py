@@ -244,7 +244,9 @@ def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_mod.os, "replace", boom)
+    import edge_runtime.fileio as fileio
+
+    monkeypatch.setattr(fileio.os, "replace", boom)
     with pytest.raises(OSError):
         write_html(_labeled_report(), tmp_path / "report.html")
     assert list(tmp_path.iterdir()) == []
