@@ -8,8 +8,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
 
 
@@ -28,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("classify", help="classify image files with an image model")
     c.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    c.add_argument("--model", type=Path, required=True, help="artifact folder (manifest.json + model files)")
+    c.add_argument("--model", type=Path, help="artifact folder (manifest.json + model files); default: the shipped model")
     c.add_argument("--engine", choices=["auto", "litert", "onnx"], default="auto")
     c.add_argument("--top", type=int, default=3, metavar="K", help="labels to show per image (default 3)")
     c.add_argument("--threads", type=int, help="engine threads (default: the engine's own choice)")
@@ -37,35 +35,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def classify(args: argparse.Namespace) -> int:
-    from .engines import EngineError, open_engine
+    from .defaults import model_dir
+    from .engines import EngineError
     from .manifest import ManifestError, load
-    from .preprocess import ImageError, image_to_input, read_image
+    from .pipelines.vision import ImageClassifier
+    from .preprocess import ImageError, read_image
 
+    folder = args.model or model_dir("vision")
     try:
-        m, folder = load(args.model)
-    except ManifestError as e:
+        m, folder = load(folder)
+        clf = ImageClassifier(m, folder, args.engine, threads=args.threads)
+    except (ManifestError, EngineError) as e:
         raise UserError(f"--model: {e}") from None
-    if m.preprocessing.image is None:
-        raise UserError(f"--model {args.model}: {m.name!r} is a {m.task} model, not an image model")
-    try:
-        engine = open_engine(m, folder, args.engine, threads=args.threads)
-    except (EngineError, ManifestError) as e:
-        raise UserError(f"--model {args.model}: {e}") from None
-    logging.getLogger(__name__).info("%s on %s", m.name, engine.placement.device)
+    logging.getLogger(__name__).info("%s on %s", m.name, clf.engine.placement.device)
     for path in args.images:
         try:
-            x = image_to_input(read_image(path), m.preprocessing.image)[None]
+            top = clf.top(read_image(path), args.top)
         except ImageError as e:
             raise UserError(str(e)) from None
-        scores = np.asarray(engine.run(x)[0], np.float32).reshape(-1)
-        top = np.argsort(-scores)[: max(1, args.top)]
-        labels = [m.labels[i] if i < len(m.labels) else str(i) for i in top]
         if args.json:
-            print(json.dumps({"image": str(path), "top": [{"label": lab, "score": round(float(scores[i]), 5)}
-                                                          for lab, i in zip(labels, top)],
-                              "model": m.name, "engine": engine.placement.engine}), flush=True)
+            print(json.dumps({"image": str(path), "top": [{"label": t.label, "score": round(t.score, 5)} for t in top],
+                              "model": m.name, "engine": clf.engine.placement.engine}), flush=True)
         else:
-            print(f"{path}: " + ", ".join(f"{lab} {scores[i]:.3f}" for lab, i in zip(labels, top)), flush=True)
+            print(f"{path}: " + ", ".join(f"{t.label} {t.score:.3f}" for t in top), flush=True)
     return 0
 
 
