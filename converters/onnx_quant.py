@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +25,26 @@ def recurrent_ops(path: Path) -> list[str]:
     return sorted({n.op_type for n in onnx.load(str(path)).graph.node if n.op_type in RECURRENT_OPS})
 
 
+@contextlib.contextmanager
+def _scratch_cwd():
+    """Run in a throwaway working directory: ORT's shape inference and quantizers drop temp files in the cwd."""
+    old = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="edge-convert-ort-") as d:
+        os.chdir(d)
+        try:
+            yield
+        finally:
+            os.chdir(old)
+
+
 def preprocess(src: Path, out: Path) -> Path:
     """Shape inference and graph optimisation ORT recommends before quantizing."""
+    src, out = src.resolve(), out.resolve()
+    with _scratch_cwd():
+        return _preprocess(src, out)
+
+
+def _preprocess(src: Path, out: Path) -> Path:
     from onnxruntime.quantization import quant_pre_process
 
     try:
@@ -58,10 +79,12 @@ def quantize_static(src: Path, out: Path, names: list[str], samples: list[list[n
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
+    src, out = src.resolve(), out.resolve()
     try:
-        ort_quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=act, weight_type=QuantType.QInt8,
-                            calibrate_method=getattr(CalibrationMethod, METHODS[method]), extra_options=extra)
+        with _scratch_cwd():
+            ort_quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=act, weight_type=QuantType.QInt8,
+                                calibrate_method=getattr(CalibrationMethod, METHODS[method]), extra_options=extra)
     except Exception as e:
         raise ConvertError(f"{src.name}: ONNX Runtime static quantization failed "
                            f"({str(e).strip().splitlines()[0][:200]}); try --calibration-method minmax") from None
@@ -72,8 +95,10 @@ def quantize_dynamic(src: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
+    src, out = src.resolve(), out.resolve()
     try:
-        ort_quantize_dynamic(str(src), str(out), per_channel=False, weight_type=QuantType.QInt8)
+        with _scratch_cwd():
+            ort_quantize_dynamic(str(src), str(out), per_channel=False, weight_type=QuantType.QInt8)
     except Exception as e:
         raise ConvertError(f"{src.name}: ONNX Runtime dynamic quantization failed "
                            f"({str(e).strip().splitlines()[0][:200]})") from None
