@@ -246,3 +246,29 @@ def test_classify_cli_on_the_converted_model(digits_out, digits):
         lines = [json.loads(ln) for ln in proc.stdout.splitlines()]
         assert [ln["top"][0]["label"] for ln in lines] == ["2", "5"]
         assert all(ln["engine"] == engine for ln in lines)
+
+
+def test_engines_report_what_they_run_on_and_why_they_fell_back(digits_out, caplog):
+    import logging
+
+    from edge_runtime.engines import Acceleration, Delegate
+
+    m, folder = mf.load(digits_out)
+    wanted = Acceleration(delegates=(Delegate("gpu", library="/nonexistent/libgpu_delegate.so"),
+                                     Delegate("external", library="libm.so.6"),  # loads, but is no delegate
+                                     Delegate("edgetpu")),
+                          providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+    with caplog.at_level(logging.WARNING):
+        lite = open_engine(m, folder, "litert", accel=wanted)
+        ort = open_engine(m, folder, "onnx", accel=wanted)
+    assert lite.placement.device.startswith("cpu/xnnpack")
+    reason = lite.placement.fallback_reason
+    assert "gpu:" in reason and "external:" in reason and "edgetpu:" in reason
+    assert ort.placement.device == "CPUExecutionProvider"
+    assert "CUDAExecutionProvider" in ort.placement.fallback_reason
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("running on the CPU (XNNPACK)" in w for w in warned)
+    assert any("running on CPUExecutionProvider" in w for w in warned)
+    # Falling back changes nothing in the answers.
+    x = np.zeros((1, 96, 96, 3), np.float32)
+    assert lite.run(x)[0].shape == (1, 10) and ort.run(x)[0].shape == (1, 10)

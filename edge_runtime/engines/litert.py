@@ -1,8 +1,15 @@
-"""LiteRT (TensorFlow Lite) engine: ai-edge-litert, else tflite_runtime, else tensorflow.lite."""
+"""LiteRT (TensorFlow Lite) engine: ai-edge-litert, else tflite_runtime, else tensorflow.lite.
+
+Delegates are tried in the configured order (e.g. Edge TPU, then GPU); the
+first that loads wins. XNNPACK on the CPU is the default and the fallback, and
+a fallback is logged as a WARNING with its reason and reported in ``placement``.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +20,44 @@ from .base import Engine, EngineError, Placement
 log = logging.getLogger(__name__)
 
 
-def interpreter_class():
-    """The LiteRT Interpreter class from the lightest package that is installed."""
+# Default shared libraries of the delegates on Linux boards.
+DELEGATE_LIBRARIES = {
+    "edgetpu": "libedgetpu.so.1",
+    "gpu": "libtensorflowlite_gpu_delegate.so",
+    "nnapi": "libnnapi_delegate.so",
+}
+DELEGATE_KINDS = ("xnnpack", *DELEGATE_LIBRARIES, "external")
+
+
+@dataclass(frozen=True)
+class Delegate:
+    """A delegate to try: kind, its library (default per kind) and its options."""
+
+    kind: str
+    library: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def lib(self) -> str | None:
+        return self.library or DELEGATE_LIBRARIES.get(self.kind)
+
+
+def litert_module():
+    """(Interpreter, load_delegate) from the lightest LiteRT package that is installed."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
     except ImportError:
         try:
-            from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+            from tflite_runtime.interpreter import Interpreter, load_delegate  # type: ignore[no-redef]
         except ImportError:
             try:
                 from tensorflow.lite import Interpreter  # type: ignore[no-redef]
+                from tensorflow.lite.experimental import load_delegate  # type: ignore[no-redef]
             except ImportError:
                 raise EngineError(
                     "no LiteRT package installed; pip install ai-edge-litert (or tflite-runtime)"
                 ) from None
-    return Interpreter
+    return Interpreter, load_delegate
 
 
 def _spec(detail: dict, name: str) -> TensorSpec:
@@ -42,13 +72,10 @@ class LiteRTEngine(Engine):
     name = "litert"
 
     def __init__(self, model_path: str | Path, threads: int | None = None,
-                 input_names: list[str] | None = None, output_names: list[str] | None = None):
-        Interpreter = interpreter_class()
-        try:
-            self._interp = Interpreter(model_path=str(model_path), num_threads=threads)
-            self._interp.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
-            raise EngineError(f"{model_path}: LiteRT cannot load this model ({str(e).splitlines()[0]})") from None
+                 input_names: list[str] | None = None, output_names: list[str] | None = None,
+                 delegates: list[Delegate] | None = None, edgetpu_model: str | Path | None = None):
+        self._interp, self.placement = self._open(Path(model_path), threads, delegates or [],
+                                                  Path(edgetpu_model) if edgetpu_model else None)
         sigs = self._interp.get_signature_list()
         if sigs:
             key = next(iter(sigs))
@@ -65,7 +92,45 @@ class LiteRTEngine(Engine):
         self.outputs = [_spec(d, n) for n, d in out_details]
         self._in_idx = [d["index"] for _, d in in_details]
         self._out_idx = [d["index"] for _, d in out_details]
-        self.placement = Placement("litert", "cpu/xnnpack")
+
+    @staticmethod
+    def _open(model: Path, threads: int | None, delegates: list[Delegate], edgetpu_model: Path | None):
+        Interpreter, load_delegate = litert_module()
+        reasons = []
+        for d in delegates:
+            if d.kind == "xnnpack":
+                break  # the CPU path below
+            if d.kind not in DELEGATE_KINDS or not d.lib:
+                reasons.append(f"{d.kind}: unknown delegate (use {', '.join(DELEGATE_KINDS)}; external needs a library)")
+                continue
+            path = model
+            if d.kind == "edgetpu":
+                if edgetpu_model is None:
+                    reasons.append("edgetpu: the artifact has no *_edgetpu.tflite (convert with --target coral "
+                                   "where edgetpu_compiler is installed)")
+                    continue
+                path = edgetpu_model
+            try:
+                # A missing or foreign library fails here, before LiteRT half-builds a delegate object.
+                if not hasattr(ctypes.CDLL(d.lib), "tflite_plugin_create_delegate"):
+                    reasons.append(f"{d.kind}: {d.lib} is not a LiteRT delegate library (no tflite_plugin_create_delegate)")
+                    continue
+                delegate = load_delegate(d.lib, {k: str(v) for k, v in d.options.items()})
+                interp = Interpreter(model_path=str(path), experimental_delegates=[delegate], num_threads=threads)
+                interp.allocate_tensors()
+            except (ValueError, RuntimeError, OSError, AttributeError) as e:
+                reasons.append(f"{d.kind}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+                continue
+            return interp, Placement("litert", f"{d.kind} ({d.lib})")
+        try:
+            interp = Interpreter(model_path=str(model), num_threads=threads)
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise EngineError(f"{model}: LiteRT cannot load this model ({str(e).splitlines()[0]})") from None
+        reason = "; ".join(reasons) or None
+        if reason:
+            log.warning("%s: running on the CPU (XNNPACK) because %s", model.name, reason)
+        return interp, Placement("litert", f"cpu/xnnpack threads={threads or 'default'}", reason)
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         for idx, a in zip(self._in_idx, arrays):

@@ -17,7 +17,8 @@ ORT_DTYPES = {
     "tensor(int16)": "int16", "tensor(int32)": "int32", "tensor(int64)": "int64",
 }
 DEFAULT_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider",
-                     "NnapiExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider"]
+                     "NnapiExecutionProvider", "CoreMLExecutionProvider", "XnnpackExecutionProvider",
+                     "CPUExecutionProvider"]
 
 
 class OnnxEngine(Engine):
@@ -25,26 +26,37 @@ class OnnxEngine(Engine):
 
     def __init__(self, model_path: str | Path, threads: int | None = None,
                  providers: list[str] | None = None, input_specs: list[TensorSpec] | None = None,
-                 output_specs: list[TensorSpec] | None = None):
+                 output_specs: list[TensorSpec] | None = None,
+                 provider_options: dict[str, dict[str, str]] | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
             raise EngineError("ONNX Runtime is not installed; pip install 'edge-runtime[onnx]'") from None
-        wanted = providers or DEFAULT_PROVIDERS
+        wanted = list(providers or DEFAULT_PROVIDERS)
         available = ort.get_available_providers()
-        use = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+        use = [p for p in wanted if p in available]
+        if "CPUExecutionProvider" not in use:
+            use.append("CPUExecutionProvider")
+        popts = provider_options or {}
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         try:
-            self._sess = ort.InferenceSession(str(model_path), sess_options=opts, providers=use)
+            self._sess = ort.InferenceSession(str(model_path), sess_options=opts, providers=use,
+                                              provider_options=[popts.get(p, {}) for p in use])
         except Exception as e:  # onnxruntime raises its own exception types
             raise EngineError(f"{model_path}: ONNX Runtime cannot load this model ({str(e).splitlines()[0]})") from None
         actual = self._sess.get_providers()[0]
         reason = None
         if actual != wanted[0]:
-            reason = f"{wanted[0]} not available in this onnxruntime build (has: {', '.join(available)})"
+            missing = [p for p in wanted[: wanted.index(actual)] if p in wanted] if actual in wanted else wanted
+            why = ", ".join(f"{p} ({'not in this onnxruntime build' if p not in available else 'failed to initialise'})"
+                            for p in missing)
+            reason = f"preferred providers unavailable: {why}"
+            # Asked-for providers that are missing are a warning; the built-in preference list is only informative.
+            log.log(logging.WARNING if providers else logging.INFO, "%s: running on %s because %s",
+                    Path(model_path).name, actual, reason)
         self.placement = Placement("onnx", actual, reason)
         ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
         # Quantization of the I/O lives in the manifest for ONNX (QDQ graphs take float I/O).
