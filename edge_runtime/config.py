@@ -1,0 +1,329 @@
+"""One TOML config, validated into typed objects.
+
+Unknown keys, wrong types and bad values are rejected with the file, the line
+and the key path, e.g. ``edge.toml:12: vision.threshold: must be between 0 and
+1, got 1.5``. The example config shipped with the package
+(``edge_runtime/data/edge-runtime.example.toml``) documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(Exception):
+    """A config the daemon cannot use; the message is one line naming file, line and key."""
+
+
+def _check(pred, msg: str):
+    return {"check": (pred, msg)}
+
+
+def _choice(*options: str):
+    return _check(lambda v: v in options, f"must be one of {', '.join(options)}")
+
+
+_POSITIVE = _check(lambda v: v > 0, "must be greater than 0")
+_NON_NEGATIVE = _check(lambda v: v >= 0, "must be 0 or more")
+_UNIT = _check(lambda v: 0 <= v <= 1, "must be between 0 and 1")
+_PORT = _check(lambda v: 0 <= v <= 65535, "must be a port number (0-65535)")
+
+
+@dataclass
+class DelegateConfig:
+    kind: str = field(default="xnnpack", metadata=_choice("xnnpack", "gpu", "edgetpu", "nnapi", "external"))
+    library: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CameraConfig:
+    uri: str = "0"  # index, /dev/videoN, rtsp:// / http:// URL, video file or image folder
+    width: int | None = field(default=None, metadata=_POSITIVE)
+    height: int | None = field(default=None, metadata=_POSITIVE)
+    fps: float | None = field(default=None, metadata=_POSITIVE)
+    fourcc: str | None = field(default=None, metadata=_check(lambda v: len(v) == 4, "must be 4 characters, e.g. MJPG"))
+    stride: int = field(default=1, metadata=_POSITIVE)
+    stall_timeout_s: float = field(default=2.0, metadata=_POSITIVE)
+    loop: bool = False
+
+
+@dataclass
+class MicrophoneConfig:
+    device: str | None = None  # name substring or index; None = the default input
+    file: str | None = None  # a WAV file instead of a device (demos, tests)
+    realtime: bool = True  # pace a file in real time
+    loop: bool = False
+    block_ms: int = field(default=20, metadata=_POSITIVE)
+
+
+@dataclass
+class VisionConfig:
+    model: str = "default"
+    engine: str = field(default="auto", metadata=_choice("auto", "litert", "onnx"))
+    threads: int | None = field(default=None, metadata=_POSITIVE)
+    top_k: int = field(default=3, metadata=_POSITIVE)
+    threshold: float = field(default=0.5, metadata=_UNIT)
+    delegates: list[DelegateConfig] = field(default_factory=list)
+    providers: list[str] = field(default_factory=list)
+    provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class AudioConfig:
+    model: str = "default"
+    engine: str = field(default="auto", metadata=_choice("auto", "litert", "onnx"))
+    threads: int | None = field(default=None, metadata=_POSITIVE)
+    threshold: float | None = field(default=None, metadata=_UNIT)  # None: the model's operating point
+    smoothing_steps: int | None = field(default=None, metadata=_POSITIVE)
+    refractory_s: float | None = field(default=None, metadata=_NON_NEGATIVE)
+    delegates: list[DelegateConfig] = field(default_factory=list)
+    providers: list[str] = field(default_factory=list)
+    provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Condition:
+    modality: str = field(default="vision", metadata=_choice("vision", "audio"))
+    label: str = ""
+    min_score: float = field(default=0.0, metadata=_UNIT)
+
+
+@dataclass
+class RuleConfig:
+    """Event ``name`` when every condition holds within ``within_s`` seconds."""
+
+    name: str = ""
+    all: list[Condition] = field(default_factory=list)
+    within_s: float = field(default=1.5, metadata=_POSITIVE)
+    cooldown_s: float = field(default=2.0, metadata=_NON_NEGATIVE)
+
+
+@dataclass
+class WeightedConfig:
+    """Weighted score fusion over a shared label map: event when the fused score passes the threshold."""
+
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # event -> {modality: model label}
+    weights: dict[str, float] = field(default_factory=lambda: {"vision": 0.5, "audio": 0.5})
+    threshold: float = field(default=0.6, metadata=_UNIT)
+    window_s: float = field(default=1.5, metadata=_POSITIVE)
+    cooldown_s: float = field(default=2.0, metadata=_NON_NEGATIVE)
+
+
+@dataclass
+class FusionConfig:
+    rules: list[RuleConfig] = field(default_factory=list)
+    weighted: WeightedConfig | None = None
+    passthrough: bool = True  # every Decision also becomes an event of its own label
+
+
+@dataclass
+class JsonlConfig:
+    path: str = "-"  # "-" = standard output
+    max_bytes: int = field(default=10 * 1024 * 1024, metadata=_POSITIVE)
+    backups: int = field(default=3, metadata=_NON_NEGATIVE)
+
+
+@dataclass
+class MqttSinkConfig:
+    host: str = "127.0.0.1"
+    port: int = field(default=1883, metadata=_PORT)
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    tls_insecure: bool = False
+    qos: int = field(default=1, metadata=_check(lambda v: v in (0, 1, 2), "must be 0, 1 or 2"))
+    topic_prefix: str | None = None
+    keepalive: int = field(default=30, metadata=_POSITIVE)
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+
+
+@dataclass
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = field(default=8080, metadata=_PORT)
+
+
+@dataclass
+class SinksConfig:
+    jsonl: JsonlConfig | None = None
+    mqtt: MqttSinkConfig | None = None
+    http: HttpConfig | None = None
+
+
+@dataclass
+class RuntimeConfig:
+    log_level: str = field(default="info", metadata=_choice("debug", "info", "warning", "error"))
+    queue_size: int = field(default=64, metadata=_POSITIVE)
+    duration_s: float | None = field(default=None, metadata=_POSITIVE)  # stop after this long (demos, tests)
+
+
+@dataclass
+class Config:
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    camera: CameraConfig | None = None
+    microphone: MicrophoneConfig | None = None
+    vision: VisionConfig | None = None
+    audio: AudioConfig | None = None
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    sinks: SinksConfig = field(default_factory=SinksConfig)
+    path: str = ""  # the file it came from (not a TOML key)
+
+    def __post_init__(self) -> None:
+        self.sinks = self.sinks or SinksConfig()
+
+
+# --- loading -----------------------------------------------------------------------
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read the config ({getattr(e, 'strerror', None) or e}); pass a TOML file") from None
+    return parse(text, str(p))
+
+
+def parse(text: str, where: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML ({e})") from None
+    cfg = _build(Config, data, (), _Locator(text, where))
+    cfg.path = where
+    _cross_checks(cfg, _Locator(text, where))
+    return cfg
+
+
+class _Locator:
+    """Finds the line of a key path in the TOML text, for error messages."""
+
+    def __init__(self, text: str, where: str):
+        self.lines = text.splitlines()
+        self.where = where
+
+    def line(self, keys: tuple[str | int, ...]) -> int | None:
+        names = [k for k in keys if isinstance(k, str)]
+        if not names:
+            return None
+        table, key = names[:-1], names[-1]
+        current: list[str] = []
+        best = None
+        for n, raw in enumerate(self.lines, 1):
+            line = raw.split("#", 1)[0].strip()
+            m = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?$", line)
+            if m:
+                current = [s.strip().strip('"') for s in m.group(1).split(".")]
+                if current == names:
+                    best = best or n
+                continue
+            km = re.match(r'^("?)([A-Za-z0-9_\-]+)\1\s*=', line)
+            if km and km.group(2) == key and current == table:
+                return n
+            if km and current == table[: len(current)] and key in line.split("=", 1)[0]:
+                best = best or n
+        return best
+
+    def error(self, keys: tuple[str | int, ...], msg: str) -> ConfigError:
+        dotted = ".".join(str(k) if isinstance(k, str) else f"[{k}]" for k in keys).replace(".[", "[")
+        line = self.line(keys)
+        return ConfigError(f"{self.where}{f':{line}' if line else ''}: {dotted}: {msg}")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin in (list, dict):
+        return {list: "a list", dict: "a table"}[origin]
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(tp: Any, value: Any, keys: tuple, loc: _Locator) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        for a in args:
+            try:
+                return _convert(a, value, keys, loc)
+            except ConfigError:
+                if len(args) == 1:
+                    raise
+        raise loc.error(keys, f"must be {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise loc.error(keys, f"must be a table, got {value!r}")
+        return _build(tp, value, keys, loc)
+    if origin is list:
+        if not isinstance(value, list):
+            raise loc.error(keys, f"must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, (*keys, i), loc) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise loc.error(keys, f"must be a table, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _convert(vt, v, (*keys, str(k)), loc) for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # camera = 0, device = 2: indices are fine as numbers
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise loc.error(keys, f"must be {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], keys: tuple, loc: _Locator) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    for k in data:
+        if k not in fields:
+            known = ", ".join(fields)
+            raise loc.error((*keys, k), f"unknown key (known here: {known})")
+    kwargs = {}
+    for name, value in data.items():
+        v = _convert(hints[name], value, (*keys, name), loc)
+        check = fields[name].metadata.get("check")
+        if check and v is not None and not check[0](v):
+            raise loc.error((*keys, name), f"{check[1]}, got {value!r}")
+        kwargs[name] = v
+    return cls(**kwargs)
+
+
+def _cross_checks(cfg: Config, loc: _Locator) -> None:
+    if cfg.vision and not cfg.camera:
+        raise loc.error(("vision",), "needs a [camera] section to read frames from")
+    if cfg.audio and not cfg.microphone:
+        raise loc.error(("audio",), "needs a [microphone] section to read audio from")
+    if not cfg.vision and not cfg.audio:
+        raise ConfigError(f"{loc.where}: configure at least one of [vision] (with [camera]) or [audio] (with [microphone])")
+    for i, rule in enumerate(cfg.fusion.rules):
+        if not rule.name:
+            raise loc.error(("fusion", "rules", i, "name"), "every rule needs a name")
+        if not rule.all:
+            raise loc.error(("fusion", "rules", i, "all"), "a rule needs at least one condition")
+    if cfg.fusion.weighted:
+        bad = [m for m in cfg.fusion.weighted.weights if m not in ("vision", "audio")]
+        if bad:
+            raise loc.error(("fusion", "weighted", "weights", bad[0]), "weights are per modality: vision, audio")
+    mic = cfg.microphone
+    if mic and mic.file and not Path(mic.file).is_file():
+        raise loc.error(("microphone", "file"), f"{mic.file}: no such file")

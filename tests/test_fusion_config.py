@@ -1,0 +1,91 @@
+"""Late fusion and the TOML config: pure logic, no hardware."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_runtime import config
+from edge_runtime.events import Decision
+from edge_runtime.fusion import Fusion
+
+S = 1_000_000_000
+
+RULES = """
+[camera]
+uri = "0"
+[vision]
+[microphone]
+[audio]
+[fusion]
+passthrough = false
+[[fusion.rules]]
+name = "dog_stop"
+within_s = 1.5
+all = [{modality = "vision", label = "dog", min_score = 0.5}, {modality = "audio", label = "stop"}]
+[fusion.weighted]
+labels = {alarm = {vision = "smoke", audio = "fire"}}
+weights = {vision = 0.4, audio = 0.6}
+threshold = 0.6
+"""
+
+
+def _d(modality, label, score, t_s):
+    t = int(t_s * S)
+    return Decision(modality, label, score, t, t + 1000, "src")
+
+
+def test_rule_fires_when_both_happen_within_the_window():
+    f = Fusion(config.parse(RULES).fusion, clock=lambda: 0)
+    assert f.add(_d("vision", "dog", 0.9, 10.0)) == []
+    (ev,) = f.add(_d("audio", "stop", 0.8, 11.0))
+    assert ev.name == "dog_stop" and ev.score == pytest.approx(0.8)
+    assert [d.label for d in ev.decisions] == ["dog", "stop"]
+    # Cooldown: the same pair again right away gives nothing.
+    assert f.add(_d("audio", "stop", 0.9, 11.2)) == []
+
+
+def test_rule_does_not_fire_outside_the_window_or_below_min_score():
+    f = Fusion(config.parse(RULES).fusion)
+    f.add(_d("vision", "dog", 0.9, 10.0))
+    assert f.add(_d("audio", "stop", 0.8, 11.6)) == []  # 1.6 s apart
+    f.add(_d("vision", "dog", 0.4, 20.0))  # below min_score
+    assert f.add(_d("audio", "stop", 0.8, 20.1)) == []
+
+
+def test_weighted_fusion_over_a_shared_label_map():
+    f = Fusion(config.parse(RULES).fusion)
+    assert f.add(_d("vision", "smoke", 0.9, 5.0)) == []  # 0.36 < 0.6
+    (ev,) = f.add(_d("audio", "fire", 0.7, 5.5))  # 0.36 + 0.42 = 0.78
+    assert ev.name == "alarm" and ev.score == pytest.approx(0.78)
+    assert {d.label for d in ev.decisions} == {"smoke", "fire"}
+
+
+def test_passthrough_with_cooldown():
+    cfg = config.parse('[microphone]\n[audio]\n').fusion
+    f = Fusion(cfg)
+    assert [e.name for e in f.add(_d("audio", "go", 0.9, 1.0))] == ["go"]
+    assert f.add(_d("audio", "go", 0.9, 1.5)) == []
+    assert [e.name for e in f.add(_d("audio", "go", 0.9, 3.5))] == ["go"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[camera]\n[vision]\nthreshold = 1.5\n', "edge.toml:3: vision.threshold: must be between 0 and 1, got 1.5"),
+    ('[camera]\n[vision]\nthreshhold = 0.5\n', "edge.toml:3: vision.threshhold: unknown key"),
+    ('[microphone]\n[audio]\nengine = "tpu"\n', "edge.toml:3: audio.engine: must be one of auto, litert, onnx"),
+    ('[microphone]\n[audio]\n[sinks.mqtt]\nport = "x"\n', "edge.toml:4: sinks.mqtt.port: must be an integer"),
+    ('[vision]\n', "edge.toml:1: vision: needs a [camera] section"),
+    ('[runtime]\n', "edge.toml: configure at least one of [vision]"),
+    ('x = [', "edge.toml: not valid TOML"),
+])
+def test_config_errors_name_file_line_and_key(text, message):
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(text, "edge.toml")
+    assert str(e.value).startswith(message)
+    assert "\n" not in str(e.value)
+
+
+def test_config_types():
+    cfg = config.parse(RULES + '\n[sinks.http]\nport = 0\n[sinks.jsonl]\n', "edge.toml")
+    assert cfg.fusion.rules[0].all[1].label == "stop"
+    assert cfg.sinks.http.port == 0 and cfg.sinks.jsonl.path == "-"
+    assert cfg.camera.uri == "0" and cfg.vision.threshold == 0.5
