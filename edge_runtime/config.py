@@ -127,6 +127,7 @@ class FusionConfig:
     rules: list[RuleConfig] = field(default_factory=list)
     weighted: WeightedConfig | None = None
     passthrough: bool = True  # every Decision also becomes an event of its own label
+    passthrough_cooldown_s: float = field(default=2.0, metadata=_NON_NEGATIVE)
 
 
 @dataclass
@@ -184,7 +185,7 @@ class Config:
     audio: AudioConfig | None = None
     fusion: FusionConfig = field(default_factory=FusionConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
-    path: str = ""  # the file it came from (not a TOML key)
+    path: str = field(default="", metadata={"internal": True})  # the file it came from (not a TOML key)
 
     def __post_init__(self) -> None:
         self.sinks = self.sinks or SinksConfig()
@@ -293,7 +294,7 @@ def _convert(tp: Any, value: Any, keys: tuple, loc: _Locator) -> Any:
 
 def _build(cls: type, data: dict[str, Any], keys: tuple, loc: _Locator) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for k in data:
         if k not in fields:
             known = ", ".join(fields)

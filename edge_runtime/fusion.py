@@ -47,7 +47,8 @@ class Fusion:
         if self.cfg.weighted:
             events.extend(self._weighted(d))
         if self.cfg.passthrough:
-            ev = self._emit(f"{d.modality}:{d.label}", d.label, d.score, (d,), "passthrough", self._cooldown_ns(None))
+            ev = self._emit(f"{d.modality}:{d.label}", d.label, d.score, (d,), "passthrough",
+                            int(self.cfg.passthrough_cooldown_s * NS))
             if ev:
                 events.append(ev)
         return events
@@ -106,9 +107,6 @@ class Fusion:
                 if ev:
                     out.append(ev)
         return out
-
-    def _cooldown_ns(self, rule: RuleConfig | None) -> int:
-        return int((rule.cooldown_s if rule else 2.0) * NS)
 
     def _emit(self, key: str, name: str, score: float, decisions: tuple[Decision, ...], rule: str,
               cooldown_ns: int) -> Event | None:

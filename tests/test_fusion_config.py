@@ -89,3 +89,12 @@ def test_config_types():
     assert cfg.fusion.rules[0].all[1].label == "stop"
     assert cfg.sinks.http.port == 0 and cfg.sinks.jsonl.path == "-"
     assert cfg.camera.uri == "0" and cfg.vision.threshold == 0.5
+
+
+def test_the_shipped_example_config_is_valid():
+    from edge_runtime.defaults import DATA
+
+    cfg = config.load(DATA / "edge-runtime.example.toml")
+    assert cfg.vision.model == "default" and cfg.audio.model == "default"
+    assert cfg.fusion.rules[0].name == "cat_stop"
+    assert cfg.sinks.http.host == "127.0.0.1"
