@@ -15,6 +15,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || need+=("python3-venv")
   command -v espeak-ng >/dev/null 2>&1 || need+=("espeak-ng")
   command -v flite >/dev/null 2>&1 || need+=("flite")
+  # Real parts the tests run against: an MQTT broker.
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=("mosquitto" "mosquitto-clients")
   if [ ${#need[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need[*]}" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
