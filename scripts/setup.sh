@@ -15,8 +15,13 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || need+=("python3-venv")
   command -v espeak-ng >/dev/null 2>&1 || need+=("espeak-ng")
   command -v flite >/dev/null 2>&1 || need+=("flite")
-  # Real parts the tests run against: an MQTT broker.
+  # Real parts the tests run against: an MQTT broker, a network camera stream served by
+  # ffmpeg, an audio server read through PortAudio (ALSA's pulse plugin).
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=("mosquitto" "mosquitto-clients")
+  command -v ffmpeg >/dev/null 2>&1 || need+=("ffmpeg")
+  command -v pulseaudio >/dev/null 2>&1 || need+=("pulseaudio" "pulseaudio-utils")
+  dpkg -s libportaudio2 >/dev/null 2>&1 || need+=("libportaudio2")
+  dpkg -s libasound2-plugins >/dev/null 2>&1 || need+=("libasound2-plugins")
   if [ ${#need[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need[*]}" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -1,0 +1,433 @@
+"""Cameras through OpenCV: V4L2 devices, network streams, video files and image folders.
+
+A reader thread grabs continuously and keeps only the newest frame: the consumer
+takes it with :meth:`CameraSource.latest`; a frame overwritten before it was
+taken is counted as dropped, so a slow model drops frames instead of lagging.
+A camera that fails to open, disconnects or stalls is marked offline (one
+WARNING per outage, with the reason) and reopened with capped exponential
+backoff until frames flow again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import Frame, RateMeter, SourceError, SourceStats
+
+log = logging.getLogger(__name__)
+
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt")
+DEFAULT_FOLDER_FPS = 10.0
+DEFAULT_FILE_FPS = 25.0
+
+
+def redact(uri: str) -> str:
+    """Hide the password of ``scheme://user:password@host`` for logs."""
+    return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", uri)
+
+
+def _classify(uri: int | str) -> tuple[str, int | str]:
+    """(kind, target): kind is index, device, url, file or folder."""
+    if isinstance(uri, bool):
+        raise SourceError(f"camera uri {uri!r} is not a device index, path or URL")
+    if isinstance(uri, int):
+        return "index", uri
+    text = str(uri).strip()
+    if not text:
+        raise SourceError("camera uri is empty; give a device index, /dev/videoN, a URL, a video file or a folder")
+    if text.isdigit():
+        return "index", int(text)
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if m:
+        if m.group(1).lower() == "file":
+            text = text[len("file://"):]
+        elif m.group(1).lower() in URL_SCHEMES:
+            return "url", text
+        else:
+            raise SourceError(f"camera uri {redact(text)!r}: unsupported scheme {m.group(1)!r}; "
+                              f"use one of {', '.join(URL_SCHEMES)}")
+    if text.startswith("/dev/"):
+        return "device", text  # may appear later (hot-plug): opened with backoff
+    path = Path(text).expanduser()
+    if path.is_dir():
+        from ..preprocess import IMAGE_SUFFIXES, list_images
+
+        if not list_images(path):
+            raise SourceError(f"camera uri {text!r}: the folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+        return "folder", str(path)
+    if path.is_file():
+        return "file", str(path)
+    raise SourceError(f"camera uri {text!r}: no such file, folder or device; check the path")
+
+
+class _Failed(Exception):
+    """Opening or reading failed; the message is the reason shown in the log and stats."""
+
+
+class _CvReader:
+    """A cv2.VideoCapture: grab() fetches a frame, retrieve() decodes it to RGB."""
+
+    def __init__(self, cap: Any) -> None:
+        self.cap = cap
+
+    def grab(self) -> bool:
+        return bool(self.cap.grab())
+
+    def retrieve(self) -> np.ndarray | None:
+        from ..preprocess import to_rgb
+
+        ok, img = self.cap.retrieve()
+        if not ok or img is None or img.size == 0:
+            return None
+        return to_rgb(img, order="BGR")
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+class _FolderReader:
+    """Images of a folder (recursively, sorted by path), cycled in order; unreadable ones skipped."""
+
+    def __init__(self, folder: str, owner: str) -> None:
+        from ..preprocess import list_images
+
+        self.folder, self.owner = folder, owner
+        self.paths = list_images(folder)
+        if not self.paths:
+            raise _Failed(f"no images in folder {folder}")
+        self.i = 0
+        self.bad: set[Path] = set()
+        self.img: np.ndarray | None = None
+
+    def grab(self) -> bool:
+        from ..preprocess import ImageError, list_images, read_image
+
+        for _ in range(len(self.paths)):
+            if self.i >= len(self.paths):  # one cycle done: pick up added / removed images
+                self.i = 0
+                self.paths = list_images(self.folder) or self.paths
+            path = self.paths[self.i]
+            self.i += 1
+            if path in self.bad:
+                continue
+            try:
+                self.img = read_image(path)
+                return True
+            except (ImageError, OSError) as e:
+                self.bad.add(path)
+                log.warning("camera %r: skipping %s", self.owner, e)
+        return False
+
+    def retrieve(self) -> np.ndarray | None:
+        return self.img
+
+    def release(self) -> None:
+        self.img = None
+
+
+class CameraSource:
+    """Frames from a camera, stream, video file or image folder; the latest frame wins.
+
+    ``uri``: an int index or ``"0"``, ``/dev/videoN`` (V4L2; ``width``/``height``/``fps``/``fourcc`` are
+    requested from the driver), an ``rtsp://``/``http(s)://``/``udp://``/``tcp://`` URL (FFmpeg), a video
+    file (paced at ``fps`` or the file's rate; ``loop`` restarts it, else the source ends) or a folder of
+    images (cycled in order at ``fps``, default 10). ``stride=N`` keeps every Nth captured frame.
+    """
+
+    def __init__(self, name: str, uri: int | str, width: int | None = None, height: int | None = None,
+                 fps: float | None = None, fourcc: str | None = None, stride: int = 1,
+                 stall_timeout_s: float = 2.0, backoff_initial_s: float = 0.5, backoff_max_s: float = 10.0,
+                 loop: bool = False) -> None:
+        if int(stride) < 1:
+            raise SourceError(f"camera {name!r}: stride must be >= 1, got {stride}")
+        if fps is not None and not fps > 0:
+            raise SourceError(f"camera {name!r}: fps must be > 0, got {fps}")
+        if fourcc is not None and len(fourcc) != 4:
+            raise SourceError(f"camera {name!r}: fourcc must be 4 characters (e.g. MJPG, YUYV), got {fourcc!r}")
+        if not stall_timeout_s > 0 or not backoff_initial_s > 0 or backoff_max_s < backoff_initial_s:
+            raise SourceError(f"camera {name!r}: need stall_timeout_s > 0 and 0 < backoff_initial_s <= backoff_max_s")
+        self.name = name
+        self.uri = uri
+        self.kind, self._target = _classify(uri)
+        self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
+        self.stride = int(stride)
+        self.stall_timeout_s = float(stall_timeout_s)
+        self.backoff_initial_s, self.backoff_max_s = float(backoff_initial_s), float(backoff_max_s)
+        self.loop = bool(loop)
+        self._label = redact(str(uri))
+
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._slot: Frame | None = None
+        self._seq = 0
+        self._captured = 0
+        self._frames = 0
+        self._dropped = 0
+        self._reconnects = 0
+        self._online = False
+        self._ever_online = False
+        self._outage = False
+        self._ended = False
+        self._last_error: str | None = None
+        self._last_grab_ns = 0
+        self._period_s: float | None = None  # pacing of files and folders
+        self._rate = RateMeter()
+        self._described = False
+
+    # -- public -----------------------------------------------------------------------------------------
+
+    def start(self) -> CameraSource:
+        """Start the reader thread (idempotent). Returns self."""
+        if self._threads:
+            return self
+        self._stop.clear()
+        for target, suffix in ((self._run, ""), (self._watch, "-watchdog")):
+            t = threading.Thread(target=target, name=f"camera-{self.name}{suffix}", daemon=True)
+            self._threads.append(t)
+            t.start()
+        return self
+
+    def latest(self, timeout: float | None = 1.0) -> Frame | None:
+        """The newest frame not yet taken; waits up to ``timeout`` s (None: forever). None if none came."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._slot is None:
+                if self._ended or self._stop.is_set():
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            frame, self._slot = self._slot, None
+            return frame
+
+    def stats(self) -> SourceStats:
+        with self._cond:
+            return SourceStats(frames=self._frames, dropped=self._dropped, overflows=0, reconnects=self._reconnects,
+                               online=self._online, last_error=self._last_error, fps=round(self._rate.rate(), 2))
+
+    @property
+    def ended(self) -> bool:
+        """True once a video file without ``loop`` has played to its end."""
+        return self._ended
+
+    def close(self) -> None:
+        """Stop the reader and release the camera; returns within about a second. Safe to call twice."""
+        self._stop.set()
+        with self._cond:
+            self._online = False
+            self._cond.notify_all()
+        deadline = time.monotonic() + 1.0
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():  # blocked inside the backend; it releases the capture itself when it returns
+                log.debug("camera %r: %s still busy in the capture backend", self.name, t.name)
+        self._threads = []
+
+    def __enter__(self) -> CameraSource:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CameraSource({self.name!r}, {self._label!r})"
+
+    # -- reader thread ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = self.backoff_initial_s
+        while not self._stop.is_set():
+            try:
+                reader = self._open()
+            except _Failed as e:
+                self._set_offline(str(e))
+            except Exception as e:  # a backend error must not kill the thread
+                self._set_offline(f"cannot open {self._label}: {type(e).__name__}: {e}")
+            else:
+                try:
+                    got, outcome = self._pump(reader)
+                except Exception as e:
+                    got, outcome = False, f"read error: {type(e).__name__}: {e}"
+                finally:
+                    try:
+                        reader.release()
+                    except Exception:
+                        pass
+                if outcome in ("stop", "ended"):
+                    break
+                if outcome == "rewind" and got:
+                    continue  # loop a video file: reopen at once
+                self._set_offline("video file has no readable frames" if outcome == "rewind" else outcome)
+                if got:
+                    delay = self.backoff_initial_s
+            log.debug("camera %r: next attempt in %.1f s", self.name, delay)
+            if self._stop.wait(delay):
+                break
+            delay = min(delay * 2.0, self.backoff_max_s)
+        with self._cond:
+            self._online = False
+            self._cond.notify_all()
+
+    def _open(self) -> _CvReader | _FolderReader:
+        if self.kind == "folder":
+            self._period_s = 1.0 / (self.fps or DEFAULT_FOLDER_FPS)
+            return _FolderReader(str(self._target), self.name)
+        import cv2
+
+        if self.kind in ("index", "device"):
+            if self.kind == "device" and not Path(str(self._target)).exists():
+                raise _Failed(f"{self._target} does not exist (unplugged?)")
+            api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+            cap = cv2.VideoCapture(self._target, api)
+            if not cap.isOpened():
+                cap.release()
+                raise _Failed(f"cannot open camera {self._label}")
+            self._configure(cap)
+            self._period_s = None
+        elif self.kind == "url":
+            ms = int(self.stall_timeout_s * 1000)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(ms, 5000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            cap = cv2.VideoCapture(str(self._target), cv2.CAP_FFMPEG, params)
+            if not cap.isOpened():
+                cap.release()
+                raise _Failed(f"cannot open stream {self._label}")
+            self._period_s = None
+        else:
+            if not Path(str(self._target)).is_file():
+                raise _Failed(f"video file {self._target} is gone")
+            cap = cv2.VideoCapture(str(self._target), cv2.CAP_FFMPEG)
+            if not cap.isOpened():
+                cap.release()
+                cap = cv2.VideoCapture(str(self._target), cv2.CAP_ANY)
+            if not cap.isOpened():
+                cap.release()
+                raise _Failed(f"cannot decode video file {self._target}")
+            file_fps = cap.get(cv2.CAP_PROP_FPS)
+            self._period_s = 1.0 / (self.fps or (file_fps if 0 < file_fps < 1000 else DEFAULT_FILE_FPS))
+        if not self._described:
+            self._described = True
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            log.info("camera %r: opened %s (%s, %dx%d, %.3g fps)", self.name, self._label, self.kind, w, h,
+                     1.0 / self._period_s if self._period_s else cap.get(cv2.CAP_PROP_FPS))
+        return _CvReader(cap)
+
+    def _configure(self, cap: Any) -> None:
+        """Request format, size and rate from a V4L2 device (fourcc first: it decides the sizes on offer)."""
+        import cv2
+
+        if self.fourcc:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+        if self.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, int(self.width))
+        if self.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, int(self.height))
+        if self.fps:
+            cap.set(cv2.CAP_PROP_FPS, float(self.fps))
+        got_w, got_h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if (self.width and got_w != self.width) or (self.height and got_h != self.height):
+            log.warning("camera %r: asked for %sx%s, the device gives %dx%d", self.name, self.width, self.height,
+                        got_w, got_h)
+
+    def _pump(self, reader: _CvReader | _FolderReader) -> tuple[bool, str]:
+        """Grab until failure; returns (frames were published, outcome: stop | ended | rewind | a reason)."""
+        got = False
+        period = self._period_s
+        due = time.monotonic()
+        while not self._stop.is_set():
+            if period is not None:  # files and folders play at their frame rate, like a camera
+                wait = due - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    return got, "stop"
+                due = max(due + period, time.monotonic() - period)
+            ok = reader.grab()
+            t = time.monotonic_ns()
+            if self._stop.is_set():
+                return got, "stop"
+            if not ok:
+                if self.kind == "file":
+                    if self.loop:
+                        return got, "rewind"
+                    if got or self._ever_online:
+                        self._set_ended()
+                        return got, "ended"
+                    return got, "video file has no readable frames"
+                if self.kind == "folder":
+                    return got, f"no readable images in folder {self._target}"
+                return got, (f"no frame from {self._label} (stream ended, disconnected or no data for "
+                             f"{self.stall_timeout_s:g} s)")
+            keep = self._captured % self.stride == 0
+            with self._cond:
+                self._captured += 1
+                self._last_grab_ns = t
+            if not keep:
+                continue
+            img = reader.retrieve()
+            if img is None:
+                return got, f"frame from {self._label} could not be decoded"
+            self._publish(img, t)
+            got = True
+        return got, "stop"
+
+    def _publish(self, img: np.ndarray, t: int) -> None:
+        back = False
+        with self._cond:
+            if self._slot is not None:
+                self._dropped += 1
+            self._slot = Frame(image=img, t_capture=t, seq=self._seq, source=self.name)
+            self._seq += 1
+            self._frames += 1
+            self._rate.tick(t)
+            if not self._online:
+                self._online = True
+                if self._ever_online:
+                    self._reconnects += 1
+                back = self._outage
+                self._outage = False
+                self._ever_online = True
+            self._cond.notify_all()
+        if back:
+            log.info("camera %r: online again (%s)", self.name, self._label)
+
+    def _set_offline(self, reason: str) -> None:
+        with self._cond:
+            self._online = False
+            self._last_error = reason
+            first = not self._outage
+            self._outage = True
+        if first:
+            log.warning("camera %r offline: %s; reconnecting (backoff %g..%g s)", self.name, reason,
+                        self.backoff_initial_s, self.backoff_max_s)
+        else:
+            log.debug("camera %r still offline: %s", self.name, reason)
+
+    def _set_ended(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._online = False
+            self._cond.notify_all()
+        log.info("camera %r: %s ended", self.name, self._label)
+
+    # -- watchdog thread --------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Marks a stalled camera offline even while the backend is blocked inside a read."""
+        tick = min(0.25, self.stall_timeout_s / 4)
+        while not self._stop.wait(tick):
+            with self._cond:
+                limit = self.stall_timeout_s
+                if self._period_s:
+                    limit = max(limit, 3 * self._period_s * self.stride)
+                stalled = (self._online and not self._ended
+                           and time.monotonic_ns() - self._last_grab_ns > limit * 1e9)
+            if stalled:
+                self._set_offline(f"no frame from {self._label} for {limit:g} s (stalled)")

@@ -1,0 +1,114 @@
+"""Audio files as a microphone: :class:`WavFileSource` has the same ``read()`` as :class:`MicrophoneSource`.
+
+(Image folders and video files are :class:`~edge_runtime.sources.camera.CameraSource` modes.)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import AudioChunk, RateMeter, SourceError, SourceStats
+
+
+class WavFileSource:
+    """A WAV file (any rate / channels, read as float32 mono at ``sample_rate``) in ``block_ms`` chunks.
+
+    ``realtime=True`` paces the chunks to the wall clock (a 1 s file takes about 1 s), as a
+    microphone would deliver them; ``realtime=False`` returns them as fast as they are read.
+    ``loop=True`` starts over at the end; ``start_sample`` keeps counting across loops.
+    """
+
+    def __init__(self, name: str, path: str | Path, realtime: bool = True, block_ms: float = 100,
+                 loop: bool = False, sample_rate: int = 16000) -> None:
+        if block_ms <= 0:
+            raise SourceError(f"audio file source {name!r}: block_ms must be > 0, got {block_ms}")
+        self.name = name
+        self.path = Path(path)
+        self.realtime = bool(realtime)
+        self.block_ms = float(block_ms)
+        self.loop = bool(loop)
+        self.sample_rate = int(sample_rate)
+        self.block = max(1, int(round(self.sample_rate * self.block_ms / 1000)))
+        self._audio: np.ndarray | None = None
+        self._pos = 0  # position in the file
+        self._emitted = 0  # samples since the stream started (across loops)
+        self._t0_ns: int | None = None
+        self._ended = False
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._chunks = 0
+        self._rate = RateMeter()
+
+    def start(self) -> WavFileSource:
+        """Read and decode the file (SourceError naming the file if unusable). Returns self."""
+        if self._audio is None:
+            from ..audio.wav import AudioError, read_wav
+
+            try:
+                audio = read_wav(self.path, self.sample_rate)
+            except AudioError as e:
+                raise SourceError(str(e)) from None
+            if len(audio) == 0:
+                raise SourceError(f"{self.path}: contains no audio samples; record or copy it again")
+            self._audio = audio
+        return self
+
+    def read(self, timeout: float | None = 1.0) -> AudioChunk | None:
+        """The next chunk; None at the end (``ended`` is then True) or if it is not due within ``timeout``."""
+        if self._audio is None:
+            self.start()
+        assert self._audio is not None
+        with self._lock:
+            if self._closed.is_set() or self._ended:
+                return None
+            if self._pos >= len(self._audio):
+                if not self.loop:
+                    self._ended = True
+                    return None
+                self._pos = 0
+            n = min(self.block, len(self._audio) - self._pos)
+            if self._t0_ns is None:
+                self._t0_ns = time.monotonic_ns()
+            due_ns = self._t0_ns + int((self._emitted + n) * 1e9 / self.sample_rate)
+            if self.realtime:
+                wait = (due_ns - time.monotonic_ns()) / 1e9
+                if wait > 0:
+                    if timeout is not None and wait > timeout:
+                        self._closed.wait(timeout)
+                        return None
+                    if self._closed.wait(wait):
+                        return None
+                t_capture = due_ns  # the last sample "arrives" at its place on the wall clock
+            else:
+                t_capture = time.monotonic_ns()
+            samples = self._audio[self._pos:self._pos + n].copy()
+            chunk = AudioChunk(samples=samples, t_capture=t_capture, start_sample=self._emitted, source=self.name)
+            self._pos += n
+            self._emitted += n
+            self._chunks += 1
+            self._rate.tick(t_capture)
+            return chunk
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def stats(self) -> SourceStats:
+        return SourceStats(frames=self._chunks, online=self._audio is not None and not self._ended
+                           and not self._closed.is_set(), fps=round(self._rate.rate(), 2))
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def __enter__(self) -> WavFileSource:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"WavFileSource({self.name!r}, {str(self.path)!r})"
