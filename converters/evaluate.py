@@ -23,10 +23,17 @@ CONFIDENT = 0.5  # float top-1 probability at or above which a prediction counts
 
 
 def probabilities(x: np.ndarray) -> np.ndarray:
-    """Rows of scores as probabilities (softmax unless they already are)."""
+    """Rows of scores as probabilities.
+
+    Softmax outputs stay probabilities: an int8 softmax loses a little mass to
+    values below its quantization step, so rows summing to a bit less than 1
+    are renormalised, never pushed through softmax a second time. Anything
+    else (logits) goes through softmax.
+    """
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    if x.min() >= 0 and x.max() <= 1 and np.allclose(x.sum(axis=1), 1, atol=1e-2):
-        p = x
+    sums = x.sum(axis=1)
+    if x.min() >= 0 and x.max() <= 1 and np.all((sums > 0.5) & (sums < 1.5)):
+        p = x / sums[:, None]
     else:
         e = np.exp(x - x.max(axis=1, keepdims=True))
         p = e / e.sum(axis=1, keepdims=True)

@@ -214,7 +214,8 @@ def _load_legacy(path: Path) -> Any:
     with open(path, "rb") as f:
         try:
             magic = pickle.load(f)
-        except Exception:
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
+                AttributeError, ImportError, UnicodeDecodeError):
             magic = None
         if magic != LEGACY_MAGIC:
             raise TorchWeightsError(f"{path}: neither a zip nor a legacy PyTorch checkpoint")

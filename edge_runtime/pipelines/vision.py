@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engines import Engine, open_engine
+from ..engines import Acceleration, Engine, open_engine
 from ..manifest import Manifest, ManifestError
 from ..preprocess import image_to_input
 
@@ -21,12 +21,13 @@ class Scored:
 class ImageClassifier:
     """Classifies RGB uint8 frames with an image model's artifact."""
 
-    def __init__(self, manifest: Manifest, folder: str | Path, engine: str = "auto", threads: int | None = None):
+    def __init__(self, manifest: Manifest, folder: str | Path, engine: str = "auto", threads: int | None = None,
+                 accel: Acceleration | None = None):
         if manifest.preprocessing.image is None:
             raise ManifestError(f"{manifest.name!r} is a {manifest.task} model, not an image model")
         self.manifest = manifest
         self.spec = manifest.preprocessing.image
-        self.engine: Engine = open_engine(manifest, folder, engine, threads=threads)
+        self.engine: Engine = open_engine(manifest, folder, engine, threads=threads, accel=accel)
         self.labels = manifest.labels
 
     def scores(self, rgb: np.ndarray) -> np.ndarray:
