@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .defaults import model_dir
 
 
 class UserError(Exception):
@@ -31,11 +32,70 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top", type=int, default=3, metavar="K", help="labels to show per image (default 3)")
     c.add_argument("--threads", type=int, help="engine threads (default: the engine's own choice)")
     c.add_argument("--json", action="store_true", help="one JSON object per image")
+    ls = sub.add_parser("listen", help="spot keywords in WAV files, streamed as live audio")
+    ls.add_argument("wavs", nargs="+", type=Path, metavar="WAV")
+    ls.add_argument("--model", type=Path, default=None,
+                    help="streaming keyword artifact folder (default: the shipped edge_runtime/data/models/kws)")
+    ls.add_argument("--engine", choices=["auto", "litert", "onnx"], default="auto")
+    ls.add_argument("--threshold", type=float, help="detection threshold on the smoothed score (default: the manifest's)")
+    ls.add_argument("--threads", type=int, help="engine threads (default: the engine's own choice)")
+    ls.add_argument("--chunk-ms", type=float, default=100.0, help="audio chunk fed per call, as a microphone (default 100)")
+    ls.add_argument("--json", action="store_true", help="one JSON object per detection")
+    r = sub.add_parser("run", help="run the daemon from a TOML config")
+    r.add_argument("--config", type=Path, required=True, metavar="FILE")
+    k = sub.add_parser("check", help="validate a config and load its models; open no device (exit 0 or 2)")
+    k.add_argument("--config", type=Path, required=True, metavar="FILE")
+    d = sub.add_parser("devices", help="cameras, microphones, LiteRT delegates and ONNX Runtime providers here")
+    d.add_argument("--json", action="store_true")
+    m = sub.add_parser("demo", help="the whole daemon on the shipped sample media; ends by itself")
+    m.add_argument("--http-port", type=int, default=0, help="port of the status endpoint (default: any free port)")
+    m.add_argument("--fast", action="store_true", help="read the sample audio as fast as possible, not in real time")
     return p
 
 
+DEFAULT_KWS_MODEL = model_dir("kws")
+
+
+def listen(args: argparse.Namespace) -> int:
+    from .audio.wav import AudioError, read_wav
+    from .engines import EngineError
+    from .manifest import ManifestError, load
+    from .pipelines.audio import KeywordSpotter
+
+    model = args.model if args.model is not None else DEFAULT_KWS_MODEL
+    try:
+        m, folder = load(model)
+    except ManifestError as e:
+        raise UserError(f"--model: {e}") from None
+    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
+        raise UserError(f"--threshold {args.threshold}: give a score in (0, 1]")
+    if args.chunk_ms <= 0:
+        raise UserError(f"--chunk-ms {args.chunk_ms}: must be positive")
+    try:
+        spotter = KeywordSpotter(m, folder, args.engine, threads=args.threads, threshold=args.threshold)
+    except (EngineError, ManifestError) as e:
+        raise UserError(f"--model {model}: {e}") from None
+    sr = spotter.p.sample_rate
+    logging.getLogger(__name__).info("%s on %s", m.name, spotter.engine.placement.device)
+    chunk = max(1, round(sr * args.chunk_ms / 1000.0))
+    for path in args.wavs:
+        try:
+            x = read_wav(path, sr)  # any rate / channels -> the model's rate, mono (as the microphone source does)
+        except AudioError as e:
+            raise UserError(str(e)) from None
+        spotter.reset()
+        for start in range(0, len(x), chunk):
+            for d in spotter.process(x[start: start + chunk]):
+                if args.json:
+                    print(json.dumps({"file": str(path), "label": d.label, "score": round(d.score, 4),
+                                      "t": round(d.t, 3), "model": m.name,
+                                      "engine": spotter.engine.placement.engine}), flush=True)
+                else:
+                    print(f"{path}: {d.t:7.2f} s  {d.label}  {d.score:.3f}", flush=True)
+    return 0
+
+
 def classify(args: argparse.Namespace) -> int:
-    from .defaults import model_dir
     from .engines import EngineError
     from .manifest import ManifestError, load
     from .pipelines.vision import ImageClassifier
@@ -61,11 +121,133 @@ def classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_config(path: Path):
+    from .config import ConfigError, load
+
+    try:
+        return load(path)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = _load_config(args.config)
+    logging.getLogger().setLevel(cfg.runtime.log_level.upper())
+    return _start(cfg).run()
+
+
+def _start(cfg):
+    """A started Daemon, or one line saying what to fix."""
+    from .service import Daemon, ServiceError
+    from .sinks import SinkError
+    from .sources import SourceError
+
+    daemon = Daemon(cfg)
+    try:
+        daemon.start()
+    except (ServiceError, SourceError, SinkError) as e:
+        daemon.stop()
+        raise UserError(f"{cfg.path}: {e}") from None
+    return daemon
+
+
+def check(args: argparse.Namespace) -> int:
+    from .service import Models, ServiceError
+
+    cfg = _load_config(args.config)
+    try:
+        models = Models.load(cfg)
+    except ServiceError as e:
+        raise UserError(f"{cfg.path}: {e}") from None
+    for name in ("vision", "audio"):
+        p = getattr(models, name)
+        if p is not None:
+            pl = p.engine.placement
+            extra = f" (fell back: {pl.fallback_reason})" if pl.fallback_reason else ""
+            print(f"{name}: {p.manifest.name} on {pl.engine} {pl.device}{extra}")
+    print(f"{cfg.path}: ok")
+    return 0
+
+
+def devices(args: argparse.Namespace) -> int:
+    from .sources.devices import devices as list_devices
+
+    info = list_devices()
+    info["litert_delegates"] = _delegates()
+    try:
+        import onnxruntime as ort
+
+        info["onnx_providers"] = ort.get_available_providers()
+    except ImportError:
+        info["onnx_providers"] = []
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for cam in info.get("cameras", []):
+        print(f"camera      {cam.get('path')}  {cam.get('name', '')}")
+    for mic in info.get("microphones", []):
+        print(f"microphone  [{mic.get('index')}] {mic.get('name')}  {mic.get('default_samplerate', '')} Hz")
+    for d in info["litert_delegates"]:
+        print(f"delegate    {d['kind']:<8} {'available' if d['available'] else 'missing'}  {d['library']}")
+    print(f"onnx        {', '.join(info['onnx_providers']) or 'onnxruntime not installed'}")
+    for e in info.get("errors", []):
+        print(f"note        {e}")
+    return 0
+
+
+def _delegates() -> list[dict]:
+    import ctypes
+
+    from .engines.litert import DELEGATE_LIBRARIES
+
+    out = []
+    for kind, lib in DELEGATE_LIBRARIES.items():
+        try:
+            ctypes.CDLL(lib)
+            ok = True
+        except OSError:
+            ok = False
+        out.append({"kind": kind, "library": lib, "available": ok})
+    return [{"kind": "xnnpack", "library": "(built in)", "available": True}, *out]
+
+
+def demo(args: argparse.Namespace) -> int:
+    from .demo import demo_config, summary
+
+    daemon = _start(demo_config(http_port=args.http_port, realtime=not args.fast))
+    if daemon.http is not None:
+        print(f"# status: {daemon.http.url}/status  metrics: {daemon.http.url}/metrics", file=sys.stderr, flush=True)
+    daemon.run()
+    print(summary(daemon), flush=True)
+    return 0
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Under systemd the journal adds timestamps: print priority prefixes only; else level names."""
+    import os
+
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        prio = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+        class _Journal(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                return f"<{prio.get(record.levelno, 6)}>{record.name}: {record.getMessage()}"
+
+        handler.setFormatter(_Journal())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    setup_logging(logging.INFO if args.command in ("run", "demo") else logging.WARNING)
+    commands = {"classify": classify, "listen": listen, "run": run, "check": check, "devices": devices, "demo": demo}
     try:
-        return {"classify": classify}[args.command](args)
+        return commands[args.command](args)
     except UserError as e:
         print(f"edge-runtime: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,373 @@
+"""The daemon: sources -> pipelines -> fusion -> sinks, on threads with bounded queues.
+
+    camera --latest frame wins--> vision worker --Decision--+
+                                                            +--> bounded queue --> fusion worker --> sinks
+    microphone --lossless chunks--> audio worker --Decision-+
+
+Each worker beats a heartbeat every loop; the systemd watchdog is pinged only
+while every worker's heartbeat is fresh, so a stuck inference stops the pings
+and systemd restarts the service. SIGTERM/SIGINT stop within 2 s, flushing the
+sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import AudioConfig, Config, VisionConfig
+from .defaults import model_dir
+from .engines import Acceleration, Delegate
+from .events import Decision, Event
+from .fusion import Fusion
+from .manifest import ManifestError, load
+
+log = logging.getLogger(__name__)
+HEARTBEAT_STALE_S = 10.0  # a worker silent this long is stuck (or twice the watchdog interval, if shorter)
+
+
+class ServiceError(Exception):
+    """Something the user must fix before the daemon can run; one line."""
+
+
+def accel_of(cfg: VisionConfig | AudioConfig) -> Acceleration:
+    return Acceleration(delegates=tuple(Delegate(d.kind, d.library, dict(d.options)) for d in cfg.delegates),
+                        providers=tuple(cfg.providers), provider_options=dict(cfg.provider_options))
+
+
+def model_folder(spec: str, kind: str) -> Path:
+    return model_dir(kind) if spec == "default" else Path(spec)
+
+
+@dataclass
+class Models:
+    """Loaded pipelines (what `check` verifies and SIGHUP swaps atomically)."""
+
+    vision: Any = None  # pipelines.vision.ImageClassifier
+    audio: Any = None  # pipelines.audio.KeywordSpotter
+
+    @classmethod
+    def load(cls, cfg: Config) -> Models:
+        from .engines import EngineError
+
+        m = cls()
+        try:
+            if cfg.vision:
+                from .pipelines.vision import ImageClassifier
+
+                man, folder = load(model_folder(cfg.vision.model, "vision"))
+                m.vision = ImageClassifier(man, folder, cfg.vision.engine, cfg.vision.threads, accel_of(cfg.vision))
+            if cfg.audio:
+                from .pipelines.audio import KeywordSpotter
+
+                man, folder = load(model_folder(cfg.audio.model, "kws"))
+                m.audio = KeywordSpotter(man, folder, cfg.audio.engine, cfg.audio.threads, cfg.audio.threshold,
+                                         cfg.audio.smoothing_steps, cfg.audio.refractory_s, accel=accel_of(cfg.audio))
+        except (ManifestError, EngineError) as e:
+            raise ServiceError(str(e)) from None
+        return m
+
+
+@dataclass
+class PipelineStats:
+    decisions: int = 0
+    inferences: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    heartbeat: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)
+
+    def snapshot(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms, dtype=np.float64)
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        return {"inferences": self.inferences, "decisions": self.decisions,
+                "rate_per_s": round(self.inferences / elapsed, 2),
+                "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
+                               "p99": round(float(np.percentile(lat, 99)), 3) if lat.size else None}}
+
+
+class Daemon:
+    def __init__(self, cfg: Config, notifier=None, metrics=None):
+        from .sinks.metrics import Metrics
+        from .systemd import Notifier
+
+        self.cfg = cfg
+        self.notifier = notifier or Notifier()
+        self.metrics = metrics or Metrics()
+        self.models: Models | None = None
+        self.fusion = Fusion(cfg.fusion)
+        self.decisions: queue.Queue[Decision | None] = queue.Queue(maxsize=cfg.runtime.queue_size)
+        self.stats: dict[str, PipelineStats] = {}
+        self.events: list[Event] = []
+        self.event_latencies_ms: deque = deque(maxlen=5000)
+        self.dropped_decisions = 0
+        self.sinks: list[Any] = []
+        self.http = None
+        self.camera = None
+        self.microphone = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = time.monotonic()
+        self._lock = threading.Lock()
+        interval = self.notifier.watchdog_interval_s
+        self.stale_s = min(HEARTBEAT_STALE_S, 4 * interval) if interval else HEARTBEAT_STALE_S
+
+    # --- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self.notifier.status("loading models")
+        self.models = Models.load(self.cfg)
+        self._report_engines()
+        self._open_sinks()
+        self._open_sources()
+        for name, target in (("vision", self._vision_worker), ("audio", self._audio_worker)):
+            if getattr(self.models, name) is not None:
+                self.stats[name] = PipelineStats()
+                self._spawn(name, target)
+        self._spawn("fusion", self._fusion_worker)
+        self.notifier.ready(self._status_line())
+        log.info("ready: %s", self._status_line())
+
+    def _spawn(self, name: str, target) -> None:
+        t = threading.Thread(target=target, name=f"edge-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def run(self) -> int:
+        """Block until stopped (signal, duration, or every file source ended)."""
+        self._install_signals()
+        interval = self.notifier.watchdog_interval_s
+        next_ping = time.monotonic()
+        while not self._stop.is_set():
+            self._stop.wait(0.25)
+            self._update_gauges()
+            now = time.monotonic()
+            if interval and now >= next_ping:
+                stuck = self.stuck_workers()
+                if not stuck:
+                    self.notifier.watchdog()
+                else:
+                    log.error("not pinging the watchdog: %s made no progress for %.1f s", ", ".join(stuck),
+                              self.stale_s)
+                next_ping = now + interval
+            d = self.cfg.runtime.duration_s
+            if d and now - self._started >= d:
+                break
+            if self._sources_ended():
+                self._stop.wait(0.3)  # let the last decisions reach fusion
+                break
+        self.stop()
+        return 0
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.notifier.stopping()
+        for src in (self.camera, self.microphone):
+            if src is not None:
+                src.close()
+        try:
+            self.decisions.put_nowait(None)
+        except queue.Full:
+            pass
+        for t in self._threads:
+            t.join(timeout=1.0)
+        for s in self.sinks:
+            s.close()
+        if self.http is not None:
+            self.http.close()
+        self.notifier.close()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+
+    # --- parts -------------------------------------------------------------------------
+    def _open_sinks(self) -> None:
+        from .sinks.jsonl import JsonlSink
+
+        s = self.cfg.sinks
+        if s.jsonl:
+            self.sinks.append(JsonlSink(s.jsonl.path, s.jsonl.max_bytes, s.jsonl.backups, metrics=self.metrics))
+        if s.mqtt:
+            from .sinks.mqtt import MqttConfig, MqttSink
+
+            m = s.mqtt
+            kw = {k: getattr(m, k) for k in ("host", "port", "username", "password", "tls", "ca_file", "cert_file",
+                                              "key_file", "tls_insecure", "qos", "keepalive", "discovery",
+                                              "discovery_prefix")}
+            if m.client_id:
+                kw["client_id"] = m.client_id
+            if m.topic_prefix:
+                kw["topic_prefix"] = m.topic_prefix
+            kw["event_names"] = self._event_names()
+            self.sinks.append(MqttSink(MqttConfig(**kw), metrics=self.metrics))
+        if s.http:
+            from .sinks.http import HttpServer
+
+            self.http = HttpServer(self.status, self.metrics, s.http.host, s.http.port).start()
+
+    def _event_names(self) -> list[str]:
+        names = [r.name for r in self.cfg.fusion.rules]
+        if self.cfg.fusion.weighted:
+            names += list(self.cfg.fusion.weighted.labels)
+        if self.cfg.fusion.passthrough and self.models and self.models.audio is not None:
+            from .pipelines.audio import is_keyword
+
+            names += [lab for lab in self.models.audio.labels if is_keyword(lab)]
+        return list(dict.fromkeys(names))
+
+    def _open_sources(self) -> None:
+        if self.cfg.camera and self.cfg.vision:
+            from .sources.camera import CameraSource
+
+            c = self.cfg.camera
+            self.camera = CameraSource("camera", c.uri, c.width, c.height, c.fps, c.fourcc, c.stride,
+                                       c.stall_timeout_s, loop=c.loop).start()
+        if self.cfg.microphone and self.cfg.audio:
+            m = self.cfg.microphone
+            if m.file:
+                from .sources.files import WavFileSource
+
+                self.microphone = WavFileSource("microphone", m.file, realtime=m.realtime, block_ms=m.block_ms,
+                                                loop=m.loop).start()
+            else:
+                from .sources.microphone import MicrophoneSource
+
+                self.microphone = MicrophoneSource("microphone", m.device, block_ms=m.block_ms).start()
+
+    def _report_engines(self) -> None:
+        for name in ("vision", "audio"):
+            p = getattr(self.models, name)
+            if p is not None:
+                pl = p.engine.placement
+                self.metrics.engine_info(name, pl.engine, pl.device, pl.fallback_reason or "")
+
+    # --- workers -----------------------------------------------------------------------
+    def _emit(self, d: Decision) -> None:
+        self.metrics.observe_decision(d)
+        try:
+            self.decisions.put_nowait(d)
+        except queue.Full:
+            with self._lock:
+                self.dropped_decisions += 1
+            log.warning("decision queue full: dropped %s %s (fusion is behind)", d.modality, d.label)
+
+    def _vision_worker(self) -> None:
+        st, cam, vcfg = self.stats["vision"], self.camera, self.cfg.vision
+        while not self._stop.is_set():
+            st.heartbeat = time.monotonic()
+            frame = cam.latest(timeout=0.25)
+            if frame is None:
+                if getattr(cam, "ended", False):
+                    return
+                continue
+            clf = self.models.vision  # read each time: SIGHUP may swap the models
+            top = clf.top(frame.image, vcfg.top_k)
+            t_dec = time.monotonic_ns()
+            st.inferences += 1
+            st.latencies_ms.append((t_dec - frame.t_capture) / 1e6)
+            if top and top[0].score >= vcfg.threshold:
+                st.decisions += 1
+                self._emit(Decision("vision", top[0].label, top[0].score, frame.t_capture, t_dec, "camera",
+                                    {"top": [[t.label, round(t.score, 4)] for t in top]}))
+
+    def _audio_worker(self) -> None:
+        st, mic = self.stats["audio"], self.microphone
+        rate = 16000
+        while not self._stop.is_set():
+            st.heartbeat = time.monotonic()
+            chunk = mic.read(timeout=0.25)
+            if chunk is None:
+                if getattr(mic, "ended", False):
+                    return
+                continue
+            kws = self.models.audio
+            dets = kws.process(chunk.samples, chunk.start_sample)
+            t_dec = time.monotonic_ns()
+            st.inferences += 1
+            end_s = (chunk.start_sample + len(chunk.samples)) / rate
+            st.latencies_ms.append((t_dec - chunk.t_capture) / 1e6)
+            for det in dets:
+                t_cap = chunk.t_capture - int(max(0.0, end_s - det.t) * 1e9)
+                st.decisions += 1
+                self._emit(Decision("audio", det.label, det.score, t_cap, t_dec, "microphone",
+                                    {"t_stream_s": round(det.t, 3)}))
+
+    def _fusion_worker(self) -> None:
+        while True:
+            d = self.decisions.get()
+            if d is None:
+                return
+            for ev in self.fusion.add(d):
+                self.metrics.observe_event(ev)
+                with self._lock:
+                    self.events.append(ev)
+                    self.event_latencies_ms.append((ev.t_event - max(x.t_decided for x in ev.decisions)) / 1e6)
+                for s in self.sinks:
+                    s.publish(ev)
+
+    # --- health --------------------------------------------------------------------------
+    def stuck_workers(self) -> list[str]:
+        now = time.monotonic()
+        return [n for n, st in self.stats.items() if now - st.heartbeat > self.stale_s
+                and not getattr(self._source_of(n), "ended", False)]
+
+    def _source_of(self, pipeline: str):
+        return self.camera if pipeline == "vision" else self.microphone
+
+    def _sources_ended(self) -> bool:
+        srcs = [s for s in (self.camera, self.microphone) if s is not None]
+        return bool(srcs) and all(getattr(s, "ended", False) for s in srcs)
+
+    def _update_gauges(self) -> None:
+        for name, src in (("camera", self.camera), ("microphone", self.microphone)):
+            if src is not None:
+                self.metrics.source_up(name, src.stats().online)
+        for name, st in self.stats.items():
+            self.metrics.pipeline_fps(name, st.snapshot()["rate_per_s"])
+
+    def _status_line(self) -> str:
+        parts = []
+        for name in ("vision", "audio"):
+            p = getattr(self.models, name, None)
+            if p is not None:
+                parts.append(f"{name} {p.manifest.name} on {p.engine.placement.device}")
+        return "; ".join(parts)
+
+    def status(self) -> dict[str, Any]:
+        sources = {}
+        for name, src in (("camera", self.camera), ("microphone", self.microphone)):
+            if src is not None:
+                s = src.stats()
+                sources[name] = {"online": s.online, "frames": s.frames, "dropped": s.dropped,
+                                 "overflows": s.overflows, "reconnects": s.reconnects, "fps": round(s.fps, 2),
+                                 "last_error": s.last_error}
+        pipelines = {}
+        for name in ("vision", "audio"):
+            p = getattr(self.models, name, None) if self.models else None
+            if p is not None:
+                pl = p.engine.placement
+                pipelines[name] = {"model": p.manifest.name, "engine": pl.engine, "device": pl.device,
+                                   "fallback_reason": pl.fallback_reason,
+                                   **(self.stats[name].snapshot() if name in self.stats else {})}
+        stuck = self.stuck_workers() if self.stats else []
+        offline = [n for n, s in sources.items() if not s["online"]]
+        healthy = bool(self.models) and not stuck
+        reason = (f"stuck: {', '.join(stuck)}" if stuck else "") or (f"offline: {', '.join(offline)}" if offline else "")
+        with self._lock:
+            n_events, dropped = len(self.events), self.dropped_decisions
+        return {"healthy": healthy, "reason": reason or "ok", "uptime_s": round(time.monotonic() - self._started, 1),
+                "sources": sources, "pipelines": pipelines, "events": n_events, "dropped_decisions": dropped,
+                "sinks": [s.status() for s in self.sinks]}

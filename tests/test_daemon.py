@@ -1,0 +1,119 @@
+"""The daemon end to end on real parts: shipped models, sample media, HTTP, JSON lines, sd_notify."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from edge_runtime.config import (CameraConfig, Config, FusionConfig, HttpConfig, JsonlConfig, RuntimeConfig,
+                                 SinksConfig, VisionConfig)
+from edge_runtime.defaults import SAMPLES
+from edge_runtime.service import Daemon
+from edge_runtime.systemd import Notifier
+
+
+def _vision_config(tmp_path, **runtime) -> Config:
+    return Config(runtime=RuntimeConfig(log_level="warning", **runtime),
+                  camera=CameraConfig(uri=str(SAMPLES / "images"), fps=8.0, loop=True),
+                  vision=VisionConfig(threshold=0.5),
+                  fusion=FusionConfig(passthrough=True, passthrough_cooldown_s=0.0),
+                  sinks=SinksConfig(jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl")),
+                                    http=HttpConfig(port=0)),
+                  path="(test)")
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    messages: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                data = sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            for line in data.splitlines():
+                messages.append((time.monotonic(), line))
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    yield path, messages
+    stop.set()
+    t.join(1)
+    sock.close()
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.status, r.read().decode()
+
+
+def test_vision_daemon_serves_status_and_writes_events(tmp_path):
+    d = Daemon(_vision_config(tmp_path, duration_s=3.0))
+    d.start()
+    try:
+        time.sleep(1.5)
+        code, body = _get(d.http.url + "/healthz")
+        assert code == 200 and body.strip() == "ok"
+        status = json.loads(_get(d.http.url + "/status")[1])
+        assert status["healthy"] and status["sources"]["camera"]["online"]
+        assert status["pipelines"]["vision"]["model"] == "efficientnet-lite0-imagenet"
+        assert status["pipelines"]["vision"]["device"].startswith("cpu/xnnpack")
+        metrics = _get(d.http.url + "/metrics")[1]
+        assert 'edge_engine_info{' in metrics and "edge_decisions_total" in metrics
+    finally:
+        d.run()  # returns when duration_s is reached, then stops and flushes
+    lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    labels = {ev["event"] for ev in lines}
+    assert {"espresso", "orange", "Pekingese"} <= labels
+    for ev in lines:
+        assert ev["decisions"][0]["modality"] == "vision" and ev["latency_ms"] >= 0
+
+
+def test_sd_notify_ready_watchdog_stall_and_stopping(tmp_path, notify_socket):
+    path, messages = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})  # ping every 0.2 s
+    d = Daemon(_vision_config(tmp_path), notifier=notifier)
+    t0 = time.monotonic()
+    d.start()
+    runner = threading.Thread(target=d.run, daemon=True)
+    runner.start()
+    time.sleep(1.2)
+    ready = [t for t, m in messages if m == "READY=1"]
+    assert len(ready) == 1 and d.models.vision is not None  # READY only after models are loaded
+    pings = [t for t, m in messages if m == "WATCHDOG=1"]
+    assert len(pings) >= 3
+    assert all(b - a < 0.5 for a, b in zip(pings, pings[1:]))
+
+    # A stuck inference: the vision worker blocks inside the model; the pings must stop.
+    release = threading.Event()
+    clf = d.models.vision
+    original = clf.top
+    clf.top = lambda *a, **k: (release.wait(), original(*a, **k))[1]
+    time.sleep(d.stale_s + 1.0)
+    last_ping = max(t for t, m in messages if m == "WATCHDOG=1")
+    assert time.monotonic() - last_ping > 0.8, "watchdog still pinged while inference was stuck"
+    assert d.status()["healthy"] is False and "stuck: vision" in d.status()["reason"]
+    release.set()
+    clf.top = original
+    time.sleep(1.0)
+    assert max(t for t, m in messages if m == "WATCHDOG=1") > last_ping  # pings resume with progress
+
+    t_stop = time.monotonic()
+    d.request_stop()
+    runner.join(5)
+    assert not runner.is_alive() and time.monotonic() - t_stop < 2.0
+    assert any(m == "STOPPING=1" for _, m in messages)
+    assert t0 < ready[0]
+    os.environ.pop("NOTIFY_SOCKET", None)
