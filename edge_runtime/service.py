@@ -111,9 +111,11 @@ class Daemon:
         self.dropped_decisions = 0
         self.sinks: list[Any] = []
         self.http = None
+        self.last_reload: dict[str, Any] | None = None
         self.camera = None
         self.microphone = None
         self._stop = threading.Event()
+        self._reload = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = time.monotonic()
         self._lock = threading.Lock()
@@ -147,6 +149,9 @@ class Daemon:
         next_ping = time.monotonic()
         while not self._stop.is_set():
             self._stop.wait(0.25)
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
             self._update_gauges()
             now = time.monotonic()
             if interval and now >= next_ping:
@@ -168,6 +173,37 @@ class Daemon:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def reload(self) -> bool:
+        """Re-read the config and reload the models; on any failure keep serving the old ones."""
+        from .config import ConfigError
+        from .config import load as load_config
+
+        self.notifier.reloading()
+        try:
+            new_cfg = load_config(self.cfg.path)
+            changed = [k for k in ("camera", "microphone", "sinks") if getattr(new_cfg, k) != getattr(self.cfg, k)]
+            if [bool(new_cfg.vision), bool(new_cfg.audio)] != [bool(self.cfg.vision), bool(self.cfg.audio)]:
+                raise ConfigError("adding or removing [vision] / [audio] needs a restart")
+            models = Models.load(new_cfg)
+        except (ConfigError, ServiceError) as e:
+            log.error("reload failed, still serving the previous config and models: %s", e)
+            self.last_reload = {"ok": False, "error": str(e), "at": time.time()}
+            self.notifier.ready(f"reload failed: {e}")
+            return False
+        old = self.models
+        self.models, self.cfg, self.fusion = models, new_cfg, Fusion(new_cfg.fusion)  # one swap each, workers re-read
+        self._report_engines()
+        if changed:
+            log.warning("reloaded models and fusion; %s changes take effect after a restart", ", ".join(changed))
+        log.info("reloaded: %s", self._status_line())
+        self.last_reload = {"ok": True, "error": None, "at": time.time()}
+        self.notifier.ready(self._status_line())
+        del old
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -192,6 +228,7 @@ class Daemon:
             return
         signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
         signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
 
     # --- parts -------------------------------------------------------------------------
     def _open_sinks(self) -> None:
@@ -265,7 +302,7 @@ class Daemon:
             log.warning("decision queue full: dropped %s %s (fusion is behind)", d.modality, d.label)
 
     def _vision_worker(self) -> None:
-        st, cam, vcfg = self.stats["vision"], self.camera, self.cfg.vision
+        st, cam = self.stats["vision"], self.camera
         while not self._stop.is_set():
             st.heartbeat = time.monotonic()
             frame = cam.latest(timeout=0.25)
@@ -273,7 +310,7 @@ class Daemon:
                 if getattr(cam, "ended", False):
                     return
                 continue
-            clf = self.models.vision  # read each time: SIGHUP may swap the models
+            clf, vcfg = self.models.vision, self.cfg.vision  # read each time: SIGHUP may swap them
             top = clf.top(frame.image, vcfg.top_k)
             t_dec = time.monotonic_ns()
             st.inferences += 1
@@ -310,7 +347,7 @@ class Daemon:
             d = self.decisions.get()
             if d is None:
                 return
-            for ev in self.fusion.add(d):
+            for ev in self.fusion.add(d):  # self.fusion is re-read per decision (SIGHUP may swap it)
                 self.metrics.observe_event(ev)
                 with self._lock:
                     self.events.append(ev)
@@ -370,4 +407,5 @@ class Daemon:
             n_events, dropped = len(self.events), self.dropped_decisions
         return {"healthy": healthy, "reason": reason or "ok", "uptime_s": round(time.monotonic() - self._started, 1),
                 "sources": sources, "pipelines": pipelines, "events": n_events, "dropped_decisions": dropped,
+                "last_reload": self.last_reload,
                 "sinks": [s.status() for s in self.sinks]}
