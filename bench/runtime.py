@@ -70,14 +70,32 @@ def vision(rounds: int, n: int) -> dict:
         for _ in range(n):
             clf.engine.run_raw(*raw)
         raw_rates.append(n / (time.perf_counter() - t))
-        t = time.perf_counter()
-        for _ in range(n):
-            clf.top(frame)
-        pipe_rates.append(n / (time.perf_counter() - t))
+        pipe_rates.append(n / _two_stage(clf, frame, n))
     ratio = statistics.median(p / r for p, r in zip(pipe_rates, raw_rates))
     return {"raw_invoke_per_s": statistics.median(raw_rates), "pipeline_per_s": statistics.median(pipe_rates),
             "ratio": ratio, "goal": ">= 0.95", "met": ratio >= 0.95, "device": clf.engine.placement.device,
-            "frame": "640x480 RGB", "rounds": rounds, "per_round": n}
+            "frame": "640x480 RGB", "rounds": rounds, "per_round": n,
+            "how": "the daemon's two stages: prepare (resize + table lookup) overlapping infer (engine + top-k)"}
+
+
+def _two_stage(clf, frame, n: int) -> float:
+    """Seconds for n frames through prepare -> infer -> top-k on two threads, as the daemon runs them."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=1)
+
+    def producer():
+        for _ in range(n):
+            q.put(clf.prepare(frame))
+
+    t = time.perf_counter()
+    th = threading.Thread(target=producer)
+    th.start()
+    for _ in range(n):
+        clf.ranked(clf.infer(q.get()), 3)
+    th.join()
+    return time.perf_counter() - t
 
 
 def keywords(seconds: float) -> dict:

@@ -50,8 +50,6 @@ def to_rgb(img: np.ndarray, order: str = "BGR") -> np.ndarray:
 
 def resize(img: np.ndarray, size: tuple[int, int] | list[int], mode: str = "squash") -> np.ndarray:
     """Resize RGB uint8 to (height, width): squash (aspect ignored), crop (centre) or letterbox."""
-    import cv2
-
     h, w = int(size[0]), int(size[1])
     ih, iw = img.shape[:2]
     if mode == "squash":
@@ -64,7 +62,7 @@ def resize(img: np.ndarray, size: tuple[int, int] | list[int], mode: str = "squa
     elif mode == "letterbox":
         scale = min(h / ih, w / iw)
         nh, nw = max(1, round(ih * scale)), max(1, round(iw * scale))
-        inner = cv2.resize(img, (nw, nh), interpolation=_interp(ih, iw, nh, nw))
+        inner = _scale(img, nh, nw)
         out = np.zeros((h, w, 3), dtype=np.uint8)
         y, x = (h - nh) // 2, (w - nw) // 2
         out[y : y + nh, x : x + nw] = inner
@@ -74,25 +72,64 @@ def resize(img: np.ndarray, size: tuple[int, int] | list[int], mode: str = "squa
     oh, ow = out.shape[:2]
     if (oh, ow) == (h, w):
         return np.ascontiguousarray(out)
-    return cv2.resize(out, (w, h), interpolation=_interp(oh, ow, h, w))
+    return _scale(out, h, w)
 
 
-def _interp(ih: int, iw: int, oh: int, ow: int) -> int:
+def _scale(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Area averaging when shrinking (no aliasing), bilinear when enlarging.
+
+    OpenCV's area filter is fast for whole-number factors and slow otherwise, so
+    a large shrink first goes bilinearly to the nearest whole multiple of the
+    target (a step of less than 2x), then area-averages by that whole factor.
+    """
     import cv2
 
-    # Area averaging when shrinking avoids aliasing; bilinear when enlarging.
-    return cv2.INTER_AREA if oh < ih and ow < iw else cv2.INTER_LINEAR
+    ih, iw = img.shape[:2]
+    if h >= ih or w >= iw:
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    k = min(ih // h, iw // w)
+    if k >= 2 and (ih, iw) != (k * h, k * w):
+        img = cv2.resize(img, (k * w, k * h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _normalise(x: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    return (x.astype(np.float32) - mean) / std
+
+
+def _ordered(x: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
+    return x[..., ::-1] if spec.channel_order.upper() == "BGR" else x
 
 
 def image_to_input(img_rgb: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> float32 model input (size[0], size[1], 3), normalised."""
-    x = resize(img_rgb, spec.size, spec.resize)
-    if spec.channel_order.upper() == "BGR":
-        x = x[..., ::-1]
-    x = x.astype(np.float32)
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    return (x - mean) / std
+    return _normalise(_ordered(resize(img_rgb, spec.size, spec.resize), spec), spec)
+
+
+def quantized_lut(spec: ImagePreprocessing, scale: float, zero_point: int, dtype: str) -> np.ndarray:
+    """Pixel value -> quantized model input, per channel: a (256, 1, 3) uint8 table for cv2.LUT.
+
+    Built by pushing every pixel value through the same normalisation as
+    :func:`image_to_input` and the engine's quantization, so the table path gives
+    exactly the tensor the float path gives after quantization, without any
+    per-pixel float arithmetic.
+    """
+    from .engines.base import quantize
+    from .manifest import Quantization
+
+    values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)[:, None, :]  # (256, 1, 3)
+    q = quantize(_normalise(values, spec), Quantization([scale], [zero_point]), dtype)
+    return np.ascontiguousarray(q.view(np.uint8))
+
+
+def image_to_quantized(img_rgb: np.ndarray, spec: ImagePreprocessing, lut: np.ndarray, dtype: str) -> np.ndarray:
+    """RGB uint8 -> int8/uint8 model input through :func:`quantized_lut`'s table."""
+    import cv2
+
+    x = np.ascontiguousarray(_ordered(resize(img_rgb, spec.size, spec.resize), spec))
+    return cv2.LUT(x, lut).view(dtype)
 
 
 def list_images(folder: str | Path) -> list[Path]:

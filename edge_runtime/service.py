@@ -81,14 +81,16 @@ class Models:
 class PipelineStats:
     decisions: int = 0
     inferences: int = 0
+    dropped: int = 0  # prepared frames replaced by newer ones before inference
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
     heartbeat: float = field(default_factory=time.monotonic)
+    prep_heartbeat: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
 
     def snapshot(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms, dtype=np.float64)
         elapsed = max(1e-9, time.monotonic() - self.started)
-        return {"inferences": self.inferences, "decisions": self.decisions,
+        return {"inferences": self.inferences, "decisions": self.decisions, "dropped": self.dropped,
                 "rate_per_s": round(self.inferences / elapsed, 2),
                 "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
                                "p99": round(float(np.percentile(lat, 99)), 3) if lat.size else None}}
@@ -302,16 +304,43 @@ class Daemon:
             log.warning("decision queue full: dropped %s %s (fusion is behind)", d.modality, d.label)
 
     def _vision_worker(self) -> None:
+        """Two stages so preprocessing of the next frame overlaps inference of this one."""
         st, cam = self.stats["vision"], self.camera
+        slot: queue.Queue = queue.Queue(maxsize=1)
+        done = threading.Event()
+
+        def prepare_stage() -> None:
+            while not self._stop.is_set():
+                st.prep_heartbeat = time.monotonic()
+                frame = cam.latest(timeout=0.25)
+                if frame is None:
+                    if getattr(cam, "ended", False):
+                        break
+                    continue
+                item = (frame, self.models.vision, self.models.vision.prepare(frame.image))
+                try:
+                    slot.put_nowait(item)
+                except queue.Full:  # inference is behind: the newest frame wins
+                    try:
+                        slot.get_nowait()
+                        st.dropped += 1
+                    except queue.Empty:
+                        pass
+                    slot.put_nowait(item)
+            done.set()
+
+        prep = threading.Thread(target=prepare_stage, name="edge-vision-prepare", daemon=True)
+        prep.start()
         while not self._stop.is_set():
             st.heartbeat = time.monotonic()
-            frame = cam.latest(timeout=0.25)
-            if frame is None:
-                if getattr(cam, "ended", False):
-                    return
+            try:
+                frame, clf, x = slot.get(timeout=0.25)
+            except queue.Empty:
+                if done.is_set():
+                    break
                 continue
-            clf, vcfg = self.models.vision, self.cfg.vision  # read each time: SIGHUP may swap them
-            top = clf.top(frame.image, vcfg.top_k)
+            vcfg = self.cfg.vision  # read each time: SIGHUP may swap config and models
+            top = clf.ranked(clf.infer(x), vcfg.top_k)
             t_dec = time.monotonic_ns()
             st.inferences += 1
             st.latencies_ms.append((t_dec - frame.t_capture) / 1e6)
@@ -319,6 +348,7 @@ class Daemon:
                 st.decisions += 1
                 self._emit(Decision("vision", top[0].label, top[0].score, frame.t_capture, t_dec, "camera",
                                     {"top": [[t.label, round(t.score, 4)] for t in top]}))
+        prep.join(timeout=1.0)
 
     def _audio_worker(self) -> None:
         st, mic = self.stats["audio"], self.microphone
@@ -358,8 +388,12 @@ class Daemon:
     # --- health --------------------------------------------------------------------------
     def stuck_workers(self) -> list[str]:
         now = time.monotonic()
-        return [n for n, st in self.stats.items() if now - st.heartbeat > self.stale_s
-                and not getattr(self._source_of(n), "ended", False)]
+        stuck = []
+        for n, st in self.stats.items():
+            beat = min(st.heartbeat, st.prep_heartbeat) if n == "vision" else st.heartbeat
+            if now - beat > self.stale_s and not getattr(self._source_of(n), "ended", False):
+                stuck.append(n)
+        return stuck
 
     def _source_of(self, pipeline: str):
         return self.camera if pipeline == "vision" else self.microphone

@@ -99,14 +99,14 @@ def test_sd_notify_ready_watchdog_stall_and_stopping(tmp_path, notify_socket):
     # A stuck inference: the vision worker blocks inside the model; the pings must stop.
     release = threading.Event()
     clf = d.models.vision
-    original = clf.top
-    clf.top = lambda *a, **k: (release.wait(), original(*a, **k))[1]
+    original = clf.infer
+    clf.infer = lambda *a, **k: (release.wait(), original(*a, **k))[1]
     time.sleep(d.stale_s + 1.0)
     last_ping = max(t for t, m in messages if m == "WATCHDOG=1")
     assert time.monotonic() - last_ping > 0.8, "watchdog still pinged while inference was stuck"
     assert d.status()["healthy"] is False and "stuck: vision" in d.status()["reason"]
     release.set()
-    clf.top = original
+    clf.infer = original
     time.sleep(1.0)
     assert max(t for t, m in messages if m == "WATCHDOG=1") > last_ping  # pings resume with progress
 
