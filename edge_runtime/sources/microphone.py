@@ -163,6 +163,7 @@ class MicrophoneSource:
         self._seg_out = 0  # output samples produced in the segment
         self._expect_index = 0
         self._t_last_ns = 0
+        self._t_prev_chunk_ns = 0
         self._chunks = 0
         self._dropped_blocks = 0
         self._reconnects = 0
@@ -414,6 +415,9 @@ class MicrophoneSource:
         # sample arrived at t_ns, so subtract the resampler's hold-back.
         behind = (self._seg_in - 1) - (self._seg_out - 1) * block.rate / self.sample_rate
         t_last = block.t_ns - int(max(0.0, behind) * 1e9 / block.rate)
+        # Callbacks arrive with scheduling jitter (in bursts under load): keep capture times strictly increasing.
+        t_last = max(t_last, self._t_prev_chunk_ns + 1)
+        self._t_prev_chunk_ns = t_last
         with self._lock:
             self._chunks += 1
             self._rate.tick(t_last)
