@@ -71,18 +71,20 @@ def listen(args: argparse.Namespace) -> int:
         raise UserError(f"--threshold {args.threshold}: give a score in (0, 1]")
     if args.chunk_ms <= 0:
         raise UserError(f"--chunk-ms {args.chunk_ms}: must be positive")
+    sr = m.preprocessing.audio.sample_rate if m.preprocessing.audio else 16000
+    audio = []
+    for path in args.wavs:  # all files checked before the engine loads: a bad one is one line, nothing else
+        try:
+            audio.append(read_wav(path, sr))  # any rate / channels -> the model's rate, mono (as the microphone)
+        except AudioError as e:
+            raise UserError(str(e)) from None
     try:
         spotter = KeywordSpotter(m, folder, args.engine, threads=args.threads, threshold=args.threshold)
     except (EngineError, ManifestError) as e:
         raise UserError(f"--model {model}: {e}") from None
-    sr = spotter.p.sample_rate
     logging.getLogger(__name__).info("%s on %s", m.name, spotter.engine.placement.device)
     chunk = max(1, round(sr * args.chunk_ms / 1000.0))
-    for path in args.wavs:
-        try:
-            x = read_wav(path, sr)  # any rate / channels -> the model's rate, mono (as the microphone source does)
-        except AudioError as e:
-            raise UserError(str(e)) from None
+    for path, x in zip(args.wavs, audio):
         spotter.reset()
         for start in range(0, len(x), chunk):
             for d in spotter.process(x[start: start + chunk]):

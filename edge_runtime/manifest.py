@@ -92,6 +92,10 @@ class AudioPreprocessing:
     fmin: float = 20.0
     fmax: float = 7600.0
     frames_per_step: int = 0  # streaming models: frames fed per step; 0 = whole window
+    # Causal feature normalisation applied after the log-mel (edge_runtime.audio.frontend.FeatureNorm):
+    # "none", or "running_mean": subtract a per-bin exponential running mean with this time constant.
+    normalization: str = "none"
+    normalization_time_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,22 @@ Hann window, zero-padded to ``n_fft``, power spectrum, HTK-mel triangles,
 projection avoids BLAS, whose summation order depends on the batch size), so
 feeding a clip in chunks of any size yields bitwise the same frames as
 :func:`log_mel` on the whole clip. numpy only.
+
+Optional causal normalisation (``AudioPreprocessing.normalization``):
+``"running_mean"`` subtracts from every log-mel bin its exponential running mean,
+``m_k = m_{k-1} + a * (x_k - m_{k-1})`` with ``a = 1 - exp(-hop / normalization_time_s)``
+and ``m_0 = x_0`` (so a stream's first frame is all zeros). It removes the
+microphone gain and channel colouring (additive in the log domain) using only
+the past, so it works on an endless stream. :class:`FeatureNorm` applies it
+frame by frame in float32 in a fixed order, so it too is bitwise chunk-invariant,
+and it takes a leading batch axis (training normalises many sequences at once
+with the very same arithmetic). :class:`LogMel` and :func:`log_mel` apply it when
+the parameters ask for it; :func:`raw` gives the parameters without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -17,6 +29,7 @@ import numpy as np
 from ..manifest import AudioPreprocessing
 
 LOG_FLOOR = 1e-6
+NORMALIZATIONS = ("none", "running_mean")
 _BLOCK = 1024  # frames per FFT batch; bounds memory on long clips, results are per frame
 
 
@@ -92,12 +105,15 @@ class LogMel:
             raise ValueError(f"audio preprocessing: need 0 <= fmin < fmax <= sample_rate/2, "
                              f"got fmin={p.fmin} fmax={p.fmax} sample_rate={p.sample_rate}")
         self._key = (p.sample_rate, p.n_fft, p.n_mels, float(p.fmin), float(p.fmax))
+        self.norm = FeatureNorm(p) if p.normalization != "none" else None
         self.reset()
 
     def reset(self) -> None:
-        """Forget buffered samples; the next sample starts frame 0."""
+        """Forget buffered samples (and the running mean); the next sample starts frame 0."""
         self._buf = np.zeros(0, dtype=np.float32)
         self._skip = 0  # samples still to drop before the next frame (only when hop > win)
+        if self.norm is not None:
+            self.norm.reset()
 
     def process(self, samples: np.ndarray) -> np.ndarray:
         """Append mono samples; return the newly complete frames, (n, n_mels) float32."""
@@ -113,7 +129,7 @@ class LogMel:
         start = n * self.hop
         self._skip += max(0, start - len(buf))
         self._buf = buf[start:].copy()
-        return out
+        return out if self.norm is None else self.norm.process(out)
 
     def _frames(self, buf: np.ndarray, n: int) -> np.ndarray:
         out = np.empty((n, self.p.n_mels), dtype=np.float32)
@@ -136,3 +152,49 @@ class LogMel:
 def log_mel(samples: np.ndarray, p: AudioPreprocessing) -> np.ndarray:
     """Log-mel frames of a whole clip, (n_frames, n_mels) float32; identical to streaming it."""
     return LogMel(p).process(samples)
+
+
+def raw(p: AudioPreprocessing) -> AudioPreprocessing:
+    """The same front end without the normalisation (plain log-mel frames)."""
+    return dataclasses.replace(p, normalization="none")
+
+
+class FeatureNorm:
+    """Causal per-bin running-mean subtraction over log-mel frames; state carried across calls.
+
+    ``process`` takes ``(T, n_mels)`` or ``(B, T, n_mels)`` (B independent streams); each
+    frame is computed in float32 in one fixed order, so any chunking (and any batch size)
+    gives bitwise the same output.
+    """
+
+    def __init__(self, p: AudioPreprocessing) -> None:
+        if p.normalization not in NORMALIZATIONS:
+            raise ValueError(f"audio preprocessing: normalization {p.normalization!r} is not one of "
+                             f"{', '.join(NORMALIZATIONS)}; upgrade edge-runtime or re-convert the model")
+        if p.normalization == "running_mean" and not p.normalization_time_s > 0:
+            raise ValueError("audio preprocessing: running_mean normalization needs normalization_time_s > 0")
+        self.p = p
+        hop_s = p.hop_ms / 1000.0
+        self.alpha = np.float32(1.0 - np.exp(-hop_s / p.normalization_time_s)) if p.normalization_time_s > 0 \
+            else np.float32(0.0)
+        self.reset()
+
+    def reset(self) -> None:
+        self._mean: np.ndarray | None = None
+
+    def process(self, frames: np.ndarray) -> np.ndarray:
+        x = np.asarray(frames, dtype=np.float32)
+        if self.p.normalization == "none" or x.shape[-2] == 0:
+            return x.copy()
+        out = np.empty_like(x)
+        mean = self._mean
+        a = self.alpha
+        for k in range(x.shape[-2]):
+            xk = x[..., k, :]
+            if mean is None:
+                mean = xk.copy()
+            else:
+                mean = mean + a * (xk - mean)
+            out[..., k, :] = xk - mean
+        self._mean = mean
+        return out

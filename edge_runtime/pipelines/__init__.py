@@ -1,0 +1,13 @@
+"""Pipelines: preprocessed model input -> engine -> decisions.
+
+One module per modality; the daemon and the command line use the same classes.
+
+- :mod:`.audio` -- :class:`~edge_runtime.pipelines.audio.KeywordSpotter`: float32
+  16 kHz samples of any chunk size -> streaming log-mel (the one front end) ->
+  the explicit-state step model (state carried, and reset in staggered lanes as
+  the model was trained) -> posterior smoothing -> threshold on keyword classes
+  -> refractory period -> :class:`~edge_runtime.pipelines.audio.Detection`
+  ``(label, score, t)``, ``t`` in seconds from the stream start.
+
+Board side: numpy and one inference engine, never TensorFlow.
+"""

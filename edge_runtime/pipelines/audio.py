@@ -1,0 +1,205 @@
+"""Keyword spotting on a live stream: samples in, keyword detections out.
+
+``KeywordSpotter(manifest, folder)`` runs a streaming artifact (an explicit-state
+step model, see ``models/kws.py``) over audio fed in chunks of any size:
+
+1. **Front end**: :class:`~edge_runtime.audio.frontend.LogMel` with the manifest's
+   ``preprocessing.audio`` (including its causal normalisation), carried across chunks.
+2. **Step model**: every ``frames_per_step`` frames, one engine call
+   ``(features, state...) -> (scores, state'...)``; the state pairs come from the
+   manifest, quantization is done by the engine's ``run``.
+3. **State lanes**: an LSTM whose state runs on forever meets inputs it never saw
+   in training (it was trained on sequences of 1-2 s from a zero state). The
+   manifest's ``metrics["detector"]`` names ``lanes`` and ``state_reset_s``: ``lanes``
+   copies of the state are run side by side, each reset to its initial value
+   every ``state_reset_s`` seconds, staggered evenly. The scores come from the lane
+   with the oldest state, which has always heard between
+   ``state_reset_s * (1 - 1/lanes)`` and ``state_reset_s`` of audio -- exactly the
+   sequence lengths of training. Without these keys one state runs forever.
+4. **Detector**: moving average of the scores over the last ``smoothing`` steps;
+   the best keyword class (not ``_silence_`` / ``_unknown_`` / other ``_x_`` labels)
+   fires when its smoothed score reaches ``threshold``, unless a detection fired
+   less than ``refractory_s`` seconds before. Defaults from ``metrics["detector"]``.
+
+Times are counted in samples from the stream start (``t0_samples`` lets a source
+say where a chunk really starts, e.g. after an overflow); a detection's ``t`` is
+the end of the last frame of the step that fired, in seconds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..audio.frontend import LogMel, _win_hop
+from ..engines import ENGINES, Acceleration, EngineError, open_engine
+from ..manifest import Manifest, ManifestError
+
+DEFAULT_THRESHOLD = 0.8
+DEFAULT_SMOOTHING = 3
+DEFAULT_REFRACTORY_S = 1.0
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    score: float  # smoothed score of the label when it fired
+    t: float  # seconds from the stream start: end of the step that fired
+
+
+def is_keyword(label: str) -> bool:
+    """Keyword classes are all labels but the Speech Commands fillers ``_silence_``, ``_unknown_``..."""
+    return not (label.startswith("_") and label.endswith("_"))
+
+
+class Detector:
+    """Smoothing, threshold and refractory period over per-step scores (no model, no audio)."""
+
+    def __init__(self, labels: list[str], threshold: float, smoothing: int, refractory_s: float) -> None:
+        if smoothing < 1:
+            raise ValueError(f"smoothing must be at least 1 step, got {smoothing}")
+        self.labels = list(labels)
+        self.keywords = np.asarray([i for i, lab in enumerate(self.labels) if is_keyword(lab)], dtype=int)
+        if len(self.keywords) == 0:
+            raise ValueError("the model has no keyword labels (all are _silence_/_unknown_ style)")
+        self.threshold, self.smoothing, self.refractory_s = float(threshold), int(smoothing), float(refractory_s)
+        self.reset()
+
+    def reset(self) -> None:
+        self._hist: deque[np.ndarray] = deque(maxlen=self.smoothing)
+        self._last_t = -np.inf
+
+    def update(self, t: float, scores: np.ndarray) -> Detection | None:
+        self._hist.append(np.asarray(scores, dtype=np.float64).reshape(-1))
+        smoothed = np.mean(self._hist, axis=0)
+        kw = self.keywords[int(np.argmax(smoothed[self.keywords]))]
+        score = float(smoothed[kw])
+        if score >= self.threshold and t - self._last_t >= self.refractory_s - 1e-9:
+            self._last_t = t
+            return Detection(self.labels[kw], round(score, 5), round(float(t), 4))
+        return None
+
+
+class KeywordSpotter:
+    """Streaming keyword spotting with a manifest's step model; see the module docstring."""
+
+    def __init__(self, manifest: Manifest, folder: str | Path, engine: str = "auto", threads: int | None = None,
+                 threshold: float | None = None, smoothing: int | None = None,
+                 refractory_s: float | None = None, accel: Acceleration | None = None) -> None:
+        p = manifest.preprocessing.audio
+        if p is None or not manifest.streaming or p.frames_per_step < 1:
+            raise ManifestError(f"{manifest.name!r} is a {manifest.task} model, not a streaming audio model "
+                                "(needs preprocessing.audio.frames_per_step and state pairs)")
+        self.manifest, self.p = manifest, p
+        self.engine = open_engine(manifest, folder, engine, threads=threads, accel=accel)
+        self.artifact = manifest.artifact(ENGINES[self.engine.name])
+        in_names = [t.name for t in self.engine.inputs]
+        out_names = [t.name for t in self.engine.outputs]
+        pairs = self.artifact.state
+        missing = [n for s in pairs for n in (s.input, s.output) if n not in in_names + out_names]
+        if missing:
+            raise ManifestError(f"{manifest.name!r}: state tensors {', '.join(missing)} are not in the model")
+        state_in = {s.input for s in pairs}
+        state_out = {s.output for s in pairs}
+        feats = [n for n in in_names if n not in state_in]
+        scores = [i for i, n in enumerate(out_names) if n not in state_out]
+        if len(feats) != 1 or not scores:
+            raise EngineError(f"{manifest.name!r}: expected one feature input and a scores output beside the state")
+        self._in_names, self._feat_name = in_names, feats[0]
+        self._score_idx = scores[0]
+        self._out_idx = {s.input: out_names.index(s.output) for s in pairs}
+        self._pairs = pairs
+        labels = manifest.labels or [str(i) for i in range(int(np.prod(self.engine.outputs[self._score_idx].shape)))]
+        det: dict[str, Any] = dict(manifest.metrics.get("detector") or {})
+        self.threshold = float(threshold if threshold is not None else det.get("threshold", DEFAULT_THRESHOLD))
+        self.smoothing = int(smoothing if smoothing is not None else det.get("smoothing_steps", DEFAULT_SMOOTHING))
+        self.refractory_s = float(refractory_s if refractory_s is not None
+                                  else det.get("refractory_s", DEFAULT_REFRACTORY_S))
+        self.lanes = max(1, int(det.get("lanes", 1)))
+        self.frames_per_step = p.frames_per_step
+        step_s = p.frames_per_step * p.hop_ms / 1000.0
+        self.reset_steps = round(float(det.get("state_reset_s", 0.0)) / step_s)
+        self.detector = Detector(labels, self.threshold, self.smoothing, self.refractory_s)
+        self.labels = labels
+        self._win, self._hop = _win_hop(p)
+        self._frontend = LogMel(p)
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def _initial(self) -> dict[str, np.ndarray]:
+        return {s.input: np.full(s.shape, s.initial, dtype=np.float32) for s in self._pairs}
+
+    def reset(self) -> None:
+        """Start a new stream: front end, states, smoothing, refractory and the clock."""
+        self._frontend.reset()
+        self.detector.reset()
+        self._pending = np.zeros((0, self.p.n_mels), dtype=np.float32)
+        self._states = [self._initial() for _ in range(self.lanes)]
+        self._step = 0  # steps run since the stream start
+        self._frames = 0  # frames consumed by steps
+        self._fed = 0  # samples fed
+        self._offset = 0  # stream position of sample 0 minus samples fed (t0_samples)
+
+    # ------------------------------------------------------------------ running
+    def _lane_ages(self, n: int) -> list[int | None]:
+        """Each lane's state age (steps already in its state) before step ``n``; None = not started."""
+        if self.reset_steps <= 0:
+            return [n] + [None] * (self.lanes - 1)
+        ages: list[int | None] = []
+        for i in range(self.lanes):
+            start = i * self.reset_steps // self.lanes
+            ages.append(None if n < start else (n - start) % self.reset_steps)
+        return ages
+
+    def _run_step(self, chunk: np.ndarray) -> np.ndarray:
+        ages = self._lane_ages(self._step)
+        best_age, best_scores = -1, None
+        x = chunk[None]
+        for i, age in enumerate(ages):
+            if age is None:
+                continue
+            if age == 0 and self.reset_steps > 0:
+                self._states[i] = self._initial()
+            st = self._states[i]
+            feeds = [x if n == self._feat_name else st[n] for n in self._in_names]
+            outs = self.engine.run(*feeds)
+            self._states[i] = {name: np.asarray(outs[j], np.float32).reshape(st[name].shape)
+                               for name, j in self._out_idx.items()}
+            if age > best_age:
+                best_age, best_scores = age, outs[self._score_idx]
+        self._step += 1
+        return np.asarray(best_scores, np.float32).reshape(-1)
+
+    def posteriors(self, samples: np.ndarray, t0_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the stream; the raw per-step scores ``(t (steps,), scores (steps, classes))``, no detection."""
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if t0_samples is not None:
+            self._offset = int(t0_samples) - self._fed
+        self._fed += len(x)
+        frames = self._frontend.process(x)
+        pending = np.concatenate([self._pending, frames]) if len(self._pending) else frames
+        f = self.frames_per_step
+        n = len(pending) // f
+        ts, scores = [], []
+        for k in range(n):
+            scores.append(self._run_step(pending[k * f: (k + 1) * f]))
+            self._frames += f
+            end = (self._frames - 1) * self._hop + self._win + self._offset
+            ts.append(end / self.p.sample_rate)
+        self._pending = pending[n * f:].copy()
+        n_cls = len(self.labels)
+        return np.asarray(ts, np.float64), (np.stack(scores) if scores else np.zeros((0, n_cls), np.float32))
+
+    def process(self, samples: np.ndarray, t0_samples: int | None = None) -> list[Detection]:
+        """Feed float32 mono samples at the model's rate (any chunk size); the detections they complete."""
+        ts, scores = self.posteriors(samples, t0_samples)
+        out = []
+        for t, s in zip(ts, scores):
+            d = self.detector.update(float(t), s)
+            if d is not None:
+                out.append(d)
+        return out

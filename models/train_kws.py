@@ -1,0 +1,395 @@
+"""Train the keyword spotter on a Speech-Commands-layout folder; export int8 TFLite + ONNX step models.
+
+    python -m models.train_kws --data DIR --out OUTDIR [--epochs N] [--seed S] [--seeds K] [--units U]
+                               [--context WAVDIR] [--smoke]
+
+DATA: ``DIR/{train,val,test}/<label>/*.wav`` (what ``python -m models.kws_data`` writes),
+or Speech Commands itself: ``DIR/<label>/*.wav`` with ``validation_list.txt`` /
+``testing_list.txt`` (else split by the ``<speaker>_nohash_`` prefix hash); a
+``_background_noise_`` folder is used as context audio, never as a class. Clips
+of any rate / channels are read as the microphone delivers them (16 kHz mono).
+
+**Streaming vs training -- the state problem.** Trained on 1 s clips from a zero
+state, an LSTM whose state then runs on forever sees sequences it never met in
+training: after minutes of audio its state drifts and it false-fires or goes deaf.
+This recipe closes the gap from both sides:
+
+* *Training sees what streaming sees.* Each training sequence is a 1 s clip
+  preceded by 0-1 s of **random context** (a span of other clips of the split --
+  keywords, words, noise -- and of ``--context`` audio such as sentences), and
+  labelled with the clip's label. So the LSTM learns to forget what came before
+  the last second, including a keyword that has passed. Sequences of different
+  lengths share a batch by pre-padding with masked frames (``models.kws``),
+  which is exactly "start from a zero state".
+* *Streaming never leaves the training distribution.* The runtime
+  (``edge_runtime.pipelines.audio.KeywordSpotter``) runs two state lanes, each
+  reset to zero every 2 s, staggered by 1 s, and reads the scores from the lane
+  with the older state: it has heard between 1 and 2 s, the very lengths trained
+  on. The cost is a second step-model call per step (tens of microseconds). The
+  manifest records this (``metrics["detector"]["lanes"]``, ``["state_reset_s"]``),
+  and every streaming number we report is measured through that code.
+
+**Normalisation.** Log-mel features go through the front end's causal per-bin
+running-mean subtraction (``AudioPreprocessing.normalization="running_mean"``,
+2 s time constant; ``edge_runtime.audio.frontend.FeatureNorm``). It removes
+microphone gain and colouring (additive in the log domain) using only the past,
+so it runs unchanged on an endless stream. Training runs the normaliser over 3 s
+of extra preceding audio ("warm-up") before each sequence, so that its running
+mean is in the same steady state as on a long stream.
+
+**Seeds.** Results swing with the random seed: ``--seeds K`` trains K seeds and keeps
+the one with the best validation accuracy (val = held-out voices); the test split
+is only used for the final report.
+
+The exported step model takes 4 frames (40 ms) + (h, c) per call. ``edge-convert``
+(``converters.cli.main``) turns it into int8 TFLite and int8 ONNX, calibrated on
+real streaming states. With ``--activations auto`` (default), when int8 activations
+lose more than ``--max-accuracy-drop`` the recipe converts again with 16x8 (int8
+weights, int16 activations) and records the rejected int8 drop in the manifest:
+the LSTM cell state ``c`` can span +-60 while most values are below 1, which one
+int8 scale cannot represent; the artifact folder gets ``labels.txt`` and a manifest whose
+``preprocessing.audio`` carries the normalisation and whose ``metrics["detector"]``
+carries the detector's operating point (defaults here; ``models.kws_eval`` tunes them
+on held-out streams).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.manifest import AudioPreprocessing
+
+CLIP_FRAMES = 98  # frames of a 1 s clip: (16000 - 400) // 160 + 1
+CHUNK = 4  # frames per streaming step (40 ms)
+MAX_CONTEXT = 102  # context frames before a clip: sequences are 98..200 frames, 200 = 2 s = lane reset
+SEQ = CLIP_FRAMES + MAX_CONTEXT  # 200, a multiple of CHUNK
+WARMUP = 300  # frames of extra audio the normaliser runs over before a sequence (3 s)
+NORM_TIME_S = 2.0
+LANES, STATE_RESET_S = 2, 2.0
+PREPROCESSING = AudioPreprocessing(frames_per_step=CHUNK, normalization="running_mean",
+                                   normalization_time_s=NORM_TIME_S)
+DEFAULT_DETECTOR = {"threshold": 0.8, "smoothing_steps": 3, "refractory_s": 1.0,
+                    "lanes": LANES, "state_reset_s": STATE_RESET_S}
+SPLITS = ("train", "val", "test")
+BACKGROUND = "_background_noise_"
+
+
+class TrainError(Exception):
+    """A problem the user has to fix; one line."""
+
+
+# ---------------------------------------------------------------- data
+@dataclass
+class Split:
+    files: list[str]
+    labels: np.ndarray  # index into the label list
+    feats: np.ndarray | None = None  # (N, CLIP_FRAMES, n_mels) raw log-mel
+
+
+def _speaker(f: Path) -> str:
+    return f.name.split("_nohash_")[0]
+
+
+def find_data(data: Path) -> tuple[list[str], dict[str, tuple[list[str], list[str]]], list[str]]:
+    """(labels, split -> (files, label names), background files) from a Speech Commands layout."""
+    if not data.is_dir():
+        raise TrainError(f"--data {data}: no such folder; pass a Speech-Commands-layout folder")
+    wav = lambda d: sorted(str(f) for f in d.rglob("*") if f.suffix.lower() == ".wav")
+    background: list[str] = []
+    out: dict[str, tuple[list[str], list[str]]] = {s: ([], []) for s in SPLITS}
+    if (data / "train").is_dir():
+        labels = sorted(d.name for d in (data / "train").iterdir() if d.is_dir() and d.name != BACKGROUND)
+        for s in SPLITS:
+            for lab in labels:
+                d = data / s / lab
+                if d.is_dir():
+                    fs = wav(d)
+                    out[s][0].extend(fs)
+                    out[s][1].extend([lab] * len(fs))
+            if (data / s / BACKGROUND).is_dir():
+                background += wav(data / s / BACKGROUND)
+    else:
+        labels = sorted(d.name for d in data.iterdir() if d.is_dir() and d.name != BACKGROUND and not d.name.startswith("."))
+        lists = {}
+        for s, name in (("val", "validation_list.txt"), ("test", "testing_list.txt")):
+            if (data / name).is_file():
+                lists[s] = {ln.strip() for ln in (data / name).read_text().splitlines() if ln.strip()}
+        for lab in labels:
+            for f in wav(data / lab):
+                rel = Path(f).relative_to(data).as_posix()
+                if lists:
+                    s = "val" if rel in lists.get("val", ()) else "test" if rel in lists.get("test", ()) else "train"
+                else:  # as Speech Commands: a speaker's clips all land in one split
+                    h = int(hashlib.sha1(_speaker(Path(f)).encode()).hexdigest(), 16) % 100
+                    s = "val" if h < 10 else "test" if h < 20 else "train"
+                out[s][0].append(f)
+                out[s][1].append(lab)
+        if (data / BACKGROUND).is_dir():
+            background = wav(data / BACKGROUND)
+    if len(labels) < 2:
+        raise TrainError(f"--data {data}: found {len(labels)} label folders; need at least two classes")
+    for s in ("train", "val"):
+        if not out[s][0]:
+            raise TrainError(f"--data {data}: the {s} split has no WAV files")
+    return labels, out, background
+
+
+def _clip_feats(path: str) -> np.ndarray:
+    from edge_runtime.audio.frontend import log_mel, raw
+    from edge_runtime.audio.wav import read_wav
+
+    p = raw(PREPROCESSING)
+    x = read_wav(path, p.sample_rate)
+    n = p.sample_rate
+    x = x[:n] if len(x) >= n else np.concatenate([x, np.zeros(n - len(x), np.float32)])
+    return log_mel(x, p)
+
+
+def _long_feats(path: str) -> np.ndarray:
+    from edge_runtime.audio.frontend import log_mel, raw
+    from edge_runtime.audio.wav import read_wav
+
+    p = raw(PREPROCESSING)
+    return log_mel(read_wav(path, p.sample_rate), p)
+
+
+def features(files: list[str], desc: str, fn=_clip_feats, jobs: int = 2) -> list[np.ndarray]:
+    from tqdm import tqdm
+
+    if not files:
+        return []
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        return list(tqdm(pool.imap(fn, files, chunksize=16), total=len(files), desc=desc, unit="wav",
+                         file=sys.stderr, mininterval=2.0))
+
+
+# ---------------------------------------------------------------- sequences
+class Sequences:
+    """Training/eval sequences: ``[warm-up | context | clip]`` frames from a split's context bank."""
+
+    def __init__(self, clips: np.ndarray, extra: list[np.ndarray], seed: int) -> None:
+        from edge_runtime.audio.frontend import FeatureNorm
+
+        rng = np.random.default_rng(seed)
+        parts = [clips[i] for i in rng.permutation(len(clips))] + list(extra)
+        order = rng.permutation(len(parts))
+        self.bank = np.concatenate([parts[i] for i in order]).astype(np.float32)
+        self.norm = lambda: FeatureNorm(PREPROCESSING)
+        if len(self.bank) < WARMUP + MAX_CONTEXT + 1:
+            reps = (WARMUP + MAX_CONTEXT + 1) // max(1, len(self.bank)) + 1
+            self.bank = np.tile(self.bank, (reps, 1))
+
+    def make(self, clips: np.ndarray, rng: np.random.Generator, context: int | None = None) -> np.ndarray:
+        """(N, SEQ, n_mels) normalised sequences, pre-padded with MASK_VALUE where shorter than SEQ."""
+        from models.kws import MASK_VALUE
+
+        n = len(clips)
+        ctx = np.full(n, context) if context is not None else rng.integers(0, MAX_CONTEXT + 1, size=n)
+        span = WARMUP + MAX_CONTEXT
+        starts = rng.integers(0, len(self.bank) - span, size=n)
+        idx = starts[:, None] + np.arange(span)[None, :]
+        full = np.concatenate([self.bank[idx], clips], axis=1)  # (N, WARMUP+MAX_CONTEXT+98, F)
+        # Shorter contexts: the normaliser and LSTM see the bank span end at the clip start.
+        out = np.full((n, SEQ, clips.shape[2]), MASK_VALUE, dtype=np.float32)
+        for c in np.unique(ctx):
+            sel = np.flatnonzero(ctx == c)
+            x = np.concatenate([full[sel, MAX_CONTEXT - c: WARMUP + MAX_CONTEXT], clips[sel]], axis=1)
+            y = self.norm().process(x)  # warm-up + context + clip through the one normaliser
+            out[sel, SEQ - (c + CLIP_FRAMES):] = y[:, WARMUP:]
+        return out
+
+
+# ---------------------------------------------------------------- training
+def train_one(seed: int, units: int, front: int, epochs: int, labels: list[str], train: Split, val_x: np.ndarray,
+              val_y: np.ndarray, bank: Sequences, batch: int = 32, log=print):
+    import keras
+    from tqdm import tqdm
+
+    from models import kws
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng([seed, 7])
+    model = kws.build(None, train.feats.shape[2], len(labels), units, masked=True, dropout=0.2,
+                      front=front, scale=kws.INPUT_SCALE)
+    steps = epochs * int(np.ceil(len(train.labels) / batch))
+    lr = keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=max(1, steps), alpha=0.05)
+    model.compile(keras.optimizers.Adam(lr, clipnorm=1.0), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    best, best_w = -1.0, None
+    bar = tqdm(range(epochs), desc=f"seed {seed}", unit="epoch", file=sys.stderr)
+    for ep in bar:
+        x = bank.make(train.feats, rng)
+        h = model.fit(x, train.labels, batch_size=batch, epochs=1, verbose=0, shuffle=True)
+        acc = float((model.predict(val_x, batch_size=256, verbose=0).argmax(1) == val_y).mean())
+        if acc > best:
+            best, best_w = acc, model.get_weights()
+        bar.set_postfix(loss=f"{h.history['loss'][-1]:.3f}", val=f"{acc:.3f}", best=f"{best:.3f}")
+        log(f"seed {seed} epoch {ep + 1}/{epochs}: loss {h.history['loss'][-1]:.4f} "
+            f"train acc {h.history['accuracy'][-1]:.4f} val acc {acc:.4f}")
+    model.set_weights(best_w)
+    return model, best
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.train_kws", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="Speech-Commands-layout folder")
+    ap.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=0, help="first seed")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds to train; the best on validation is kept")
+    ap.add_argument("--units", type=int, default=64, help="LSTM units")
+    ap.add_argument("--front", type=int, default=64, help="units of the per-frame Dense(relu) before the LSTM (0: none)")
+    ap.add_argument("--batch", type=int, default=32, help="batch size")
+    ap.add_argument("--work", type=Path, help="where to keep the float models and test sequences for evaluation "
+                                               "(default: OUT/../.OUT-work)")
+    ap.add_argument("--context", type=Path, help="folder of long WAVs (e.g. sentences) used as context audio; "
+                                                 "train/ and val/ sub-folders go to those splits")
+    ap.add_argument("--name", default="kws-lstm")
+    ap.add_argument("--max-accuracy-drop", type=float, default=5.0,
+                    help="edge-convert refuses int8 models losing more than this (pp); default 5")
+    ap.add_argument("--activations", choices=["auto", "int8", "int16"], default="auto",
+                    help="int8, int16 (16x8), or auto: int8 unless it loses more than --max-accuracy-drop, then 16x8")
+    ap.add_argument("--smoke", action="store_true", help="tiny data, model and epochs (CI)")
+    args = ap.parse_args(argv)
+    try:
+        return run(args)
+    except TrainError as e:
+        print(f"train_kws: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _limit(files: list[str], names: list[str], per_label: int | None, seed: int) -> tuple[list[str], list[str]]:
+    if per_label is None:
+        return files, names
+    rng = np.random.default_rng(seed)
+    keep = []
+    for lab in sorted(set(names)):
+        idx = [i for i, n in enumerate(names) if n == lab]
+        keep += sorted(rng.permutation(idx)[:per_label].tolist())
+    keep.sort()
+    return [files[i] for i in keep], [names[i] for i in keep]
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    t_start = time.monotonic()
+    if args.smoke:
+        args.epochs, args.seeds, args.units, args.front = min(args.epochs, 2), 1, 16, 16
+        args.max_accuracy_drop = 100.0  # a smoke run checks the pipeline, not the accuracy
+    labels, split_files, background = find_data(args.data)
+    per_label = {"train": 12, "val": 4, "test": 4} if args.smoke else {}
+    splits: dict[str, Split] = {}
+    for s in SPLITS:
+        files, names = _limit(*split_files[s], per_label.get(s), args.seed)
+        if not files:
+            continue
+        feats = features(files, f"features {s}")
+        splits[s] = Split(files, np.asarray([labels.index(n) for n in names]), np.stack(feats))
+    extra: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for f in background:
+        extra["train"].append(_long_feats(f))
+    if args.context and not args.smoke:
+        for s in ("train", "val", "test"):
+            d = args.context / s
+            files = sorted(str(f) for f in d.glob("*.wav")) if d.is_dir() else []
+            if s == "train" and not files and args.context.is_dir():
+                files = sorted(str(f) for f in args.context.glob("*.wav"))
+            extra[s] += features(files, f"context {s}", fn=_long_feats)
+    banks = {s: Sequences(sp.feats, extra[s] or extra["train"], seed=[args.seed, i])
+             for i, (s, sp) in enumerate(splits.items())}
+    fixed = {s: banks[s].make(sp.feats, np.random.default_rng([args.seed, 99, i]), context=MAX_CONTEXT)
+             for i, (s, sp) in enumerate(splits.items())}
+    lines: list[str] = []
+    log = lambda m: (lines.append(m), print(m, flush=True))
+    log(f"data {args.data}: {len(labels)} labels, " + ", ".join(f"{s} {len(sp.labels)}" for s, sp in splits.items()))
+
+    results = []
+    best = None
+    for seed in range(args.seed, args.seed + args.seeds):
+        model, acc = train_one(seed, args.units, args.front, args.epochs, labels, splits["train"], fixed["val"],
+                               splits["val"].labels, banks["train"], batch=args.batch, log=log)
+        results.append({"seed": seed, "val_accuracy": acc})
+        if best is None or acc > best[1]:
+            best = (model, acc, seed)
+    model, val_acc, seed = best
+    log(f"picked seed {seed} (val accuracy {val_acc:.4f}; all: {results})")
+    test_acc = None
+    if "test" in splits:
+        test_acc = float((model.predict(fixed["test"], batch_size=256, verbose=0).argmax(1) == splits["test"].labels).mean())
+        log(f"float test accuracy (non-streaming model, 1 s context): {test_acc:.4f}")
+    export(model, args, labels, splits, fixed, banks, {
+        "seeds": results, "picked_seed": seed, "val_accuracy": val_acc, "float_test_accuracy": test_acc,
+        "epochs": args.epochs, "units": args.units, "front": args.front, "train_clips": len(splits["train"].labels),
+        "train_seconds": round(time.monotonic() - t_start, 1), "data": str(args.data),
+        "batch": args.batch, **_voices(args.data),
+    })
+    return 0
+
+
+def _voices(data: Path) -> dict[str, Any]:
+    """The held-out voices of a models.kws_data set (voices.json), so tests can speak with unseen voices."""
+    try:
+        meta = json.loads((data / "voices.json").read_text())
+        return {"val_voices": meta["splits"]["val"], "test_voices": meta["splits"]["test"]}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def export(model, args, labels, splits, fixed, banks, info: dict[str, Any]) -> None:
+    from converters.cli import main as convert
+    from edge_runtime import manifest as mf
+    from models import kws
+
+    work = args.work or args.out.parent / f".{args.out.name}-work"
+    work.mkdir(parents=True, exist_ok=True)
+    model.save(str(work / "kws_float.keras"))  # kept first: a failed conversion must not lose the training
+    step = kws.streaming_step(model, CHUNK)
+    step.save(str(work / "kws_step.keras"))
+    ev = "test" if "test" in splits else "val"
+    np.savez_compressed(work / "test_sequences.npz", features=fixed[ev], labels=splits[ev].labels)
+    (work / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+    (work / "labels.txt").write_text("\n".join(labels) + "\n")
+    rng = np.random.default_rng(5)
+    tr = splits["train"]
+    pick = rng.choice(len(tr.labels), size=min(len(tr.labels), 60 if args.smoke else 200), replace=False)
+    np.savez(work / "calib.npz", features=fixed["train"][pick])
+    np.savez(work / "eval.npz", features=fixed[ev], labels=splits[ev].labels)
+    tries = ["int8", "int16"] if args.activations == "auto" else [args.activations]
+    for i, act in enumerate(tries):
+        code = convert([str(work / "kws_step.keras"), "--out", str(args.out), "--calibration", str(work / "calib.npz"),
+                        "--eval", str(work / "eval.npz"), "--labels", str(work / "labels.txt"), "--name", args.name,
+                        "--calibration-limit", "1000", "--eval-limit", "60" if args.smoke else "200",
+                        "--max-accuracy-drop", str(args.max_accuracy_drop), "--activations", act])
+        if code == 0:
+            break
+        if code == 3 and i + 1 < len(tries):
+            print(f"train_kws: {act} activations lost more than {args.max_accuracy_drop} pp; trying {tries[i + 1]}",
+                  file=sys.stderr)
+            info["rejected_activations"] = {act: json.loads((args.out / "report.json").read_text())["accuracy_drop_pp"]}
+            continue
+        raise TrainError(f"edge-convert failed with exit code {code}; see {args.out}/report.html if written")
+    m, folder = mf.load(args.out)
+    metrics = dict(m.metrics)
+    metrics["detector"] = dict(DEFAULT_DETECTOR, source="defaults (not tuned; run python -m models.kws_eval)")
+    metrics["training"] = info
+    m = dataclasses.replace(m, preprocessing=mf.Preprocessing(audio=dataclasses.replace(
+        PREPROCESSING, frames_per_step=m.preprocessing.audio.frames_per_step)), metrics=metrics)
+    mf.save(m, folder)
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    print(f"wrote {args.out}/ (manifest.json, model files, report.json, report.html, labels.txt); float models in {work}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The keyword spotter: streaming exactness, the shipped int8 artifact, `edge-runtime listen`, training smoke run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, have, require
+
+SHIPPED = ROOT / "edge_runtime" / "data" / "models" / "kws"
+SR = 16000
+# Quantized vs float, chunk by chunk over 200 held-out utterances x 50 steps (edge-convert's report.json):
+INT8_MEAN_SCORE_TOL = 0.005  # mean abs per-step score difference
+INT8_MAX_SCORE_TOL = 0.6  # worst single step (a near-tie between two classes can swap)
+INT8_STEP_AGREEMENT = 0.98  # per-step top-1 agreement
+INT8_FINAL_AGREEMENT = 0.97  # top-1 agreement at the utterance end
+
+
+def _shipped():
+    from edge_runtime import manifest as mf
+
+    require((SHIPPED / "manifest.json").is_file(), f"{SHIPPED} is missing (python -m models.train_kws)")
+    return mf.load(SHIPPED)
+
+
+# ---------------------------------------------------------------- exactness of the step model
+def test_step_model_chunk_by_chunk_equals_whole_window():
+    require(have("tensorflow"), "TensorFlow is not installed (pip install -e '.[convert,test]')")
+    import keras
+
+    from models import kws
+
+    keras.utils.set_random_seed(3)
+    model = kws.build(None, 40, 6, units=24, masked=True, dropout=0.2, front=16, scale=kws.INPUT_SCALE)
+    step = kws.streaming_step(model, chunk=4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2, size=(3, 48, 40)).astype(np.float32)
+    whole = model.predict(x, verbose=0)
+    # Pre-padding with masked frames == starting from a zero state (how training mixes lengths).
+    padded = np.concatenate([np.full((3, 20, 40), kws.MASK_VALUE, np.float32), x], axis=1)
+    np.testing.assert_allclose(model.predict(padded, verbose=0), whole, atol=1e-5)
+    for i in range(3):
+        h = np.zeros((1, 24), np.float32)
+        c = np.zeros((1, 24), np.float32)
+        for k in range(0, 48, 4):
+            scores, h, c = (np.asarray(o) for o in step([x[i: i + 1, k: k + 4], h, c], training=False))
+        assert np.abs(scores[0] - whole[i]).max() <= 1e-4
+
+
+def test_feature_norm_is_chunk_invariant_and_batched():
+    from edge_runtime.audio.frontend import FeatureNorm, LogMel, log_mel
+    from edge_runtime.manifest import AudioPreprocessing
+
+    p = AudioPreprocessing(normalization="running_mean", normalization_time_s=2.0)
+    x = np.random.default_rng(1).normal(0, 0.1, 24000).astype(np.float32)
+    whole = log_mel(x, p)
+    lm = LogMel(p)
+    parts = np.concatenate([lm.process(x[i: i + 333]) for i in range(0, len(x), 333)])
+    assert np.array_equal(parts, whole)
+    assert np.all(whole[0] == 0)
+    raw = log_mel(x, AudioPreprocessing())
+    batched = FeatureNorm(p).process(np.stack([raw, raw[::-1]]))
+    assert np.array_equal(batched[0], whole)
+
+
+# ---------------------------------------------------------------- the shipped artifact
+def test_shipped_artifact_int8_tracks_float_chunk_by_chunk():
+    m, folder = _shipped()
+    assert m.preprocessing.audio.frames_per_step == 4
+    assert m.preprocessing.audio.normalization == "running_mean"
+    report = json.loads((folder / "report.json").read_text())
+    sizes = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    assert sizes <= 3 * 1024 * 1024
+    assert {a.format for a in m.artifacts} == {"tflite", "onnx"}
+    assert all(a.precision in ("int8", "int16x8") for a in m.artifacts)
+    for art_id in (a.id for a in m.artifacts):
+        row = next(r for r in report["artifacts"] if r["id"] == art_id)
+        # Measured by edge-convert: the int8 step model run chunk by chunk over whole
+        # held-out utterances vs the float step model, scores compared at every step.
+        assert row["step_score_mean_abs_diff"] <= INT8_MEAN_SCORE_TOL, (art_id, row["step_score_mean_abs_diff"])
+        assert row["step_score_max_abs_diff"] <= INT8_MAX_SCORE_TOL, (art_id, row["step_score_max_abs_diff"])
+        assert row["step_agreement"] >= INT8_STEP_AGREEMENT, (art_id, row["step_agreement"])
+        assert row["agreement"] >= INT8_FINAL_AGREEMENT, (art_id, row["agreement"])
+        assert [s.input for s in m.artifact(art_id).state] == ["state_h", "state_c"]
+    det = m.metrics["detector"]
+    assert {"threshold", "smoothing_steps", "refractory_s", "lanes", "state_reset_s"} <= set(det)
+
+
+# ---------------------------------------------------------------- a held-out sentence
+def _say(voice: str, text: str, tmp: Path) -> np.ndarray:
+    from models import kws_data as kd
+
+    engine, _, name = voice.partition(":")
+    v = kd.Voice(engine, *name.split("+", 1)) if "+" in name else kd.Voice(engine, name)
+    return kd.synthesize(kd.Utterance(v, text, ("-s", "150") if engine == kd.ESPEAK else ()), str(tmp))
+
+
+@pytest.fixture(scope="module")
+def sentence(tmp_path_factory):
+    """'please go now and then stop' from a test-split voice, written at 22.05 kHz stereo; keyword spans."""
+    require(shutil.which("espeak-ng") is not None, "espeak-ng is not installed (apt-get install espeak-ng)")
+    m, _ = _shipped()
+    voices = [v for v in m.metrics["training"]["test_voices"] if v.startswith("espeak-ng:en-us")]
+    require(bool(voices), "the shipped manifest lists no held-out espeak-ng test voice")
+    tmp = tmp_path_factory.mktemp("sentence")
+    pieces = [("please", None), ("go", "go"), ("now and then", None), ("stop", "stop")]
+    rng = np.random.default_rng(0)
+    audio, spans, pos = [np.zeros(int(0.8 * SR), np.float32)], [], int(0.8 * SR)
+    for text, kw in pieces:
+        x = _say(voices[0], text, tmp)
+        x = 0.5 * x / np.abs(x).max()
+        if kw:
+            spans.append((kw, pos / SR, (pos + len(x)) / SR))
+        gap = np.zeros(int(0.7 * SR), np.float32)
+        audio += [x, gap]
+        pos += len(x) + len(gap)
+    x = np.concatenate(audio + [np.zeros(int(0.5 * SR), np.float32)])
+    x = x + rng.normal(0, 1e-3, len(x)).astype(np.float32)  # a quiet microphone floor
+    import soxr
+
+    y = soxr.resample(x, SR, 22050)
+    stereo = np.clip(np.stack([y, 0.9 * y], axis=1), -1, 1)
+    path = tmp / "sentence_22k_stereo.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes(np.round(stereo * 32767).astype("<i2").tobytes())
+    return {"path": path, "spans": spans, "voice": voices[0], "samples16k": x}
+
+
+def _listen(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", "listen", *args], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=ROOT)
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped keyword model misses most keywords (false-reject rate 97% at its "
+                   "operating point, EVALUATION.md); retraining is open work. Strict: passing will flag the marker")
+@pytest.mark.parametrize("engine", ["litert", "onnx"])
+def test_listen_finds_keywords_at_the_right_times(sentence, engine):
+    if engine == "onnx":
+        require(have("onnxruntime"), "onnxruntime is not installed (pip install 'edge-runtime[onnx]')")
+    proc = _listen(str(sentence["path"]), "--engine", engine, "--json")  # no --model: the shipped default
+    assert proc.returncode == 0, proc.stderr
+    dets = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [d["label"] for d in dets] == [kw for kw, _, _ in sentence["spans"]], (dets, sentence["spans"])
+    for d, (kw, start, end) in zip(dets, sentence["spans"]):
+        assert start - 0.5 <= d["t"] <= end + 0.5, (d, start, end)
+        assert 0 < d["score"] <= 1
+
+
+def test_listen_errors_are_one_line(tmp_path):
+    proc = _listen(str(tmp_path / "missing.wav"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"edge-runtime: error: {tmp_path / 'missing.wav'}: no such file; check the path"]
+    proc = _listen("x.wav", "--model", str(tmp_path))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_detections_do_not_depend_on_chunk_size(sentence):
+    from edge_runtime.pipelines.audio import KeywordSpotter
+
+    m, folder = _shipped()
+    x = np.concatenate([sentence["samples16k"]] * 3)  # > 2 s: the state lanes reset and hand over
+    runs = []
+    for chunk in (160, 1600, 999):
+        ks = KeywordSpotter(m, folder, "litert")
+        runs.append([d for i in range(0, len(x), chunk) for d in ks.process(x[i: i + chunk])])
+    assert runs[0] and runs[0] == runs[1] == runs[2]
+    ks.reset()
+    assert ks.process(x) == runs[0]  # reset starts a new stream
+
+
+# ---------------------------------------------------------------- the training recipe
+def test_smoke_training_makes_a_loadable_artifact(tmp_path):
+    require(have("tensorflow") and have("tf2onnx") and have("onnxruntime"),
+            "the convert extra is not installed (pip install -e '.[convert,test]')")
+    require(shutil.which("espeak-ng") is not None and shutil.which("flite") is not None,
+            "espeak-ng and flite are not installed (apt-get install espeak-ng flite)")
+    from edge_runtime import manifest as mf
+    from edge_runtime.pipelines.audio import KeywordSpotter
+    from models import kws_data, train_kws
+
+    data = tmp_path / "data"
+    kws_data.generate(data, per_word=8, jobs=2, progress=False)
+    out = tmp_path / "art"
+    assert train_kws.main(["--data", str(data), "--out", str(out), "--smoke"]) == 0
+    m, folder = mf.load(out)
+    assert (folder / "labels.txt").read_text().split() == m.labels == sorted(m.labels)
+    assert {a.id for a in m.artifacts} == {"tflite-int8", "onnx-int8"}
+    assert m.preprocessing.audio.normalization == "running_mean"
+    ks = KeywordSpotter(m, folder, "litert", threshold=0.0)
+    dets = ks.process(np.zeros(SR, np.float32))
+    assert dets and all(d.label in m.labels for d in dets)
