@@ -22,6 +22,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   command -v pulseaudio >/dev/null 2>&1 || need+=("pulseaudio" "pulseaudio-utils")
   dpkg -s libportaudio2 >/dev/null 2>&1 || need+=("libportaudio2")
   dpkg -s libasound2-plugins >/dev/null 2>&1 || need+=("libasound2-plugins")
+  # Deployment tests: an sshd on 127.0.0.1 for `edge-deploy push`, systemd-analyze for the unit.
+  [ -x /usr/sbin/sshd ] || need+=("openssh-server")
+  command -v systemd-analyze >/dev/null 2>&1 || need+=("systemd")
   if [ ${#need[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need[*]}" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
