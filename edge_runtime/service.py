@@ -129,8 +129,8 @@ class Daemon:
         self.notifier.status("loading models")
         self.models = Models.load(self.cfg)
         self._report_engines()
+        self._open_sources()  # before the sinks: "online" on MQTT and /status mean the sources are open
         self._open_sinks()
-        self._open_sources()
         for name, target in (("vision", self._vision_worker), ("audio", self._audio_worker)):
             if getattr(self.models, name) is not None:
                 self.stats[name] = PipelineStats()

@@ -62,7 +62,7 @@ def _wait(pred, timeout: float, step: float = 0.2):
             v = pred()
             if v:
                 return v
-        except OSError:
+        except (OSError, KeyError):
             pass
         time.sleep(step)
     return None
