@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge_runtime.engines.base import Engine
+from edge_runtime.engines.base import Engine, quantize
 
 from .data import Dataset, progress
 from .source import SourceModel
@@ -135,10 +135,7 @@ def accuracy_metrics(scores: np.ndarray, labels: np.ndarray | None, classes: lis
 def latency_ms(engine: Engine, example: list[np.ndarray], min_runs: int = 20, max_runs: int = 300,
                budget_s: float = 1.5) -> dict[str, float]:
     """Host latency of one inference (engine invoke with inputs set), after warm-up."""
-    raw = [np.asarray(a) for a in example]
-    from edge_runtime.engines.base import quantize
-
-    raw = [quantize(a, t.quantization, t.dtype) for a, t in zip(raw, engine.inputs)]
+    raw = [quantize(np.asarray(a), t.quantization, t.dtype) for a, t in zip(example, engine.inputs)]
     for _ in range(5):
         engine.run_raw(*raw)
     times = []

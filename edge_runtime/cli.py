@@ -53,16 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-DEFAULT_KWS_MODEL = model_dir("kws")
-
-
 def listen(args: argparse.Namespace) -> int:
     from .audio.wav import AudioError, read_wav
     from .engines import EngineError
     from .manifest import ManifestError, load
     from .pipelines.audio import KeywordSpotter
 
-    model = args.model if args.model is not None else DEFAULT_KWS_MODEL
+    model = args.model if args.model is not None else model_dir("kws")
     try:
         m, folder = load(model)
     except ManifestError as e:

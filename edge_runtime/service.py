@@ -83,9 +83,15 @@ class PipelineStats:
     inferences: int = 0
     dropped: int = 0  # prepared frames replaced by newer ones before inference
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
-    heartbeat: float = field(default_factory=time.monotonic)
-    prep_heartbeat: float = field(default_factory=time.monotonic)
+    beats: dict[str, float] = field(default_factory=dict)  # thread stage -> last loop time
     started: float = field(default_factory=time.monotonic)
+
+    def beat(self, stage: str = "main") -> None:
+        self.beats[stage] = time.monotonic()
+
+    def last_beat(self) -> float:
+        """The stalest stage's last beat (a pipeline is stuck if any of its threads is)."""
+        return min(self.beats.values(), default=self.started)
 
     def snapshot(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms, dtype=np.float64)
@@ -311,13 +317,14 @@ class Daemon:
 
         def prepare_stage() -> None:
             while not self._stop.is_set():
-                st.prep_heartbeat = time.monotonic()
+                st.beat("prepare")
                 frame = cam.latest(timeout=0.25)
                 if frame is None:
                     if getattr(cam, "ended", False):
                         break
                     continue
-                item = (frame, self.models.vision, self.models.vision.prepare(frame.image))
+                clf = self.models.vision  # one read: SIGHUP may swap the models between frames
+                item = (frame, clf, clf.prepare(frame.image))
                 try:
                     slot.put_nowait(item)
                 except queue.Full:  # inference is behind: the newest frame wins
@@ -332,7 +339,7 @@ class Daemon:
         prep = threading.Thread(target=prepare_stage, name="edge-vision-prepare", daemon=True)
         prep.start()
         while not self._stop.is_set():
-            st.heartbeat = time.monotonic()
+            st.beat()
             try:
                 frame, clf, x = slot.get(timeout=0.25)
             except queue.Empty:
@@ -352,9 +359,8 @@ class Daemon:
 
     def _audio_worker(self) -> None:
         st, mic = self.stats["audio"], self.microphone
-        rate = 16000
         while not self._stop.is_set():
-            st.heartbeat = time.monotonic()
+            st.beat()
             chunk = mic.read(timeout=0.25)
             if chunk is None:
                 if getattr(mic, "ended", False):
@@ -364,7 +370,7 @@ class Daemon:
             dets = kws.process(chunk.samples, chunk.start_sample)
             t_dec = time.monotonic_ns()
             st.inferences += 1
-            end_s = (chunk.start_sample + len(chunk.samples)) / rate
+            end_s = (chunk.start_sample + len(chunk.samples)) / kws.p.sample_rate
             st.latencies_ms.append((t_dec - chunk.t_capture) / 1e6)
             for det in dets:
                 t_cap = chunk.t_capture - int(max(0.0, end_s - det.t) * 1e9)
@@ -390,8 +396,7 @@ class Daemon:
         now = time.monotonic()
         stuck = []
         for n, st in self.stats.items():
-            beat = min(st.heartbeat, st.prep_heartbeat) if n == "vision" else st.heartbeat
-            if now - beat > self.stale_s and not getattr(self._source_of(n), "ended", False):
+            if now - st.last_beat() > self.stale_s and not getattr(self._source_of(n), "ended", False):
                 stuck.append(n)
         return stuck
 

@@ -50,7 +50,7 @@ class OnnxEngine(Engine):
         actual = self._sess.get_providers()[0]
         reason = None
         if actual != wanted[0]:
-            missing = [p for p in wanted[: wanted.index(actual)] if p in wanted] if actual in wanted else wanted
+            missing = wanted[: wanted.index(actual)] if actual in wanted else wanted
             why = ", ".join(f"{p} ({'not in this onnxruntime build' if p not in available else 'failed to initialise'})"
                             for p in missing)
             reason = f"preferred providers unavailable: {why}"
