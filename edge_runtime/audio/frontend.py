@@ -142,9 +142,9 @@ class LogMel:
             frames = windows[s : s + _BLOCK].astype(np.float64) * hann
             spec = np.fft.rfft(frames, n=self.p.n_fft, axis=-1)
             power = spec.real**2 + spec.imag**2
-            mel = np.zeros((len(frames), self.p.n_mels))
-            for j in range(len(idx)):  # fixed summation order per frame: bitwise chunk-invariant
-                mel += power[:, idx[j]] * w[j]
+            # A reduction over a non-innermost axis adds the L terms one after another for every
+            # frame (no pairwise or BLAS blocking): the same order for any number of frames.
+            mel = np.add.reduce(power[:, idx] * w, axis=1)
             out[s : s + _BLOCK] = np.log(mel + LOG_FLOOR)
         return out
 
