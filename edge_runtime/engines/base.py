@@ -27,21 +27,39 @@ class Placement:
     fallback_reason: str | None = None
 
 
+class Quantizer:
+    """A tensor's real <-> stored conversion, its parameters as arrays once (streaming models call
+    this for every input and output at every step)."""
+
+    __slots__ = ("dtype", "real", "scale", "zero_point", "lo", "hi")
+
+    def __init__(self, q: Quantization | None, dtype: str) -> None:
+        self.dtype = np.dtype(dtype)
+        self.real = q is None or self.dtype.kind == "f"
+        if not self.real:
+            info = np.iinfo(self.dtype)
+            self.scale = np.asarray(q.scale, dtype=np.float32)
+            self.zero_point = np.asarray(q.zero_point, dtype=np.float32)
+            self.lo, self.hi = np.float32(info.min), np.float32(info.max)
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        if self.real:
+            return np.asarray(x, dtype=self.dtype)
+        y = np.round(np.asarray(x, np.float32) / self.scale + self.zero_point)
+        return np.minimum(np.maximum(y, self.lo), self.hi).astype(self.dtype)
+
+    def dequantize(self, x: np.ndarray) -> np.ndarray:
+        if self.real or x.dtype.kind == "f":
+            return np.asarray(x, dtype=np.float32)
+        return (x.astype(np.float32) - self.zero_point) * self.scale
+
+
 def quantize(x: np.ndarray, q: Quantization | None, dtype: str) -> np.ndarray:
-    if q is None or np.dtype(dtype).kind == "f":
-        return np.asarray(x, dtype=dtype)
-    info = np.iinfo(dtype)
-    scale = np.asarray(q.scale, dtype=np.float32)
-    zp = np.asarray(q.zero_point, dtype=np.float32)
-    return np.clip(np.round(np.asarray(x, np.float32) / scale + zp), info.min, info.max).astype(dtype)
+    return Quantizer(q, dtype).quantize(x)
 
 
 def dequantize(x: np.ndarray, q: Quantization | None) -> np.ndarray:
-    if q is None or x.dtype.kind == "f":
-        return np.asarray(x, dtype=np.float32)
-    scale = np.asarray(q.scale, dtype=np.float32)
-    zp = np.asarray(q.zero_point, dtype=np.float32)
-    return (x.astype(np.float32) - zp) * scale
+    return Quantizer(q, x.dtype.str if q is not None else "float32").dequantize(x)
 
 
 class Engine:
@@ -51,14 +69,18 @@ class Engine:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     placement: Placement
+    _quantizers: tuple[list[Quantizer], list[Quantizer]] | None = None
 
     def run(self, *arrays: np.ndarray) -> list[np.ndarray]:
         """Real-valued inputs (manifest order) -> real-valued outputs (manifest order)."""
         if len(arrays) != len(self.inputs):
             raise EngineError(f"model takes {len(self.inputs)} inputs, got {len(arrays)}")
-        raw = [quantize(a, t.quantization, t.dtype) for a, t in zip(arrays, self.inputs)]
-        outs = self._invoke(raw)
-        return [dequantize(o, t.quantization) for o, t in zip(outs, self.outputs)]
+        if self._quantizers is None:
+            self._quantizers = ([Quantizer(t.quantization, t.dtype) for t in self.inputs],
+                                [Quantizer(t.quantization, t.dtype) for t in self.outputs])
+        qin, qout = self._quantizers
+        outs = self._invoke([q.quantize(a) for q, a in zip(qin, arrays)])
+        return [q.dequantize(o) for q, o in zip(qout, outs)]
 
     def run_raw(self, *arrays: np.ndarray) -> list[np.ndarray]:
         """Inputs already in the tensors' own dtypes; outputs as the engine returns them."""

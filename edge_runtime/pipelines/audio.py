@@ -37,6 +37,7 @@ import numpy as np
 
 from ..audio.frontend import LogMel, _win_hop
 from ..engines import ENGINES, Acceleration, EngineError, open_engine
+from ..engines.base import Quantizer
 from ..manifest import Manifest, ManifestError
 
 DEFAULT_THRESHOLD = 0.8
@@ -113,6 +114,14 @@ class KeywordSpotter:
         self._score_idx = scores[0]
         self._out_idx = {s.input: out_names.index(s.output) for s in pairs}
         self._pairs = pairs
+        # The state stays in the engine's stored form (int16 for a 16x8 model) from one step to the
+        # next; it is only converted where an output's quantization differs from its input's.
+        spec = {t.name: t for t in [*self.engine.inputs, *self.engine.outputs]}
+        q = lambda name: Quantizer(spec[name].quantization, spec[name].dtype)
+        self._q_feat, self._q_scores = q(feats[0]), q(out_names[scores[0]])
+        self._q_state = {s.input: (q(s.input), q(s.output)) for s in pairs}
+        self._state_same = {s.input: spec[s.input].dtype == spec[s.output].dtype
+                            and spec[s.input].quantization == spec[s.output].quantization for s in pairs}
         labels = manifest.labels or [str(i) for i in range(int(np.prod(self.engine.outputs[self._score_idx].shape)))]
         det: dict[str, Any] = dict(manifest.metrics.get("detector") or {})
         self.threshold = float(threshold if threshold is not None else det.get("threshold", DEFAULT_THRESHOLD))
@@ -131,7 +140,15 @@ class KeywordSpotter:
 
     # ------------------------------------------------------------------ state
     def _initial(self) -> dict[str, np.ndarray]:
-        return {s.input: np.full(s.shape, s.initial, dtype=np.float32) for s in self._pairs}
+        return {s.input: self._q_state[s.input][0].quantize(np.full(s.shape, s.initial, dtype=np.float32))
+                for s in self._pairs}
+
+    def _carry(self, name: str, out: np.ndarray) -> np.ndarray:
+        """An output state, stored as the matching input expects it."""
+        if self._state_same[name]:
+            return out
+        q_in, q_out = self._q_state[name]
+        return q_in.quantize(q_out.dequantize(out))
 
     def reset(self) -> None:
         """Start a new stream: front end, states, smoothing, refractory and the clock."""
@@ -158,7 +175,7 @@ class KeywordSpotter:
     def _run_step(self, chunk: np.ndarray) -> np.ndarray:
         ages = self._lane_ages(self._step)
         best_age, best_scores = -1, None
-        x = chunk[None]
+        x = self._q_feat.quantize(chunk[None])
         for i, age in enumerate(ages):
             if age is None:
                 continue
@@ -166,13 +183,13 @@ class KeywordSpotter:
                 self._states[i] = self._initial()
             st = self._states[i]
             feeds = [x if n == self._feat_name else st[n] for n in self._in_names]
-            outs = self.engine.run(*feeds)
-            self._states[i] = {name: np.asarray(outs[j], np.float32).reshape(st[name].shape)
+            outs = self.engine.run_raw(*feeds)
+            self._states[i] = {name: self._carry(name, outs[j]).reshape(st[name].shape)
                                for name, j in self._out_idx.items()}
             if age > best_age:
                 best_age, best_scores = age, outs[self._score_idx]
         self._step += 1
-        return np.asarray(best_scores, np.float32).reshape(-1)
+        return self._q_scores.dequantize(best_scores).reshape(-1)
 
     def posteriors(self, samples: np.ndarray, t0_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Advance the stream; the raw per-step scores ``(t (steps,), scores (steps, classes))``, no detection."""

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..engines import Acceleration, Engine, open_engine
+from ..engines.base import Quantizer
 from ..manifest import Manifest, ManifestError
-from ..engines.base import dequantize, quantize
 from ..preprocess import image_to_input, image_to_quantized, quantized_lut
 
 
@@ -35,18 +35,18 @@ class ImageClassifier:
         q = t.quantization
         self._lut = (quantized_lut(self.spec, q.scale[0], q.zero_point[0], t.dtype)
                      if q is not None and len(q.scale) == 1 and t.dtype in ("int8", "uint8") else None)
-        self._out = self.engine.outputs[0]
+        self._q_in = Quantizer(t.quantization, t.dtype)
+        self._q_out = Quantizer(self.engine.outputs[0].quantization, self.engine.outputs[0].dtype)
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 image of any size -> the engine's input tensor (batch 1, the engine's own dtype)."""
         if self._lut is not None:
             return image_to_quantized(rgb, self.spec, self._lut, self.engine.inputs[0].dtype)[None]
-        t = self.engine.inputs[0]
-        return quantize(image_to_input(rgb, self.spec)[None], t.quantization, t.dtype)
+        return self._q_in.quantize(image_to_input(rgb, self.spec)[None])
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """A prepared input -> class scores (dequantized)."""
-        return dequantize(self.engine.run_raw(x)[0], self._out.quantization).reshape(-1)
+        return self._q_out.dequantize(self.engine.run_raw(x)[0]).reshape(-1)
 
     def scores(self, rgb: np.ndarray) -> np.ndarray:
         """Class scores (dequantized) for one RGB uint8 image of any size."""
