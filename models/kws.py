@@ -6,6 +6,21 @@ so any engine can run it and the runtime owns the state. Both graphs share the
 same weights; running the step model chunk by chunk over a window gives the
 scores of the whole-window model.
 
+**Frame stacking** (``stack`` > 1): the model reshapes ``stack`` consecutive
+frames into one vector before the per-frame layers, so the LSTM runs at
+``100 / stack`` Hz ("low frame rate" acoustic models). With ``stack`` equal to
+the step size, one streaming step is one LSTM step: a quarter of the recurrent
+work, and a quarter of the sequence length for the LSTM to learn over. Each group
+of ``stack`` frames is frame-local, so it streams without extra state as long as
+the stream is cut into steps of ``stack`` frames (the step model's chunk).
+
+**Cell-state clipping** (``cell_clip`` > 0), for true int8: the carried cell
+state ``c`` is clipped to ``+-cell_clip`` after every LSTM step (as TensorFlow's
+``LSTMCell(cell_clip=...)`` did; ``h`` uses the unclipped ``c``). Unclipped, ``c``
+can reach tens while most values are below 1, which one int8 scale cannot hold;
+trained with the clip, the model never relies on larger values, and the step
+model applies the same clip to its ``c`` output with built-in layers only.
+
 ``build(..., masked=True)`` puts a ``Masking`` layer in front of the LSTM for
 training on sequences of different lengths in one batch: they are *pre*-padded
 with :data:`MASK_VALUE` frames, which Keras' LSTM skips (the state stays at its
@@ -23,22 +38,73 @@ INPUT_SCALE = 0.25  # normalised log-mel frames have a std of about 4; the LSTM 
 
 
 def build(frames: int | None, n_mels: int, classes: int, units: int = 64, masked: bool = False,
-          dropout: float = 0.0, front: int = 0, scale: float = 1.0):
+          dropout: float = 0.0, front: int = 0, scale: float = 1.0, stack: int = 1, cell_clip: float = 0.0):
     """Non-streaming classifier over a (frames, n_mels) log-mel window (frames=None: any length).
 
-    ``scale`` multiplies the features first; ``front`` > 0 adds a per-frame Dense(front, relu)
-    before the LSTM (frame-local, so it streams without state).
+    ``stack`` > 1 groups that many frames into one LSTM step (frames must be a multiple
+    of it); ``scale`` multiplies the features; ``front`` > 0 adds a Dense(front, relu) per
+    (stacked) frame before the LSTM (frame-local, so it streams without state); ``cell_clip``
+    > 0 clips the LSTM's cell state to that magnitude after every step.
     """
     import keras
 
     inp = keras.Input((frames, n_mels), name=FEATURES)
-    x = keras.layers.Masking(MASK_VALUE, name="mask")(inp) if masked else inp
+    x = _stack(inp, stack, n_mels)
+    x = keras.layers.Masking(MASK_VALUE, name="mask")(x) if masked else x
     x = _front(x, front, scale)
-    x = keras.layers.LSTM(units, name="lstm")(x)
+    if cell_clip > 0:
+        x = keras.layers.RNN(clipped_cell()(units, cell_clip=cell_clip), name="lstm")(x)
+    else:
+        x = keras.layers.LSTM(units, name="lstm")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     out = keras.layers.Dense(classes, activation="softmax", name="scores")(x)
     return keras.Model(inp, out, name="kws_lstm")
+
+
+_CLIPPED_CELL = None
+
+
+def clipped_cell():
+    """The ``ClippedLSTMCell`` class (made on first use, so importing this module needs no Keras)."""
+    global _CLIPPED_CELL
+    if _CLIPPED_CELL is None:
+        import keras
+
+        @keras.saving.register_keras_serializable(package="edge_runtime")
+        class ClippedLSTMCell(keras.layers.LSTMCell):
+            """An LSTM cell whose carried cell state is clipped to ``+-cell_clip``."""
+
+            def __init__(self, units, cell_clip: float = 0.0, **kwargs):
+                super().__init__(units, **kwargs)
+                self.cell_clip = float(cell_clip)
+
+            def call(self, inputs, states, training=False):
+                h, (h2, c2) = super().call(inputs, states, training=training)
+                return h, [h2, keras.ops.clip(c2, -self.cell_clip, self.cell_clip)]
+
+            def get_config(self):
+                return {**super().get_config(), "cell_clip": self.cell_clip}
+
+        _CLIPPED_CELL = ClippedLSTMCell
+    return _CLIPPED_CELL
+
+
+def custom_objects() -> dict:
+    """What ``keras.models.load_model`` needs for a whole-window model from :func:`build`."""
+    return {"ClippedLSTMCell": clipped_cell()}
+
+
+def _stack(x, stack: int, n_mels: int):
+    import keras
+
+    return keras.layers.Reshape((-1, stack * n_mels), name="stack")(x) if stack > 1 else x
+
+
+def stacking(model) -> int:
+    """Frames per LSTM step of a model from :func:`build`."""
+    layer = _layer(model, "stack")
+    return 1 if layer is None else layer.target_shape[-1] // model.inputs[0].shape[-1]
 
 
 def _front(x, front: int, scale: float):
@@ -61,21 +127,32 @@ def _layer(model, name: str):
 def streaming_step(model, chunk: int = 4):
     """The step model of ``model``: (features[1, chunk, n_mels], h, c) -> (scores, h', c').
 
-    The LSTM is unrolled over the chunk so that every op has a full-integer
-    TFLite kernel; its weights are those of the trained model.
+    The LSTM is unrolled over the chunk (``chunk / stack`` steps) so that every op has a
+    full-integer TFLite kernel; its weights are those of the trained model.
     """
     import keras
 
     lstm = model.get_layer("lstm")
-    units, n_mels = lstm.units, model.inputs[0].shape[-1]
+    units, n_mels = lstm.cell.units, model.inputs[0].shape[-1]
+    clip = float(getattr(lstm.cell, "cell_clip", 0.0))
+    stack = stacking(model)
+    if chunk % stack:
+        raise ValueError(f"step of {chunk} frames is not a multiple of the model's frame stacking ({stack})")
+    if clip > 0 and chunk != stack:
+        raise ValueError(f"a cell-clipped model needs one LSTM step per streaming step: stack {stack} != chunk {chunk}")
     x = keras.Input((chunk, n_mels), batch_size=1, name=FEATURES)
     h = keras.Input((units,), batch_size=1, name=STATE_H)
     c = keras.Input((units,), batch_size=1, name=STATE_C)
     scale = _layer(model, "scale")
     front = _layer(model, "front")
-    z = _front(x, front.units if front is not None else 0, float(scale.scale) if scale is not None else 1.0)
+    z = _front(_stack(x, stack, n_mels), front.units if front is not None else 0,
+               float(scale.scale) if scale is not None else 1.0)
     step_lstm = keras.layers.LSTM(units, return_state=True, unroll=True, name="lstm")
     y, h2, c2 = step_lstm(z, initial_state=[h, c])
+    if clip > 0:  # clip(c, -a, a) = relu6-like min(max(c + a, 0), 2a) - a, from built-in layers
+        c2 = keras.layers.Rescaling(1.0, offset=clip, name="clip_shift")(c2)
+        c2 = keras.layers.ReLU(max_value=2 * clip, name="clip")(c2)
+        c2 = keras.layers.Rescaling(1.0, offset=-clip, name="clip_unshift")(c2)
     dense = keras.layers.Dense(model.get_layer("scores").units, activation="softmax", name="scores")
     scores = dense(y)
     step = keras.Model([x, h, c], [scores, h2, c2], name="kws_lstm_step")
