@@ -132,6 +132,9 @@ class Daemon:
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        # Handlers first: a SIGHUP (systemd's ExecReload) or SIGTERM may come as soon as the HTTP
+        # endpoint or READY=1 is out, and SIGHUP's default action would end the process.
+        self._install_signals()
         self.notifier.status("loading models")
         self.models = Models.load(self.cfg)
         self._report_engines()
@@ -152,7 +155,6 @@ class Daemon:
 
     def run(self) -> int:
         """Block until stopped (signal, duration, or every file source ended)."""
-        self._install_signals()
         interval = self.notifier.watchdog_interval_s
         next_ping = time.monotonic()
         while not self._stop.is_set():
