@@ -414,7 +414,8 @@ def test_rollback_restores_the_previous_release(fake_root, x86_bundle, tmp_path)
     assert fake_root.config.read_text() == a_config and healthz(a_port) == 200
 
     broken = write_config(tmp_path / "c.toml", free_port(), duration_s=1.0)  # ready, then gone after 1 s
-    r = fake_root.sh("--config", str(broken), str(x86_bundle), extra={"KEEP_RELEASES": "1"})
+    # Three passes 1 s apart need the release up for 2 s: it cannot pass by answering just before it exits.
+    r = fake_root.sh("--config", str(broken), str(x86_bundle), extra={"KEEP_RELEASES": "1", "HEALTH_PASSES": "3"})
     assert r.returncode == 3, r.stderr
     assert "is unhealthy" in r.stderr and "rolled back to" in r.stderr
     assert fake_root.link("current") == a
