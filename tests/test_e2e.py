@@ -86,7 +86,6 @@ threshold = 0.5
 [microphone]
 device = "pulse"
 [audio]
-threshold = 0.5  # the shipped keyword model is weak (EVALUATION.md): a low bar shows the audio path reacting
 [fusion]
 passthrough = true
 passthrough_cooldown_s = 1.0
@@ -119,9 +118,11 @@ keepalive = 5
         events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
         audio_events = [e for e in events if e["decisions"][0]["modality"] == "audio"]
         vision_events = {e["event"] for e in events if e["decisions"][0]["modality"] == "vision"}
-        # The spoken words reach the keyword pipeline through PulseAudio and PortAudio and become events.
-        # (Which keyword it names is the model's accuracy, measured in EVALUATION.md, not this test's subject.)
-        assert len(audio_events) >= 2, audio_events
+        # The spoken words reach the keyword pipeline through PulseAudio and PortAudio and become events
+        # naming them, at the model's own operating point (5 words, said by a held-out voice).
+        spoken = [w["label"] for w in json.loads((SAMPLES / "audio" / "keywords.json").read_text())["words"]]
+        named = [e["event"] for e in audio_events]
+        assert set(named) <= set(spoken) and len(set(named)) >= 3, (named, spoken)
         assert all(e["decisions"][0]["source"] == "microphone" and e["latency_ms"] >= 0 for e in audio_events)
         shown = {"espresso", "tripod", "Pekingese", "orange", "baboon", "fox squirrel", "Granny Smith apple"}
         assert len(vision_events & shown) >= 3 and vision_events <= shown | {"Egyptian Mau", "tabby cat"}, vision_events
