@@ -135,7 +135,10 @@ class LogMel:
         out = np.empty((n, self.p.n_mels), dtype=np.float32)
         if n == 0:
             return out
-        windows = np.lib.stride_tricks.sliding_window_view(buf, self.win)[:: self.hop][:n]
+        buf = np.ascontiguousarray(buf)
+        step = buf.strides[0]
+        windows = np.lib.stride_tricks.as_strided(buf, shape=(n, self.win), strides=(self.hop * step, step),
+                                                  writeable=False)
         hann = _hann(self.win)
         idx, w = _gather(*self._key)
         for s in range(0, n, _BLOCK):
