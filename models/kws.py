@@ -15,8 +15,8 @@ of ``stack`` frames is frame-local, so it streams without extra state as long as
 the stream is cut into steps of ``stack`` frames (the step model's chunk).
 
 **Cell-state clipping** (``cell_clip`` > 0), for true int8: the carried cell
-state ``c`` is clipped to ``+-cell_clip`` after every LSTM step (as TensorFlow's
-``LSTMCell(cell_clip=...)`` did; ``h`` uses the unclipped ``c``). Unclipped, ``c``
+state ``c`` is clipped to ``+-cell_clip`` after every LSTM step (like TensorFlow 1's
+``LSTMCell(cell_clip=...)``, except that ``h`` is computed from ``c`` before the clip). Unclipped, ``c``
 can reach tens while most values are below 1, which one int8 scale cannot hold;
 trained with the clip, the model never relies on larger values, and the step
 model applies the same clip to its ``c`` output with built-in layers only.
