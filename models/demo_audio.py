@@ -40,12 +40,10 @@ def held_out_voice() -> str:
 
 
 def synthesise(word: str, voice: str) -> np.ndarray:
-    from models import kws_data as kd
+    from models.kws_data import say
 
-    engine, _, name = voice.partition(":")
-    v = kd.Voice(engine, *name.split("+", 1)) if "+" in name else kd.Voice(engine, name)
     with tempfile.TemporaryDirectory() as d:
-        x = kd.synthesize(kd.Utterance(v, word, ("-s", "150") if engine == kd.ESPEAK else ()), d)
+        x = say(voice, word, d)
     return x / np.abs(x).max()
 
 

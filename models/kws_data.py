@@ -168,6 +168,13 @@ class Voice:
     def id(self) -> str:
         return f"{self.engine}:{self.name}" + (f"+{self.variant}" if self.variant else "")
 
+    @classmethod
+    def from_id(cls, voice_id: str) -> Voice:
+        """The voice an :attr:`id` names, e.g. ``espeak-ng:en-us+Gene`` or ``flite:kal``."""
+        engine, _, rest = voice_id.partition(":")
+        name, _, variant = rest.partition("+")
+        return cls(engine, name, variant)
+
     @property
     def group(self) -> str:
         """The unit held out as a whole: an espeak-ng variant, a flite speaker."""
@@ -536,6 +543,13 @@ def synthesize(utt: Utterance, tmp: str) -> np.ndarray:
     if rms(x) < 1e-4:
         raise KwsDataError(f"{utt.voice.id} gave silence for '{utt.text}'")
     return x
+
+
+def say(voice_id: str, text: str, tmp: str) -> np.ndarray:
+    """``text`` said by the voice ``voice_id`` (a :attr:`Voice.id`) at an ordinary rate, with no
+    augmentation: the demo's and the tests' sentences."""
+    v = Voice.from_id(voice_id)
+    return synthesize(Utterance(v, text, ("-s", "150") if v.engine == ESPEAK else ()), tmp)
 
 
 def babble_noise(rng: np.random.Generator, talkers: Sequence[Utterance], tmp: str, n: int) -> np.ndarray:

@@ -103,18 +103,12 @@ def test_shipped_artifact_int8_tracks_float_chunk_by_chunk():
 
 
 # ---------------------------------------------------------------- a held-out sentence
-def _say(voice: str, text: str, tmp: Path) -> np.ndarray:
-    from models import kws_data as kd
-
-    engine, _, name = voice.partition(":")
-    v = kd.Voice(engine, *name.split("+", 1)) if "+" in name else kd.Voice(engine, name)
-    return kd.synthesize(kd.Utterance(v, text, ("-s", "150") if engine == kd.ESPEAK else ()), str(tmp))
-
-
 @pytest.fixture(scope="module")
 def sentence(tmp_path_factory):
     """'please go now and then stop' from a test-split voice, written at 22.05 kHz stereo; keyword spans."""
     require(shutil.which("espeak-ng") is not None, "espeak-ng is not installed (apt-get install espeak-ng)")
+    from models.kws_data import say
+
     m, _ = _shipped()
     voices = [v for v in m.metrics["training"]["test_voices"] if v.startswith("espeak-ng:en-us")]
     require(bool(voices), "the shipped manifest lists no held-out espeak-ng test voice")
@@ -123,7 +117,7 @@ def sentence(tmp_path_factory):
     rng = np.random.default_rng(0)
     audio, spans, pos = [np.zeros(int(0.8 * SR), np.float32)], [], int(0.8 * SR)
     for text, kw in pieces:
-        x = _say(voices[0], text, tmp)
+        x = say(voices[0], text, str(tmp))
         x = 0.5 * x / np.abs(x).max()
         if kw:
             spans.append((kw, pos / SR, (pos + len(x)) / SR))
