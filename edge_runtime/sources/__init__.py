@@ -22,6 +22,7 @@ __all__ = [
     "Frame",
     "MicrophoneSource",
     "RateMeter",
+    "Source",
     "SourceError",
     "SourceStats",
     "WavFileSource",
@@ -30,6 +31,22 @@ __all__ = [
 
 class SourceError(Exception):
     """A source the user has to fix (missing device, unreadable path); the message is one line."""
+
+
+class Source:
+    """What every source shares: ``with source:`` starts it and closes it."""
+
+    def start(self):
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import Frame, RateMeter, SourceError, SourceStats
+from . import Frame, RateMeter, Source, SourceError, SourceStats
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class _FolderReader:
         self.img = None
 
 
-class CameraSource:
+class CameraSource(Source):
     """Frames from a camera, stream, video file or image folder; the latest frame wins.
 
     ``uri``: an int index or ``"0"``, ``/dev/videoN`` (V4L2; ``width``/``height``/``fps``/``fourcc`` are
@@ -232,12 +232,6 @@ class CameraSource:
             if t.is_alive():  # blocked inside the backend; it releases the capture itself when it returns
                 log.debug("camera %r: %s still busy in the capture backend", self.name, t.name)
         self._threads = []
-
-    def __enter__(self) -> CameraSource:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"CameraSource({self.name!r}, {self._label!r})"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import AudioChunk, RateMeter, SourceError, SourceStats
+from . import AudioChunk, RateMeter, Source, SourceError, SourceStats
 
 
-class WavFileSource:
+class WavFileSource(Source):
     """A WAV file (any rate / channels, read as float32 mono at ``sample_rate``) in ``block_ms`` chunks.
 
     ``realtime=True`` paces the chunks to the wall clock (a 1 s file takes about 1 s), as a
@@ -103,12 +103,6 @@ class WavFileSource:
 
     def close(self) -> None:
         self._closed.set()
-
-    def __enter__(self) -> WavFileSource:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"WavFileSource({self.name!r}, {str(self.path)!r})"

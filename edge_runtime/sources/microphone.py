@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import AudioChunk, RateMeter, SourceError, SourceStats
+from . import AudioChunk, RateMeter, Source, SourceError, SourceStats
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class _StreamState:
         self.finished = False
 
 
-class MicrophoneSource:
+class MicrophoneSource(Source):
     """Continuous audio from an input device as :class:`AudioChunk` (float32 mono at ``sample_rate``).
 
     ``device``: None (the system default input), an index, or a name or name substring
@@ -228,12 +228,6 @@ class MicrophoneSource:
         self._close_stream()
         with self._lock:
             self._online = False
-
-    def __enter__(self) -> MicrophoneSource:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"MicrophoneSource({self.name!r}, device={self.device!r})"
