@@ -119,9 +119,10 @@ class KeywordSpotter:
         spec = {t.name: t for t in [*self.engine.inputs, *self.engine.outputs]}
         q = lambda name: Quantizer(spec[name].quantization, spec[name].dtype)
         self._q_feat, self._q_scores = q(feats[0]), q(out_names[scores[0]])
-        self._q_state = {s.input: (q(s.input), q(s.output)) for s in pairs}
-        self._state_same = {s.input: spec[s.input].dtype == spec[s.output].dtype
-                            and spec[s.input].quantization == spec[s.output].quantization for s in pairs}
+        self._q_state = {s.input: q(s.input) for s in pairs}
+        same = lambda s: (spec[s.input].dtype, spec[s.input].quantization) == (spec[s.output].dtype,
+                                                                             spec[s.output].quantization)
+        self._requantize = {s.input: None if same(s) else q(s.output) for s in pairs}  # None: carried as is
         labels = manifest.labels or [str(i) for i in range(int(np.prod(self.engine.outputs[self._score_idx].shape)))]
         det: dict[str, Any] = dict(manifest.metrics.get("detector") or {})
         self.threshold = float(threshold if threshold is not None else det.get("threshold", DEFAULT_THRESHOLD))
@@ -140,15 +141,13 @@ class KeywordSpotter:
 
     # ------------------------------------------------------------------ state
     def _initial(self) -> dict[str, np.ndarray]:
-        return {s.input: self._q_state[s.input][0].quantize(np.full(s.shape, s.initial, dtype=np.float32))
+        return {s.input: self._q_state[s.input].quantize(np.full(s.shape, s.initial, dtype=np.float32))
                 for s in self._pairs}
 
     def _carry(self, name: str, out: np.ndarray) -> np.ndarray:
         """An output state, stored as the matching input expects it."""
-        if self._state_same[name]:
-            return out
-        q_in, q_out = self._q_state[name]
-        return q_in.quantize(q_out.dequantize(out))
+        q_out = self._requantize[name]
+        return out if q_out is None else self._q_state[name].quantize(q_out.dequantize(out))
 
     def reset(self) -> None:
         """Start a new stream: front end, states, smoothing, refractory and the clock."""
