@@ -33,7 +33,7 @@ class Quantizer:
 
     __slots__ = ("dtype", "real", "scale", "zero_point", "lo", "hi")
 
-    def __init__(self, q: Quantization | None, dtype: str) -> None:
+    def __init__(self, q: Quantization | None, dtype: str | np.dtype) -> None:
         self.dtype = np.dtype(dtype)
         self.real = q is None or self.dtype.kind == "f"
         if not self.real:
@@ -59,7 +59,7 @@ def quantize(x: np.ndarray, q: Quantization | None, dtype: str) -> np.ndarray:
 
 
 def dequantize(x: np.ndarray, q: Quantization | None) -> np.ndarray:
-    return Quantizer(q, x.dtype.str if q is not None else "float32").dequantize(x)
+    return Quantizer(q, x.dtype).dequantize(x)
 
 
 class Engine:
