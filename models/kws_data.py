@@ -49,7 +49,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import re
 import shutil
@@ -65,6 +64,8 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+
+from models import process_pool
 
 SAMPLE_RATE = 16000
 CLIP = SAMPLE_RATE  # samples in one 1.0 s clip
@@ -660,7 +661,7 @@ def run_tasks(tasks: Sequence[ClipTask], tmp: str, jobs: int, progress: bool) ->
                 yield work(t)
                 bar.update()
             return
-        with multiprocessing.get_context().Pool(jobs) as pool:
+        with process_pool(jobs) as pool:
             for rec in pool.imap(work, tasks, chunksize=4):
                 yield rec
                 bar.update()

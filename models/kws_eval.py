@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing
 import sys
 import tempfile
 import time
@@ -45,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from models import process_pool
 
 SR = 16000
 HIT_AFTER_END_S = 1.2  # a detection up to this long after a keyword's end counts as hitting it
@@ -98,7 +99,7 @@ def _keyword_jobs(rng, voices, params, n, tmp):
 def _render(jobs, desc):
     from tqdm import tqdm
 
-    with multiprocessing.get_context("fork").Pool(2) as pool:
+    with process_pool(2) as pool:
         return list(tqdm(pool.imap(_say, jobs, chunksize=8), total=len(jobs), desc=desc, file=sys.stderr))
 
 

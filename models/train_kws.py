@@ -78,7 +78,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import sys
 import time
@@ -89,6 +88,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.manifest import AudioPreprocessing
+from models import process_pool
 
 CLIP_FRAMES = 98  # frames of a 1 s clip: (16000 - 400) // 160 + 1
 CHUNK = 4  # frames per streaming step (40 ms)
@@ -190,7 +190,7 @@ def features(files: list[str], desc: str, fn=_clip_feats, jobs: int = 2) -> list
 
     if not files:
         return []
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+    with process_pool(jobs) as pool:
         return list(tqdm(pool.imap(fn, files, chunksize=16), total=len(files), desc=desc, unit="wav",
                          file=sys.stderr, mininterval=2.0))
 
