@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name in the manifest (default: the source file name)")
     p.add_argument("--calibration-limit", type=int, default=300, metavar="N", help="at most N calibration examples")
     p.add_argument("--eval-limit", type=int, default=1000, metavar="N", help="at most N evaluation examples")
+    p.add_argument("--hop-frames", type=int, metavar="N",
+                   help="streaming models whose step takes a window of frames: N new frames per step "
+                        "(default: the whole input, no overlap)")
     p.add_argument("--threads", type=int, help="engine threads for evaluation and latency (default: all cores)")
     p.add_argument("--json", action="store_true", help="print report.json instead of the summary")
     p.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow's own logs")
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                        size=tuple(args.size) if args.size else None, resize=args.resize, mean=args.mean, std=args.std,
                        channel_order=args.channel_order, calibration_method=args.calibration_method,
                        activations=args.activations, max_accuracy_drop=args.max_accuracy_drop, name=args.name,
-                       calibration_limit=args.calibration_limit, eval_limit=args.eval_limit, threads=args.threads)
+                       calibration_limit=args.calibration_limit, eval_limit=args.eval_limit, threads=args.threads,
+                       hop_frames=args.hop_frames)
         with QuietNative(not args.verbose):
             report = run(opts)
     except ConvertError as e:

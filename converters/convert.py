@@ -59,6 +59,7 @@ class Options:
     calibration_limit: int = 300
     eval_limit: int | None = 1000
     threads: int | None = None
+    hop_frames: int | None = None  # streaming: frames between steps when each step sees a longer window
 
 
 def tool_versions() -> dict[str, str]:
@@ -178,7 +179,12 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
     if len(in0.shape) == 4 and in0.shape[3] in (1, 3) and not streaming:
         image = ImagePreprocessing(size=list(in0.shape[1:3]), resize=opts.resize, channel_order=opts.channel_order,
                                    mean=_expand(opts.mean, "--mean"), std=_expand(opts.std, "--std"))
-    audio = AudioPreprocessing(frames_per_step=in0.shape[1] if streaming else 0)
+    chunk = in0.shape[1]
+    hop = opts.hop_frames or chunk
+    if opts.hop_frames is not None and not (streaming and 1 <= hop <= chunk):
+        raise ConvertError(f"--hop-frames {opts.hop_frames}: needs a streaming model and 1..{chunk} "
+                           f"(the frames of its feature input)")
+    audio = AudioPreprocessing(frames_per_step=hop if streaming else 0, window_frames=chunk if hop != chunk else 0)
 
     calib = data_mod.load(opts.calibration, "--calibration", source.inputs, image, audio, streaming,
                           limit=opts.calibration_limit)
@@ -188,14 +194,14 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
 
     # Reference run of the float model, and (streaming) the real states for calibration.
     state_shapes = [s.shape for s in source.inputs[1:]] if streaming else []
-    chunk = in0.shape[1]
     if streaming:
         _, seen = ev.run_streaming(ev.float_step(source), calib.inputs[0], chunk, state_shapes,
-                                       "float states for calibration", collect_states=True)
+                                   "float states for calibration", collect_states=True, hop=hop)
         rng = np.random.default_rng(0)
         pick = rng.choice(len(seen), size=min(len(seen), opts.calibration_limit), replace=False)
         samples = [seen[i] for i in sorted(pick)]
-        ref_steps, _ = ev.run_streaming(ev.float_step(source), evald.inputs[0], chunk, state_shapes, "float (eval)")
+        ref_steps, _ = ev.run_streaming(ev.float_step(source), evald.inputs[0], chunk, state_shapes, "float (eval)",
+                                        hop=hop)
         ref = ev.Scores(ref_steps[:, -1], ref_steps)
     else:
         samples = _examples(calib)
@@ -223,7 +229,7 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
                 eng = open_artifact(art, staging if shipped else path.parent, threads=opts.threads)
             except EngineError as e:
                 raise ConvertError(f"{path.name}: the converted model does not load ({e})") from None
-            got = _run(eng, evald, streaming, chunk, state_shapes, art_id)
+            got = _run(eng, evald, streaming, chunk, state_shapes, art_id, hop)
             row: dict[str, Any] = {"id": art_id, "format": fmt, "precision": art.precision, "shipped": shipped,
                                    "file": path.name, "size_bytes": path.stat().st_size,
                                    "latency_ms": ev.latency_ms(eng, _latency_example(evald, streaming, chunk, state_shapes)),
@@ -363,9 +369,10 @@ def _describe(art_id: str, fmt: str, path: Path, folder: Path, source: SourceMod
                        state=state, notes=notes)
 
 
-def _run(eng, ds: data_mod.Dataset, streaming: bool, chunk: int, state_shapes: list[list[int]], desc: str) -> ev.Scores:
+def _run(eng, ds: data_mod.Dataset, streaming: bool, chunk: int, state_shapes: list[list[int]], desc: str,
+         hop: int) -> ev.Scores:
     if streaming:
-        steps, _ = ev.run_streaming(ev.engine_step(eng), ds.inputs[0], chunk, state_shapes, desc)
+        steps, _ = ev.run_streaming(ev.engine_step(eng), ds.inputs[0], chunk, state_shapes, desc, hop=hop)
         return ev.Scores(steps[:, -1], steps)
     return ev.Scores(ev.run_classifier(ev.engine_step(eng), ds, desc))
 

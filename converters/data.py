@@ -192,10 +192,6 @@ def _load_npz(p: Path, flag: str, inputs: list[IOSpec], streaming: bool, limit: 
     n = xs[0].shape[0]
     if any(x.shape[0] != n for x in xs) or (labels is not None and len(labels) != n):
         raise ConvertError(f"{flag} {p}: arrays (and labels) must all have the same first dimension")
-    if streaming:
-        chunk = wanted[0].shape[1]
-        t = xs[0].shape[1] - xs[0].shape[1] % chunk
-        xs[0] = xs[0][:, :t]
     idx = _subsample(n, limit, seed)
     return Dataset([x[idx] for x in xs], None if labels is None else np.asarray(labels)[idx].astype(int), classes,
                    f"{p} ({len(idx)} samples)")

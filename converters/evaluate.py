@@ -64,21 +64,25 @@ def run_classifier(step: StepFn, data: Dataset, desc: str, batch: int = 1) -> np
 
 
 def run_streaming(step: StepFn, utterances: np.ndarray, chunk: int, state_shapes: list[list[int]],
-                  desc: str, collect_states: bool = False) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+                  desc: str, collect_states: bool = False, hop: int | None = None
+                  ) -> tuple[np.ndarray, list[list[np.ndarray]]]:
     """Chunk-by-chunk over whole utterances with the state carried across steps.
 
+    Step ``k`` sees frames ``[k*hop, k*hop + chunk)`` (``hop`` defaults to ``chunk``: no
+    overlap; a smaller hop gives each step a window that reaches back before its new frames).
     Returns the scores of every step, shape (N, steps, classes), and (when
     ``collect_states``) each step's inputs: the chunk with the states it saw,
     i.e. the real states a streaming model meets, for calibration.
     """
     n, t = utterances.shape[:2]
-    steps = t // chunk
+    hop = hop or chunk
+    steps = 0 if t < chunk else (t - chunk) // hop + 1
     scores, seen = [], []
     for u in progress(range(n), desc):
         states = [np.zeros(s, np.float32) for s in state_shapes]
         per = []
         for k in range(steps):
-            x = utterances[u : u + 1, k * chunk : (k + 1) * chunk]
+            x = utterances[u : u + 1, k * hop : k * hop + chunk]
             if collect_states:
                 seen.append([x, *[s.copy() for s in states]])
             out = step([x, *states])

@@ -92,6 +92,20 @@ class AudioPreprocessing:
     fmin: float = 20.0
     fmax: float = 7600.0
     frames_per_step: int = 0  # streaming models: frames fed per step; 0 = whole window
+    # Streaming models whose step sees more than the new frames: the last ``window_frames`` frames
+    # (the new ``frames_per_step`` included) are fed each step; 0 = just the new frames.
+    window_frames: int = 0
+    # How a frame is computed (defaults: the plain log-mel of the keyword LSTM). "center" puts the
+    # window in the middle of an n_fft-sample frame (frame k spans [k*hop, k*hop + n_fft)).
+    window_align: str = "start"  # "start" | "center"
+    mel_scale: str = "htk"  # "htk" | "slaney" (librosa's default: linear below 1 kHz)
+    mel_norm: str = "none"  # "none" | "slaney" (each filter scaled to unit area)
+    log: str = "ln"  # "ln": log(mel + log_floor); "db": 10*log10(max(mel, log_floor))
+    log_floor: float = 1e-6
+    top_db: float = 0.0  # "db" only, > 0: each frame's bins floored at its own maximum minus top_db
+    input_scale: float = 1.0  # samples in [-1, 1] are multiplied by this first (32768: int16 scale)
+    feature_scale: float = 1.0  # after the log: x * feature_scale + feature_offset
+    feature_offset: float = 0.0
     # Causal feature normalisation applied after the log-mel (edge_runtime.audio.frontend.FeatureNorm):
     # "none", or "running_mean": subtract a per-bin exponential running mean with this time constant.
     normalization: str = "none"

@@ -331,11 +331,13 @@ def accuracy(m, folder, work: Path) -> dict[str, Any]:
 
     z = np.load(work / "test_sequences.npz")
     x, y = z["features"], z["labels"]
+    head_x = z["head_inputs"] if "head_inputs" in z.files else x  # speech embedding: the head reads embeddings
     model = keras.models.load_model(str(work / "kws_float.keras"), compile=False, custom_objects=kws.custom_objects())
-    pf = model.predict(x, batch_size=256, verbose=0)
+    pf = model.predict(head_x, batch_size=256, verbose=0)
     res: dict[str, Any] = {"examples": int(len(y)), "float": float((pf.argmax(1) == y).mean())}
     preds_by = {"float": pf.argmax(1)}
     f = m.preprocessing.audio.frames_per_step
+    w = max(f, m.preprocessing.audio.window_frames)
     for eng_name in ("litert", "onnx"):
         eng = open_engine(m, folder, eng_name)
         art = m.artifact({"litert": "tflite", "onnx": "onnx"}[eng_name])
@@ -344,8 +346,8 @@ def accuracy(m, folder, work: Path) -> dict[str, Any]:
         preds, diffs = [], []
         for i in range(len(x)):
             st = {s.input: np.zeros(s.shape, np.float32) for s in art.state}
-            for k in range(0, x.shape[1], f):
-                feeds = {"features": x[i: i + 1, k: k + f], **st}
+            for k in range(0, x.shape[1] - w + 1, f):
+                feeds = {"features": x[i: i + 1, k: k + w], **st}
                 outs = eng.run(*[feeds[n] for n in names])
                 by = dict(zip(outn, outs))
                 st = {s.input: by[s.output] for s in art.state}

