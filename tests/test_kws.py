@@ -182,23 +182,40 @@ def test_detections_do_not_depend_on_chunk_size(sentence):
 
 
 # ---------------------------------------------------------------- the training recipe
-def test_smoke_training_makes_a_loadable_artifact(tmp_path):
-    require(have("tensorflow") and have("tf2onnx") and have("onnxruntime"),
-            "the convert extra is not installed (pip install -e '.[convert,test]')")
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
     require(shutil.which("espeak-ng") is not None and shutil.which("flite") is not None,
             "espeak-ng and flite are not installed (apt-get install espeak-ng flite)")
+    from models import kws_data
+
+    data = tmp_path_factory.mktemp("kws") / "data"
+    kws_data.generate(data, per_word=8, jobs=2, progress=False)
+    return data
+
+
+@pytest.mark.parametrize("front_end", ["logmel", "speech-embedding"])
+def test_smoke_training_makes_a_loadable_artifact(tmp_path, tiny_data, front_end):
+    require(have("tensorflow") and have("tf2onnx") and have("onnxruntime"),
+            "the convert extra is not installed (pip install -e '.[convert,test]')")
     from edge_runtime import manifest as mf
     from edge_runtime.pipelines.audio import KeywordSpotter
-    from models import kws_data, train_kws
+    from models import train_kws
 
-    data = tmp_path / "data"
-    kws_data.generate(data, per_word=8, jobs=2, progress=False)
     out = tmp_path / "art"
-    assert train_kws.main(["--data", str(data), "--out", str(out), "--smoke"]) == 0
+    assert train_kws.main(["--data", str(tiny_data), "--out", str(out), "--smoke", "--front-end", front_end]) == 0
     m, folder = mf.load(out)
     assert (folder / "labels.txt").read_text().split() == m.labels == sorted(m.labels)
     assert {a.id for a in m.artifacts} == {"tflite-int8", "onnx-int8"}
-    assert m.preprocessing.audio.normalization == "running_mean"
-    ks = KeywordSpotter(m, folder, "litert", threshold=0.0)
-    dets = ks.process(np.zeros(SR, np.float32))
-    assert dets and all(d.label in m.labels for d in dets)
+    p = m.preprocessing.audio
+    if front_end == "logmel":
+        assert p.normalization == "running_mean" and p.frames_per_step == 4 and p.window_frames == 0
+    else:  # one embedding of the last 76 mel frames every 8 frames
+        assert (p.n_mels, p.frames_per_step, p.window_frames, p.mel_scale) == (32, 8, 76, "slaney")
+        assert m.artifact("tflite").inputs[0].shape == [1, 76, 32]
+    x = np.random.default_rng(1).normal(0, 0.05, 3 * SR).astype(np.float32)
+    runs = []
+    for chunk in (160, 1600, 999):  # the runtime's windows do not depend on how audio arrives
+        ks = KeywordSpotter(m, folder, "litert", threshold=0.0)
+        runs.append([d for i in range(0, len(x), chunk) for d in ks.process(x[i: i + chunk])])
+    assert runs[0] and runs[0] == runs[1] == runs[2]
+    assert all(d.label in m.labels for d in runs[0])
