@@ -86,8 +86,8 @@ def test_splits_hold_out_whole_voices(tiny: Path) -> None:
     groups = {s: set(meta["held_out_groups"][s]) for s in kd.SPLITS}
     assert not groups["train"] & groups["val"] and not groups["train"] & groups["test"]
     assert not groups["val"] & groups["test"]
-    for s in kd.SPLITS:  # both engines in every split
-        assert {v.split(":")[0] for v in sets[s]} == {"espeak-ng", "flite"}, s
+    for s in kd.SPLITS:  # both engines in every split (and others: test_every_engine_speaks_in_training)
+        assert {"espeak-ng", "flite"} <= {v.split(":")[0] for v in sets[s]}, s
     for line in (tiny / "clips.jsonl").read_text().splitlines():
         r = json.loads(line)
         used = [u["voice"] for u in [r["speech"], r["other"], *r["babble"]] if u]
