@@ -166,9 +166,10 @@ def debian_copyright_licence(copyright_file: Path, path: str) -> str | None:
     return found
 
 
-# Licences under which a shipped model may learn from a voice's speech.
+# Licences under which a shipped model may learn from a voice's speech. Anything else (unknown,
+# non-commercial, no-derivatives, share-alike) keeps the voice out of a shipped model's data.
 FREE_LICENCES = frozenset({"LGPL-2.1+", "GPL-2+", "GPL-3+", "BSD-3-clause", "Apache-2.0", "MIT", "CC0",
-                           "CC-BY-4.0", "CC-BY-SA-4.0"})
+                           "CC-BY-4.0"})
 
 
 def _non_commercial(licence: str) -> bool:
@@ -226,7 +227,8 @@ class Engine:
         return debian_version(self.apt[0]) or "unknown"
 
     def install_hint(self) -> str:
-        return f"pip install '{self.pip}'" if self.pip else f"apt-get install {' '.join(self.apt)}"
+        """The command that installs the engine and its voices."""
+        return f'pip install "{self.pip}"' if self.pip else f"apt-get install {' '.join(self.apt)}"
 
 
 def debian_version(package: str) -> str | None:
@@ -488,7 +490,7 @@ class Piper(Engine):
             raise TtsError(f"{voice.id}: no such Piper voice ({', '.join(self.packages)})") from None
         spec = importlib.util.find_spec(pkg)
         if spec is None or not spec.submodule_search_locations:
-            raise TtsError(f"{voice.id}: the {pkg} package is not installed: pip install '{self.pip}'")
+            raise TtsError(f"{voice.id}: the {pkg} package is not installed: {self.install_hint()}")
         return Path(next(iter(spec.submodule_search_locations))) / "data"
 
     def _model(self, voice: Voice) -> Path:
@@ -618,6 +620,5 @@ def check_engines(names: Iterable[str]) -> None:
     if not missing:
         return
     apt = [p for e in missing if not e.pip for p in e.apt]
-    pip = [e.pip for e in missing if e.pip]
-    how = ([f"'apt-get install {' '.join(apt)}'"] if apt else []) + [f"'pip install \"{p}\"'" for p in pip]
+    how = ([f"'apt-get install {' '.join(apt)}'"] if apt else []) + [f"'{e.install_hint()}'" for e in missing if e.pip]
     raise TtsError(f"{', '.join(e.name for e in missing)} not found: install with {' and '.join(how)}")
