@@ -1,26 +1,34 @@
-"""An offline keyword-spotting training set, synthesised with Debian's TTS engines.
+"""An offline keyword-spotting training set, synthesised with Debian's and PyPI's TTS engines.
 
     python -m models.kws_data --out data/kws [--per-word 400] [--seed 0] [--jobs 2]
+        [--engines espeak-ng,flite,rhvoice,pico,festival,piper] [--hold-out-engines pico]
+        [--restricted-voices]
 
 writes the Speech Commands folder layout, one folder per split and label::
 
     DIR/train/<label>/<voice>_nohash_<n>.wav   1.0 s, 16 kHz, mono, 16-bit PCM
     DIR/val/<label>/...
     DIR/test/<label>/...
-    DIR/voices.json    split voices, engine versions, generation parameters, counts
-    DIR/clips.jsonl    one line per clip: how it was made (voice, text, speed, noise, ...)
+    DIR/voices.json    every voice with its engine, speaker group, licence and split; engine
+                       versions, voices left out (and why), generation parameters, counts
+    DIR/clips.jsonl    one line per clip: how it was made (engine, voice, text, speed, noise, ...)
 
 The labels follow the 12-class Speech Commands convention: ten keywords (yes,
 no, up, down, left, right, on, off, stop, go), ``_silence_`` and ``_unknown_``.
 
-Speech comes from ``espeak-ng`` (its English accents x its voice variants, e.g.
-``en-us+m3``, ``en-gb-scotland+klatt``) and ``flite`` (its built-in voices kal,
-kal16, awb, rms, slt). Every clip is augmented: TTS pitch and rate, speed
-perturbation (resampling with soxr, 0.85-1.15), room reverberation (synthetic
-exponentially decaying noise impulse responses, RT60 0.1-0.6 s), volume
-(-20..0 dB), a random time shift (a keyword always lies wholly inside the
-window) and background noise at 5-30 dB SNR: white, pink, brown, 50/60 Hz mains
-hum with harmonics, or babble (several TTS talkers saying unknown words).
+Speech comes from the engines of ``models.tts_engines``: ``espeak-ng`` (its English
+accents x its voice variants, e.g. ``en-us+m3``), ``flite`` (kal, kal16, awb, rms,
+slt), RHVoice (alan, bdl, clb, slt), SVOX Pico (en-US, en-GB), festival (ked, slt)
+and Piper (whose one packaged voice is left out by licence, see below). An engine
+is picked per utterance by ``Params.engine_weights`` among those with voices in
+the split (espeak-ng 0.30, Piper 0.25, RHVoice 0.20, flite 0.15, Pico 0.15,
+festival 0.10), then one of its voices at random. Every clip is
+augmented: TTS pitch and rate (and Piper's noise), speed perturbation (resampling
+with soxr, 0.85-1.15), room reverberation (synthetic exponentially decaying
+noise impulse responses, RT60 0.1-0.6 s), volume (-20..0 dB), a random time
+shift (a keyword always lies wholly inside the window) and background noise at
+5-30 dB SNR: white, pink, brown, 50/60 Hz mains hum with harmonics, or babble
+(several TTS talkers saying unknown words).
 
 ``_unknown_`` holds common English words (with near-misses of the keywords such as
 "yet", "town", "lift", "bright", "top", "so") and, as negatives that otherwise cause
@@ -30,29 +38,37 @@ keyword ("know", "write") are left out: TTS renders them with the very phonemes
 of "no" and "right", so they would be keywords labelled ``_unknown_``.
 ``_silence_`` is noise alone at levels from near-digital silence to loud.
 
-Splits hold out whole voices: train, val and test use disjoint sets of voices
-(engine + voice + variant). espeak-ng variants and flite speakers (kal and kal16
-are one speaker) are held out as a whole, so a test voice's timbre was never
-heard in training. The output is deterministic for a given seed and the same
-installed engines (their versions are recorded in voices.json).
+Splits hold out whole speakers: train, val and test use disjoint sets of voice
+groups. A group is a recorded speaker across engines (CMU ARCTIC's slt speaks in
+flite, RHVoice and festival; RHVoice's alan is flite's awb; kal16 is kal) or an
+espeak-ng variant, so a test speaker was never heard in training through any
+engine. Held-out engines (default: Pico) speak in the test split only, to measure
+how the model does on an engine it never heard. The output is deterministic for
+a given seed and the same installed engines (their versions are recorded in
+voices.json).
 
-Licences: espeak-ng is GPL-3.0-or-later and flite (with its voices) is under a
-BSD-like CMU licence. Both cover the programs, not the audio they produce: the
-generated clips are ours to use and ship under the project's own terms. Nothing
-is downloaded; the engines come from Debian (``apt-get install espeak-ng flite``).
+Licences (details in ``edge_runtime/data/models/kws/LICENSES.md``): espeak-ng
+GPL-3.0-or-later, flite CMU BSD-style, RHVoice's alan/bdl/clb/slt LGPL-2.1+,
+Pico Apache-2.0, festival's ked and slt CSTR/CMU X11-style, Piper GPL-3.0-or-later.
+Program licences cover the programs, not the audio they produce: the clips are
+ours to use and ship. A voice whose own licence does not allow a shipped model to
+learn from it is left out (``--restricted-voices`` takes it in for local
+experiments, and voices.json then says ``"shippable": false``): festival's rab
+(OALD lexicon, non-commercial) and Piper's joe (fine-tuned from lessac, whose
+Blizzard 2013 data is research-only). RHVoice's evgeniy-eng and lyubov
+(CC-BY-NC-ND-4.0) are never used. Nothing is downloaded: the engines come from
+Debian (``apt-get install espeak-ng flite rhvoice rhvoice-english libttspico-utils
+festival festvox-kdlpc16k festvox-us-slt-hts``, RHVoice and Pico from non-free) and
+PyPI (``pip install 'edge-runtime[voices]'``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import os
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +82,10 @@ from typing import Any
 import numpy as np
 
 from models import process_pool
+from models.tts_engines import (  # noqa: F401  (re-exported: the voices and parsers of the data set)
+    ENGINES, ESPEAK, FESTIVAL, FLITE, PICO, PIPER, RHVOICE, Licence, TtsError, Voice, check_engines,
+    debian_version, engine, parse_espeak_languages, parse_espeak_variants, parse_flite_voices)
+from models.tts_engines import uniform as _uniform
 
 SAMPLE_RATE = 16000
 CLIP = SAMPLE_RATE  # samples in one 1.0 s clip
@@ -73,8 +93,6 @@ KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
 LABELS = (*KEYWORDS, SILENCE, UNKNOWN)
 SPLITS = ("train", "val", "test")
-ESPEAK, FLITE = "espeak-ng", "flite"
-APT_PACKAGES = MappingProxyType({ESPEAK: "espeak-ng", FLITE: "flite"})  # binary -> Debian package
 
 # Spellings that TTS pronounces exactly like a keyword: never used as _unknown_.
 HOMOPHONES = MappingProxyType({"no": ("know", "noh"), "right": ("write", "rite", "wright")})
@@ -124,7 +142,7 @@ def _word_list(text: str) -> tuple[str, ...]:
 UNKNOWN_WORDS = _word_list(_WORDS)
 
 
-class KwsDataError(Exception):
+class KwsDataError(TtsError):
     """A problem the user has to fix; the message is one line."""
 
 
@@ -133,12 +151,29 @@ class Params:
     """Generation parameters; recorded in voices.json."""
 
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    engine_weights: tuple[tuple[str, float], ...] = ((ESPEAK, 0.7), (FLITE, 0.3))
+    engines: tuple[str, ...] = tuple(ENGINES)  # the engines whose voices speak the data set
+    held_out_engines: tuple[str, ...] = (PICO,)  # every voice of these goes to the test split only
+    restricted_voices: bool = False  # also voices a shipped model may not learn from (local experiments)
+    # Share of the clips each engine speaks, among the engines present in a split. Piper is the
+    # most natural; espeak-ng has the most timbres but sounds the least human; flite, RHVoice
+    # and festival bring recorded speakers (CMU ARCTIC and others). Pico only speaks in test.
+    engine_weights: tuple[tuple[str, float], ...] = ((ESPEAK, 0.30), (FLITE, 0.15), (RHVOICE, 0.20),
+                                                     (PICO, 0.15), (FESTIVAL, 0.10), (PIPER, 0.25))
     exclude_variants: tuple[str, ...] = ("fast",)  # espeak-ng's speed-test variant, not a voice
     espeak_pitch: tuple[int, int] = (20, 80)  # espeak-ng -p
     espeak_rate: tuple[int, int] = (130, 210)  # espeak-ng -s, words per minute
     flite_stretch: tuple[float, float] = (0.8, 1.25)  # flite duration_stretch
     flite_f0_shift: tuple[float, float] = (0.8, 1.25)  # flite f0_shift (rms ignores it)
+    rhvoice_rate: tuple[int, int] = (80, 125)  # RHVoice-test -r, percent of normal
+    rhvoice_pitch: tuple[int, int] = (85, 120)  # RHVoice-test -t, percent of normal
+    pico_speed: tuple[int, int] = (80, 120)  # SVOX <speed level>, percent
+    pico_pitch: tuple[int, int] = (85, 120)  # SVOX <pitch level>, percent
+    festival_stretch: tuple[float, float] = (0.85, 1.2)  # diphone voices: Duration_Stretch
+    festival_f0: tuple[float, float] = (0.85, 1.2)  # diphone voices: factor on the intonation's target mean
+    festival_rate: tuple[float, float] = (0.85, 1.2)  # HTS voices: hts_engine -r (> 1 faster)
+    piper_length: tuple[float, float] = (0.8, 1.25)  # Piper length_scale (> 1 slower)
+    piper_noise: tuple[float, float] = (0.4, 0.9)  # Piper noise_scale (voice quality variation)
+    piper_noise_w: tuple[float, float] = (0.5, 1.0)  # Piper noise_w (phoneme-duration variation)
     speed: tuple[float, float] = (0.85, 1.15)  # speed perturbation by resampling
     gain_db: tuple[float, float] = (-20.0, 0.0)
     reverb_prob: float = 0.5
@@ -156,38 +191,14 @@ class Params:
     cut: tuple[float, float] = (0.25, 0.55)  # share of a keyword kept / inside the window
     snippet_gap: tuple[float, float] = (0.0, 0.1)  # pause between the words of a snippet, s
 
-
-@dataclass(frozen=True)
-class Voice:
-    """One TTS voice: engine, voice and (espeak-ng) variant."""
-
-    engine: str
-    name: str
-    variant: str = ""
-
-    @property
-    def id(self) -> str:
-        return f"{self.engine}:{self.name}" + (f"+{self.variant}" if self.variant else "")
-
     @classmethod
-    def from_id(cls, voice_id: str) -> Voice:
-        """The voice an :attr:`id` names, e.g. ``espeak-ng:en-us+Gene`` or ``flite:kal``."""
-        engine, _, rest = voice_id.partition(":")
-        name, _, variant = rest.partition("+")
-        return cls(engine, name, variant)
+    def from_json(cls, d: dict[str, Any]) -> Params:
+        """The parameters a voices.json recorded (lists back to tuples; unknown keys ignored)."""
+        def tup(v: Any) -> Any:
+            return tuple(tup(x) for x in v) if isinstance(v, list) else v
 
-    @property
-    def group(self) -> str:
-        """The unit held out as a whole: an espeak-ng variant, a flite speaker."""
-        if self.engine == ESPEAK:
-            return f"{ESPEAK}:+{self.variant or 'default'}"
-        speaker = re.sub(r"\d+$", "", self.name)  # kal16 is kal at 16 kHz
-        return f"{self.engine}:{speaker}"
-
-    @property
-    def tag(self) -> str:
-        """Short file-name prefix, as the speaker hash of Speech Commands."""
-        return hashlib.sha1(self.id.encode()).hexdigest()[:8]
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tup(v) for k, v in d.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -227,87 +238,100 @@ class ClipTask:
 # ---------------------------------------------------------------- engines and voices
 
 
-def check_engines() -> None:
-    """Raise a one-line :class:`KwsDataError` naming the apt packages when an engine is missing."""
-    missing = [b for b in APT_PACKAGES if shutil.which(b) is None]
-    if missing:
-        pkgs = " ".join(APT_PACKAGES[b] for b in missing)
-        raise KwsDataError(f"{' and '.join(missing)} not found: install with 'apt-get install {pkgs}'")
+def check_params(params: Params) -> None:
+    """One-line :class:`KwsDataError` for engines that are unknown, unweighted or missing."""
+    for name in (*params.engines, *params.held_out_engines):
+        engine(name)
+    weights = dict(params.engine_weights)
+    if not params.engines:
+        raise KwsDataError("--engines names no engine")
+    unweighted = [e for e in params.engines if weights.get(e, 0.0) <= 0.0]
+    if unweighted:
+        raise KwsDataError(f"engine_weights gives no weight to {', '.join(unweighted)}")
+    stray = [e for e in params.held_out_engines if e not in params.engines]
+    if stray:
+        raise KwsDataError(f"--hold-out-engines names {', '.join(stray)}, which --engines does not use")
+    if set(params.engines) <= set(params.held_out_engines):
+        raise KwsDataError("--hold-out-engines holds out every engine: nothing is left to train on")
+    check_engines(params.engines)
 
 
-def _run(cmd: Sequence[str], timeout: float = 60.0, ok: Sequence[int] = (0,)) -> str:
-    try:
-        p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise KwsDataError(f"'{' '.join(cmd)}' failed: {e}") from None
-    if p.returncode not in ok:
-        why = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[0]
-        raise KwsDataError(f"'{' '.join(cmd)}' failed: {why}")
-    return p.stdout
+def engine_versions(engines: Iterable[str] = tuple(ENGINES)) -> dict[str, str]:
+    return {e: engine(e).version() for e in engines}
 
 
-def engine_versions() -> dict[str, str]:
-    esp = _run([ESPEAK, "--version"]).strip().splitlines()[0]
-    fl = " ".join(line.strip() for line in _run([FLITE, "--version"], ok=(0, 1)).splitlines() if "version" in line)
-    fl = re.sub(r"\s*\(http[^)]*\)", "", fl.removeprefix("version:"))
-    return {ESPEAK: re.sub(r"\s+Data at:.*", "", esp).strip(), FLITE: fl.strip()}
+def all_voices(params: Params) -> list[Voice]:
+    """Every English voice of the chosen engines, in a fixed order (never-usable ones not listed)."""
+    voices = []
+    for name in params.engines:
+        found = engine(name).voices(params)
+        if not found:
+            raise KwsDataError(f"{name} has no English voice installed: install with "
+                               f"'{engine(name).install_hint()}'")
+        voices += found
+    return voices
 
 
-def parse_espeak_languages(listing: str) -> list[str]:
-    """English voices of ``espeak-ng --voices=en``, without MBROLA ones (they need mbrola data)."""
-    names = []
-    for line in listing.splitlines():
-        f = line.split()
-        if len(f) >= 5 and f[0] != "Pty" and f[1].startswith("en") and not f[4].startswith("mb/"):
-            names.append(f[1])
-    return sorted(set(names))
-
-
-def parse_espeak_variants(listing: str, exclude: Iterable[str] = ()) -> list[str]:
-    """Variant file names (``m3``, ``klatt``, ``f2``...) of ``espeak-ng --voices=variant``."""
-    names = []
-    for line in listing.splitlines():
-        f = line.split()
-        if len(f) < 5 or f[1] != "variant" or not f[4].startswith("!v/"):
-            continue
-        if len(f) > 5 and not f[5].startswith("("):
-            continue  # a file name with a space cannot follow '+'
-        names.append(f[4][3:])
-    return sorted(set(names) - set(exclude))
-
-
-def parse_flite_voices(listing: str) -> list[str]:
-    """General voices of ``flite -lv`` (limited-domain ones such as awb_time left out)."""
-    words = listing.split(":", 1)[-1].split()
-    return sorted(w for w in words if not w.endswith("_time"))
+def licence_filter(voices: Iterable[Voice], params: Params) -> tuple[list[Voice], list[Voice]]:
+    """(used, left out): voices a shipped model may not learn from are left out unless
+    ``params.restricted_voices`` asks for them."""
+    used, left = [], []
+    for v in voices:
+        (used if params.restricted_voices or engine(v.engine).licence(v).shippable else left).append(v)
+    return used, left
 
 
 def discover_voices(params: Params) -> list[Voice]:
-    """All English voices of the installed engines, in a fixed order."""
-    langs = parse_espeak_languages(_run([ESPEAK, "--voices=en"]))
-    variants = parse_espeak_variants(_run([ESPEAK, "--voices=variant"]), params.exclude_variants)
-    flite = parse_flite_voices(_run([FLITE, "-lv"]))
-    if not langs or not flite:
-        raise KwsDataError("no English voices found in espeak-ng or flite; reinstall 'espeak-ng flite'")
-    voices = [Voice(ESPEAK, lang, var) for lang in langs for var in ["", *variants]]
-    return voices + [Voice(FLITE, name) for name in flite]
+    """The voices that speak the data set: :func:`all_voices` after the :func:`licence_filter`."""
+    return licence_filter(all_voices(params), params)[0]
 
 
-def split_voices(voices: Sequence[Voice], seed: int, fractions: Sequence[float]) -> dict[str, list[Voice]]:
-    """Disjoint voice sets per split; each engine's groups (variants, speakers) are held out whole."""
+def split_voices(voices: Sequence[Voice], seed: int, fractions: Sequence[float],
+                 held_out_engines: Iterable[str] = ()) -> dict[str, list[Voice]]:
+    """Disjoint voice sets per split, holding out whole groups (speakers across engines,
+    espeak-ng variants): a group's voices all land in one split, whatever their engine.
+
+    Every voice of a held-out engine goes to test, with its groups. Then engine by engine
+    (in name order), groups not yet placed fill that engine's val and test shares (rounded,
+    at least one each while the engine keeps at least one group for train); the rest train.
+    """
     rng = np.random.default_rng([seed, 0])
-    out: dict[str, list[Voice]] = {s: [] for s in SPLITS}
-    for engine in sorted({v.engine for v in voices}):
-        groups = sorted({v.group for v in voices if v.engine == engine})
-        if len(groups) < len(SPLITS):
-            raise KwsDataError(f"{engine} has only {len(groups)} distinct voices; need {len(SPLITS)} to hold out")
-        order = [groups[i] for i in rng.permutation(len(groups))]
-        n_val = max(1, round(len(groups) * fractions[1]))
-        n_test = max(1, round(len(groups) * fractions[2]))
-        chosen = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
-        for split, gs in chosen.items():
-            out[split] += [v for v in voices if v.engine == engine and v.group in set(gs)]
+    held = set(held_out_engines)
+    where: dict[str, str] = {v.group: "test" for v in voices if v.engine in held}
+    for name in sorted({v.engine for v in voices} - held):
+        groups = sorted({v.group for v in voices if v.engine == name})
+        want = {"val": max(1, round(len(groups) * fractions[1])), "test": max(1, round(len(groups) * fractions[2]))}
+        free = [g for g in groups if g not in where]
+        free = [free[i] for i in rng.permutation(len(free))]
+        reserve = 0 if any(where.get(g) == "train" for g in groups) else 1  # keep one group to train on
+        for split in ("val", "test"):
+            n = want[split] - sum(where.get(g) == split for g in groups)
+            for g in free[:max(0, min(n, len(free) - reserve))]:
+                where[g] = split
+            free = [g for g in free if g not in where]
+        where.update({g: "train" for g in free})
+    out: dict[str, list[Voice]] = {s: [v for v in voices if where[v.group] == s] for s in SPLITS}
+    for name in sorted({v.engine for v in voices} - held):
+        if not any(v.engine == name for v in out["train"]):
+            raise KwsDataError(f"{name}: all its speakers are held out through other engines; "
+                               "hold it out too (--hold-out-engines) or leave it out (--engines)")
     return out
+
+
+def voice_table(voices: dict[str, list[Voice]]) -> list[dict[str, Any]]:
+    """One record per voice for voices.json: engine, speaker group, licence, split."""
+    rows = []
+    for split in SPLITS:
+        for v in voices[split]:
+            lic = engine(v.engine).licence(v)
+            rows.append({"id": v.id, "engine": v.engine, "group": v.group, "licence": lic.name,
+                         "shippable": lic.shippable, "licence_source": lic.source, "split": split})
+    return rows
+
+
+def voice_counts(voices: dict[str, list[Voice]]) -> dict[str, dict[str, int]]:
+    """Voices per split and engine."""
+    return {s: {e: n for e in ENGINES if (n := sum(v.engine == e for v in voices[s]))} for s in SPLITS}
 
 
 # ---------------------------------------------------------------- planning
@@ -326,27 +350,15 @@ def _choose(rng: np.random.Generator, weighted: Sequence[tuple[str, float]]) -> 
 
 
 def _pick_voice(rng: np.random.Generator, voices: Sequence[Voice], params: Params) -> Voice:
-    engines = {v.engine for v in voices}
-    engine = _choose(rng, [(e, w) for e, w in params.engine_weights if e in engines])
-    pool = [v for v in voices if v.engine == engine]
+    """An engine by :attr:`Params.engine_weights` (among those in ``voices``), then one of its voices."""
+    present = {v.engine for v in voices}
+    name = _choose(rng, [(e, w) for e, w in params.engine_weights if e in present])
+    pool = [v for v in voices if v.engine == name]
     return pool[int(rng.integers(len(pool)))]
 
 
-def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float], digits: int = 3) -> float:
-    return round(float(rng.uniform(*lo_hi)), digits)
-
-
-def _tts_args(rng: np.random.Generator, voice: Voice, params: Params) -> tuple[str, ...]:
-    if voice.engine == ESPEAK:
-        pitch = int(rng.integers(params.espeak_pitch[0], params.espeak_pitch[1] + 1))
-        rate = int(rng.integers(params.espeak_rate[0], params.espeak_rate[1] + 1))
-        return ("-p", str(pitch), "-s", str(rate))
-    stretch, f0 = _uniform(rng, params.flite_stretch), _uniform(rng, params.flite_f0_shift)
-    return ("--setf", f"duration_stretch={stretch}", "--setf", f"f0_shift={f0}")
-
-
 def _utterance(rng: np.random.Generator, voice: Voice, text: str, params: Params) -> Utterance:
-    return Utterance(voice, text, _tts_args(rng, voice, params))
+    return Utterance(voice, text, engine(voice.engine).augment(rng, voice, params))
 
 
 def _word(rng: np.random.Generator) -> str:
@@ -518,28 +530,12 @@ def window(x: np.ndarray, start: int, n: int = CLIP) -> np.ndarray:
 # ---------------------------------------------------------------- rendering (runs in the workers)
 
 
-def tts_command(utt: Utterance, wav: str) -> list[str]:
-    v = utt.voice
-    if v.engine == ESPEAK:
-        name = f"{v.name}+{v.variant}" if v.variant else v.name
-        return [ESPEAK, "-v", name, *utt.args, "-w", wav, utt.text]
-    return [FLITE, "-voice", v.name, *utt.args, "-t", utt.text, "-o", wav]
-
-
 def synthesize(utt: Utterance, tmp: str) -> np.ndarray:
-    """Speak ``utt`` into a temp WAV under ``tmp``; float32 at 16 kHz, leading/trailing silence trimmed."""
-    from edge_runtime.audio.wav import AudioError, read_wav
-
-    fd, wav = tempfile.mkstemp(suffix=".wav", dir=tmp)
-    os.close(fd)
+    """Speak ``utt`` (temp files under ``tmp``); float32 at 16 kHz, leading/trailing silence trimmed."""
     try:
-        _run(tts_command(utt, wav))
-        try:
-            x = read_wav(wav, SAMPLE_RATE)
-        except AudioError as e:
-            raise KwsDataError(f"{utt.voice.id} gave no usable audio for '{utt.text}': {e}") from None
-    finally:
-        Path(wav).unlink(missing_ok=True)
+        x = engine(utt.voice.engine).speak(utt.voice, utt.text, utt.args, tmp)
+    except TtsError as e:
+        raise KwsDataError(f"{utt.voice.id} gave no usable audio for '{utt.text}': {e}") from None
     x = trim_silence(x)
     if rms(x) < 1e-4:
         raise KwsDataError(f"{utt.voice.id} gave silence for '{utt.text}'")
@@ -550,7 +546,7 @@ def say(voice_id: str, text: str, tmp: str) -> np.ndarray:
     """``text`` said by the voice ``voice_id`` (a :attr:`Voice.id`) at an ordinary rate, with no
     augmentation: the demo's and the tests' sentences."""
     v = Voice.from_id(voice_id)
-    return synthesize(Utterance(v, text, ("-s", "150") if v.engine == ESPEAK else ()), tmp)
+    return synthesize(Utterance(v, text, engine(v.engine).plain_args(v)), tmp)
 
 
 def babble_noise(rng: np.random.Generator, talkers: Sequence[Utterance], tmp: str, n: int) -> np.ndarray:
@@ -639,6 +635,7 @@ def render_clip(task: ClipTask, tmp: str) -> dict[str, Any]:
 
 def clip_record(task: ClipTask) -> dict[str, Any]:
     rec = dataclasses.asdict(task)
+    rec["engine"] = None if task.speech is None else task.speech.voice.engine
     for key in ("speech", "other"):
         utt = getattr(task, key)
         rec[key] = None if utt is None else {"voice": utt.voice.id, "text": utt.text, "args": list(utt.args)}
@@ -688,17 +685,10 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def debian_versions() -> dict[str, str]:
-    """Versions of the Debian packages providing the engines, where dpkg knows them."""
-    out = {}
-    for pkg in APT_PACKAGES.values():
-        try:
-            p = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if p.returncode == 0 and p.stdout.strip():
-            out[pkg] = p.stdout.strip()
-    return out
+def debian_versions(engines: Iterable[str] = tuple(ENGINES)) -> dict[str, str]:
+    """Versions of the Debian packages providing the engines and their voices, where dpkg knows them."""
+    pkgs = dict.fromkeys(p for e in engines for p in engine(e).apt)
+    return {p: v for p in pkgs if (v := debian_version(p))}
 
 
 def generate(out: str | os.PathLike[str], per_word: int = 400, seed: int = 0, jobs: int = 2,
@@ -707,10 +697,11 @@ def generate(out: str | os.PathLike[str], per_word: int = 400, seed: int = 0, jo
     params = params or Params()
     if per_word < 1 or jobs < 1:
         raise KwsDataError("--per-word and --jobs must be at least 1")
-    check_engines()
+    check_params(params)
     out = Path(out)
     _check_out(out)
-    voices = split_voices(discover_voices(params), seed, params.split_fractions)
+    used, left_out = licence_filter(all_voices(params), params)
+    voices = split_voices(used, seed, params.split_fractions, params.held_out_engines)
     tasks = plan_clips(out, voices, per_word, seed, params)
     for split in SPLITS:
         for label in LABELS:
@@ -719,20 +710,31 @@ def generate(out: str | os.PathLike[str], per_word: int = 400, seed: int = 0, jo
         records = list(run_tasks(tasks, tmp, jobs, progress))
     _write_jsonl(out / "clips.jsonl", [{**r, "path": Path(r["path"]).relative_to(out).as_posix()} for r in records])
     counts = split_counts(per_word, params.split_fractions)
+    table = voice_table(voices)
     meta = {
         "layout": "speech-commands: <split>/<label>/<voice>_nohash_<n>.wav",
         "sample_rate": SAMPLE_RATE, "clip_seconds": CLIP / SAMPLE_RATE, "labels": list(LABELS),
         "seed": seed, "per_word": per_word,
         "counts": {s: {label: counts[s] for label in LABELS} for s in SPLITS},
-        "engines": engine_versions(),
-        "debian_packages": debian_versions(),
+        "engines": engine_versions(params.engines),
+        "debian_packages": debian_versions(params.engines),
+        "held_out_engines": list(params.held_out_engines),
+        "shippable": all(r["shippable"] for r in table),  # may a model trained on this set be shipped
         "splits": {s: [v.id for v in voices[s]] for s in SPLITS},
         "held_out_groups": {s: sorted({v.group for v in voices[s]}) for s in SPLITS},
+        "voice_counts": voice_counts(voices),
+        "voices": table,
+        "left_out_voices": [{"id": v.id, "licence": engine(v.engine).licence(v).name,
+                             "why": "its licence does not allow training a model we ship"} for v in left_out],
         "unknown_words": list(UNKNOWN_WORDS),
         "params": dataclasses.asdict(params),
     }
     _write_json(out / "voices.json", meta)
     return meta
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n for n in (x.strip() for x in text.split(",")) if n and n != "none")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -743,16 +745,30 @@ def main(argv: list[str] | None = None) -> int:
                     help="training clips per label (val and test get 1/8 of it each); default 400")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2, help="TTS/augmentation processes (default 2)")
+    ap.add_argument("--engines", type=_names, default=Params.engines,
+                    help=f"comma-separated TTS engines to speak with (default: {','.join(Params.engines)})")
+    ap.add_argument("--hold-out-engines", type=_names, default=Params.held_out_engines,
+                    help="comma-separated engines whose voices all go to the test split only, never heard "
+                         f"in training (default: {','.join(Params.held_out_engines)}; 'none' for none)")
+    ap.add_argument("--restricted-voices", action="store_true",
+                    help="also use voices whose licence does not allow shipping a model trained on them "
+                         "(local experiments only; voices.json then says \"shippable\": false)")
     args = ap.parse_args(argv)
+    params = dataclasses.replace(Params(), engines=args.engines, held_out_engines=args.hold_out_engines,
+                                 restricted_voices=args.restricted_voices)
     t0 = time.monotonic()
     try:
-        meta = generate(args.out, args.per_word, args.seed, args.jobs)
-    except KwsDataError as e:
+        meta = generate(args.out, args.per_word, args.seed, args.jobs, params)
+    except TtsError as e:
         print(f"kws_data: error: {e}", file=sys.stderr)
         return 2
     total = {s: sum(c.values()) for s, c in meta["counts"].items()}
     print(f"wrote {sum(total.values())} clips to {args.out} (train {total['train']}, val {total['val']}, "
           f"test {total['test']}) in {time.monotonic() - t0:.0f} s")
+    for s, by_engine in meta["voice_counts"].items():
+        print(f"  {s} voices: " + ", ".join(f"{e} {n}" for e, n in by_engine.items()))
+    for v in meta["left_out_voices"]:
+        print(f"  left out {v['id']}: {v['licence']}")
     return 0
 
 

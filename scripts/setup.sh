@@ -6,15 +6,42 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-EXTRAS=${EXTRAS:-convert,onnx,test}
+EXTRAS=${EXTRAS:-convert,onnx,test,voices}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # venv/ensurepip, missing from a Debian Python until python3-venv is installed;
-  # the TTS engines that synthesise the keyword training data.
+  # the TTS engines and English voices that synthesise the keyword training data
+  # (RHVoice and SVOX Pico are in Debian's non-free component).
   need=()
   "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || need+=("python3-venv")
   command -v espeak-ng >/dev/null 2>&1 || need+=("espeak-ng")
   command -v flite >/dev/null 2>&1 || need+=("flite")
+  nonfree=()
+  for pkg in rhvoice rhvoice-english libttspico-utils; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || nonfree+=("$pkg")
+  done
+  for pkg in festival festvox-kdlpc16k festvox-us-slt-hts; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
+  if [ ${#nonfree[@]} -gt 0 ] && grep -qs '^ID=debian' /etc/os-release; then
+    # Debian's contrib and non-free components, in a sources file of our own, when no apt
+    # source has them yet (deb822 .sources or one-line .list files).
+    missing=()
+    for comp in contrib non-free; do
+      grep -qsE "^[[:space:]]*Components:.*[[:space:]]$comp([[:space:]]|\$)" /etc/apt/sources.list.d/*.sources ||
+        grep -qsE "^[[:space:]]*deb[[:space:]].*[[:space:]]$comp([[:space:]]|\$)" /etc/apt/sources.list /etc/apt/sources.list.d/*.list ||
+        missing+=("$comp")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+      codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+      uri=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
+      echo "setup: adding Debian components ${missing[*]} (/etc/apt/sources.list.d/edge-runtime-nonfree.sources)" >&2
+      printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: %s\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "${uri:-http://deb.debian.org/debian}" "$codename" "${missing[*]}" \
+        > /etc/apt/sources.list.d/edge-runtime-nonfree.sources
+    fi
+  fi
+  need+=("${nonfree[@]}")
   # Real parts the tests run against: an MQTT broker, a network camera stream served by
   # ffmpeg, an audio server read through PortAudio (ALSA's pulse plugin).
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=("mosquitto" "mosquitto-clients")

@@ -1,7 +1,8 @@
-"""models.kws_data: a tiny synthetic Speech Commands set from espeak-ng and flite."""
+"""models.kws_data and models.tts_engines: a tiny synthetic Speech Commands set from all TTS engines."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -14,9 +15,12 @@ import pytest
 
 from conftest import require
 from models import kws_data as kd
+from models.tts_engines import debian_copyright_licence
 
-HAVE_ENGINES = shutil.which("espeak-ng") is not None and shutil.which("flite") is not None
-WHY = "espeak-ng or flite is missing (apt-get install espeak-ng flite)"
+HAVE_ENGINES = all(e.available() for e in kd.ENGINES.values())
+WHY = ("a TTS engine is missing (apt-get install espeak-ng flite rhvoice rhvoice-english libttspico-utils "
+       "festival festvox-kdlpc16k festvox-us-slt-hts; pip install -e '.[voices]')")
+NEW_ENGINES = ("rhvoice", "pico", "festival", "piper")
 
 
 def _read(path: Path) -> tuple[np.ndarray, int, int, int]:
@@ -86,8 +90,8 @@ def test_splits_hold_out_whole_voices(tiny: Path) -> None:
     groups = {s: set(meta["held_out_groups"][s]) for s in kd.SPLITS}
     assert not groups["train"] & groups["val"] and not groups["train"] & groups["test"]
     assert not groups["val"] & groups["test"]
-    for s in kd.SPLITS:  # both engines in every split
-        assert {v.split(":")[0] for v in sets[s]} == {"espeak-ng", "flite"}, s
+    for s in kd.SPLITS:  # both engines in every split (and others: test_every_engine_speaks_in_training)
+        assert {"espeak-ng", "flite"} <= {v.split(":")[0] for v in sets[s]}, s
     for line in (tiny / "clips.jsonl").read_text().splitlines():
         r = json.loads(line)
         used = [u["voice"] for u in [r["speech"], r["other"], *r["babble"]] if u]
@@ -187,3 +191,182 @@ def test_keywords_lie_inside_the_window_and_cuts_leave_a_part(n: int) -> None:
         assert (w == 1.0).sum() == pytest.approx(0.4 * n, abs=1) and (w == 2.0).sum() > 0
     long = kd.arrange(kd.ClipTask("", "train", "yes", "keyword", 0), np.ones(20000, dtype=np.float32))[0]
     assert len(long) <= kd.MAX_SPEECH
+
+
+# ---------------------------------------------------------------- the engines beyond espeak-ng and flite
+
+
+def _voices(restricted: bool = True) -> list[kd.Voice]:
+    params = kd.Params(restricted_voices=restricted)
+    return kd.licence_filter(kd.all_voices(params), params)[0]
+
+
+@pytest.fixture(scope="module")
+def new_voices() -> list[kd.Voice]:
+    require(HAVE_ENGINES, WHY)
+    return [v for v in _voices() if v.engine in NEW_ENGINES]
+
+
+# Per engine: (slow, fast) arguments of its own rate control.
+RATES = {"rhvoice": (("-r", "80", "-t", "100"), ("-r", "125", "-t", "100")),
+         "pico": (("speed=80", "pitch=100"), ("speed=120", "pitch=100")),
+         "festival:diphone": (("stretch=1.2", "f0=1.0"), ("stretch=0.85", "f0=1.0")),
+         "festival:hts": (("rate=0.85",), ("rate=1.2",)),
+         "piper": (("length=1.25", "noise=0.667", "noise_w=0.8", "seed=1"),
+                   ("length=0.8", "noise=0.667", "noise_w=0.8", "seed=1"))}
+
+
+def _rate_key(v: kd.Voice) -> str:
+    if v.engine != "festival":
+        return v.engine
+    return f"festival:{kd.ENGINES['festival'].known[v.name].method}"
+
+
+def test_every_new_voice_speaks_a_word_and_follows_its_rate(new_voices: list[kd.Voice], tmp_path: Path) -> None:
+    assert {v.engine for v in new_voices} == set(NEW_ENGINES)
+    for v in new_voices:
+        slow_args, fast_args = RATES[_rate_key(v)]
+        slow = kd.synthesize(kd.Utterance(v, "seven", slow_args), str(tmp_path))
+        fast = kd.synthesize(kd.Utterance(v, "seven", fast_args), str(tmp_path))
+        assert 0.2 < len(fast) / kd.SAMPLE_RATE < len(slow) / kd.SAMPLE_RATE < 1.5, v.id
+        assert kd.rms(slow) > 0.01 and kd.rms(fast) > 0.01, v.id
+        assert len(slow) > 1.15 * len(fast), f"{v.id}: its rate argument changed nothing"
+    assert not list(tmp_path.iterdir()), "temp WAVs were left behind"
+
+
+def test_augmentation_draws_arguments_each_engine_understands(new_voices: list[kd.Voice], tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    params = kd.Params()
+    for v in new_voices:
+        utt = kd._utterance(rng, v, "go", params)
+        assert utt.args and utt.args != kd._utterance(rng, v, "go", params).args, v.id
+        assert kd.rms(kd.synthesize(utt, str(tmp_path))) > 0.01, (v.id, utt.args)
+
+
+def test_piper_is_the_same_for_a_seed_and_varies_with_it(tmp_path: Path) -> None:
+    require(kd.ENGINES["piper"].available() and bool(kd.ENGINES["piper"].voices(kd.Params())),
+            "piper or its voice is missing (pip install -e '.[voices]')")
+    joe = kd.Voice("piper", "joe")
+    args = ("length=1.0", "noise=0.8", "noise_w=1.0")
+    a, b, c = (kd.synthesize(kd.Utterance(joe, "left", (*args, f"seed={s}")), str(tmp_path)) for s in (5, 5, 6))
+    assert len(a) == len(b) and np.array_equal(a, b)
+    assert len(a) != len(c) or not np.array_equal(a, c)
+
+
+def test_speakers_are_one_group_across_engines() -> None:
+    require(HAVE_ENGINES, WHY)
+    voices = _voices()
+    groups = {v.id: v.group for v in voices}
+    slt = {groups[i] for i in ("flite:slt", "rhvoice:slt", "festival:cmu_us_slt_arctic_hts")}
+    assert slt == {"speaker:slt"}
+    assert groups["rhvoice:alan"] == groups["flite:awb"] == "speaker:awb"
+    assert groups["flite:kal16"] == groups["flite:kal"]
+    assert groups["pico:en-US"] != groups["pico:en-GB"]
+    for seed in range(6):
+        split = kd.split_voices(voices, seed, (0.8, 0.1, 0.1), ("pico",))
+        where = {v.id: s for s in kd.SPLITS for v in split[s]}
+        assert sorted(where) == sorted(groups), "every voice lands in exactly one split"
+        for g in set(groups.values()):
+            assert len({where[i] for i, gg in groups.items() if gg == g}) == 1, (seed, g)
+        for name in {v.engine for v in voices} - {"pico"}:  # every other engine trains
+            assert any(v.engine == name for v in split["train"]), (seed, name)
+
+
+def test_held_out_engine_speaks_only_in_test(tiny: Path) -> None:
+    meta = json.loads((tiny / "voices.json").read_text())
+    assert meta["held_out_engines"] == ["pico"]
+    pico = [r for r in meta["voices"] if r["engine"] == "pico"]
+    assert len(pico) == 2 and {r["split"] for r in pico} == {"test"}
+    assert set(meta["voice_counts"]["test"]) >= {"pico"} and "pico" not in meta["voice_counts"]["train"]
+    assert "pico" not in meta["voice_counts"]["val"]
+    for r in meta["voices"]:
+        assert {"id", "engine", "group", "licence", "shippable", "split"} <= set(r)
+        assert r["id"] in meta["splits"][r["split"]] and r["id"].startswith(r["engine"] + ":")
+    recs = [json.loads(line) for line in (tiny / "clips.jsonl").read_text().splitlines()]
+    for r in recs:
+        assert r["engine"] == (r["speech"]["voice"].split(":")[0] if r["speech"] else None), r["path"]
+        if r["split"] != "test":
+            assert "pico" not in {u["voice"].split(":")[0] for u in [r["speech"], r["other"], *r["babble"]] if u}
+    # the held-out engine is free to take the whole test split: without it, pico would train
+    split = kd.split_voices([kd.Voice.from_id(r["id"]) for r in meta["voices"]], 7, (0.8, 0.1, 0.1))
+    assert any(v.engine == "pico" for v in split["train"])
+
+
+def test_every_engine_speaks_in_training(tiny: Path) -> None:
+    meta = json.loads((tiny / "voices.json").read_text())
+    used = {r["engine"] for r in meta["voices"]}
+    assert used == {"espeak-ng", "flite", "rhvoice", "pico", "festival"}  # piper's one voice is restricted
+    assert set(meta["voice_counts"]["train"]) == used - {"pico"}
+    assert set(meta["engines"]) == set(kd.ENGINES) and all(meta["engines"].values())
+    assert meta["shippable"] is True and all(r["shippable"] for r in meta["voices"])
+
+
+def test_non_commercial_voices_are_never_used(tiny: Path) -> None:
+    nc = [n for n in ("evgeniy-eng", "lyubov") if (kd.ENGINES["rhvoice"].data / n).is_dir()]
+    require(bool(nc), "RHVoice's NC voices are not installed, so their exclusion cannot be shown")
+    for name in nc:
+        assert kd.ENGINES["rhvoice"].licence(kd.Voice("rhvoice", name)).name == "CC-BY-NC-ND-4.0"
+    listed = {v.name for v in kd.ENGINES["rhvoice"].voices(kd.Params())}
+    assert listed == {"alan", "bdl", "clb", "slt"}
+    assert all(kd.ENGINES["rhvoice"].licence(kd.Voice("rhvoice", n)).name == "LGPL-2.1+" for n in listed)
+    meta = json.loads((tiny / "voices.json").read_text())
+    ids = {r["id"] for r in meta["voices"]} | {r["id"] for r in meta["left_out_voices"]}
+    assert not {f"rhvoice:{n}" for n in nc} & ids
+    left = {r["id"]: r["licence"] for r in meta["left_out_voices"]}
+    assert set(left) == {"festival:rab_diphone", "piper:joe"}, left  # restricted, left out by default
+    assert "lessac" in left["piper:joe"] and "non-commercial" in left["festival:rab_diphone"]
+
+
+def test_debian_copyright_last_matching_stanza_wins(tmp_path: Path) -> None:
+    f = tmp_path / "copyright"
+    f.write_text("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+                 "Files: *\nLicense: LGPL-2.1+\n\n"
+                 "Files: data/voices/a/*\n       data/voices/b/*\nCopyright: x\nLicense: CC-BY-NC-ND-4.0\n text\n")
+    assert debian_copyright_licence(f, "data/voices/b/voice.data") == "CC-BY-NC-ND-4.0"
+    assert debian_copyright_licence(f, "data/voices/c/voice.data") == "LGPL-2.1+"
+    assert debian_copyright_licence(tmp_path / "missing", "x") is None
+
+
+def test_missing_new_engines_name_their_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    require(HAVE_ENGINES, WHY)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for b in ("espeak-ng", "flite"):
+        (bin_dir / b).symlink_to(shutil.which(b))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert kd.main(["--out", str(tmp_path / "out"), "--per-word", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "rhvoice, pico, festival not found" in err
+    assert "apt-get install rhvoice rhvoice-english libttspico-utils festival" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--engines", "espeak-ng,nosuch"], "unknown TTS engine 'nosuch'"),
+    (["--engines", "espeak-ng,flite", "--hold-out-engines", "pico"], "which --engines does not use"),
+    (["--engines", "pico", "--hold-out-engines", "pico"], "nothing is left to train on"),
+])
+def test_bad_engine_flags_one_line_error(argv: list[str], says: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert kd.main(["--out", str(tmp_path / "out"), "--per-word", "1", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and err.count("\n") == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_params_round_trip_through_voices_json() -> None:
+    p = kd.Params(engines=("espeak-ng", "pico"), held_out_engines=("pico",), restricted_voices=True)
+    assert kd.Params.from_json(json.loads(json.dumps(dataclasses.asdict(p)))) == p
+
+
+def test_the_keyword_model_names_the_licence_of_every_engine_and_left_out_voice() -> None:
+    # A retrain replaces the artifact folder (edge-convert publishes a new one): this file must come along.
+    text = (Path(kd.__file__).parents[1] / "edge_runtime/data/models/kws/LICENSES.md").read_text(encoding="utf-8")
+    for name in ("espeak-ng", "flite", "RHVoice", "SVOX Pico", "festival", "Piper"):
+        assert name in text, name
+    for left_out in ("evgeniy-eng", "lyubov", "rab_diphone", "joe", "MBROLA"):
+        assert left_out in text, left_out
+    for v in ("alan", "bdl", "clb", "slt", "ked_diphone", "cmu_us_slt_arctic_hts", "en-US", "en-GB"):
+        assert v in text, v
