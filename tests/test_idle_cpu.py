@@ -149,3 +149,29 @@ def test_demo_daemon_does_not_spin(tmp_path, monkeypatch, engine):
     assert d.stats["vision"].inferences >= 2 and d.stats["audio"].inferences >= 50
     check(f"demo daemon ({engine}): vision on {d.models.vision.engine.placement.device}, keywords on "
           f"{d.models.audio.engine.placement.device}", calls1 - calls0, cpu1 - cpu0, before, after)
+
+
+def test_auto_picks_the_streaming_artifact_with_the_least_cpu_per_step(caplog):
+    require(have("onnxruntime"), "onnxruntime is not installed (pip install 'edge-runtime[onnx]')")
+    import logging
+    import re
+
+    from edge_runtime.defaults import model_dir
+    from edge_runtime.engines import ENGINES, open_engine
+    from edge_runtime.manifest import load
+
+    m, folder = load(model_dir("kws"))
+    with caplog.at_level(logging.INFO, logger="edge_runtime.engines"):
+        chosen = open_engine(m, folder, "auto")
+    probe = [r.getMessage() for r in caplog.records if r.getMessage().endswith("CPU per step")]
+    assert len(probe) == 1, caplog.text
+    figures = {name: float(ms) for name, ms in re.findall(r"\b(litert|onnx) ([0-9.]+) ms", probe[0])}
+    assert set(figures) == {"litert", "onnx"} and all(v > 0 for v in figures.values()), probe[0]
+    assert chosen.name == min(figures, key=figures.__getitem__), probe[0]
+
+    vm, vfolder = load(model_dir("vision"))  # not streaming: the converter's fastest, nothing probed
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edge_runtime.engines"):
+        vision = open_engine(vm, vfolder, "auto")
+    assert ENGINES[vision.name] == vm.artifact(vm.fastest_on_host).format
+    assert not any("CPU per step" in r.getMessage() for r in caplog.records)
