@@ -13,7 +13,8 @@ Topics (``<prefix>`` = ``topic_prefix``, default ``edge-runtime/<hostname>``):
   config of one ``event`` entity per configured event name (see :meth:`MqttSink.discovery_payload`).
 
 :meth:`MqttSink.publish` never blocks: the event goes into a bounded queue; the sink's own
-thread hands it to paho while connected. While the broker is away, events wait in that queue
+thread hands it to paho while connected (it blocks, without polling, until an event comes, the
+broker is back or the sink closes). While the broker is away, events wait in that queue
 (``max_queued``); beyond it they are dropped and counted. paho reconnects by itself
 (``reconnect_delay_set``), and re-sends QoS>0 messages it had in flight.
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
+_WAKE = object()  # put by close(): the worker looks at the closing flag again
 
 
 def _hostname() -> str:
@@ -128,9 +130,10 @@ class MqttSink(Sink):
         self.node_id = slug(cfg.node_id or cfg.client_id)
         self.availability_topic = f"{cfg.topic_prefix}/availability"
         self._mqtt = mqtt
-        self._q: queue.Queue[Event] = queue.Queue(maxsize=cfg.max_queued)
+        self._q: queue.Queue[Event | object] = queue.Queue(maxsize=cfg.max_queued)
         self._connected = threading.Event()
         self._closing = threading.Event()
+        self._changed = threading.Condition()  # notified when connected or closing
         self._closed = False
         self._ever_connected = False
         self._warned: str | None = None
@@ -234,7 +237,9 @@ class MqttSink(Sink):
         self._ever_connected = True
         self._warned = None
         self.last_error = None
-        self._connected.set()
+        with self._changed:
+            self._connected.set()
+            self._changed.notify_all()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         self._warn_once(f"mqtt: cannot reach {self.cfg.host}:{self.cfg.port}; retrying "
@@ -266,25 +271,34 @@ class MqttSink(Sink):
             self._drop(why=f"paho refused the message ({mqtt.error_string(rc)})")
 
     def _run(self) -> None:
-        pending: Event | None = None
         while True:
-            if pending is None:
+            event = self._q.get()  # blocks until publish() or close() puts something
+            if event is _WAKE:
+                if self._closing.is_set() and self._q.empty():
+                    return
+                continue
+            with self._changed:  # blocks while the broker is away, until it is back or the sink closes
+                self._changed.wait_for(lambda: self._connected.is_set() or self._closing.is_set())
+            if self._connected.is_set():
                 try:
-                    pending = self._q.get(timeout=0.1)
-                except queue.Empty:
-                    if self._closing.is_set():
-                        return
-                    continue
-            if self._connected.wait(0.1):
-                try:
-                    self._hand_over(pending)
+                    self._hand_over(event)
                 except Exception:  # never let one bad event kill the thread
-                    log.exception("mqtt: cannot publish event %r", pending.name)
+                    log.exception("mqtt: cannot publish event %r", getattr(event, "name", event))
                     self._drop()
-                pending = None
-            elif self._closing.is_set():  # closing while the broker is away: what waits is lost
-                self._drop(1 + self._q.qsize(), why="closed while the broker was away")
+                if self._closing.is_set() and self._q.empty():
+                    return
+            else:  # closing while the broker is away: what waits is lost
+                self._drop(1 + self._drain(), why="closed while the broker was away")
                 return
+
+    def _drain(self) -> int:
+        """Empty the queue; the number of events that were in it."""
+        n = 0
+        while True:
+            try:
+                n += self._q.get_nowait() is not _WAKE
+            except queue.Empty:
+                return n
 
     def close(self, timeout: float = 1.0) -> None:
         """Hand over what waits (while connected), publish ``offline`` (retained), disconnect.
@@ -295,7 +309,13 @@ class MqttSink(Sink):
             return
         self._closed = True
         deadline = time.monotonic() + timeout
-        self._closing.set()
+        with self._changed:
+            self._closing.set()
+            self._changed.notify_all()
+        try:  # wakes a worker blocked on the empty queue (a full one keeps it busy anyway)
+            self._q.put_nowait(_WAKE)
+        except queue.Full:
+            pass
         # the worker drains the queue while connected; what it cannot hand over, it counts as dropped
         self._worker.join(max(0.0, deadline - time.monotonic() - 0.3))
         if self._connected.is_set():
