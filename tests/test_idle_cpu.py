@@ -11,7 +11,7 @@ microphone delivers it. Only CPU times are compared, never wall-clock times:
 
 Two bounds. The process may use at most ``MAX_RATIO`` times the CPU of its engine calls: the
 pipelines' own work (the audio front end, image decoding, the daemon's threads) measured 2.7x to
-5.6x of it at a live cadence here, an ONNX Runtime pool that busy-waits between calls 37x to 86x.
+5.6x of it at a live cadence here, an ONNX Runtime pool that busy-waits between calls 21x to 86x.
 And the threads Python did not start may use at most what the other cores could do beside each
 call (``POOL_SHARE``): a pool that works in parallel with the caller stays below that, one that
 spins does not.

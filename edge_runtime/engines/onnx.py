@@ -5,9 +5,12 @@ of work by default, which on a board that calls a small model every 20-40 ms
 (or a camera model at a few frames per second) keeps a core pegged between the
 calls. ``session.intra_op.allow_spinning`` and ``session.inter_op.allow_spinning``
 are set to ``"0"``, so idle worker threads block. Measured on the shipped
-models: the keyword model at 50 calls/s went from about 20 ms to 0.4 ms of
-process CPU per call, and the vision model at 5 fps from about 50 ms to 9 ms
-per frame, with no gain in call time from spinning (``bench/idle_cpu.py``).
+models (2 cores, ``bench/idle_cpu.py``): the keyword model at 50 calls/s went
+from 9-20 ms of process CPU per 0.4 ms call (the worker spun through most of
+each 20 ms gap) to 0.5 ms, and the vision model at 5 fps from about 50 ms to
+10 ms per frame. Spinning did not make the calls faster (vision at 5 and
+15 fps: median call 13.5 and 14.9 ms spinning, 10.3 and 7.6 ms not), so
+there is no setting to turn it back on.
 """
 
 from __future__ import annotations
