@@ -81,16 +81,21 @@ def listen(args: argparse.Namespace) -> int:
         raise UserError(f"--model {model}: {e}") from None
     logging.getLogger(__name__).info("%s on %s", m.name, spotter.engine.placement.device)
     chunk = max(1, round(sr * args.chunk_ms / 1000.0))
+
+    def show(path: Path, dets: list) -> None:
+        for d in dets:
+            if args.json:
+                print(json.dumps({"file": str(path), "label": d.label, "score": round(d.score, 4),
+                                  "t": round(d.t, 3), "model": m.name,
+                                  "engine": spotter.engine.placement.engine}), flush=True)
+            else:
+                print(f"{path}: {d.t:7.2f} s  {d.label}  {d.score:.3f}", flush=True)
+
     for path, x in zip(args.wavs, audio):
         spotter.reset()
         for start in range(0, len(x), chunk):
-            for d in spotter.process(x[start: start + chunk]):
-                if args.json:
-                    print(json.dumps({"file": str(path), "label": d.label, "score": round(d.score, 4),
-                                      "t": round(d.t, 3), "model": m.name,
-                                      "engine": spotter.engine.placement.engine}), flush=True)
-                else:
-                    print(f"{path}: {d.t:7.2f} s  {d.label}  {d.score:.3f}", flush=True)
+            show(path, spotter.process(x[start: start + chunk]))
+        show(path, spotter.flush())  # a keyword that ends the file is only complete after it
     return 0
 
 

@@ -361,24 +361,33 @@ class Daemon:
 
     def _audio_worker(self) -> None:
         st, mic = self.stats["audio"], self.microphone
+        last = None  # the last chunk read
         while not self._stop.is_set():
             st.beat()
             chunk = mic.read(timeout=0.25)
             if chunk is None:
-                if getattr(mic, "ended", False):
+                if getattr(mic, "ended", False):  # a file that does not loop: its last keyword completes after it
+                    if last is not None:
+                        kws = self.models.audio
+                        self._audio_decisions(kws, last, kws.flush(), time.monotonic_ns())
                     return
                 continue
-            kws = self.models.audio
+            kws = self.models.audio  # one read: SIGHUP may swap the models between chunks
             dets = kws.process(chunk.samples, chunk.start_sample)
             t_dec = time.monotonic_ns()
             st.inferences += 1
-            end_s = (chunk.start_sample + len(chunk.samples)) / kws.p.sample_rate
             st.latencies_ms.append((t_dec - chunk.t_capture) / 1e6)
-            for det in dets:
-                t_cap = chunk.t_capture - int(max(0.0, end_s - det.t) * 1e9)
-                st.decisions += 1
-                self._emit(Decision("audio", det.label, det.score, t_cap, t_dec, "microphone",
-                                    {"t_stream_s": round(det.t, 3)}))
+            self._audio_decisions(kws, chunk, dets, t_dec)
+            last = chunk
+
+    def _audio_decisions(self, kws, chunk, dets: list, t_dec: int) -> None:
+        """Decisions of detections made up to ``chunk``; capture times count back from its end."""
+        end_s = (chunk.start_sample + len(chunk.samples)) / kws.p.sample_rate
+        for det in dets:
+            t_cap = chunk.t_capture - int(max(0.0, end_s - det.t) * 1e9)
+            self.stats["audio"].decisions += 1
+            self._emit(Decision("audio", det.label, det.score, t_cap, t_dec, "microphone",
+                                {"t_stream_s": round(det.t, 3)}))
 
     def _fusion_worker(self) -> None:
         while True:

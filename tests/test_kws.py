@@ -103,15 +103,21 @@ def test_shipped_artifact_int8_tracks_float_chunk_by_chunk():
 
 
 # ---------------------------------------------------------------- a held-out sentence
-@pytest.fixture(scope="module")
-def sentence(tmp_path_factory):
-    """'please go now and then stop' from a test-split voice, written at 22.05 kHz stereo; keyword spans."""
+def _held_out_voice() -> str:
+    """The first en-us espeak-ng voice of the shipped model's test split (never heard in training)."""
     require(shutil.which("espeak-ng") is not None, "espeak-ng is not installed (apt-get install espeak-ng)")
-    from models.kws_data import say
-
     m, _ = _shipped()
     voices = [v for v in m.metrics["training"]["test_voices"] if v.startswith("espeak-ng:en-us")]
     require(bool(voices), "the shipped manifest lists no held-out espeak-ng test voice")
+    return voices[0]
+
+
+@pytest.fixture(scope="module")
+def sentence(tmp_path_factory):
+    """'please go now and then stop' from a test-split voice, written at 22.05 kHz stereo; keyword spans."""
+    from models.kws_data import say
+
+    voices = [_held_out_voice()]
     tmp = tmp_path_factory.mktemp("sentence")
     pieces = [("please", None), ("go", "go"), ("now and then", None), ("stop", "stop")]
     rng = np.random.default_rng(0)
@@ -179,6 +185,103 @@ def test_detections_do_not_depend_on_chunk_size(sentence):
     assert runs[0] and runs[0] == runs[1] == runs[2]
     ks.reset()
     assert ks.process(x) == runs[0]  # reset starts a new stream
+
+
+# ---------------------------------------------------------------- a keyword that ends the file
+# Keywords the shipped model hears from the held-out voice at its own operating point (it misses
+# "no", "up" and "right" from this voice even mid-stream: that is accuracy, not end of stream).
+ENDING = ("yes", "left", "off", "go")
+
+
+@pytest.fixture(scope="module")
+def endings(tmp_path_factory):
+    """Speech Commands-style 1 s clips (16 kHz) whose last sample ends the keyword, and clips of noise
+    and digital silence: {name: (path, samples, keyword or None)}."""
+    from edge_runtime.audio.wav import write_wav
+    from models import kws_data as kd
+
+    voice = _held_out_voice()
+    tmp = tmp_path_factory.mktemp("endings")
+    rng = np.random.default_rng(7)
+    clips = {}
+    for kw in ENDING:
+        x = kd.say(voice, kw, str(tmp))  # trimmed: the speech runs to its last sample
+        clip = rng.normal(0, 1e-3, SR).astype(np.float32)  # a quiet microphone floor
+        clip[-len(x):] += 0.5 * x / np.abs(x).max()
+        clips[kw] = (clip, kw)
+    clips["noise"] = ((0.05 * kd.colored_noise(rng, SR, 1.0)).astype(np.float32), None)
+    clips["floor"] = (rng.normal(0, 1e-3, SR).astype(np.float32), None)
+    clips["silence"] = (np.zeros(SR, np.float32), None)
+    out = {}
+    for name, (x, kw) in clips.items():
+        write_wav(tmp / f"{name}.wav", x, SR)
+        out[name] = (tmp / f"{name}.wav", np.clip(x, -1, 1), kw)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["litert", "onnx"])
+def test_listen_reports_a_keyword_that_ends_the_file(endings, engine):
+    from edge_runtime.pipelines.audio import KeywordSpotter
+
+    if engine == "onnx":
+        require(have("onnxruntime"), "onnxruntime is not installed (pip install 'edge-runtime[onnx]')")
+    m, folder = _shipped()
+    window = KeywordSpotter(m, folder, engine).flush_s
+    proc = _listen(*(str(p) for p, _, _ in endings.values()), "--engine", engine, "--json")
+    assert proc.returncode == 0, proc.stderr
+    dets = [json.loads(line) for line in proc.stdout.splitlines()]
+    for name, (path, x, kw) in endings.items():
+        got = [d for d in dets if d["file"] == str(path)]
+        assert [d["label"] for d in got] == ([kw] if kw else []), (name, got)
+        for d in got:
+            assert len(x) / SR < d["t"] <= len(x) / SR + window + 1e-6, (d, window)
+
+
+def test_flush_completes_what_the_stream_would_have_heard(endings):
+    """Without flush the clip's keyword is lost; flushed, it is what a stream that went on with the same
+    microphone floor reports, at the same time; flush is deterministic and needs reset() for a new stream."""
+    from edge_runtime.pipelines.audio import KeywordSpotter
+
+    m, folder = _shipped()
+    ks = KeywordSpotter(m, folder, "litert")
+    assert ks.flush_s == max(ks.smoothing * 4 * 0.01, ks.refractory_s)
+    rng = np.random.default_rng(3)
+    for name, (_, x, kw) in endings.items():
+        ks.reset()
+        assert [d for i in range(0, len(x), 1600) for d in ks.process(x[i: i + 1600])] == [], name
+        flushed = ks.flush()
+        ks.reset()
+        went_on = ks.process(np.concatenate([x, rng.normal(0, 1e-3, 2 * SR).astype(np.float32)]))
+        if name == "noise":  # a louder floor than the continuation's: no like-for-like comparison
+            assert flushed == []
+            continue
+        assert [d.label for d in flushed] == [d.label for d in went_on] == ([kw] if kw else []), name
+        for a, b in zip(flushed, went_on):
+            assert abs(a.t - b.t) <= 0.04 + 1e-6, (a, b)  # within one step
+        ks.reset()
+        ks.process(x[:5000])
+        ks.process(x[5000:])
+        assert ks.flush() == flushed  # the same padding whatever the chunking
+    ks.reset()
+    assert ks.flush() == []  # nothing fed: nothing to complete
+
+
+def test_daemon_reports_the_keyword_that_ends_a_wav_file(endings, tmp_path):
+    from edge_runtime.config import (AudioConfig, Config, FusionConfig, JsonlConfig, MicrophoneConfig,
+                                     RuntimeConfig, SinksConfig)
+    from edge_runtime.service import Daemon
+
+    path, _, kw = endings["go"]
+    events = tmp_path / "events.jsonl"
+    cfg = Config(runtime=RuntimeConfig(log_level="warning"),
+                 microphone=MicrophoneConfig(file=str(path), realtime=False, loop=False),
+                 audio=AudioConfig(engine="litert"), fusion=FusionConfig(passthrough=True),
+                 sinks=SinksConfig(jsonl=JsonlConfig(path=str(events))), path="(test)")
+    d = Daemon(cfg)
+    d.start()
+    assert d.run() == 0  # returns when the file has ended
+    got = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["event"] for e in got] == [kw], got
 
 
 # ---------------------------------------------------------------- the training recipe

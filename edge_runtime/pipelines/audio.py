@@ -23,6 +23,8 @@ step model, see ``models/kws.py``) over audio fed in chunks of any size:
    the best keyword class (not ``_silence_`` / ``_unknown_`` / other ``_x_`` labels)
    fires when its smoothed score reaches ``threshold``, unless a detection fired
    less than ``refractory_s`` seconds before. Defaults from ``metrics["detector"]``.
+5. **End of stream**: :meth:`KeywordSpotter.flush` plays the recording's own quiet floor for as
+   long as the detector's window needs, so a keyword that ends a file is reported too.
 
 Times are counted in samples from the stream start (``t0_samples`` lets a source
 say where a chunk really starts, e.g. after an overflow); a detection's ``t`` is
@@ -31,6 +33,7 @@ the end of the last frame of the step that fired, in seconds.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +49,8 @@ from ..manifest import Manifest, ManifestError
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_SMOOTHING = 3
 DEFAULT_REFRACTORY_S = 1.0
+FLUSH_BLOCK_S = 0.1  # flush() loops the quietest this-long stretch ...
+FLUSH_HISTORY_S = 2.0  # ... of this much recent audio
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ class KeywordSpotter:
         self.window_frames = max(p.window_frames, p.frames_per_step)
         step_s = p.frames_per_step * p.hop_ms / 1000.0
         self.reset_steps = round(float(det.get("state_reset_s", 0.0)) / step_s)
+        self.flush_s = max(self.smoothing * step_s, self.refractory_s)  # flush() pads this long
+        self._history = round(FLUSH_HISTORY_S * p.sample_rate)
         self.detector = Detector(labels, self.threshold, self.smoothing, self.refractory_s)
         self.labels = labels
         self._span, (_, self._hop) = _frame_len(p), _win_hop(p)
@@ -163,6 +170,7 @@ class KeywordSpotter:
         self._frames = 0  # stream index of the first frame in _pending
         self._fed = 0  # samples fed
         self._offset = 0  # stream position of sample 0 minus samples fed (t0_samples)
+        self._recent = np.zeros(0, dtype=np.float32)  # the last FLUSH_HISTORY_S of samples, for flush()
 
     # ------------------------------------------------------------------ running
     def _lane_ages(self, n: int) -> list[int | None]:
@@ -200,6 +208,7 @@ class KeywordSpotter:
         if t0_samples is not None:
             self._offset = int(t0_samples) - self._fed
         self._fed += len(x)
+        self._recent = np.concatenate([self._recent, x[-self._history:]])[-self._history:]
         frames = self._frontend.process(x)
         pending = np.concatenate([self._pending, frames]) if len(self._pending) else frames
         f, w = self.frames_per_step, self.window_frames
@@ -223,3 +232,27 @@ class KeywordSpotter:
             if d is not None:
                 out.append(d)
         return out
+
+    def flush(self) -> list[Detection]:
+        """End of the stream: the detections it completes. Call :meth:`reset` before another stream.
+
+        A word is only reported once the model has answered it and the smoothing window has
+        filled, a few hundred ms after the word ends, so a keyword that ends the stream (a 1 s
+        Speech Commands clip) would never be. This plays ``flush_s`` seconds more (the smoothing
+        window, at least the refractory period) of the recording's own floor -- its quietest
+        ``FLUSH_BLOCK_S`` of the last ``FLUSH_HISTORY_S``, forwards and backwards in turn so the
+        joins do not click -- which is what the microphone would have gone on to hear: same
+        level and spectrum, so the running-mean normalisation sees no step. (Digital zeros sit
+        at the log floor, far below any real room, and a fixed noise floor louder than a quiet
+        recording's own is a new sound that drowns its keyword.) Detection times are at most
+        ``flush_s`` past the end.
+        """
+        x = self._recent
+        if len(x) == 0:
+            return []
+        b = min(len(x), round(FLUSH_BLOCK_S * self.p.sample_rate))
+        energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
+        start = int(np.argmin(energy[b:] - energy[:-b]))
+        quiet = x[start: start + b]
+        n = math.ceil(self.flush_s * self.p.sample_rate)
+        return self.process(np.resize(np.concatenate([quiet, quiet[::-1]]), n))
