@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -37,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--model", type=Path, default=None,
                     help="streaming keyword artifact folder (default: the shipped edge_runtime/data/models/kws)")
     ls.add_argument("--engine", choices=["auto", "litert", "onnx"], default="auto")
-    ls.add_argument("--threshold", type=float, help="detection threshold on the smoothed score (default: the manifest's)")
+    ls.add_argument("--threshold", type=float,
+                    help="detection threshold on the smoothed score (default: chosen by --false-accepts-per-hour)")
+    ls.add_argument("--false-accepts-per-hour", type=float, metavar="X",
+                    help="the lowest threshold on the model's validation curve with at most X false accepts per hour "
+                         "(default 0.5; without a curve: the manifest's threshold)")
     ls.add_argument("--threads", type=int, help="engine threads (default: the engine's own choice)")
     ls.add_argument("--chunk-ms", type=float, default=100.0, help="audio chunk fed per call, as a microphone (default 100)")
     ls.add_argument("--json", action="store_true", help="one JSON object per detection")
@@ -55,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def listen(args: argparse.Namespace) -> int:
     from .audio.wav import AudioError, read_wav
+    from .config import MAX_FALSE_ACCEPTS_PER_HOUR
     from .engines import EngineError
     from .manifest import ManifestError, load
     from .pipelines.audio import KeywordSpotter
@@ -66,6 +72,9 @@ def listen(args: argparse.Namespace) -> int:
         raise UserError(f"--model: {e}") from None
     if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
         raise UserError(f"--threshold {args.threshold}: give a score in (0, 1]")
+    fa = args.false_accepts_per_hour
+    if fa is not None and not (math.isfinite(fa) and 0 <= fa <= MAX_FALSE_ACCEPTS_PER_HOUR):
+        raise UserError(f"--false-accepts-per-hour {fa}: give a number from 0 to {MAX_FALSE_ACCEPTS_PER_HOUR:g}")
     if args.chunk_ms <= 0:
         raise UserError(f"--chunk-ms {args.chunk_ms}: must be positive")
     sr = m.preprocessing.audio.sample_rate if m.preprocessing.audio else 16000
@@ -76,7 +85,8 @@ def listen(args: argparse.Namespace) -> int:
         except AudioError as e:
             raise UserError(str(e)) from None
     try:
-        spotter = KeywordSpotter(m, folder, args.engine, threads=args.threads, threshold=args.threshold)
+        spotter = KeywordSpotter(m, folder, args.engine, threads=args.threads, threshold=args.threshold,
+                                 **({} if fa is None else {"false_accepts_per_hour": fa}))
     except (EngineError, ManifestError) as e:
         raise UserError(f"--model {model}: {e}") from None
     logging.getLogger(__name__).info("%s on %s", m.name, spotter.engine.placement.device)
@@ -169,6 +179,8 @@ def check(args: argparse.Namespace) -> int:
             pl = p.engine.placement
             extra = f" (fell back: {pl.fallback_reason})" if pl.fallback_reason else ""
             print(f"{name}: {p.manifest.name} on {pl.engine} {pl.device}{extra}")
+            if name == "audio":
+                print(f"audio: operating point: {p.operating_point.describe()}")
     print(f"{cfg.path}: ok")
     return 0
 

@@ -9,6 +9,7 @@ and the key path, e.g. ``edge.toml:12: vision.threshold: must be between 0 and
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 import types
@@ -39,6 +40,10 @@ _POSITIVE = _check(lambda v: v > 0, "must be greater than 0")
 _NON_NEGATIVE = _check(lambda v: v >= 0, "must be 0 or more")
 _UNIT = _check(lambda v: 0 <= v <= 1, "must be between 0 and 1")
 _PORT = _check(lambda v: 0 <= v <= 65535, "must be a port number (0-65535)")
+DEFAULT_FALSE_ACCEPTS_PER_HOUR = 0.5  # [audio] false_accepts_per_hour: the keyword detector's budget
+MAX_FALSE_ACCEPTS_PER_HOUR = 1000.0
+_FA_PER_HOUR = _check(lambda v: math.isfinite(v) and 0 <= v <= MAX_FALSE_ACCEPTS_PER_HOUR,
+                      f"must be a number of false accepts per hour from 0 to {MAX_FALSE_ACCEPTS_PER_HOUR:g}")
 
 
 @dataclass
@@ -86,7 +91,9 @@ class AudioConfig:
     model: str = "default"
     engine: str = field(default="auto", metadata=_choice("auto", "litert", "onnx"))
     threads: int | None = field(default=None, metadata=_POSITIVE)
-    threshold: float | None = field(default=None, metadata=_UNIT)  # None: the model's operating point
+    threshold: float | None = field(default=None, metadata=_UNIT)  # set: overrides false_accepts_per_hour
+    # the lowest threshold on the model's validation curve within this many false accepts per hour:
+    false_accepts_per_hour: float = field(default=DEFAULT_FALSE_ACCEPTS_PER_HOUR, metadata=_FA_PER_HOUR)
     smoothing_steps: int | None = field(default=None, metadata=_POSITIVE)
     refractory_s: float | None = field(default=None, metadata=_NON_NEGATIVE)
     delegates: list[DelegateConfig] = field(default_factory=list)

@@ -12,6 +12,7 @@ sinks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import signal
@@ -71,7 +72,8 @@ class Models:
 
                 man, folder = load(model_folder(cfg.audio.model, "kws"))
                 m.audio = KeywordSpotter(man, folder, cfg.audio.engine, cfg.audio.threads, cfg.audio.threshold,
-                                         cfg.audio.smoothing_steps, cfg.audio.refractory_s, accel=accel_of(cfg.audio))
+                                         cfg.audio.smoothing_steps, cfg.audio.refractory_s, accel=accel_of(cfg.audio),
+                                         false_accepts_per_hour=cfg.audio.false_accepts_per_hour)
         except (ManifestError, EngineError) as e:
             raise ServiceError(str(e)) from None
         return m
@@ -448,6 +450,8 @@ class Daemon:
                 pl = p.engine.placement
                 pipelines[name] = {"model": p.manifest.name, "engine": pl.engine, "device": pl.device,
                                    "fallback_reason": pl.fallback_reason,
+                                   **({"operating_point": dataclasses.asdict(p.operating_point)} if name == "audio"
+                                      else {}),
                                    **(self.stats[name].snapshot() if name in self.stats else {})}
         stuck = self.stuck_workers() if self.stats else []
         offline = [n for n, s in sources.items() if not s["online"]]

@@ -73,6 +73,10 @@ def test_passthrough_with_cooldown():
     ('[camera]\n[vision]\nthreshhold = 0.5\n', "edge.toml:3: vision.threshhold: unknown key"),
     ('[microphone]\n[audio]\nengine = "tpu"\n', "edge.toml:3: audio.engine: must be one of auto, litert, onnx"),
     ('[microphone]\n[audio]\n[sinks.mqtt]\nport = "x"\n', "edge.toml:4: sinks.mqtt.port: must be an integer"),
+    *[(f'[microphone]\n[audio]\nfalse_accepts_per_hour = {v}\n', "edge.toml:3: audio.false_accepts_per_hour: must be "
+       f"a number of false accepts per hour from 0 to 1000, got {v}") for v in ("-0.5", "inf", "nan", "1001.0")],
+    ('[microphone]\n[audio]\nfalse_accepts_per_hour = true\n',
+     "edge.toml:3: audio.false_accepts_per_hour: must be a number, got True"),
     ('[vision]\n', "edge.toml:1: vision: needs a [camera] section"),
     ('[runtime]\n', "edge.toml: configure at least one of [vision]"),
     ('x = [', "edge.toml: not valid TOML"),
@@ -89,6 +93,10 @@ def test_config_types():
     assert cfg.fusion.rules[0].all[1].label == "stop"
     assert cfg.sinks.http.port == 0 and cfg.sinks.jsonl.path == "-"
     assert cfg.camera.uri == "0" and cfg.vision.threshold == 0.5
+    assert cfg.audio.false_accepts_per_hour == 0.5 and cfg.audio.threshold is None
+    cfg = config.parse('[microphone]\n[audio]\nfalse_accepts_per_hour = 2\n[sinks.jsonl]\n', "edge.toml")
+    assert cfg.audio.false_accepts_per_hour == 2.0 and isinstance(cfg.audio.false_accepts_per_hour, float)
+    assert config.parse('[microphone]\n[audio]\nfalse_accepts_per_hour = 0\n').audio.false_accepts_per_hour == 0.0
 
 
 def test_the_shipped_example_config_is_valid():

@@ -284,6 +284,161 @@ def test_daemon_reports_the_keyword_that_ends_a_wav_file(endings, tmp_path):
     assert [e["event"] for e in got] == [kw], got
 
 
+# ---------------------------------------------------------------- operating point by false-accept budget
+# A validation curve for the tests: false accepts per hour fall with the threshold, except one lucky
+# dip at 0.80 that the choice must not trust (above it the curve goes back over 0.5 per hour).
+CURVE = [{"threshold": t, "false_accepts_per_hour": 0.2 if t == 0.80 else round(60 * (1 - t) ** 2, 4),
+          "false_reject_rate": round(0.1 + 0.5 * (t - 0.5), 4)} for t in np.round(np.arange(0.50, 0.995, 0.01), 2)]
+
+
+@pytest.fixture(scope="module")
+def curve_model(tmp_path_factory):
+    """A copy of the shipped keyword model whose manifest carries CURVE (shuffled: the runtime sorts it)."""
+    import dataclasses
+
+    from edge_runtime import manifest as mf
+
+    m, folder = _shipped()
+    out = tmp_path_factory.mktemp("curve") / "kws"
+    shutil.copytree(folder, out)
+    det = {**m.metrics["detector"], "curve": [CURVE[i] for i in np.random.default_rng(0).permutation(len(CURVE))]}
+    mf.save(dataclasses.replace(m, metrics={**m.metrics, "detector": det}), out)
+    return mf.load(out)
+
+
+def _point(t: float) -> dict:
+    return next(p for p in CURVE if p["threshold"] == t)
+
+
+def test_operating_point_by_false_accept_budget(curve_model, caplog):
+    from edge_runtime.pipelines.audio import KeywordSpotter
+
+    m, folder = curve_model
+    assert len(CURVE) == 50 and _point(0.9)["false_accepts_per_hour"] > 0.5 >= _point(0.91)["false_accepts_per_hour"]
+    op = KeywordSpotter(m, folder, "litert").operating_point  # default budget 0.5 per hour
+    assert (op.threshold, op.source, op.budget) == (0.91, "false_accepts_per_hour", 0.5)
+    assert (op.false_accepts_per_hour, op.false_reject_rate) == (_point(0.91)["false_accepts_per_hour"],
+                                                                  _point(0.91)["false_reject_rate"])
+    ks = KeywordSpotter(m, folder, "litert", false_accepts_per_hour=2.0)
+    assert ks.threshold == ks.detector.threshold == 0.82  # 60 * 0.18^2 = 1.94
+    # a given threshold overrides the budget; the curve's figures at it are interpolated
+    op = KeywordSpotter(m, folder, "litert", threshold=0.935, false_accepts_per_hour=2.0).operating_point
+    assert (op.threshold, op.source, op.budget) == (0.935, "threshold", None)
+    assert op.false_accepts_per_hour == pytest.approx((_point(0.93)["false_accepts_per_hour"]
+                                                       + _point(0.94)["false_accepts_per_hour"]) / 2)
+    assert KeywordSpotter(m, folder, "litert", threshold=0.3).operating_point.false_accepts_per_hour is None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    # no threshold within budget: the highest, with a warning that says so
+    op = KeywordSpotter(m, folder, "litert", false_accepts_per_hour=0.0).operating_point
+    assert op.threshold == 0.99 and "none is within 0 false accepts per hour" in op.describe()
+    (w,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "no threshold on the validation curve keeps within 0 false accepts per hour" in w.getMessage()
+    assert "highest, 0.99" in w.getMessage()
+    caplog.clear()
+    # a curve measured with other smoothing does not describe this detector: the manifest's threshold
+    op = KeywordSpotter(m, folder, "litert", smoothing=3).operating_point
+    assert (op.threshold, op.source) == (m.metrics["detector"]["threshold"], "manifest")
+    assert "does not apply" in caplog.records[-1].getMessage()
+    # no curve (the shipped manifest today): the manifest's threshold, as before
+    sm, sfolder = _shipped()
+    op = KeywordSpotter(sm, sfolder, "litert").operating_point
+    assert (op.threshold, op.source, op.false_accepts_per_hour) == (sm.metrics["detector"]["threshold"], "manifest",
+                                                                     None)
+
+
+@pytest.mark.parametrize("curve", [[], "x", [{"threshold": 0.5}], [{"threshold": 1.5, "false_accepts_per_hour": 1,
+                                                                      "false_reject_rate": 0.1}],
+                                   [{"threshold": 0.5, "false_accepts_per_hour": float("nan"), "false_reject_rate": 0}],
+                                   CURVE * 2])
+def test_a_malformed_curve_is_one_manifest_error(curve):
+    from edge_runtime.manifest import ManifestError
+    from edge_runtime.pipelines.audio import read_curve
+
+    with pytest.raises(ManifestError, match=r"^'kws': metrics.detector.curve must be a list of 1 to 64 points"):
+        read_curve({"curve": curve}, "kws")
+
+
+def test_listen_false_accepts_per_hour(curve_model, endings):
+    """The 'go' clip scores about 0.986: heard at the 0.5/h point (0.91), not at the 0/h one (0.99)."""
+    folder = str(curve_model[1])
+    path = str(endings["go"][0])
+    heard = lambda proc: [json.loads(line)["label"] for line in proc.stdout.splitlines()]
+    assert heard(_listen(path, "--model", folder, "--json")) == ["go"]
+    proc = _listen(path, "--model", folder, "--json", "--false-accepts-per-hour", "0")
+    assert proc.returncode == 0 and heard(proc) == []
+    assert "using the highest, 0.99" in proc.stderr
+    assert heard(_listen(path, "--model", folder, "--json", "--false-accepts-per-hour", "0", "--threshold", "0.9")) \
+        == ["go"]
+    for bad in ("-1", "nan", "inf", "1e6"):
+        proc = _listen(path, "--model", folder, "--false-accepts-per-hour", bad)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            f"edge-runtime: error: --false-accepts-per-hour {float(bad)}: give a number from 0 to 1000"], proc.stderr
+
+
+def _check(tmp_path, audio: str) -> subprocess.CompletedProcess:
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f'[microphone]\nfile = "{tmp_path / "x.wav"}"\n[audio]\n{audio}\n')
+    (tmp_path / "x.wav").write_bytes(b"")  # check opens no device: the file only has to exist
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", "check", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+
+
+def test_check_prints_the_operating_point(curve_model, tmp_path):
+    folder = curve_model[1]
+    proc = _check(tmp_path, f'model = "{folder}"')
+    assert proc.returncode == 0, proc.stderr
+    assert ("audio: operating point: threshold 0.91 (the lowest on the validation curve within 0.5 false accepts "
+            "per hour); validation curve: 0.49 false accepts per hour, 30.5% false rejects") in proc.stdout.splitlines()
+    proc = _check(tmp_path, f'model = "{folder}"\nthreshold = 0.93\nfalse_accepts_per_hour = 2.0')
+    assert ("audio: operating point: threshold 0.93 (given as threshold, overriding the false-accept budget); "
+            "validation curve: 0.29 false accepts per hour, 31.5% false rejects") in proc.stdout.splitlines()
+    proc = _check(tmp_path, f'model = "{folder}"\nfalse_accepts_per_hour = 0')
+    assert proc.returncode == 0
+    assert "audio: operating point: threshold 0.99 (the highest on the validation curve: none is within 0 false " \
+           "accepts per hour)" in proc.stdout
+    assert "WARNING" in proc.stderr and "using the highest, 0.99" in proc.stderr
+    proc = _check(tmp_path, "")  # the shipped model has no curve yet
+    m, _ = _shipped()
+    assert (f"audio: operating point: threshold {m.metrics['detector']['threshold']:g} (the model's manifest); "
+            "no validation figures at it") in proc.stdout.splitlines()
+    proc = _check(tmp_path, "false_accepts_per_hour = inf")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"edge-runtime: error: {tmp_path / 'edge.toml'}:4: "
+                                                "audio.false_accepts_per_hour: must be a number of false accepts per "
+                                                "hour from 0 to 1000, got inf"]
+
+
+def test_status_shows_the_operating_point(curve_model, endings, tmp_path):
+    import urllib.request
+
+    from edge_runtime.config import (AudioConfig, Config, FusionConfig, HttpConfig, JsonlConfig, MicrophoneConfig,
+                                     RuntimeConfig, SinksConfig)
+    from edge_runtime.service import Daemon
+
+    path, _, kw = endings["go"]
+    cfg = Config(runtime=RuntimeConfig(log_level="warning"),
+                 microphone=MicrophoneConfig(file=str(path), realtime=True, loop=False),
+                 audio=AudioConfig(model=str(curve_model[1]), engine="litert", false_accepts_per_hour=2.0),
+                 fusion=FusionConfig(passthrough=True),
+                 sinks=SinksConfig(jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl")), http=HttpConfig(port=0)),
+                 path="(test)")
+    d = Daemon(cfg)
+    d.start()
+    try:
+        with urllib.request.urlopen(d.http.url + "/status", timeout=5) as r:
+            status = json.loads(r.read())
+    finally:
+        d.run()
+    assert status["pipelines"]["audio"]["operating_point"] == {
+        "threshold": 0.82, "source": "false_accepts_per_hour",
+        "detail": "the lowest on the validation curve within 2 false accepts per hour",
+        "false_accepts_per_hour": _point(0.82)["false_accepts_per_hour"],
+        "false_reject_rate": _point(0.82)["false_reject_rate"], "budget": 2.0}
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == [kw]
+
+
 # ---------------------------------------------------------------- the training recipe
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):

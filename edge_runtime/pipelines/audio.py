@@ -23,7 +23,12 @@ step model, see ``models/kws.py``) over audio fed in chunks of any size:
    the best keyword class (not ``_silence_`` / ``_unknown_`` / other ``_x_`` labels)
    fires when its smoothed score reaches ``threshold``, unless a detection fired
    less than ``refractory_s`` seconds before. Defaults from ``metrics["detector"]``.
-5. **End of stream**: :meth:`KeywordSpotter.flush` plays the recording's own quiet floor for as
+5. **Operating point**: with a validation trade-off curve in ``metrics["detector"]["curve"]``
+   (``models.kws_eval`` writes it), the threshold is the lowest on the curve within a budget of
+   false accepts per hour (``false_accepts_per_hour``, default 0.5); a given ``threshold``
+   overrides it; without a curve, the manifest's threshold. :attr:`KeywordSpotter.operating_point`
+   says which, and what the curve expects of it.
+6. **End of stream**: :meth:`KeywordSpotter.flush` plays the recording's own quiet floor for as
    long as the detector's window needs, so a keyword that ends a file is reported too.
 
 Times are counted in samples from the stream start (``t0_samples`` lets a source
@@ -33,6 +38,7 @@ the end of the last frame of the step that fired, in seconds.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -42,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..audio.frontend import LogMel, _frame_len, _win_hop
+from ..config import DEFAULT_FALSE_ACCEPTS_PER_HOUR
 from ..engines import ENGINES, Acceleration, EngineError, open_engine
 from ..engines.base import Quantizer
 from ..manifest import Manifest, ManifestError
@@ -49,8 +56,11 @@ from ..manifest import Manifest, ManifestError
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_SMOOTHING = 3
 DEFAULT_REFRACTORY_S = 1.0
+MAX_CURVE_POINTS = 64
 FLUSH_BLOCK_S = 0.1  # flush() loops the quietest this-long stretch ...
 FLUSH_HISTORY_S = 2.0  # ... of this much recent audio
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,12 +103,102 @@ class Detector:
         return None
 
 
+@dataclass(frozen=True)
+class CurvePoint:
+    """One threshold of the validation trade-off curve, ``metrics["detector"]["curve"]``."""
+
+    threshold: float
+    false_accepts_per_hour: float
+    false_reject_rate: float
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The threshold in use, where it came from, and what the validation curve expects at it."""
+
+    threshold: float
+    source: str  # "threshold" (given), "false_accepts_per_hour" (chosen on the curve) or "manifest"
+    detail: str  # the same in words
+    false_accepts_per_hour: float | None = None  # expected at the threshold (validation curve); None: not measured
+    false_reject_rate: float | None = None
+    budget: float | None = None  # false accepts per hour asked for (source "false_accepts_per_hour")
+
+    def describe(self) -> str:
+        expected = ("; no validation figures at it" if self.false_accepts_per_hour is None else
+                    f"; validation curve: {self.false_accepts_per_hour:.2f} false accepts per hour, "
+                    f"{100 * self.false_reject_rate:.1f}% false rejects")
+        return f"threshold {self.threshold:g} ({self.detail}){expected}"
+
+
+def read_curve(det: dict[str, Any], name: str) -> list[CurvePoint]:
+    """``det["curve"]`` sorted by threshold ([] if absent); a malformed curve is a ManifestError."""
+    raw = det.get("curve")
+    if raw is None:
+        return []
+    bad = ManifestError(f"{name!r}: metrics.detector.curve must be a list of 1 to {MAX_CURVE_POINTS} points "
+                        "{threshold, false_accepts_per_hour, false_reject_rate}; re-run python -m models.kws_eval "
+                        "evaluate --write")
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_CURVE_POINTS:
+        raise bad
+    try:
+        curve = [CurvePoint(float(p["threshold"]), float(p["false_accepts_per_hour"]), float(p["false_reject_rate"]))
+                 for p in raw]
+    except (TypeError, KeyError, ValueError):
+        raise bad from None
+    if not all(0 <= p.threshold <= 1 and 0 <= p.false_reject_rate <= 1 and 0 <= p.false_accepts_per_hour < math.inf
+               for p in curve):
+        raise bad
+    return sorted(curve, key=lambda p: p.threshold)
+
+
+def within_budget(curve: list[CurvePoint], budget: float) -> CurvePoint | None:
+    """The lowest threshold from which on the curve stays within ``budget`` false accepts per hour (on a
+    curve that falls with the threshold: the lowest within the budget); None if not even the highest is."""
+    best = None
+    for p in reversed(curve):
+        if p.false_accepts_per_hour > budget + 1e-9:
+            break
+        best = p
+    return best
+
+
+def operating_point(det: dict[str, Any], name: str, threshold: float | None, budget: float, smoothing: int,
+                    refractory_s: float) -> OperatingPoint:
+    """A given ``threshold``, else the lowest within ``budget`` on the validation curve, else the manifest's."""
+    if not (math.isfinite(budget) and budget >= 0):
+        raise ValueError(f"false_accepts_per_hour must be a finite number >= 0, got {budget}")
+    curve = read_curve(det, name)
+    measured = (int(det.get("smoothing_steps", smoothing)), float(det.get("refractory_s", refractory_s)))
+    if curve and measured != (smoothing, refractory_s):
+        log.warning("%s: the validation curve was measured with smoothing_steps %d and refractory_s %g, not %d and "
+                    "%g: it does not apply", name, *measured, smoothing, refractory_s)
+        curve = []
+    if threshold is not None:  # the curve's figures at it, interpolated, where it was measured
+        t, ts = float(threshold), [p.threshold for p in curve]
+        at = (lambda ys: float(np.interp(t, ts, ys))) if curve and ts[0] <= t <= ts[-1] else (lambda ys: None)
+        return OperatingPoint(t, "threshold", "given as threshold, overriding the false-accept budget",
+                              at([p.false_accepts_per_hour for p in curve]), at([p.false_reject_rate for p in curve]))
+    if not curve:
+        return OperatingPoint(float(det.get("threshold", DEFAULT_THRESHOLD)), "manifest", "the model's manifest")
+    p = within_budget(curve, budget)
+    detail = f"the lowest on the validation curve within {budget:g} false accepts per hour"
+    if p is None:
+        p = curve[-1]
+        detail = f"the highest on the validation curve: none is within {budget:g} false accepts per hour"
+        log.warning("%s: no threshold on the validation curve keeps within %g false accepts per hour; using the "
+                    "highest, %g (%.2f per hour, %.1f%% false rejects)", name, budget, p.threshold,
+                    p.false_accepts_per_hour, 100 * p.false_reject_rate)
+    return OperatingPoint(p.threshold, "false_accepts_per_hour", detail, p.false_accepts_per_hour,
+                          p.false_reject_rate, budget)
+
+
 class KeywordSpotter:
     """Streaming keyword spotting with a manifest's step model; see the module docstring."""
 
     def __init__(self, manifest: Manifest, folder: str | Path, engine: str = "auto", threads: int | None = None,
                  threshold: float | None = None, smoothing: int | None = None,
-                 refractory_s: float | None = None, accel: Acceleration | None = None) -> None:
+                 refractory_s: float | None = None, accel: Acceleration | None = None,
+                 false_accepts_per_hour: float = DEFAULT_FALSE_ACCEPTS_PER_HOUR) -> None:
         p = manifest.preprocessing.audio
         if p is None or not manifest.streaming or p.frames_per_step < 1:
             raise ManifestError(f"{manifest.name!r} is a {manifest.task} model, not a streaming audio model "
@@ -133,10 +233,12 @@ class KeywordSpotter:
         self._requantize = {s.input: None if same(s) else q(s.output) for s in pairs}  # None: carried as is
         labels = manifest.labels or [str(i) for i in range(int(np.prod(self.engine.outputs[self._score_idx].shape)))]
         det: dict[str, Any] = dict(manifest.metrics.get("detector") or {})
-        self.threshold = float(threshold if threshold is not None else det.get("threshold", DEFAULT_THRESHOLD))
         self.smoothing = int(smoothing if smoothing is not None else det.get("smoothing_steps", DEFAULT_SMOOTHING))
         self.refractory_s = float(refractory_s if refractory_s is not None
                                   else det.get("refractory_s", DEFAULT_REFRACTORY_S))
+        self.operating_point = operating_point(det, manifest.name, threshold, false_accepts_per_hour,
+                                               self.smoothing, self.refractory_s)
+        self.threshold = self.operating_point.threshold
         self.lanes = max(1, int(det.get("lanes", 1)))
         self.frames_per_step = p.frames_per_step
         self.window_frames = max(p.window_frames, p.frames_per_step)
