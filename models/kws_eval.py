@@ -22,14 +22,19 @@ use only test voices, never heard in training; ``val`` streams use validation vo
 and are used to choose the detector's operating point.
 
 ``evaluate`` streams the files through ``edge_runtime.pipelines.audio.KeywordSpotter``
-(the daemon's code path) in 100 ms chunks, tunes threshold and smoothing on the
-val streams (lowest val false-reject rate with no val false accept), then measures
-on the test streams with that operating point: false accepts per hour on the
-negative stream (every detection is one), and on the keyword stream the share of
-keywords not detected with their label between their start and 1.2 s after their
-end (false rejects). It also measures test-split accuracy of the float and int8
-models. ``--write`` stores everything in the manifest's ``metrics`` (the tuned
-operating point as ``metrics["detector"]``) and writes ``EVALUATION.md``.
+(the daemon's code path) in 100 ms chunks and sweeps threshold and smoothing on the
+val streams: the smoothing with the lowest val false-reject rate within the
+false-accept budget (``--fa-budget``, per hour) is kept, with its whole val
+trade-off curve (false accepts per hour and false-reject rate per threshold), and
+the threshold is the one the runtime picks from that curve for the budget. It then
+measures on the test streams with that operating point: false accepts per hour on
+the negative stream (every detection is one), and on the keyword stream the share
+of keywords not detected with their label between their start and 1.2 s after
+their end (false rejects). It also measures test-split accuracy of the float and
+int8 models. ``--write`` stores everything in the manifest's ``metrics`` (the
+operating point and the curve as ``metrics["detector"]``, from which the runtime
+chooses its threshold by ``[audio] false_accepts_per_hour``) and writes
+``EVALUATION.md``.
 """
 
 from __future__ import annotations
@@ -248,8 +253,19 @@ def _fast_detect(labels, ts, sm, thr, refractory_s):
     return out
 
 
+def _curve(rows: list[dict[str, Any]], hours: float) -> list[dict[str, float]]:
+    """One smoothing's val sweep as the runtime reads it (``metrics["detector"]["curve"]``): sorted by
+    threshold, at most ``MAX_CURVE_POINTS`` points (evenly thinned, both ends kept)."""
+    from edge_runtime.pipelines.audio import MAX_CURVE_POINTS
+
+    rows = sorted(rows, key=lambda r: r["threshold"])
+    keep = np.unique(np.round(np.linspace(0, len(rows) - 1, min(len(rows), MAX_CURVE_POINTS))).astype(int))
+    return [{"threshold": rows[i]["threshold"], "false_accepts_per_hour": round(rows[i]["fa"] / hours, 4),
+             "false_reject_rate": round(rows[i]["frr"], 4)} for i in keep]
+
+
 def tune(m, folder, streams: Path, refractory_s: float = 1.0, fa_budget: float = 0.5) -> dict[str, Any]:
-    from edge_runtime.pipelines.audio import KeywordSpotter
+    from edge_runtime.pipelines.audio import KeywordSpotter, read_curve, within_budget
 
     neg, kw, spans = _load_stream(streams, "val")
     sp = KeywordSpotter(m, folder, "litert")
@@ -268,7 +284,12 @@ def tune(m, folder, streams: Path, refractory_s: float = 1.0, fa_budget: float =
                          "frr": r["frr"]})
     allowed = int(np.floor(fa_budget * hours + 1e-9))
     ok = [r for r in rows if r["fa"] <= allowed] or sorted(rows, key=lambda r: r["fa"])[:1]
-    best = min(ok, key=lambda r: (r["frr"], -r["threshold"]))
+    k = min(ok, key=lambda r: (r["frr"], -r["threshold"]))["smoothing_steps"]
+    curve = _curve([r for r in rows if r["smoothing_steps"] == k], hours)
+    # the threshold the runtime picks from this curve for this budget (the highest if none is within it)
+    pick = within_budget(read_curve({"curve": curve}, m.name), fa_budget)
+    thr = pick.threshold if pick is not None else curve[-1]["threshold"]
+    best = next(r for r in rows if r["smoothing_steps"] == k and r["threshold"] == thr)
     tradeoff = []
     for budget in (0.5, 2.0, 5.0, 10.0, 20.0):
         cand = [r for r in rows if r["fa"] <= int(np.floor(budget * hours + 1e-9))]
@@ -276,19 +297,22 @@ def tune(m, folder, streams: Path, refractory_s: float = 1.0, fa_budget: float =
             b = min(cand, key=lambda r: (r["frr"], -r["threshold"]))
             tradeoff.append({"fa_budget_per_hour": budget, **b, "fa_per_hour": b["fa"] / hours})
     return {"threshold": best["threshold"], "smoothing_steps": best["smoothing_steps"], "refractory_s": refractory_s,
-            "tuned_on": f"val streams ({hours * 60:.1f} min, validation voices): lowest val FRR with at most "
-                        f"{allowed} val false accepts ({fa_budget}/h)",
+            "tuned_on": f"val streams ({hours * 60:.1f} min, validation voices): the smoothing with the lowest val FRR "
+                        f"within {allowed} val false accepts ({fa_budget}/h), the lowest threshold on its val curve "
+                        "within that budget",
             "fa_budget_per_hour": fa_budget, "val_frr": best["frr"], "val_false_accepts": best["fa"],
-            "val_hours": round(hours, 3), "val_tradeoff": tradeoff}
+            "val_hours": round(hours, 3), "val_tradeoff": tradeoff, "curve": curve}
 
 
-def measure(m, folder, streams: Path, engine: str) -> dict[str, Any]:
-    """The shipped operating point (manifest defaults) on the test streams, through KeywordSpotter.process."""
+def measure(m, folder, streams: Path, engine: str, fa_budget: float = 0.5) -> dict[str, Any]:
+    """The runtime's operating point for ``fa_budget`` (from the manifest's curve) on the test streams,
+    through KeywordSpotter.process."""
     from edge_runtime.pipelines.audio import KeywordSpotter
 
     neg, kw, spans = _load_stream(streams, "test")
     out: dict[str, Any] = {"engine": engine}
-    sp = KeywordSpotter(m, folder, engine)
+    sp = KeywordSpotter(m, folder, engine, false_accepts_per_hour=fa_budget)
+    out["threshold"] = sp.threshold
     chunk = int(CHUNK_S * SR)
     t0 = time.perf_counter()
     dets = [d for i in range(0, len(neg), chunk) for d in sp.process(neg[i: i + chunk])]
@@ -391,13 +415,13 @@ def evaluate(model_dir: Path, streams: Path, write: bool, work: Path | None = No
     work = work or folder.parent / f".{folder.name}-work"
     det = dict(m.metrics.get("detector") or {})
     tuned = tune(m, folder, streams, fa_budget=fa_budget)
-    det.update({k: tuned[k] for k in ("threshold", "smoothing_steps", "refractory_s")})
+    det.update({k: tuned[k] for k in ("threshold", "smoothing_steps", "refractory_s", "curve")})
     det["source"] = tuned["tuned_on"]
     metrics = dict(m.metrics)
     metrics["detector"] = det
     m = dataclasses.replace(m, metrics=metrics)
     results = {"tuning": tuned, "accuracy": accuracy(m, folder, work) if work.is_dir() else None,
-               "stream": {e: measure(m, folder, streams, e) for e in ("litert", "onnx")},
+               "stream": {e: measure(m, folder, streams, e, fa_budget) for e in ("litert", "onnx")},
                "sizes": {a.id: a.file.size for a in m.artifacts}}
     print(json.dumps({k: v for k, v in results.items()}, indent=1, default=str)[:4000])
     if write:
@@ -492,7 +516,9 @@ def evaluation_md(m, r: dict[str, Any], streams: Path) -> str:
         f"{det['lanes']} state lanes reset every {det['state_reset_s']} s. Chosen on *validation-voice* streams "
         f"({t['val_hours'] * 60:.0f} min): lowest val false-reject rate ({100 * t['val_frr']:.1f}%) with "
         f"{t['val_false_accepts']} val false accepts (budget {t['fa_budget_per_hour']}/h); the test streams below "
-        "were not used to choose it.",
+        "were not used to choose it. The whole val curve of this smoothing "
+        f"({len(det.get('curve', []))} thresholds) is stored as `metrics.detector.curve`: the runtime takes the lowest "
+        "threshold on it within `[audio] false_accepts_per_hour` (default 0.5).",
         "",
         "Validation trade-off (best val FRR for a val false-accept budget; val streams only):",
         "",

@@ -439,6 +439,87 @@ def test_status_shows_the_operating_point(curve_model, endings, tmp_path):
     assert [e["event"] for e in events] == [kw]
 
 
+@pytest.fixture(scope="module")
+def val_streams(tmp_path_factory):
+    """Small validation streams in the layout of ``models.kws_eval synth``, spoken by validation voices:
+    non-keyword sentences, and each keyword after a short sentence (with where it lies)."""
+    require(shutil.which("espeak-ng") is not None, "espeak-ng is not installed (apt-get install espeak-ng)")
+    from edge_runtime.audio.wav import write_wav
+    from models import kws_data as kd
+
+    m, _ = _shipped()
+    voices = [v for v in m.metrics["training"]["val_voices"] if v.startswith("espeak-ng:en-")][::7]
+    out = tmp_path_factory.mktemp("streams")
+    rng = np.random.default_rng(11)
+    tmp = str(out)
+    gap = lambda: np.zeros(int(rng.uniform(0.3, 0.8) * SR), np.float32)
+    words = lambda n: " ".join(kd.UNKNOWN_WORDS[i] for i in rng.integers(len(kd.UNKNOWN_WORDS), size=n))
+    neg = [x for i in range(16) for x in (gap(), 0.3 * kd.say(voices[i % len(voices)], words(5), tmp))]
+    parts, spans, pos = [], [], 0
+    for i, kw in enumerate(kd.KEYWORDS * 2):
+        v = voices[i % len(voices)]
+        for x in (gap(), 0.3 * kd.say(v, words(2), tmp), gap()):
+            parts.append(x)
+            pos += len(x)
+        x = 0.3 * kd.say(v, kw, tmp)
+        spans.append({"label": kw, "start": pos / SR, "end": (pos + len(x)) / SR})
+        parts.append(x)
+        pos += len(x)
+    floor = lambda x: (x + rng.normal(0, 1e-3, len(x))).astype(np.float32)
+    write_wav(out / "val_negative.wav", floor(np.concatenate(neg)), SR)
+    write_wav(out / "val_keywords.wav", floor(np.concatenate(parts + [gap()])), SR)
+    (out / "val_keywords.json").write_text(json.dumps(spans))
+    return out
+
+
+def test_tune_stores_the_validation_curve_the_runtime_chooses_from(val_streams, tmp_path):
+    import dataclasses
+
+    from edge_runtime import manifest as mf
+    from edge_runtime.audio.wav import read_wav
+    from edge_runtime.pipelines.audio import KeywordSpotter
+    from models import kws_eval
+
+    require(have("onnxruntime"), "onnxruntime is not installed (pip install 'edge-runtime[onnx]')")
+    m, folder = _shipped()
+    budget = 20.0  # the streams are minutes long: a budget of a few false accepts in them
+    tuned = kws_eval.tune(m, folder, val_streams, fa_budget=budget)
+    curve = tuned["curve"]
+    assert 1 < len(curve) <= 64
+    assert [p["threshold"] for p in curve] == sorted(p["threshold"] for p in curve)
+    assert all(set(p) == {"threshold", "false_accepts_per_hour", "false_reject_rate"} for p in curve)
+    # one point measured again through the runtime's own Detector
+    k = tuned["smoothing_steps"]
+    sp = KeywordSpotter(m, folder, "litert")
+    streams = {n: read_wav(val_streams / f"val_{n}.wav", SR) for n in ("negative", "keywords")}
+    hours = sum(len(x) for x in streams.values()) / SR / 3600
+    spans = json.loads((val_streams / "val_keywords.json").read_text())
+    labels = m.labels
+    for p in (curve[0], curve[len(curve) // 2]):
+        fa = len(kws_eval.detect(labels, *kws_eval.posteriors(sp, streams["negative"]), p["threshold"], k, 1.0))
+        r = kws_eval.score_keywords(kws_eval.detect(labels, *kws_eval.posteriors(sp, streams["keywords"]),
+                                                    p["threshold"], k, 1.0), spans)
+        fa += r["outside"] + r["wrong_label"]
+        assert p["false_accepts_per_hour"] == pytest.approx(fa / hours, rel=1e-3, abs=1e-3), p
+        assert p["false_reject_rate"] == pytest.approx(r["frr"], abs=1e-4), p
+    assert curve[0]["false_accepts_per_hour"] > curve[-1]["false_accepts_per_hour"]  # fewer as the threshold rises
+    # the tuned threshold is the one the runtime picks from this curve for the same budget
+    det = {**m.metrics["detector"], "curve": curve, "smoothing_steps": k, "threshold": tuned["threshold"]}
+    out = tmp_path / "kws"
+    shutil.copytree(folder, out)
+    mf.save(dataclasses.replace(m, metrics={**m.metrics, "detector": det}), out)
+    op = KeywordSpotter(*mf.load(out), "litert", false_accepts_per_hour=budget).operating_point
+    assert op.threshold == tuned["threshold"] and op.false_reject_rate == pytest.approx(tuned["val_frr"], abs=1e-4)
+    # evaluate measures the test streams (here: the same audio) at that very operating point, on both engines
+    for f in val_streams.iterdir():
+        shutil.copy(f, tmp_path / f.name.replace("val_", "test_"))
+        shutil.copy(f, tmp_path / f.name)
+    res = kws_eval.evaluate(out, tmp_path, write=False, work=tmp_path / "no-work", fa_budget=budget)
+    assert res["tuning"]["curve"] == curve
+    assert {e: r["threshold"] for e, r in res["stream"].items()} == {"litert": tuned["threshold"],
+                                                                      "onnx": tuned["threshold"]}
+
+
 # ---------------------------------------------------------------- the training recipe
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
