@@ -220,7 +220,7 @@ def alsa_recordings(sounds: Path = ALSA_SOUNDS) -> tuple[list[Recording], list[d
 
 def download_pocketsphinx_sdist(dest: Path) -> Path:
     """The pocketsphinx source distribution, fetched with pip (no code from it is run)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
            "--quiet", "-d", str(dest), f"pocketsphinx=={POCKETSPHINX_VERSION}"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(dest.glob("pocketsphinx-*.tar.gz"))
