@@ -110,6 +110,13 @@ def brief(r: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in r.items() if k not in ("false_accept_list", "per_keyword")}
 
 
+def by_band(entries: Sequence[Entry], detections: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """The whole set's score split into telephone-band files (8 kHz originals) and wideband ones."""
+    tel = [e for e in entries if e.bandwidth_hz <= 4000]
+    wide = [e for e in entries if e.bandwidth_hz > 4000]
+    return {"telephone_8k": brief(score(tel, detections)["all"]), "wideband": brief(score(wide, detections)["all"])}
+
+
 def choose(rows: Sequence[Mapping[str, Any]], fa_budget: float, split: str = "val") -> Mapping[str, Any]:
     """The row with the highest ``split`` detection rate whose ``split`` false accepts per hour stay within
     ``fa_budget`` (ties: fewer false accepts, then the stricter setting, i.e. the row listed later);
@@ -169,15 +176,17 @@ def evaluate(real: Path, model_dir: Path = SHIPPED, engine: str = "litert", fa_b
     sp = KeywordSpotter(m, folder, engine, threads=1)
     p = posteriors(sp, real, entries)
     own = {"threshold": sp.threshold, "smoothing_steps": sp.smoothing, "refractory_s": sp.refractory_s}
-    at_own = score(entries, detections_at(p, sp.threshold, sp.smoothing, sp.refractory_s))
+    own_dets = detections_at(p, sp.threshold, sp.smoothing, sp.refractory_s)
+    at_own = score(entries, own_dets)
     rows = sweep(p, entries, sp.refractory_s)
     best = choose(rows, fa_budget)
     chosen = {"threshold": best["threshold"], "smoothing_steps": best["smoothing_steps"],
               "refractory_s": sp.refractory_s}
+    chosen_dets = detections_at(p, best["threshold"], best["smoothing_steps"], sp.refractory_s)
     return {"model": m.name, "engine": sp.engine.name, "operating_point": own, "at_operating_point": at_own,
+            "by_band_at_operating_point": by_band(entries, own_dets),
             "chosen_on_val": {**chosen, "fa_budget_per_hour": fa_budget, "val": best["val"]},
-            "test_at_chosen": score(entries, detections_at(p, best["threshold"], best["smoothing_steps"],
-                                                           sp.refractory_s))["test"],
+            "test_at_chosen": score(entries, chosen_dets)["test"], "by_band_at_chosen": by_band(entries, chosen_dets),
             "sweep": rows, "real_time_factor": p.cpu_s / p.audio_s, "audio_minutes": round(p.audio_s / 60, 2)}
 
 
