@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-EXTRAS=${EXTRAS:-convert,onnx,test,voices}
+EXTRAS=${EXTRAS:-convert,onnx,peers,test,voices}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # venv/ensurepip, missing from a Debian Python until python3-venv is installed;
@@ -49,10 +49,14 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   command -v pulseaudio >/dev/null 2>&1 || need+=("pulseaudio" "pulseaudio-utils")
   dpkg -s libportaudio2 >/dev/null 2>&1 || need+=("libportaudio2")
   dpkg -s libasound2-plugins >/dev/null 2>&1 || need+=("libasound2-plugins")
+  # Real human speech for evaluating the keyword spotter (never for training): telephone
+  # prompts with their transcripts, codec2's sample sentences, ALSA's channel prompts.
+  dpkg -s asterisk-core-sounds-en-wav >/dev/null 2>&1 || need+=("asterisk-core-sounds-en-wav")
+  dpkg -s asterisk-core-sounds-en >/dev/null 2>&1 || need+=("asterisk-core-sounds-en")
+  dpkg -s codec2-examples >/dev/null 2>&1 || need+=("codec2-examples")
+  dpkg -s alsa-utils >/dev/null 2>&1 || need+=("alsa-utils")
   # Deployment tests: an sshd on 127.0.0.1 for `edge-deploy push`, systemd-analyze for the unit.
   [ -x /usr/sbin/sshd ] || need+=("openssh-server")
-  # Real human speech (Debian main) for the keyword model's validation and the front-end tests.
-  [ -d /usr/share/asterisk/sounds/en_US_f_Allison ] || need+=("asterisk-core-sounds-en-wav")
   command -v systemd-analyze >/dev/null 2>&1 || need+=("systemd")
   if [ ${#need[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need[*]}" >&2
