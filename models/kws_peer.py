@@ -252,12 +252,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kws_peer: error: --streams {args.streams}: no val_negative.wav; write the streams with "
               "'python -m models.kws_eval synth'", file=sys.stderr)
         return 2
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import pocketsphinx
-    except ImportError:
+        peer_version = version("pocketsphinx")
+    except PackageNotFoundError:
         print("kws_peer: error: pocketsphinx is not installed; pip install -e '.[peers]'", file=sys.stderr)
         return 2
-    results: dict[str, Any] = {"pocketsphinx": {"version": getattr(pocketsphinx, "__version__", "unknown"),
+    results: dict[str, Any] = {"pocketsphinx": {"version": peer_version,
                                                 "model": "en-us (shipped in the pocketsphinx wheel)",
                                                 "thresholds_swept": list(THRESHOLDS),
                                                 "refractory_s": REFRACTORY_S}}
