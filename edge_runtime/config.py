@@ -9,6 +9,7 @@ and the key path, e.g. ``edge.toml:12: vision.threshold: must be between 0 and
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import re
 import sys
@@ -163,10 +164,48 @@ class MqttSinkConfig:
     discovery_prefix: str = "homeassistant"
 
 
+MAX_HTTP_CONNECTIONS = 64
+MAX_TOKEN_BYTES = 4096
+
+
 @dataclass
 class HttpConfig:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # not loopback: token_file is required
     port: int = field(default=8080, metadata=_PORT)
+    token_file: str | None = None  # a file holding the bearer token every request must send
+    timeout_s: float = field(default=5.0, metadata=_check(lambda v: math.isfinite(v) and 0 < v <= 300,
+                                                          "must be a number of seconds, more than 0 and at most 300"))
+    max_connections: int = field(default=16, metadata=_check(
+        lambda v: 1 <= v <= MAX_HTTP_CONNECTIONS, f"must be from 1 to {MAX_HTTP_CONNECTIONS}"))
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses; an empty host (every interface) or any other name is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(path: str) -> str:
+    """The bearer token in ``path`` (surrounding whitespace stripped); ValueError says what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TOKEN_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the token file ({e.strerror or e})") from None
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise ValueError(f"{path}: the token file is larger than {MAX_TOKEN_BYTES} bytes; put only the token in it")
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: the token file is not UTF-8 text") from None
+    if not token or any(c.isspace() or not c.isprintable() for c in token):
+        raise ValueError(f"{path}: the token file must hold one token (printable, no spaces), e.g. from "
+                         "`openssl rand -hex 32`")
+    return token
 
 
 @dataclass
@@ -332,6 +371,15 @@ def _cross_checks(cfg: Config, loc: _Locator) -> None:
         bad = [m for m in cfg.fusion.weighted.weights if m not in ("vision", "audio")]
         if bad:
             raise loc.error(("fusion", "weighted", "weights", bad[0]), "weights are per modality: vision, audio")
+    http = cfg.sinks.http
+    if http and http.token_file is not None:
+        try:
+            read_token(http.token_file)
+        except ValueError as e:
+            raise loc.error(("sinks", "http", "token_file"), str(e)) from None
+    elif http and not is_loopback(http.host):
+        raise loc.error(("sinks", "http", "host"), f"{http.host or 'every interface'} is not a loopback address: set "
+                        "token_file (a file holding a bearer token) or bind 127.0.0.1")
     mic = cfg.microphone
     if mic and mic.file and not Path(mic.file).is_file():
         raise loc.error(("microphone", "file"), f"{mic.file}: no such file")

@@ -31,6 +31,7 @@ from .engines import Acceleration, Delegate
 from .events import Decision, Event
 from .fusion import Fusion
 from .manifest import ManifestError, load
+from .redact import redact_all
 
 log = logging.getLogger(__name__)
 HEARTBEAT_STALE_S = 10.0  # a worker silent this long is stuck (or twice the watchdog interval, if shorter)
@@ -263,9 +264,17 @@ class Daemon:
             kw["event_names"] = self._event_names()
             self.sinks.append(MqttSink(MqttConfig(**kw), metrics=self.metrics))
         if s.http:
+            from .config import read_token
+            from .sinks import SinkError
             from .sinks.http import HttpServer
 
-            self.http = HttpServer(self.status, self.metrics, s.http.host, s.http.port).start()
+            h = s.http
+            try:
+                token = read_token(h.token_file) if h.token_file is not None else None
+            except ValueError as e:
+                raise SinkError(f"sinks.http.token_file: {e}") from None  # changed since it was loaded
+            self.http = HttpServer(self.status, self.metrics, h.host, h.port, token=token, timeout_s=h.timeout_s,
+                                   max_connections=h.max_connections).start()
 
     def _event_names(self) -> list[str]:
         names = [r.name for r in self.cfg.fusion.rules]
@@ -459,7 +468,8 @@ class Daemon:
         reason = (f"stuck: {', '.join(stuck)}" if stuck else "") or (f"offline: {', '.join(offline)}" if offline else "")
         with self._lock:
             n_events, dropped = len(self.events), self.dropped_decisions
-        return {"healthy": healthy, "reason": reason or "ok", "uptime_s": round(time.monotonic() - self._started, 1),
-                "sources": sources, "pipelines": pipelines, "events": n_events, "dropped_decisions": dropped,
-                "last_reload": self.last_reload,
-                "sinks": [s.status() for s in self.sinks]}
+        return redact_all({"healthy": healthy, "reason": reason or "ok",
+                           "uptime_s": round(time.monotonic() - self._started, 1),
+                           "sources": sources, "pipelines": pipelines, "events": n_events, "dropped_decisions": dropped,
+                           "last_reload": self.last_reload,
+                           "sinks": [s.status() for s in self.sinks]})

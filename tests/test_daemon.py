@@ -117,3 +117,34 @@ def test_sd_notify_ready_watchdog_stall_and_stopping(tmp_path, notify_socket):
     assert any(m == "STOPPING=1" for _, m in messages)
     assert t0 < ready[0]
     os.environ.pop("NOTIFY_SOCKET", None)
+
+
+def test_status_never_shows_a_url_s_user_name_or_password(tmp_path):
+    from edge_runtime.redact import redact
+
+    assert redact("cannot open rtsp://admin:s3cret@10.0.0.9:554/live: refused") == \
+        "cannot open rtsp://***@10.0.0.9:554/live: refused"
+    assert redact("http://cam/a@b and rtsp://u@h/x") == "http://cam/a@b and rtsp://***@h/x"
+    assert redact("no url here: a@b, ://") == "no url here: a@b, ://"
+    t0 = time.monotonic()
+    redact("://" + " " * 100_000 + "a" * 100_000 + "@")  # linear: no backtracking over user text
+    assert time.monotonic() - t0 < 1.0
+
+    with socket.socket() as s:  # a port nothing listens on: the camera stays offline with an error naming its URL
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _vision_config(tmp_path)
+    cfg.camera = CameraConfig(uri=f"rtsp://admin:s3cret@127.0.0.1:{port}/live", stall_timeout_s=0.5)
+    d = Daemon(cfg)
+    d.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not d.status()["sources"]["camera"]["last_error"]:
+            time.sleep(0.2)
+        with urllib.request.urlopen(d.http.url + "/status", timeout=5) as r:
+            body = r.read().decode()
+        err = json.loads(body)["sources"]["camera"]["last_error"]
+        assert f"rtsp://***@127.0.0.1:{port}/live" in err, err
+        assert "admin" not in body and "s3cret" not in body
+    finally:
+        d.stop()

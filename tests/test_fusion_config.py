@@ -106,3 +106,42 @@ def test_the_shipped_example_config_is_valid():
     assert cfg.vision.model == "default" and cfg.audio.model == "default"
     assert cfg.fusion.rules[0].name == "cat_stop"
     assert cfg.sinks.http.host == "127.0.0.1"
+
+
+def test_http_off_loopback_needs_a_token_file(tmp_path):
+    base = '[microphone]\n[audio]\n[sinks.http]\n'
+    for host in ("0.0.0.0", "192.168.1.20", "::", "", "edge.local"):
+        with pytest.raises(config.ConfigError) as e:
+            config.parse(base + f'host = "{host}"\n', "edge.toml")
+        assert str(e.value).startswith("edge.toml:4: sinks.http.host: ") and "token_file" in str(e.value)
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert config.parse(base + f'host = "{host}"\n').sinks.http.token_file is None
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    cfg = config.parse(base + f'host = "0.0.0.0"\ntoken_file = "{token}"\n', "edge.toml")
+    assert config.read_token(cfg.sinks.http.token_file) == "s3cret-token"
+    (tmp_path / "empty").write_text("\n")
+    for bad, why in ((tmp_path / "missing", "cannot read the token file"),
+                     (tmp_path / "empty", "the token file must hold one token")):
+        with pytest.raises(config.ConfigError) as e:
+            config.parse(base + f'host = "0.0.0.0"\ntoken_file = "{bad}"\n', "edge.toml")
+        assert str(e.value).startswith(f"edge.toml:5: sinks.http.token_file: {bad}: {why}"), str(e.value)
+    for key, value in (("timeout_s", "0"), ("timeout_s", "inf"), ("max_connections", "0"), ("max_connections", "65")):
+        with pytest.raises(config.ConfigError, match=f"^edge.toml:4: sinks.http.{key}: must be"):
+            config.parse(base + f"{key} = {value}\n", "edge.toml")
+
+
+def test_check_and_run_both_refuse_an_open_http_side_without_a_token(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text('[microphone]\n[audio]\n[sinks.http]\nhost = "0.0.0.0"\nport = 0\n')
+    for cmd in ("check", "run"):
+        r = subprocess.run([sys.executable, "-m", "edge_runtime.cli", cmd, "--config", str(cfg)], capture_output=True,
+                           text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert r.returncode != 0 and "Traceback" not in r.stderr, (cmd, r.stderr)
+        assert f"{cfg}:4: sinks.http.host: 0.0.0.0 is not a loopback address" in r.stderr, (cmd, r.stderr)

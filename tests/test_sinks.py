@@ -449,6 +449,82 @@ def test_http_healthz_status_metrics():
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
 
 
+def _threads() -> int:
+    return threading.active_count()
+
+
+def test_http_300_idle_connections_leave_threads_bounded_and_it_keeps_serving():
+    server = HttpServer(lambda: {"healthy": True}, Metrics(), port=0, timeout_s=1.0, max_connections=8).start()
+    idle: list[socket.socket] = []
+    try:
+        base_threads = _threads()
+        for _ in range(300):  # half-sent requests: a request line, never the blank line that ends the headers
+            s = socket.create_connection(("127.0.0.1", server.server_port), timeout=5)
+            s.sendall(b"GET /status HTTP/1.0\r\nHost: x\r\n")
+            idle.append(s)
+        time.sleep(0.3)
+        peak = _threads()
+        assert peak - base_threads <= 8, (base_threads, peak)
+        # while every one of them is still open on our side, /healthz is answered (at once: 200, or 503 busy
+        # while the 8 workers wait out their 1 s read timeout), and answered 200 within that timeout
+        t0 = time.monotonic()
+        codes = []
+        while time.monotonic() - t0 < 5:
+            code, _, body = fetch(f"http://127.0.0.1:{server.server_port}/healthz")
+            codes.append((code, body.strip()))
+            if code == 200:
+                break
+            time.sleep(0.1)
+        assert codes[-1] == (200, "ok") and set(codes[:-1]) <= {(503, "busy")}, codes
+        assert time.monotonic() - t0 < 3.0
+        assert _threads() - base_threads <= 8
+        # the server closed the idle connections it took (read timeout) and refused the rest
+        closed = 0
+        for s in idle:
+            s.settimeout(3)
+            try:
+                data = s.recv(4096)
+            except OSError:
+                data = b""
+            closed += data == b"" or data.startswith(b"HTTP/1.0 503")
+        assert closed == 300
+        deadline = time.monotonic() + 5
+        while _threads() > base_threads and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _threads() <= base_threads
+    finally:
+        for s in idle:
+            s.close()
+        server.close()
+
+
+def test_http_bearer_token_required_accepted_refused():
+    server = HttpServer(lambda: {"healthy": True, "x": 1}, Metrics(), port=0, token="t0ken-123").start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+
+        def get(path: str, auth: str | None) -> tuple[int, str, str]:
+            req = urllib.request.Request(base + path, headers={"Authorization": auth} if auth else {})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, r.headers.get("WWW-Authenticate", ""), r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.headers.get("WWW-Authenticate", ""), e.read().decode()
+
+        for path in ("/healthz", "/status", "/metrics", "/nope"):
+            code, challenge, body = get(path, None)
+            assert (code, challenge) == (401, 'Bearer realm="edge-runtime"') and "unauthorized" in body
+            for wrong in ("Bearer t0ken-12", "Bearer t0ken-1234", "Basic dDBrZW4tMTIz", "t0ken-123", "Bearer "):
+                assert get(path, wrong)[0] == 401, (path, wrong)
+        assert get("/healthz", "Bearer t0ken-123")[::2] == (200, "ok\n")
+        assert get("/healthz", "bearer t0ken-123")[0] == 200  # the scheme is case-insensitive
+        code, _, body = get("/status", "Bearer t0ken-123")
+        assert code == 200 and json.loads(body) == {"healthy": True, "x": 1}
+        assert get("/metrics", "Bearer t0ken-123")[0] == 200
+    finally:
+        server.close()
+
+
 # --------------------------------------------------------------------------------------------
 # JSONL
 # --------------------------------------------------------------------------------------------

@@ -1,16 +1,21 @@
 """The daemon's small HTTP side: ``/healthz``, ``/status`` (JSON) and ``/metrics`` (Prometheus).
 
-stdlib ``ThreadingHTTPServer`` in a daemon thread; no request logging to stderr.
+stdlib ``HTTPServer``: one accept thread, and one short-lived worker thread per connection, at
+most ``max_connections`` at a time; a connection beyond that gets ``503 busy`` and is closed at
+once. Every socket read has ``timeout_s``, so idle or slow clients cannot hold threads for long.
+With a ``token``, every request needs ``Authorization: Bearer TOKEN`` (compared in constant
+time) or gets 401. No request logging to stderr.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import socket
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 
 from . import SinkError
@@ -21,11 +26,42 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+         b"Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n")
+
+
+class _Server(HTTPServer):
     allow_reuse_address = True
+    request_queue_size = 128  # listen backlog: a burst waits in the kernel, not in SYN retries (stdlib: 5)
     status_fn: Callable[[], dict[str, Any]]
     metrics: Metrics
+    token: bytes | None = None
+    conn_timeout_s: float = 5.0
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):  # every worker busy: refuse now, never queue
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        threading.Thread(target=self._work, args=(request, client_address), name="edge-http-conn",
+                         daemon=True).start()
+
+    def _work(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("http %s: connection failed", client_address, exc_info=True)
 
 
 class _Server6(_Server):
@@ -37,6 +73,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "edge-runtime"
     sys_version = ""
     protocol_version = "HTTP/1.0"
+
+    def setup(self) -> None:
+        self.timeout = self.server.conn_timeout_s  # every read on this connection, request line included
+        super().setup()
 
     def _send(self, code: int, body: bytes, ctype: str) -> None:
         self.send_response(code)
@@ -50,9 +90,29 @@ class _Handler(BaseHTTPRequestHandler):
     def _text(self, code: int, text: str) -> None:
         self._send(code, (text.rstrip("\n") + "\n").encode("utf-8"), "text/plain; charset=utf-8")
 
+    def _authorized(self) -> bool:
+        token = self.server.token
+        if token is None:
+            return True
+        got = self.headers.get("Authorization", "")
+        scheme, _, value = got.partition(" ")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode("utf-8", "replace"), token)
+        if not ok:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Bearer realm="edge-runtime"')
+            body = b"unauthorized: send Authorization: Bearer <token from [sinks.http] token_file>\n"
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        return ok
+
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         try:
+            if not self._authorized():
+                return
             if path == "/healthz":
                 st = self.server.status_fn()
                 if st.get("healthy"):
@@ -87,14 +147,20 @@ class HttpServer:
 
     ``status()`` returns a JSON-able dict with at least ``healthy`` (bool) and, when not
     healthy, ``reason`` (one line). Port 0 binds a free port; see :attr:`server_port`.
+    ``token`` set: every request needs it as a bearer token. At most ``max_connections``
+    connections are served at once, each socket read waiting at most ``timeout_s``.
     """
 
     def __init__(self, status: Callable[[], dict[str, Any]], metrics: Metrics, host: str = "127.0.0.1",
-                 port: int = 8080) -> None:
+                 port: int = 8080, token: str | None = None, timeout_s: float = 5.0,
+                 max_connections: int = 16) -> None:
         self.status = status
         self.metrics = metrics
         self.host = host
         self.port = port
+        self.token = token
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -121,11 +187,15 @@ class HttpServer:
                             "choose another [http] port or host") from e
         server.status_fn = self.status
         server.metrics = self.metrics
+        server.token = self.token.encode("utf-8") if self.token is not None else None
+        server.conn_timeout_s = self.timeout_s
+        server.slots = threading.BoundedSemaphore(self.max_connections)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="edge-http", daemon=True)
         self._thread.start()
-        log.info("http: serving /healthz /status /metrics on %s", self.url)
+        log.info("http: serving /healthz /status /metrics on %s (%s)", self.url,
+                 "bearer token required" if self.token is not None else "no token")
         return self
 
     def close(self) -> None:

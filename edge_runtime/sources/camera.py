@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..redact import redact
 from . import Frame, RateMeter, Source, SourceError, SourceStats
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,6 @@ log = logging.getLogger(__name__)
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt")
 DEFAULT_FOLDER_FPS = 10.0
 DEFAULT_FILE_FPS = 25.0
-
-
-def redact(uri: str) -> str:
-    """Hide the password of ``scheme://user:password@host`` for logs."""
-    return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", uri)
 
 
 def _classify(uri: int | str) -> tuple[str, int | str]:
