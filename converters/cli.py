@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,7 +17,16 @@ EXAMPLES = """examples:
   edge-convert model.onnx --out out/ --calibration calib.npz --target jetson
 
 exit codes: 0 converted; 2 bad input (message names the file or flag); 3 int8 lost more
-accuracy than --max-accuracy-drop (report written, no model)."""
+accuracy than --max-accuracy-drop (report written, no model); 130 interrupted (SIGINT), 143
+terminated (SIGTERM): nothing written, temporary files removed."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt is for SIGINT, so the same cleanup runs."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
     from .errors import AccuracyError, ConvertError
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         from .convert import Options, dumps, run, summary_lines
 
@@ -90,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edge-convert: interrupted; nothing written", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("edge-convert: terminated; nothing written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     print(dumps(report) if args.json else "\n".join(summary_lines(report)))
     if not args.json:
         print(f"  wrote {args.out}/ (manifest.json, report.json, report.html)")

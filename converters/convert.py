@@ -1,7 +1,8 @@
 """The conversion pipeline: source -> calibrated int8 artifacts -> evaluation -> manifest and report.
 
 Everything is built in a staging folder beside ``--out`` and renamed into place
-at the end, so a failed run leaves no partial artifact behind.
+at the end, so a failed, interrupted (SIGINT) or terminated (SIGTERM) run leaves no
+partial artifact and no temporary folder behind.
 """
 
 from __future__ import annotations
@@ -147,19 +148,20 @@ def run(opts: Options) -> dict[str, Any]:
         raise ConvertError("--max-accuracy-drop: must be zero or more percentage points")
     labels_file = _read_labels(opts.labels) if opts.labels else None
     staging = prepare_out(opts.out)
-    work = Path(tempfile.mkdtemp(prefix="edge-convert-"))
-    try:
-        report = _convert(opts, formats, labels_file, staging, work)
-        if not report["passed"]:
-            for f in staging.iterdir():  # a failed conversion ships no model, only its report
-                if f.name not in ("report.json", "report.html"):
-                    shutil.rmtree(f) if f.is_dir() else f.unlink()
-        publish(staging, opts.out)
+    try:  # any exit, KeyboardInterrupt and the CLI's SIGTERM included, removes staging and work
+        work = Path(tempfile.mkdtemp(prefix="edge-convert-"))
+        try:
+            report = _convert(opts, formats, labels_file, staging, work)
+            if not report["passed"]:
+                for f in staging.iterdir():  # a failed conversion ships no model, only its report
+                    if f.name not in ("report.json", "report.html"):
+                        shutil.rmtree(f) if f.is_dir() else f.unlink()
+            publish(staging, opts.out)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     if not report["passed"]:
         worst = max(report["accuracy_drop_pp"].items(), key=lambda kv: kv[1])
         raise AccuracyError(f"{worst[0]} loses {worst[1]:.2f} percentage points ({report['drop_basis']}), more than "

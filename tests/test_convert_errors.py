@@ -113,3 +113,38 @@ def test_bad_flag_value(tmp_path, digits):
     proc = run_cli(str(digits["keras"]), "--out", str(tmp_path / "o"), "--calibration", str(digits["calib"]),
                    "--target", "toaster")
     _fails_cleanly(proc, tmp_path / "o", "--target")
+
+
+def test_sigterm_mid_run_cleans_up_like_sigint(tmp_path, digits):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    tmp = tmp_path / "tmp"  # the converter's own temporary folder goes here
+    tmp.mkdir()
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "converters.cli", str(digits["keras"]), "--out", str(out),
+                             "--calibration", str(digits["calib"])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp)})
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:  # mid-run: staging made, work being written
+            work = [p for p in tmp.glob("edge-convert-*") if any(p.iterdir())]
+            if work and list(tmp_path.glob(".out.partial-*")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the conversion ended before it could be stopped mid-run"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, (proc.returncode, err[-2000:])
+    assert err.strip() == "edge-convert: terminated; nothing written", err[-2000:]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.*")), "staging left behind"
+    assert not list(tmp.iterdir()), f"temporary files left behind: {sorted(p.name for p in tmp.iterdir())}"
