@@ -3,19 +3,24 @@
 A bundle is ``edge-runtime-bundle/`` holding regular files and folders only. Anything else —
 an absolute path, a ``..`` component, a symlink, a hard link, a device — is refused before a
 single byte is extracted (here at build and push time, and again by install.sh on the board).
+The gzip stream is read to its end, so a truncated or corrupted download is refused too, and
+:func:`check_info` checks the shape of ``bundle.json`` before ``verify`` or ``push`` use it.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from . import BUNDLE_TOP, DeployError
+from . import BUNDLE_SCHEMA, BUNDLE_SCHEMA_VERSION, BUNDLE_TOP, DeployError
 
 SUMS = "SHA256SUMS"
 
@@ -92,10 +97,57 @@ def check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return members
 
 
-class Bundle:
-    """A bundle archive, verified: safe members, every file listed in SHA256SUMS and matching it."""
+def check_gzip(path: Path) -> None:
+    """Decompress ``path`` to its end: a truncated stream or a bad CRC is one DeployError line.
 
-    def __init__(self, path: Path, info: dict, files: list[str]):
+    tarfile stops at the end-of-archive blocks and never reads the gzip trailer, so without this
+    a bundle cut short by a few bytes would pass."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DeployError(f"{path}: damaged gzip stream ({e}); copy or download the bundle again") from None
+
+
+# bundle.json: the keys edge-deploy and install.sh read, and their types
+_INFO_KEYS: dict[str, type] = {"schema": str, "schema_version": int, "target": str, "arch": str, "python": str,
+                               "edge_runtime": str, "project_wheel": str, "config": str, "wheels": list,
+                               "models": list}
+_ITEM_KEYS = {"wheels": ("file", "name", "version"), "models": ("folder", "name")}
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list"}
+
+
+def check_info(info: object, where: str) -> dict:
+    """``info`` (a parsed bundle.json) if it has every key with its type; else one DeployError line."""
+    if not isinstance(info, dict):
+        raise DeployError(f"{where}: bundle.json must be a JSON object, got {type(info).__name__}; rebuild the bundle")
+    for key, tp in _INFO_KEYS.items():
+        if key not in info:
+            raise DeployError(f"{where}: bundle.json has no {key!r}; rebuild the bundle with edge-deploy bundle")
+        v = info[key]
+        if not isinstance(v, tp) or isinstance(v, bool):
+            raise DeployError(f"{where}: bundle.json: {key} must be {_TYPE_NAMES[tp]}, got {v!r:.60}; "
+                              "rebuild the bundle")
+    if info["schema"] != BUNDLE_SCHEMA:
+        raise DeployError(f"{where}: bundle.json: schema is {info['schema']!r:.60}, not {BUNDLE_SCHEMA!r}; "
+                          "not an edge-runtime bundle")
+    if info["schema_version"] > BUNDLE_SCHEMA_VERSION:
+        raise DeployError(f"{where}: bundle.json: schema_version {info['schema_version']} is newer than this "
+                          f"edge-deploy reads ({BUNDLE_SCHEMA_VERSION}); upgrade edge-deploy")
+    for key, fields in _ITEM_KEYS.items():
+        for i, item in enumerate(info[key]):
+            if not isinstance(item, dict) or not all(isinstance(item.get(f), str) for f in fields):
+                raise DeployError(f"{where}: bundle.json: {key}[{i}] must be an object with string "
+                                  f"{', '.join(fields)}, got {item!r:.60}; rebuild the bundle")
+    return info
+
+
+class Bundle:
+    """A bundle archive, verified: an intact gzip stream, safe members, every file listed in
+    SHA256SUMS and matching it, a bundle.json that parses (its shape: :func:`check_info`)."""
+
+    def __init__(self, path: Path, info: Any, files: list[str]):
         self.path = path
         self.info = info
         self.files = files
@@ -110,6 +162,7 @@ class Bundle:
         except (tarfile.TarError, OSError, EOFError) as e:
             raise DeployError(f"{path}: not a bundle (.tar.gz): {e}") from None
         with tar:
+            check_gzip(path)
             try:
                 members = check_members(tar)
                 files = {m.name[len(BUNDLE_TOP) + 1:]: m for m in members if m.isfile()}
@@ -129,7 +182,8 @@ class Bundle:
                 if "bundle.json" not in files:
                     raise DeployError(f"{path}: no bundle.json in the bundle")
                 info = json.loads(tar.extractfile(files["bundle.json"]).read())
-            except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError,
+                    RecursionError) as e:
                 raise DeployError(f"{path}: damaged bundle: {e}") from None
         return cls(path, info, sorted(files))
 

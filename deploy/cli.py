@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--glibc", metavar="X.Y", help="the board's glibc, if newer or older than the target's default")
     b.add_argument("--project", type=Path, metavar="DIR", help="the edge-runtime source tree (default: this one)")
 
-    v = sub.add_parser("verify", help="check a bundle: safe paths, every checksum; print its bundle.json")
+    v = sub.add_parser("verify", help="check a bundle: intact gzip, safe paths, every checksum, "
+                                                "bundle.json's keys; print its bundle.json")
     v.add_argument("bundle", type=Path, metavar="BUNDLE")
 
     s = sub.add_parser("push", help="copy a bundle to a board over ssh and run its install.sh there")
@@ -89,9 +90,10 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .archive import Bundle
+    from .archive import Bundle, check_info
 
     b = Bundle.open(args.bundle)
+    check_info(b.info, str(args.bundle))
     print(json.dumps({"bundle": str(args.bundle), "files": len(b.files), **b.info}, indent=2))
     return 0
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import DeployError
-from .archive import Bundle
+from .archive import Bundle, check_info
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
@@ -105,6 +105,7 @@ def push(bundle: Path, remote: Remote, *, env: dict[str, str] | None = None, rep
     """Copy and install; returns install.sh's exit code (0 installed, 2 refused, 3 rolled back, 4 unhealthy)."""
     log = log or (lambda m: print(f"edge-deploy: {m}", file=sys.stderr, flush=True))
     b = Bundle.open(bundle)  # verify before anything leaves this machine
+    check_info(b.info, str(bundle))
     if config is not None and not Path(config).is_file():
         raise DeployError(f"--config {config}: no such file")
     if config is not None:

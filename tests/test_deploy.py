@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, require
 
-from deploy import BUNDLE_TOP
+from deploy import BUNDLE_TOP, DeployError
 from deploy.archive import write_archive, write_sums
 
 VISION = ROOT / "edge_runtime/data/models/vision"
@@ -498,6 +498,51 @@ def test_install_refuses_tampered_and_unsafe_bundles(fake_root, tmp_path):
     # the untouched small bundle passes every check and is refused only for what it lacks
     r = fake_root.sh(str(good))
     assert r.returncode == 2 and r.stderr.strip() == "install.sh: error: bundle.json: no python", r.stderr
+
+
+def test_verify_refuses_a_damaged_gzip_stream_and_a_malformed_bundle_json(tmp_path):
+    info = {"schema": "edge-runtime/bundle", "schema_version": 1, "target": "x86_64-debian12", "arch": "x86_64",
+            "python": HOST_PY, "edge_runtime": "0.0.0", "project_wheel": "edge_runtime-0.0.0-py3-none-any.whl",
+            "config": "config/edge-runtime.toml", "wheels": [{"file": "a.whl", "name": "a", "version": "1"}],
+            "models": [{"folder": "models/vision", "name": "m", "formats": ["tflite"]}]}
+
+    def bundle(name: str, text: str) -> Path:
+        stage = tmp_path / name
+        (stage / "config").mkdir(parents=True)
+        (stage / "config/edge-runtime.toml").write_text("# config\n")
+        (stage / "wheels").mkdir()  # a last member after which tarfile stops before the gzip trailer
+        (stage / "wheels/a.whl").write_bytes(bytes(range(256)) * 64)
+        (stage / "bundle.json").write_text(text)
+        write_sums(stage)
+        try:
+            write_archive(stage, tmp_path / f"{name}.tar.gz", 0)
+        except DeployError:  # refused at build already (too deep to parse): archive it by hand
+            _craft(tmp_path / f"{name}.tar.gz", stage)
+        return tmp_path / f"{name}.tar.gz"
+
+    good = bundle("good", json.dumps(info))
+    v = edge_deploy("verify", str(good))
+    assert v.returncode == 0 and json.loads(v.stdout)["target"] == "x86_64-debian12", v.stderr
+
+    raw = good.read_bytes()
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(raw[:-20])
+    bad_crc = tmp_path / "crc.tar.gz"
+    bad_crc.write_bytes(raw[:-8] + bytes(b ^ 0xFF for b in raw[-8:-4]) + raw[-4:])
+    cases = {truncated: "damaged gzip stream", bad_crc: "damaged gzip stream",
+             bundle("list", "[1, 2]"): "bundle.json must be a JSON object, got list",
+             bundle("missing", json.dumps({k: v for k, v in info.items() if k != "python"})):
+                 "bundle.json has no 'python'",
+             bundle("type", json.dumps({**info, "schema_version": "1"})): "schema_version must be an integer",
+             bundle("bool", json.dumps({**info, "schema_version": True})): "schema_version must be an integer",
+             bundle("wheels", json.dumps({**info, "wheels": [1]})): "wheels[0] must be an object",
+             bundle("schema", json.dumps({**info, "schema": "other"})): "not an edge-runtime bundle",
+             bundle("deep", "[" * 100_000 + "]" * 100_000): "damaged bundle"}
+    for path, want in cases.items():
+        v = edge_deploy("verify", str(path))
+        assert v.returncode == 2 and "Traceback" not in v.stderr, (path.name, v.stderr[-2000:])
+        assert len(v.stderr.strip().splitlines()) == 1 and want in v.stderr, (path.name, v.stderr)
+        assert v.stderr.startswith(f"edge-deploy: error: {path}: "), (path.name, v.stderr)
 
 
 # --- push over ssh ---------------------------------------------------------------------------------------
