@@ -78,8 +78,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.timeout = self.server.conn_timeout_s  # every read on this connection, request line included
         super().setup()
 
-    def _send(self, code: int, body: bytes, ctype: str) -> None:
+    def _send(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -98,14 +100,8 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, value = got.partition(" ")
         ok = scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode("utf-8", "replace"), token)
         if not ok:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Bearer realm="edge-runtime"')
-            body = b"unauthorized: send Authorization: Bearer <token from [sinks.http] token_file>\n"
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+            self._send(401, b"unauthorized: send Authorization: Bearer <token from [sinks.http] token_file>\n",
+                       "text/plain; charset=utf-8", {"WWW-Authenticate": 'Bearer realm="edge-runtime"'})
         return ok
 
     def do_GET(self) -> None:
