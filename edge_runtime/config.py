@@ -172,7 +172,7 @@ MAX_TOKEN_BYTES = 4096
 class HttpConfig:
     host: str = "127.0.0.1"  # not loopback: token_file is required
     port: int = field(default=8080, metadata=_PORT)
-    token_file: str | None = None  # a file holding the bearer token every request must send
+    token_file: str | None = None  # a file holding the bearer token /status and /metrics require
     timeout_s: float = field(default=5.0, metadata=_check(lambda v: math.isfinite(v) and 0 < v <= 300,
                                                           "must be a number of seconds, more than 0 and at most 300"))
     max_connections: int = field(default=16, metadata=_check(

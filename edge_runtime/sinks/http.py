@@ -3,8 +3,9 @@
 stdlib ``HTTPServer``: one accept thread, and one short-lived worker thread per connection, at
 most ``max_connections`` at a time; a connection beyond that gets ``503 busy`` and is closed at
 once. Every socket read has ``timeout_s``, so idle or slow clients cannot hold threads for long.
-With a ``token``, every request needs ``Authorization: Bearer TOKEN`` (compared in constant
-time) or gets 401. No request logging to stderr.
+With a ``token``, ``/status`` and ``/metrics`` need ``Authorization: Bearer TOKEN`` (compared in
+constant time) or get 401; ``/healthz`` stays open (ok or a one-line reason) for health checks such
+as install.sh's. No request logging to stderr.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         try:
-            if not self._authorized():
+            if path != "/healthz" and not self._authorized():
                 return
             if path == "/healthz":
                 st = self.server.status_fn()
@@ -143,7 +144,7 @@ class HttpServer:
 
     ``status()`` returns a JSON-able dict with at least ``healthy`` (bool) and, when not
     healthy, ``reason`` (one line). Port 0 binds a free port; see :attr:`server_port`.
-    ``token`` set: every request needs it as a bearer token. At most ``max_connections``
+    ``token`` set: every request but ``/healthz`` needs it as a bearer token. At most ``max_connections``
     connections are served at once, each socket read waiting at most ``timeout_s``.
     """
 
