@@ -59,7 +59,7 @@ def main() -> int:
     rows = []
     for j, ((name, kws), folder) in enumerate(zip(spotters, folders)):
         p = kws.manifest.preprocessing.audio
-        rows.append({"model": name, "folder": str(folder), "front_end": f"{p.n_mels} mel bins, "
+        rows.append({"model": name, "folder": folder.name, "front_end": f"{p.n_mels} mel bins, "
                      f"{p.frames_per_step} frames per step" + (f", {p.window_frames}-frame window" if p.window_frames
                                                                else ""),
                      "precision": kws.artifact.precision, "rtf_median": float(np.median([r[j] for r in runs])),
