@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.common import host, save  # noqa: E402
 
 
 def main() -> int:
@@ -45,7 +46,7 @@ def main() -> int:
     result = {
         "model": "MobileNetV2 1.0, 224x224, 10 classes (digits)",
         "eval": report["eval_data"],
-        "host": {"machine": platform.machine(), "python": platform.python_version(), "tools": report["tools"]},
+        "host": host(tools=report["tools"]),
         "float_accuracy": report["float"].get("accuracy"),
         "artifacts": {k: {"accuracy": r.get("accuracy"), "agreement": r["agreement"], "kl_mean": r["kl_mean"],
                           "size_bytes": r["size_bytes"], "size_ratio": r.get("size_ratio"),
@@ -54,8 +55,7 @@ def main() -> int:
                       for k, r in rows.items()},
         "fastest_on_host": report["fastest_on_host"],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save(args.out, result)
     print(json.dumps(result["artifacts"], indent=2))
     return code
 

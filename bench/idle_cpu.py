@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import host, save  # noqa: E402
 
 DEMO = r"""
 import json, sys, time
@@ -164,19 +166,14 @@ def main() -> int:
     ap.add_argument("--audio-engine", choices=["auto", "litert", "onnx"], default="auto",
                     help="the demo's keyword engine (default auto, as the demo runs)")
     args = ap.parse_args()
-    result: dict = {"host": {"machine": platform.machine(), "python": platform.python_version(),
-                             "cpus": os.cpu_count()}}
+    result: dict = {"host": host(cpus=os.cpu_count())}
     if args.part in ("all", "demo"):
         result["demo_vs_bare_loop"] = demo_vs_bare(args.rounds, args.audio_engine)
     if args.part in ("all", "paced"):
         result["paced_calls"] = paced(args.rounds, args.seconds)
-    text = json.dumps(result, indent=2) + "\n"
     if args.part == "all":
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
-    print(text, end="")
+        save(args.out, result)
+    print(json.dumps(result, indent=2))
     return 0
 
 

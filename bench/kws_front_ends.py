@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.common import host, save  # noqa: E402
 
 
 def spotter(folder: Path):
@@ -65,10 +66,8 @@ def main() -> int:
                      "precision": kws.artifact.precision, "rtf_median": float(np.median([r[j] for r in runs])),
                      "ratio_to_shipped_median": float(np.median([r[j] / r[0] for r in runs])),
                      "goal": "rtf <= 0.02 per stream on one core"})
-    result = {"host": {"machine": platform.machine(), "python": platform.python_version()},
-              "audio_s": len(audio) / 16000, "rounds": args.rounds, "chunk_ms": 20, "threads": 1, "models": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result = {"host": host(), "audio_s": len(audio) / 16000, "rounds": args.rounds, "chunk_ms": 20, "threads": 1, "models": rows}
+    save(args.out, result)
     print(json.dumps(result, indent=2))
     return 0
 

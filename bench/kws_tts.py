@@ -15,8 +15,6 @@ depend on the machine and its load, their ratios less so.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +24,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.common import host, save  # noqa: E402
 
 
 def main() -> int:
@@ -62,10 +62,8 @@ def main() -> int:
             results[name] = {"voices": len(mine), "utterances_per_s": round(len(utts) / utt_s, 1),
                              "clips_per_s": round(len(tasks) / clip_s, 1), "clips": len(tasks)}
             print(name, results[name], flush=True)
-    out = {"host": {"machine": platform.machine(), "python": platform.python_version()},
-           "engines": kd.engine_versions(), "jobs": 1, "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    out = {"host": host(), "engines": kd.engine_versions(), "jobs": 1, "results": results}
+    save(args.out, out)
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.common import host, save  # noqa: E402
 
 COLD = r"""
 import time, resource, json
@@ -157,11 +158,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "runtime.json")
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
-    result = {"host": {"machine": platform.machine(), "python": platform.python_version()},
-              "vision": vision(args.rounds, 40), "keywords": keywords(60.0), "fusion": fusion(20000),
+    result = {"host": host(), "vision": vision(args.rounds, 40), "keywords": keywords(60.0), "fusion": fusion(20000),
               "process": cold_start()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save(args.out, result)
     print(json.dumps(result, indent=2))
     return 0
 
