@@ -102,6 +102,7 @@ import numpy as np
 
 from edge_runtime.manifest import AudioPreprocessing
 from models import process_pool
+from models.kws import FRONT_ENDS
 
 CLIP_FRAMES = 98  # frames of a 1 s clip: (16000 - 400) // 160 + 1
 CHUNK = 4  # frames per streaming step (40 ms)
@@ -223,20 +224,26 @@ def features(files: list[str], desc: str, fn=_clip_feats, jobs: int = 2) -> list
 
 
 # ---------------------------------------------------------------- sequences
+def context_bank(clips: np.ndarray, extra: list[np.ndarray], seed, min_frames: int) -> np.ndarray:
+    """A split's clips and context audio in a random order, as one run of frames; tiled when
+    shorter than ``min_frames + 1`` so that spans of ``min_frames`` can always be drawn from it."""
+    rng = np.random.default_rng(seed)
+    parts = [clips[i] for i in rng.permutation(len(clips))] + list(extra)
+    order = rng.permutation(len(parts))
+    bank = np.concatenate([parts[i] for i in order]).astype(np.float32)
+    if len(bank) < min_frames + 1:
+        bank = np.tile(bank, ((min_frames + 1) // max(1, len(bank)) + 1, 1))
+    return bank
+
+
 class Sequences:
     """Training/eval sequences: ``[warm-up | context | clip]`` frames from a split's context bank."""
 
     def __init__(self, clips: np.ndarray, extra: list[np.ndarray], seed: int) -> None:
         from edge_runtime.audio.frontend import FeatureNorm
 
-        rng = np.random.default_rng(seed)
-        parts = [clips[i] for i in rng.permutation(len(clips))] + list(extra)
-        order = rng.permutation(len(parts))
-        self.bank = np.concatenate([parts[i] for i in order]).astype(np.float32)
+        self.bank = context_bank(clips, extra, seed, WARMUP + MAX_CONTEXT)
         self.norm = lambda: FeatureNorm(PREPROCESSING)
-        if len(self.bank) < WARMUP + MAX_CONTEXT + 1:
-            reps = (WARMUP + MAX_CONTEXT + 1) // max(1, len(self.bank)) + 1
-            self.bank = np.tile(self.bank, (reps, 1))
 
     def make(self, clips: np.ndarray, rng: np.random.Generator, context: int | None = None,
              stack: int = 1) -> np.ndarray:
@@ -317,17 +324,14 @@ class EmbeddingSequences:
     def __init__(self, clips: np.ndarray, extra: list[np.ndarray], seed) -> None:
         from models import speech_embedding as se
 
-        rng = np.random.default_rng(seed)
-        parts = [clips[i] for i in rng.permutation(len(clips))] + list(extra)
-        self.bank = np.concatenate([parts[i] for i in rng.permutation(len(parts))]).astype(np.float32)
         self.span = se.WINDOW + se.STRIDE * (EMB_STEPS - 1)
+        self.bank = context_bank(clips, extra, seed, self.span - clips.shape[1])
         self.net = None
 
     def mel(self, clips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         need = self.span - clips.shape[1]
-        bank = self.bank if len(self.bank) > need else np.tile(self.bank, (need // max(1, len(self.bank)) + 2, 1))
-        starts = rng.integers(0, len(bank) - need, size=len(clips))
-        return np.concatenate([bank[starts[:, None] + np.arange(need)[None, :]], clips], axis=1)
+        starts = rng.integers(0, len(self.bank) - need, size=len(clips))
+        return np.concatenate([self.bank[starts[:, None] + np.arange(need)[None, :]], clips], axis=1)
 
     def embed(self, mel: np.ndarray, desc: str) -> np.ndarray:
         from tqdm import tqdm
@@ -406,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--context-negatives", type=float, default=0.15,
                     help="add this many 1 s windows of train context audio, as a share of the train clips, "
                          "labelled _unknown_ (default 0.15)")
-    ap.add_argument("--front-end", choices=["logmel", "speech-embedding"], default="logmel",
+    ap.add_argument("--front-end", choices=FRONT_ENDS, default="logmel",
                     help="what the LSTM reads: stacked log-mel frames, or the frozen pretrained speech embedding "
                          "every 80 ms (default logmel)")
     ap.add_argument("--variants", type=int, default=EMB_VARIANTS,

@@ -11,8 +11,10 @@ mel spectrogram that Google's speech embedding expects (openWakeWord's
 ``melspectrogram.onnx`` followed by its ``x / 10 + 2``). That model floors every
 bin at 80 dB below the maximum of its whole input, which no stream can know
 ahead; here the floor is 80 dB below each frame's own maximum (``top_db``), which
-is what the model computes when it is given one frame at a time. Every step is computed per frame in a fixed order (the mel
-projection avoids BLAS, whose summation order depends on the batch size), so
+is what the model computes when it is given one frame at a time.
+
+Every step is computed per frame in a fixed order (the mel projection avoids
+BLAS, whose summation order depends on the batch size), so
 feeding a clip in chunks of any size yields bitwise the same frames as
 :func:`log_mel` on the whole clip. numpy only.
 
@@ -108,8 +110,8 @@ def mel_filterbank(p: AudioPreprocessing) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def _gather(*key) -> tuple[np.ndarray, np.ndarray]:
     """The filterbank as (bin index, weight) pairs of shape (L, n_mels): row j is the j-th bin of each filter."""
-    n_mels = key[2]
     fb = _filterbank(*key).astype(np.float64)
+    n_mels = fb.shape[1]
     nz = fb > 0
     first = np.where(nz.any(axis=0), nz.argmax(axis=0), 0)
     width = nz.sum(axis=0)
@@ -150,6 +152,7 @@ class LogMel:
             raise ValueError(f"audio preprocessing: log_floor must be > 0, got {p.log_floor}")
         self.span = _frame_len(p)
         self._offset = (self.span - self.win) // 2  # where the window starts inside the frame
+        self._window = _hann(self.win) * float(p.input_scale)  # the input scale folded into the window
         self._key = _fb_key(p)
         self.norm = FeatureNorm(p) if p.normalization != "none" else None
         self.reset()
@@ -187,11 +190,10 @@ class LogMel:
         # (a shift only turns the phase), so each frame is its window, zero-padded to n_fft.
         windows = np.lib.stride_tricks.as_strided(buf, shape=(n, self.win), strides=(self.hop * step, step),
                                                   writeable=False)
-        hann = _hann(self.win) * float(self.p.input_scale)
         idx, w = _gather(*self._key)
         p = self.p
         for s in range(0, n, _BLOCK):
-            frames = windows[s : s + _BLOCK].astype(np.float64) * hann
+            frames = windows[s : s + _BLOCK].astype(np.float64) * self._window
             spec = np.fft.rfft(frames, n=p.n_fft, axis=-1)
             power = spec.real**2 + spec.imag**2
             # A reduction over a non-innermost axis adds the L terms one after another for every

@@ -272,7 +272,9 @@ class KeywordSpotter:
         self._frames = 0  # stream index of the first frame in _pending
         self._fed = 0  # samples fed
         self._offset = 0  # stream position of sample 0 minus samples fed (t0_samples)
-        self._recent = np.zeros(0, dtype=np.float32)  # the last FLUSH_HISTORY_S of samples, for flush()
+        # the last FLUSH_HISTORY_S of samples for flush(), kept as chunks (no copy of the whole span per chunk)
+        self._recent: deque[np.ndarray] = deque()
+        self._recent_n = 0
 
     # ------------------------------------------------------------------ running
     def _lane_ages(self, n: int) -> list[int | None]:
@@ -310,7 +312,7 @@ class KeywordSpotter:
         if t0_samples is not None:
             self._offset = int(t0_samples) - self._fed
         self._fed += len(x)
-        self._recent = np.concatenate([self._recent, x[-self._history:]])[-self._history:]
+        self._remember(x)
         frames = self._frontend.process(x)
         pending = np.concatenate([self._pending, frames]) if len(self._pending) else frames
         f, w = self.frames_per_step, self.window_frames
@@ -335,6 +337,13 @@ class KeywordSpotter:
                 out.append(d)
         return out
 
+    def _remember(self, x: np.ndarray) -> None:
+        tail = x[-self._history:].copy()
+        self._recent.append(tail)
+        self._recent_n += len(tail)
+        while self._recent_n - len(self._recent[0]) >= self._history:
+            self._recent_n -= len(self._recent.popleft())
+
     def flush(self) -> list[Detection]:
         """End of the stream: the detections it completes. Call :meth:`reset` before another stream.
 
@@ -349,9 +358,9 @@ class KeywordSpotter:
         recording's own is a new sound that drowns its keyword.) Detection times are at most
         ``flush_s`` past the end.
         """
-        x = self._recent
-        if len(x) == 0:
+        if not self._recent_n:
             return []
+        x = np.concatenate(self._recent)[-self._history:]
         b = min(len(x), round(FLUSH_BLOCK_S * self.p.sample_rate))
         energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
         start = int(np.argmin(energy[b:] - energy[:-b]))
