@@ -9,6 +9,7 @@ reads it.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,11 @@ class Decision:
 
 @dataclass(frozen=True)
 class Event:
-    """A fused outcome with the Decisions that caused it."""
+    """A fused outcome with the Decisions that caused it.
+
+    ``id`` is unique per event (a random UUID, 32 hex digits) and goes out with it to every sink,
+    so a consumer of an at-least-once sink (MQTT with its spool) can drop a duplicate delivery.
+    """
 
     name: str
     score: float
@@ -47,6 +52,7 @@ class Event:
     decisions: tuple[Decision, ...]
     rule: str = ""
     wall_time_ns: int = field(default_factory=time.time_ns)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def latency_ms(self) -> float:
@@ -55,6 +61,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "event": self.name,
             "score": round(self.score, 4),
             "rule": self.rule,
