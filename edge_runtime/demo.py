@@ -43,11 +43,9 @@ def demo_config(http_port: int = 0, realtime: bool = True) -> Config:
 def summary(daemon) -> str:
     """Events and a latency / throughput summary of a finished run."""
     status = daemon.status()
-    names: dict[str, int] = {}
-    for ev in daemon.events:
-        names[ev.name] = names.get(ev.name, 0) + 1
+    names = dict(daemon.event_counts)
     lines = ["", "# summary",
-             f"events: {len(daemon.events)}  " + ", ".join(f"{k} x{v}" for k, v in sorted(names.items()))]
+             f"events: {sum(names.values())}  " + ", ".join(f"{k} x{v}" for k, v in sorted(names.items()))]
     for name, p in status["pipelines"].items():
         lat = p.get("latency_ms", {})
         lines.append(f"{name}: {p['model']} on {p['engine']} {p['device']}; {p.get('inferences', 0)} steps "

@@ -28,7 +28,7 @@ import numpy as np
 from .config import AudioConfig, Config, VisionConfig
 from .defaults import model_dir
 from .engines import Acceleration, Delegate
-from .events import Decision, Event
+from .events import Decision
 from .fusion import Fusion
 from .manifest import ManifestError, load
 from .redact import redact_all
@@ -117,7 +117,7 @@ class Daemon:
         self.fusion = Fusion(cfg.fusion)
         self.decisions: queue.Queue[Decision | None] = queue.Queue(maxsize=cfg.runtime.queue_size)
         self.stats: dict[str, PipelineStats] = {}
-        self.events: list[Event] = []
+        self.event_counts: dict[str, int] = {}  # per event name (bounded by the configured names and labels)
         self.event_latencies_ms: deque = deque(maxlen=5000)
         self.dropped_decisions = 0
         self.sinks: list[Any] = []
@@ -408,7 +408,7 @@ class Daemon:
             for ev in self.fusion.add(d):  # self.fusion is re-read per decision (SIGHUP may swap it)
                 self.metrics.observe_event(ev)
                 with self._lock:
-                    self.events.append(ev)
+                    self.event_counts[ev.name] = self.event_counts.get(ev.name, 0) + 1
                     self.event_latencies_ms.append((ev.t_event - max(x.t_decided for x in ev.decisions)) / 1e6)
                 for s in self.sinks:
                     s.publish(ev)
@@ -467,7 +467,7 @@ class Daemon:
         healthy = bool(self.models) and not stuck
         reason = (f"stuck: {', '.join(stuck)}" if stuck else "") or (f"offline: {', '.join(offline)}" if offline else "")
         with self._lock:
-            n_events, dropped = len(self.events), self.dropped_decisions
+            n_events, dropped = sum(self.event_counts.values()), self.dropped_decisions
         return redact_all({"healthy": healthy, "reason": reason or "ok",
                            "uptime_s": round(time.monotonic() - self._started, 1),
                            "sources": sources, "pipelines": pipelines, "events": n_events, "dropped_decisions": dropped,
