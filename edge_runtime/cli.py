@@ -166,12 +166,20 @@ def _start(cfg):
 
 
 def check(args: argparse.Namespace) -> int:
-    from .service import Models, ServiceError
+    from .service import Models, ServiceError, mqtt_config
+    from .sinks import SinkError
 
     cfg = _load_config(args.config)
     try:
         models = Models.load(cfg)
-    except ServiceError as e:
+        if cfg.sinks.mqtt:  # the settings and the spool exactly as `run` takes them (it connects to nothing)
+            from .sinks.mqtt import open_spool
+
+            mq = mqtt_config(cfg)
+            with open_spool(mq) as spool:
+                where = "in memory (no spool file)" if spool.in_memory else spool.path
+                print(f"mqtt: {mq.host}:{mq.port} qos {mq.qos}; spool {where}, {spool.count} events pending")
+    except (ServiceError, SinkError) as e:
         raise UserError(f"{cfg.path}: {e}") from None
     for name in ("vision", "audio"):
         p = getattr(models, name)

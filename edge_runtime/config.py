@@ -145,6 +145,10 @@ class JsonlConfig:
     backups: int = field(default=3, metadata=_NON_NEGATIVE)
 
 
+MAX_SPOOL_MB = 100_000
+MAX_SPOOL_DAYS = 3650
+
+
 @dataclass
 class MqttSinkConfig:
     host: str = "127.0.0.1"
@@ -162,6 +166,14 @@ class MqttSinkConfig:
     keepalive: int = field(default=30, metadata=_POSITIVE)
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
+    # the on-disk spool (SQLite): unset = on when qos >= 1 and there is a folder for it
+    spool: bool | None = None
+    spool_dir: str | None = None  # unset: $STATE_DIRECTORY, which systemd sets from StateDirectory=
+    spool_max_mb: float = field(default=50.0, metadata=_check(
+        lambda v: math.isfinite(v) and 0.001 <= v <= MAX_SPOOL_MB, f"must be a size in MiB from 0.001 to {MAX_SPOOL_MB}"))
+    spool_max_age_days: float = field(default=7.0, metadata=_check(
+        lambda v: math.isfinite(v) and 0 < v <= MAX_SPOOL_DAYS,
+        f"must be a number of days, more than 0 and at most {MAX_SPOOL_DAYS}"))
 
 
 MAX_HTTP_CONNECTIONS = 64
@@ -380,6 +392,12 @@ def _cross_checks(cfg: Config, loc: _Locator) -> None:
     elif http and not is_loopback(http.host):
         raise loc.error(("sinks", "http", "host"), f"{http.host or 'every interface'} is not a loopback address: set "
                         "token_file (a file holding a bearer token) or bind 127.0.0.1")
+    mqtt = cfg.sinks.mqtt
+    if mqtt and mqtt.spool and mqtt.qos == 0:
+        raise loc.error(("sinks", "mqtt", "spool"), "needs qos 1 or 2 (at QoS 0 the broker acknowledges nothing): "
+                        "set qos = 1 or spool = false")
+    if mqtt and mqtt.spool_dir is not None and not mqtt.spool_dir.strip():
+        raise loc.error(("sinks", "mqtt", "spool_dir"), "is empty: give a folder, or leave it out")
     mic = cfg.microphone
     if mic and mic.file and not Path(mic.file).is_file():
         raise loc.error(("microphone", "file"), f"{mic.file}: no such file")

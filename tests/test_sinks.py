@@ -297,8 +297,8 @@ def test_mqtt_last_will_when_the_process_dies(broker, how):
 
 
 def test_mqtt_queues_while_the_broker_is_away_reconnects_and_counts_drops(tmp_path):
-    """Events published while the broker is down wait (bounded), drops are counted, the rest
-    arrive after the broker comes back; the sink reconnects by itself."""
+    """Without a spool file, events published while the broker is down wait in memory (bounded: the
+    oldest are dropped and counted), the rest arrive after the broker comes back; the sink reconnects by itself."""
     require(MOSQUITTO is not None, NEED_BROKER)
     from edge_runtime.sinks.mqtt import MqttSink
 
@@ -317,23 +317,23 @@ def test_mqtt_queues_while_the_broker_is_away_reconnects_and_counts_drops(tmp_pa
         sent = [event("person", i) for i in range(6)]
         for e in sent:
             sink.publish(e)  # never blocks, never raises
-        assert 2 <= sink.dropped <= 3  # 3 wait in the queue (+1 the sink's thread may hold)
+        assert sink.dropped == 3 and sink.status()["queued"] == 3 and sink.status()["spool"] is None
         assert sink.status()["last_error"] and "cannot reach" in sink.status()["last_error"]
 
         b.start()
         assert sink.wait_connected(10), sink.status()
         sub = Subscriber(b.port, [f"{cfg.topic_prefix}/event/#"], client_id=sub_id, clean_session=False)
-        rules = []
-        for _ in range(len(sent) - sink.dropped):
-            rules.append(json.loads(sub.wait(f"{cfg.topic_prefix}/event/person")[1])["rule"])
-        assert rules == [f"r{i}" for i in range(len(rules))]  # the oldest wait, the newest are dropped
+        got = [json.loads(sub.wait(f"{cfg.topic_prefix}/event/person")[1]) for _ in range(3)]
+        assert [g["rule"] for g in got] == ["r3", "r4", "r5"]  # the newest wait, the oldest were dropped
+        assert [g["id"] for g in got] == [e.id for e in sent[3:]]
         sub.close()
     finally:
         sink.close()
         b.stop()
-    fams = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
-    total = [s for s in fams["edge_sink_dropped"].samples if s.name.endswith("_total")]
-    assert [(s.labels["sink"], s.value) for s in total] == [("mqtt", float(sink.dropped))]
+    s = samples(metrics.render().decode())
+    assert s[("edge_sink_dropped_total", (("sink", "mqtt"),))] == 3
+    assert s[("edge_spool_dropped_total", (("sink", "mqtt"),))] == 3
+    assert s[("edge_spool_pending", (("sink", "mqtt"),))] == 0  # all acknowledged
 
 
 def test_mqtt_import_is_lazy_and_config_validates():

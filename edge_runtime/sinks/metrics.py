@@ -32,7 +32,7 @@ class Metrics:
     ``edge_frames_total{source}``, ``edge_frames_dropped_total{source}``,
     ``edge_audio_overflows_total{source}``, ``edge_source_up{source}``,
     ``edge_pipeline_fps{pipeline}``, ``edge_engine_info{pipeline,engine,device,fallback}`` (= 1),
-    ``edge_sink_dropped_total{sink}``.
+    ``edge_sink_dropped_total{sink}``, ``edge_spool_pending{sink}``, ``edge_spool_dropped_total{sink}``.
     """
 
     content_type = CONTENT_TYPE_LATEST
@@ -53,7 +53,15 @@ class Metrics:
         self.fps = Gauge("edge_pipeline_fps", "Decisions per second of a pipeline", ["pipeline"], registry=r)
         self.engine = Gauge("edge_engine_info", "What a pipeline's engine actually runs on (value is always 1)",
                             ["pipeline", "engine", "device", "fallback"], registry=r)
-        self.sink_drops = Counter("edge_sink_dropped_total", "Events a sink had to drop", ["sink"], registry=r)
+        self.sink_drops = Counter("edge_sink_dropped_total", "Events a sink had to drop, for any reason "
+                                  "(edge_spool_dropped_total included)", ["sink"], registry=r)
+        self.spool_pending_gauge = Gauge(
+            "edge_spool_pending", "Events stored in a sink's spool (on disk, or in memory without a spool file) "
+            "that the broker has not acknowledged yet, in flight included", ["sink"], registry=r)
+        self.spool_drops = Counter(
+            "edge_spool_dropped_total", "Events removed unsent from a sink's spool, oldest first, because it was "
+            "over its size or age limit (spool_max_mb, spool_max_age_days; in memory: max_queued)", ["sink"],
+            registry=r)
         self._engine_labels: dict[str, tuple[str, str, str, str]] = {}
         self._lock = threading.Lock()
 
@@ -97,6 +105,12 @@ class Metrics:
 
     def sink_dropped(self, sink: str, n: int = 1) -> None:
         self.sink_drops.labels(sink).inc(n)
+
+    def spool_pending(self, sink: str, n: int) -> None:
+        self.spool_pending_gauge.labels(sink).set(n)
+
+    def spool_dropped(self, sink: str, n: int = 1) -> None:
+        self.spool_drops.labels(sink).inc(n)
 
     # -- exposition ------------------------------------------------------------------------
     def render(self) -> bytes:

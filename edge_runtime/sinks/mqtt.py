@@ -12,11 +12,19 @@ Topics (``<prefix>`` = ``topic_prefix``, default ``edge-runtime/<hostname>``):
 - ``<discovery_prefix>/event/<node_id>/<event>/config``: retained Home Assistant discovery
   config of one ``event`` entity per configured event name (see :meth:`MqttSink.discovery_payload`).
 
-:meth:`MqttSink.publish` never blocks: the event goes into a bounded queue; the sink's own
-thread hands it to paho while connected (it blocks, without polling, until an event comes, the
-broker is back or the sink closes). While the broker is away, events wait in that queue
-(``max_queued``); beyond it they are dropped and counted. paho reconnects by itself
-(``reconnect_delay_set``), and re-sends QoS>0 messages it had in flight.
+Every event is first stored in the sink's spool (:mod:`edge_runtime.spool`): an SQLite file in
+the state directory (``spool_path``), or the same queue in memory when there is none.
+:meth:`MqttSink.publish` only appends to it (durable when it returns, one fsync) and wakes the
+sink's own thread, which hands stored events to paho oldest first, at most ``INFLIGHT`` at a
+time, while connected (it blocks, without polling, until an event, an acknowledgement, the broker
+or close() wakes it). A row is deleted only when paho reports the broker's acknowledgement
+(``on_publish``: PUBACK at QoS 1, PUBCOMP at QoS 2) for its message id. paho reconnects by itself
+(``reconnect_delay_set``) and re-sends what it had in flight; a restarted daemon sends what its
+spool still holds, in order, before anything newer. So delivery is at least once: consumers drop
+duplicates by the event's ``id``. Beyond the spool's size, age or (in memory) ``max_queued``
+limit the oldest events are dropped and counted (``edge_spool_dropped_total``, also in
+``edge_sink_dropped_total``). Closing never discards a stored event; without a spool file, what
+waits in memory when the sink closes is lost and counted.
 
 paho-mqtt is imported when a sink is made, so :class:`MqttConfig` can be imported without it.
 """
@@ -25,7 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
+import math
 import re
 import socket
 import threading
@@ -33,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..spool import DEFAULT_MAX_AGE_S, DEFAULT_MAX_BYTES, Spool, SpoolError
 from . import Sink, SinkError
 
 if TYPE_CHECKING:
@@ -42,7 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
-_WAKE = object()  # put by close(): the worker looks at the closing flag again
+INFLIGHT = 64  # events handed to paho and not yet acknowledged, at most
+SPOOL_FILE = "mqtt-spool.sqlite3"  # in the state directory
 
 
 def _hostname() -> str:
@@ -76,7 +86,10 @@ class MqttConfig:
     event_names: list[str] = field(default_factory=list)  # event entities announced to Home Assistant
     device_name: str = field(default_factory=lambda: f"edge-runtime {_hostname()}")
     node_id: str | None = None  # Home Assistant node id; default: slug(client_id)
-    max_queued: int = 1000  # events waiting while the broker is away; more are dropped (counted)
+    max_queued: int = 1000  # without a spool file: events waiting in memory; beyond it the oldest are dropped
+    spool_path: str | None = None  # the spool's SQLite file; None: in memory (lost when the process ends)
+    spool_max_bytes: int = DEFAULT_MAX_BYTES  # stored topic + payload bytes; beyond it the oldest are dropped
+    spool_max_age_s: float = DEFAULT_MAX_AGE_S  # older events are dropped
     reconnect_min_delay: int = 1  # seconds, doubled per failed attempt ...
     reconnect_max_delay: int = 60  # ... up to this
 
@@ -96,6 +109,10 @@ class MqttConfig:
                 problems.append(f"{key} {v!r} must be a non-empty topic without + or #")
         if int(self.max_queued) < 1:
             problems.append(f"max_queued {self.max_queued} must be >= 1")
+        if int(self.spool_max_bytes) < 1 or not (math.isfinite(self.spool_max_age_s) and self.spool_max_age_s > 0):
+            problems.append("spool_max_bytes and spool_max_age_s must be > 0 and finite")
+        if self.spool_path is not None and self.qos == 0:
+            problems.append("a spool file needs qos 1 or 2 (at QoS 0 the broker acknowledges nothing)")
         if not 0 < int(self.reconnect_min_delay) <= int(self.reconnect_max_delay):
             problems.append("reconnect delays must satisfy 0 < reconnect_min_delay <= reconnect_max_delay")
         if self.password is not None and self.username is None:
@@ -108,6 +125,20 @@ class MqttConfig:
     @property
     def use_tls(self) -> bool:
         return bool(self.tls or self.ca_file or self.cert_file)
+
+
+def open_spool(cfg: MqttConfig) -> Spool:
+    """The sink's spool: the file at ``cfg.spool_path`` (made if missing), else one in memory.
+
+    ``edge-runtime check`` opens it the same way ``run`` does; SinkError is one line.
+    """
+    try:
+        if cfg.spool_path is None:
+            return Spool(":memory:", cfg.spool_max_bytes, cfg.spool_max_age_s, max_rows=cfg.max_queued)
+        return Spool(cfg.spool_path, cfg.spool_max_bytes, cfg.spool_max_age_s)
+    except SpoolError as e:
+        raise SinkError(f"sinks.mqtt spool: {e} (the folder is [sinks.mqtt] spool_dir, else $STATE_DIRECTORY; "
+                        "spool = false turns the spool off)") from None
 
 
 def _version() -> str:
@@ -130,10 +161,14 @@ class MqttSink(Sink):
         self.node_id = slug(cfg.node_id or cfg.client_id)
         self.availability_topic = f"{cfg.topic_prefix}/availability"
         self._mqtt = mqtt
-        self._q: queue.Queue[Event | object] = queue.Queue(maxsize=cfg.max_queued)
         self._connected = threading.Event()
         self._closing = threading.Event()
-        self._changed = threading.Condition()  # notified when connected or closing
+        # notified when connected, closing, an event is stored or acknowledged; guards _acked
+        self._changed = threading.Condition()
+        self._acked: list[int] = []  # message ids paho reported acknowledged (paho's thread appends)
+        self._inflight: dict[int, int] = {}  # message id -> spool row id (the sink's thread only)
+        self._sent_upto = 0  # the last spool row id handed to paho (the sink's thread only)
+        self._close_by = math.inf  # monotonic deadline for close()
         self._closed = False
         self._ever_connected = False
         self._warned: str | None = None
@@ -153,16 +188,27 @@ class MqttSink(Sink):
                 c.tls_insecure_set(True)
         c.will_set(self.availability_topic, "offline", qos=1, retain=True)
         c.reconnect_delay_set(cfg.reconnect_min_delay, cfg.reconnect_max_delay)
-        # paho's own bound, a safety net: the worker only hands events over while connected
-        c.max_queued_messages_set(cfg.max_queued + 64)
+        # no paho queue bound: the sink's thread keeps at most INFLIGHT events in paho (plus the few
+        # availability / discovery messages of each connect)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
         self.client = c
+        self.spool = open_spool(cfg)
         try:
+            self._spool_dropped(self.spool.prune())  # rows left from before that are over the limits now
             c.connect_async(cfg.host, int(cfg.port), keepalive=int(cfg.keepalive))
+        except SpoolError as e:
+            self.spool.close()
+            raise SinkError(f"sinks.mqtt spool: {e}") from None
         except (OSError, ValueError) as e:
+            self.spool.close()
             raise SinkError(f"mqtt: cannot connect to {cfg.host}:{cfg.port}: {e}") from e
+        if self.spool.count:
+            log.info("mqtt: %d events left in the spool %s from before; sending them first", self.spool.count,
+                     self.spool.path)
+        self._gauge()
         c.loop_start()
         self._worker = threading.Thread(target=self._run, name="edge-mqtt-sink", daemon=True)
         self._worker.start()
@@ -210,7 +256,8 @@ class MqttSink(Sink):
 
     def status(self) -> dict[str, Any]:
         return {"connected": self.connected, "broker": f"{self.cfg.host}:{self.cfg.port}",
-                "queued": self._q.qsize(), "dropped": self.dropped, "last_error": self.last_error}
+                "spool": None if self.spool.in_memory else self.spool.path, "queued": self.spool.count,
+                "spool_dropped": self.spool.dropped, "dropped": self.dropped, "last_error": self.last_error}
 
     # -- paho callbacks (paho's network thread) --------------------------------------------
     def _warn_once(self, msg: str) -> None:
@@ -242,8 +289,9 @@ class MqttSink(Sink):
             self._changed.notify_all()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        self._warn_once(f"mqtt: cannot reach {self.cfg.host}:{self.cfg.port}; retrying "
-                        f"(events wait, up to {self.cfg.max_queued})")
+        where = (f"in memory, up to {self.cfg.max_queued}" if self.spool.in_memory else
+                 f"in {self.spool.path}, up to {self.cfg.spool_max_bytes / 2**20:g} MiB")
+        self._warn_once(f"mqtt: cannot reach {self.cfg.host}:{self.cfg.port}; retrying (events wait {where})")
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was = self._connected.is_set()
@@ -251,6 +299,14 @@ class MqttSink(Sink):
         if was and not self._closing.is_set():
             self._warn_once(f"mqtt: lost the connection to {self.cfg.host}:{self.cfg.port} ({reason_code}); "
                             "reconnecting")
+        with self._changed:
+            self._changed.notify_all()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        # paho's thread, holding paho's message lock: record and wake, nothing that could wait on the sink
+        with self._changed:
+            self._acked.append(mid)
+            self._changed.notify_all()
 
     # -- the sink --------------------------------------------------------------------------
     def publish(self, event: Event) -> None:
@@ -258,50 +314,90 @@ class MqttSink(Sink):
             self._drop(why="sink is closed")
             return
         try:
-            self._q.put_nowait(event)
-        except queue.Full:
-            self._drop(why=f"{self.cfg.max_queued} events already wait for the broker at "
-                           f"{self.cfg.host}:{self.cfg.port}")
+            dropped = self.spool.append(self.event_topic(event.name), self.event_payload(event))
+        except SpoolError as e:
+            self._drop(why=f"cannot store it: {e}")
+            return
+        self._spool_dropped(dropped)
+        self._gauge()
+        with self._changed:
+            self._changed.notify_all()
 
-    def _hand_over(self, event: Event) -> None:
-        rc = self.client.publish(self.event_topic(event.name), self.event_payload(event), qos=self.cfg.qos,
-                                 retain=self.cfg.retain_events).rc
-        mqtt = self._mqtt
-        if rc == mqtt.MQTT_ERR_QUEUE_SIZE or (self.cfg.qos == 0 and rc != mqtt.MQTT_ERR_SUCCESS):
-            self._drop(why=f"paho refused the message ({mqtt.error_string(rc)})")
+    def _spool_dropped(self, n: int) -> None:
+        if n:
+            limits = (f"max_queued {self.cfg.max_queued} in memory" if self.spool.in_memory else
+                      f"spool_max_mb {self.cfg.spool_max_bytes / 2**20:g}, spool_max_age_days "
+                      f"{self.cfg.spool_max_age_s / 86400:g}")
+            self._drop(n, why=f"the spool is over its limits ({limits}): the oldest events go")
+            if self._metrics is not None:
+                self._metrics.spool_dropped(self.name, n)
+
+    def _gauge(self) -> None:
+        if self._metrics is not None:
+            self._metrics.spool_pending(self.name, self.spool.count)
+
+    def _unsent(self) -> bool:
+        return self.spool.last_id > self._sent_upto
+
+    def _ready(self) -> bool:
+        """Whether the sink's thread has something to do (called under _changed)."""
+        if self._acked:
+            return True
+        connected = self._connected.is_set()
+        if connected and len(self._inflight) < INFLIGHT and self._unsent():
+            return True
+        if self._closing.is_set():  # done when nothing more can or need be sent
+            return not connected or (not self._inflight and not self._unsent()) or time.monotonic() >= self._close_by
+        return False
 
     def _run(self) -> None:
         while True:
-            event = self._q.get()  # blocks until publish() or close() puts something
-            if event is _WAKE:
-                if self._closing.is_set() and self._q.empty():
-                    return
-                continue
-            with self._changed:  # blocks while the broker is away, until it is back or the sink closes
-                self._changed.wait_for(lambda: self._connected.is_set() or self._closing.is_set())
-            if self._connected.is_set():
-                try:
-                    self._hand_over(event)
-                except Exception:  # never let one bad event kill the thread
-                    log.exception("mqtt: cannot publish event %r", getattr(event, "name", event))
-                    self._drop()
-                if self._closing.is_set() and self._q.empty():
-                    return
-            else:  # closing while the broker is away: what waits is lost
-                self._drop(1 + self._drain(), why="closed while the broker was away")
-                return
-
-    def _drain(self) -> int:
-        """Empty the queue; the number of events that were in it."""
-        n = 0
-        while True:
+            with self._changed:  # blocks until there is something to do
+                timeout = max(0.0, self._close_by - time.monotonic()) if self._closing.is_set() else None
+                self._changed.wait_for(self._ready, timeout)
+                acked, self._acked = self._acked, []
             try:
-                n += self._q.get_nowait() is not _WAKE
-            except queue.Empty:
-                return n
+                self._apply_acks(acked)
+                if self._closing.is_set() and (not self._connected.is_set() or time.monotonic() >= self._close_by
+                                               or (not self._inflight and not self._unsent())):
+                    return
+                if self._connected.is_set():
+                    self._hand_over()
+            except Exception as e:  # never let the thread die: say why, try again in a second (or on close)
+                if isinstance(e, SpoolError):
+                    self._warn_once(f"mqtt: {e}")
+                else:
+                    log.exception("mqtt: cannot publish from the spool")
+                self._closing.wait(1.0)
+
+    def _apply_acks(self, mids: list[int]) -> None:
+        rows = [r for r in (self._inflight.pop(m, None) for m in mids) if r is not None]  # others: availability...
+        if rows:
+            self.spool.ack(rows)
+            self._gauge()
+
+    def _hand_over(self) -> None:
+        """Hand the next stored events to paho, oldest first, up to INFLIGHT unacknowledged."""
+        room = INFLIGHT - len(self._inflight)
+        if room <= 0:
+            return
+        last = self.spool.last_id  # every row up to here is committed (or removed by the limits)
+        rows = self.spool.pending(self._sent_upto, room)
+        for row in rows:
+            self._sent_upto = row.id
+            try:  # paho keeps a message it could not send yet (rc NO_CONN) and sends it on reconnect
+                info = self.client.publish(row.topic, row.payload, qos=self.cfg.qos, retain=self.cfg.retain_events)
+            except (ValueError, TypeError) as e:  # a row paho will never take (it would block all behind it)
+                self.spool.ack([row.id])
+                self._drop(why=f"paho refused a stored event ({e})")
+                continue
+            self._inflight[info.mid] = row.id
+        if len(rows) < room:  # nothing else is stored up to `last`: ids the limits removed are skipped
+            self._sent_upto = max(self._sent_upto, last)
 
     def close(self, timeout: float = 1.0) -> None:
-        """Hand over what waits (while connected), publish ``offline`` (retained), disconnect.
+        """Hand over what is stored (while connected) and wait for its acknowledgements, publish ``offline``
+        (retained), disconnect. With a spool file, what is not acknowledged stays in it for the next start.
 
         Returns within about ``timeout`` seconds even when the broker is away.
         """
@@ -310,14 +406,10 @@ class MqttSink(Sink):
         self._closed = True
         deadline = time.monotonic() + timeout
         with self._changed:
+            self._close_by = deadline - 0.3
             self._closing.set()
             self._changed.notify_all()
-        try:  # wakes a worker blocked on the empty queue (a full one keeps it busy anyway)
-            self._q.put_nowait(_WAKE)
-        except queue.Full:
-            pass
-        # the worker drains the queue while connected; what it cannot hand over, it counts as dropped
-        self._worker.join(max(0.0, deadline - time.monotonic() - 0.3))
+        self._worker.join(max(0.0, deadline - time.monotonic()))
         if self._connected.is_set():
             q = self.cfg.qos if self.cfg.qos > 0 else 1
             info = self.client.publish(self.availability_topic, "offline", qos=q, retain=True)
@@ -325,8 +417,21 @@ class MqttSink(Sink):
                 info.wait_for_publish(max(0.05, deadline - time.monotonic() - 0.1))
             except (ValueError, RuntimeError):
                 pass
-        self._connected.clear()  # the worker, if still busy, stops handing over (and counts the rest)
+        self._connected.clear()
         self.client.disconnect()
         stopper = threading.Thread(target=self.client.loop_stop, name="edge-mqtt-stop", daemon=True)
         stopper.start()
         stopper.join(max(0.1, deadline - time.monotonic()))
+        if not self._worker.is_alive():  # acknowledgements that came while closing
+            with self._changed:
+                acked, self._acked = self._acked, []
+            try:
+                self._apply_acks(acked)
+            except SpoolError as e:
+                log.warning("mqtt: %s", e)
+            left = self.spool.count
+            if left and self.spool.in_memory:
+                self._drop(left, why="closed while the broker was away (no spool file: set [sinks.mqtt] spool_dir)")
+            elif left:
+                log.info("mqtt: %d events stay in the spool %s for the next start", left, self.spool.path)
+            self.spool.close()
