@@ -76,6 +76,10 @@ def test_vision_daemon_serves_status_and_writes_events(tmp_path):
         d.run()  # returns when duration_s is reached, then stops and flushes
     lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
     labels = {ev["event"] for ev in lines}
+    ids = [ev["id"] for ev in lines]
+    assert len(set(ids)) == len(ids) and all(len(i) == 32 for i in ids)  # an id of its own per event
+    assert d.status()["events"] == len(lines) == sum(d.event_counts.values())  # counted, not kept
+    assert set(d.event_counts) == labels
     assert {"espresso", "orange", "Pekingese"} <= labels
     for ev in lines:
         assert ev["decisions"][0]["modality"] == "vision" and ev["latency_ms"] >= 0
