@@ -358,11 +358,15 @@ class MqttSink(Sink):
                 acked, self._acked = self._acked, []
             try:
                 self._apply_acks(acked)
-                if self._closing.is_set() and (not self._connected.is_set() or time.monotonic() >= self._close_by
-                                               or (not self._inflight and not self._unsent())):
-                    return
-                if self._connected.is_set():
-                    self._hand_over()
+            except SpoolError as e:  # those rows stay: sent again after a restart (at least once)
+                self._warn_once(f"mqtt: {e}")
+            if self._closing.is_set() and (not self._connected.is_set() or time.monotonic() >= self._close_by
+                                           or (not self._inflight and not self._unsent())):
+                return
+            if not self._connected.is_set():
+                continue
+            try:
+                self._hand_over()
             except Exception as e:  # never let the thread die: say why, try again in a second (or on close)
                 if isinstance(e, SpoolError):
                     self._warn_once(f"mqtt: {e}")
