@@ -14,8 +14,9 @@ Durability: ``journal_mode=WAL`` with ``synchronous=FULL``. WAL alone (``NORMAL`
 survives SIGKILL, since a commit is in the operating system's cache once ``append`` returns, but
 on power loss it may roll back the last commits. Boards lose power (unplugged, brown-outs), so
 every commit is also synced to the medium: an ``append`` that returned is on disk. The cost is
-one fsync per message (events are at most a few per second, thanks to fusion's cooldowns);
-acknowledgements are applied in batches, one fsync per batch.
+one fsync per message (events are at most a few per second, thanks to fusion's cooldowns;
+``bench/spool.py`` measures it on the board's storage); acknowledgements are applied in batches,
+one fsync per batch.
 
 Capacity: the stored bytes (topic + payload) are kept within ``max_bytes``, rows older than
 ``max_age_s`` go, and optionally at most ``max_rows`` stay; beyond any of them the oldest rows
