@@ -51,11 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean", nargs="+", type=float, default=[127.5], help="pixel mean, one or three values (0..255 scale)")
     p.add_argument("--std", nargs="+", type=float, default=[127.5], help="pixel std, one or three values (0..255 scale)")
     p.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB")
-    p.add_argument("--calibration-method", choices=["minmax", "entropy", "percentile"], default="minmax",
-                   help="ONNX Runtime calibration (the TFLite converter always uses min/max)")
+    p.add_argument("--calibration-method", choices=["auto", "minmax", "percentile", "entropy", "distribution"],
+                   default="auto", help="ONNX Runtime calibration; auto: minmax, and when that misses the fidelity "
+                                        "target the others too, keeping the most faithful (TFLite always uses min/max)")
     p.add_argument("--activations", choices=["int8", "int16"], default="int8", help="int16 gives 16x8 models (audio)")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
-                   help="fail (exit 3) when int8 loses more than this many percentage points (default 1.0)")
+                   help="fail (exit 3) when int8 loses more than this many percentage points (default 1.0): "
+                        "accuracy with labelled --eval data; without labels, the share of confident float "
+                        "predictions int8 changes and of float top-1s outside int8's top-k")
+    p.add_argument("--max-kl", type=float, default=0.05, metavar="NATS",
+                   help="without labels, also fail when the mean top-k KL(float || int8) is over this (default 0.05)")
+    p.add_argument("--mixed-precision", choices=["auto", "off"], default="auto",
+                   help="auto: when full-integer TFLite int8 misses the fidelity target, leave the fewest ops that "
+                        "quantization damages most float (never for --target coral/android); off: full integer only")
     p.add_argument("--name", help="model name in the manifest (default: the source file name)")
     p.add_argument("--calibration-limit", type=int, default=300, metavar="N", help="at most N calibration examples")
     p.add_argument("--eval-limit", type=int, default=1000, metavar="N", help="at most N evaluation examples")
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                        labels=args.labels, formats=args.formats, target=args.target,
                        size=tuple(args.size) if args.size else None, resize=args.resize, mean=args.mean, std=args.std,
                        channel_order=args.channel_order, calibration_method=args.calibration_method,
-                       activations=args.activations, max_accuracy_drop=args.max_accuracy_drop, name=args.name,
+                       activations=args.activations, max_accuracy_drop=args.max_accuracy_drop, max_kl=args.max_kl, mixed_precision=args.mixed_precision == "auto", name=args.name,
                        calibration_limit=args.calibration_limit, eval_limit=args.eval_limit, threads=args.threads,
                        hop_frames=args.hop_frames)
         with QuietNative(not args.verbose):

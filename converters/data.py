@@ -79,11 +79,14 @@ def load(path: str | Path, flag: str, inputs: list[IOSpec], image: ImagePreproce
         return _load_npz(p, flag, inputs, streaming, limit, seed)
     from edge_runtime.preprocess import IMAGE_SUFFIXES
 
+    if len(inputs) > 1 and not streaming:
+        raise ConvertError(f"{flag} {p}: the model takes {len(inputs)} inputs ({', '.join(s.name for s in inputs)}) "
+                           "and a folder feeds one; pass an .npz with one array per input, named after it")
     img_files, classes, labels = _walk(p, IMAGE_SUFFIXES)
     if img_files:
         if image is None:
             raise ConvertError(f"{flag} {p}: holds images but the model input {inputs[0].shape} is not an image "
-                               "(N, H, W, 3); pass an .npz of input tensors")
+                               "(N, H, W, 1|3) or (N, 1|3, H, W); pass an .npz of input tensors")
         return _load_images(p, flag, img_files, classes, labels, image, limit, seed)
     wav_files, classes, labels = _walk(p, WAV_SUFFIXES)
     if wav_files:

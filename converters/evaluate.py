@@ -20,6 +20,27 @@ from .data import Dataset, progress
 from .source import SourceModel
 
 CONFIDENT = 0.5  # float top-1 probability at or above which a prediction counts as confident
+TOP_K = 5  # "float's top-1 inside the artifact's top-k" and the top-k KL (fewer for models with few classes)
+
+
+def top_k(n_classes: int) -> int:
+    return max(1, min(TOP_K, n_classes // 2))
+
+
+def kl_top_k(pr: np.ndarray, pg: np.ndarray, k: int) -> np.ndarray:
+    """KL(float || artifact) over float's top-k classes plus one bin holding all the others.
+
+    Quantized softmax outputs round small probabilities to zero, and the plain KL then
+    measures those rounding floors over hundreds of classes; merging the tail keeps the
+    figure about the classes that decide the prediction.
+    """
+    idx = np.argsort(-pr, axis=1)[:, :k]
+    rows = np.arange(len(pr))[:, None]
+    top_r, top_g = pr[rows, idx], pg[rows, idx]
+    br = np.concatenate([top_r, np.clip(1 - top_r.sum(1, keepdims=True), 0, 1)], axis=1)
+    bg = np.concatenate([top_g, np.clip(1 - top_g.sum(1, keepdims=True), 0, 1)], axis=1)
+    br, bg = np.clip(br, 1e-8, 1), np.clip(bg, 1e-8, 1)
+    return np.sum(br * (np.log(br) - np.log(bg)), axis=1)
 
 
 def probabilities(x: np.ndarray) -> np.ndarray:
@@ -107,12 +128,17 @@ def compare(ref: Scores, got: Scores, labels: np.ndarray | None, classes: list[s
     top_r, top_g = pr.argmax(1), pg.argmax(1)
     agree = top_r == top_g
     confident = pr.max(1) >= CONFIDENT
+    k = top_k(pr.shape[1])
+    in_top_k = (np.argsort(-pg, axis=1)[:, :k] == top_r[:, None]).any(axis=1)
     m: dict[str, Any] = {
         "agreement": float(agree.mean()),
         "agreement_confident": float(agree[confident].mean()) if confident.any() else None,
         "agreement_uncertain": float(agree[~confident].mean()) if (~confident).any() else None,
         "confident_fraction": float(confident.mean()),
         "kl_mean": float(np.mean(np.sum(pr * (np.log(pr) - np.log(pg)), axis=1))),
+        "top_k": k,
+        "top_k_agreement": float(in_top_k.mean()),
+        "kl_top_k": float(np.mean(kl_top_k(pr, pg, k))),
     }
     m.update(accuracy_metrics(got.final, labels, classes))
     if ref.steps is not None and got.steps is not None:

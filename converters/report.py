@@ -461,22 +461,23 @@ def _kv_table(items: Iterable[tuple[Any, Any]]) -> str:
 def _banner(report: Mapping, arts: list[dict]) -> str:
     passed = report.get("passed")
     cls, verdict = ("pass", "PASS") if passed is True else ("fail", "FAIL") if passed is False else ("unknown", DASH)
-    limit = _num(report.get("max_accuracy_drop_pp"))
-    basis = report.get("drop_basis")
-    drops = _dict(report.get("accuracy_drop_pp"))
-    if not drops:  # still name the quantized artifacts, with an unknown drop
-        drops = {_art_id(a, i): None for i, a in enumerate(arts) if _is_quantized(a)}
+    gate = _dict(report.get("gate"))
+    if not gate:  # still name the quantized artifacts, with unknown figures
+        gate = {_art_id(a, i): {} for i, a in enumerate(arts) if _is_quantized(a)}
     items = []
-    for aid, d in drops.items():
-        v = _num(d)
-        cls_d = "over" if v is not None and limit is not None and v > limit + 1e-9 else "better" if v is not None and v < 0 else ""
-        span = f'<span class="{cls_d}">{_pp(v)}</span>' if cls_d else _pp(v)
-        items.append(f"<li>{_e(aid)}: {span}</li>")
-    limit_txt = DASH if limit is None else f"{limit:.2f} pp"
+    for aid, g in gate.items():
+        figures = []
+        for name, f in _dict(_dict(g).get("figures")).items():
+            v, lim = _num(_dict(f).get("value")), _num(_dict(f).get("limit"))
+            text = DASH if v is None else f"{v:.3g}"
+            over = v is not None and lim is not None and v > lim + 1e-9
+            figures.append(f"{_e(name)} <span class=\"{'over' if over else ''}\">{html.escape(text)}</span>"
+                           f" (limit {DASH if lim is None else f'{lim:g}'})")
+        items.append(f"<li>{_e(aid)}: {' · '.join(figures) or DASH}</li>")
     return (f'<div class="banner {cls}"><span class="verdict">{verdict}</span>'
-            f"accuracy-drop limit: <strong>{html.escape(limit_txt)}</strong> · drop basis: {_e(basis)}"
+            f"gate basis: {_e(report.get('drop_basis'))}"
             f"<ul>{''.join(items) or f'<li>{DASH}</li>'}</ul>"
-            f'<div class="note">Drop in percentage points against the float model; positive = worse.</div></div>')
+            f'<div class="note">pp: percentage points against the float model; positive = worse.</div></div>')
 
 
 def _summary(report: Mapping, arts: list[dict]) -> str:
@@ -496,7 +497,8 @@ def _summary(report: Mapping, arts: list[dict]) -> str:
                ("p90 ms", "n"), ("speed-up vs float", "n")]
     if has_acc:
         headers.append(("accuracy", "n"))
-    headers += [("agreement", "n"), ("agreement confident", "n"), ("agreement uncertain", "n"), ("mean KL", "n")]
+    headers += [("agreement", "n"), ("agreement confident", "n"), ("agreement uncertain", "n"),
+                ("float top-1 in top-k", "n"), ("mean KL", "n"), ("top-k KL", "n")]
     if streaming:
         headers += [("step agreement", "n"), ("max |Δscore|", "n")]
 
@@ -513,7 +515,8 @@ def _summary(report: Mapping, arts: list[dict]) -> str:
         if has_acc:
             cells.append((_pct(a.get("accuracy")), "n"))
         cells += [(_pct(a.get("agreement")), "n"), (_pct(a.get("agreement_confident")), "n"),
-                  (_pct(a.get("agreement_uncertain")), "n"), (_kl(a.get("kl_mean")), "n")]
+                  (_pct(a.get("agreement_uncertain")), "n"), (_pct(a.get("top_k_agreement")), "n"),
+                  (_kl(a.get("kl_mean")), "n"), (_kl(a.get("kl_top_k")), "n")]
         if streaming:
             cells += [(_pct(a.get("step_agreement")), "n"), (_fmt(a.get("step_score_max_abs_diff"), ".4f"), "n")]
         rows.append(("fastest" if is_fast else "", cells))
@@ -522,7 +525,9 @@ def _summary(report: Mapping, arts: list[dict]) -> str:
     conf = next((_num(a.get("confident_fraction")) for a in arts if _num(a.get("confident_fraction")) is not None), None)
     notes.append("Agreement: the artifact's top-1 equals the float model's top-1. Confident: float top-1 probability "
                  f"≥ 0.5 ({DASH if conf is None else f'{100 * conf:.1f}%'} of the eval samples); uncertain: the rest. "
-                 "Mean KL: KL(float ‖ artifact) of the output probabilities. Size and speed-up are against the "
+                 "Top-k: the float top-1 is among the artifact's k best. Mean KL: KL(float ‖ artifact) of the output "
+                 "probabilities; top-k KL: the same over float's k best classes plus one bin for the rest, which "
+                 "int8's rounding of tiny probabilities to zero does not inflate. Size and speed-up are against the "
                  "float artifact of the same format.")
     runs = {(_num(_dict(a.get("latency_ms")).get("runs")), _num(_dict(a.get("latency_ms")).get("threads"))) for a in arts}
     runs.discard((None, None))

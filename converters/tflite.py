@@ -19,49 +19,105 @@ log = logging.getLogger(__name__)
 BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 
-def convert(source: SourceModel, workdir: Path, out: Path, precision: str,
-            samples: list[list[np.ndarray]] | None = None, io_dtype: str = "int8") -> None:
-    """Write ``out``: float32, full-integer int8 or 16x8 TFLite of ``source``.
-
-    ``samples`` are calibration examples, each a list of arrays (batch 1) in the
-    source's input order; they are fed as dicts keyed by the signature's input
-    names, never positionally.
-    """
+def _converter(source: SourceModel, workdir: Path, precision: str, samples: list[list[np.ndarray]] | None,
+               io_dtype: str, float_fallback: bool = False):
+    """The TFLite converter set up for ``precision``, and the calibration generator it reads."""
     _quiet_tf()
     import tensorflow as tf
 
-    saved = source.saved_model(workdir)
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model(workdir)))
+    names = [s.name for s in source.inputs]
+    data = samples or []
+
+    def representative():
+        for ex in progress(data, f"calibrating TFLite {precision}"):
+            yield {n: np.asarray(a, np.float32) for n, a in zip(names, ex)}
+
     if precision != "float32":
-        names = [s.name for s in source.inputs]
-        data = samples or []
-
-        def representative():
-            for ex in progress(data, f"calibrating TFLite {precision}"):
-                yield {n: np.asarray(a, np.float32) for n, a in zip(names, ex)}
-
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative
         if precision == "int16x8":
             conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
             conv.inference_input_type = conv.inference_output_type = tf.int16
         else:
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.target_spec.supported_ops = ops + [tf.lite.OpsSet.TFLITE_BUILTINS] if float_fallback else ops
             dt = tf.uint8 if io_dtype == "uint8" else tf.int8
             conv.inference_input_type = conv.inference_output_type = dt
+    return conv, representative
+
+
+def _positional(samples: list[list[np.ndarray]]):
+    """The calibration samples as the quantization debugger reads them: input lists (one input)."""
+    def gen():
+        for ex in samples:
+            yield [np.asarray(ex[0], np.float32)]
+    return gen
+
+
+def convert(source: SourceModel, workdir: Path, out: Path, precision: str,
+            samples: list[list[np.ndarray]] | None = None, io_dtype: str = "int8",
+            float_layers: list[str] | None = None) -> None:
+    """Write ``out``: float32, full-integer int8 or 16x8 TFLite of ``source``.
+
+    ``samples`` are calibration examples, each a list of arrays (batch 1) in the
+    source's input order; they are fed as dicts keyed by the signature's input
+    names, never positionally. ``float_layers`` (int8 only) names the ops, by output
+    tensor as :func:`layer_sensitivity` lists them, that stay float (mixed precision);
+    everything else is int8, with int8 I/O. Mixed precision takes single-input models.
+    """
+    import tensorflow as tf
+
+    conv, representative = _converter(source, workdir, precision, samples, io_dtype, float_fallback=bool(float_layers))
     try:
-        blob = conv.convert()
+        if float_layers:
+            options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_layers))
+            debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=_positional(samples or []),
+                                                                 debug_options=options)
+            blob = debugger.get_nondebug_quantized_model()
+        else:
+            blob = conv.convert()
     except Exception as e:  # ConverterError, ValueError, RuntimeError...
         raise ConvertError(f"{source.path}: the TFLite converter failed for {precision}: {_converter_reason(e)}") from None
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(blob)
     tmp.replace(out)
-    if precision != "float32":
+    if precision != "float32" and not float_layers:
         float_ops = float_compute_ops(out)
         if float_ops:
             out.unlink()
             raise ConvertError(f"{source.path}: full-integer {precision} was asked but these ops stay float: "
                                f"{', '.join(float_ops)}; replace them in the model or use --format onnx")
+
+
+def layer_sensitivity(source: SourceModel, workdir: Path, samples: list[list[np.ndarray]], io_dtype: str) -> list[str]:
+    """The int8 model's quantized ops by output tensor, the most damaged by quantization first.
+
+    TFLite's quantization debugger runs the calibration samples through the int8 model
+    with every op also computed in float, and gives each op's root-mean-square error;
+    divided by the op's output quantization step it says how many steps of error each
+    op adds, comparable across layers (the debugger's own suggested ranking).
+    """
+    import csv
+    import io
+
+    import tensorflow as tf
+
+    conv, _ = _converter(source, workdir, "int8", samples, io_dtype, float_fallback=True)
+    try:
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=_positional(samples))
+        debugger.run()
+    except Exception as e:
+        raise ConvertError(f"{source.path}: TFLite's quantization debugger failed: {_converter_reason(e)}") from None
+    buf = io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    buf.seek(0)
+    ranked = []
+    for row in csv.DictReader(buf):
+        scale, mse = float(row["scale"]), float(row["mean_squared_error"])
+        if scale > 0 and np.isfinite(mse):
+            ranked.append((-np.sqrt(mse) / scale, row["tensor_name"]))
+    return [name for _, name in sorted(ranked)]
 
 
 def _converter_reason(e: Exception) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 RESIZE_MODES = ("squash", "crop", "letterbox")
+COLOR_MODES = ("rgb", "gray")  # gray: ITU-R BT.601 luma, one channel
+LAYOUTS = ("nhwc", "nchw")
+MAX_IMAGE_SIDE = 8192  # a model input side; camera frames and files have their own caps
 TARGETS = ("generic", "rpi", "coral", "jetson", "android")
 
 
@@ -71,13 +75,43 @@ class StatePair:
 
 @dataclass(frozen=True)
 class ImagePreprocessing:
-    """pixel (0..255, channel_order) -> resize -> (pixel - mean) / std, NHWC."""
+    """pixel (0..255) -> resize -> colour (RGB in channel_order, or grey) -> (pixel - mean) / std -> layout.
+
+    ``mean`` and ``std`` hold one value per channel: three for ``color = "rgb"``, one for ``"gray"``.
+    """
 
     size: list[int]  # [height, width]
     resize: str = "squash"
     channel_order: str = "RGB"
     mean: list[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
     std: list[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+    color: str = "rgb"
+    layout: str = "nhwc"
+
+    def __post_init__(self) -> None:
+        for key, value, allowed in (("resize", self.resize, RESIZE_MODES), ("color", self.color, COLOR_MODES),
+                                    ("layout", self.layout, LAYOUTS), ("channel_order", self.channel_order, ("RGB", "BGR"))):
+            if value not in allowed:
+                raise ValueError(f"image {key} {value!r} is not one of {', '.join(allowed)}")
+        if (not isinstance(self.size, list) or len(self.size) != 2
+                or not all(isinstance(v, int) and 1 <= v <= MAX_IMAGE_SIDE for v in self.size)):
+            raise ValueError(f"image size {self.size!r} must be [height, width], each 1..{MAX_IMAGE_SIDE}")
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if (not isinstance(values, list) or len(values) != self.channels
+                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
+                raise ValueError(f"image {key} {values!r} must hold {self.channels} finite number(s), "
+                                 f"one per {self.color} channel")
+        if any(v == 0 for v in self.std):
+            raise ValueError("image std must not be 0")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    def input_shape(self) -> list[int]:
+        """The model input this preprocessing makes, batch first."""
+        h, w = self.size
+        return [1, self.channels, h, w] if self.layout == "nchw" else [1, h, w, self.channels]
 
 
 @dataclass(frozen=True)

@@ -99,17 +99,26 @@ def _normalise(x: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
     return (x.astype(np.float32) - mean) / std
 
 
-def _ordered(x: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
-    return x[..., ::-1] if spec.channel_order.upper() == "BGR" else x
+def _colour(img_rgb: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> (H, W, C) uint8 in the model's colour mode and channel order."""
+    if spec.color == "gray":
+        import cv2
+
+        return cv2.cvtColor(img_rgb, cv2.COLOR_RGB2GRAY)[..., None]  # ITU-R BT.601 luma
+    return img_rgb[..., ::-1] if spec.channel_order.upper() == "BGR" else img_rgb
+
+
+def _laid_out(x: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(2, 0, 1) if spec.layout == "nchw" else x)
 
 
 def image_to_input(img_rgb: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> float32 model input (size[0], size[1], 3), normalised."""
-    return _normalise(_ordered(resize(img_rgb, spec.size, spec.resize), spec), spec)
+    """RGB uint8 (H, W, 3) -> float32 model input, normalised: (h, w, C), or (C, h, w) for NCHW."""
+    return _laid_out(_normalise(_colour(resize(img_rgb, spec.size, spec.resize), spec), spec), spec)
 
 
 def quantized_lut(spec: ImagePreprocessing, scale: float, zero_point: int, dtype: str) -> np.ndarray:
-    """Pixel value -> quantized model input, per channel: a (256, 1, 3) uint8 table for cv2.LUT.
+    """Pixel value -> quantized model input, per channel: a (256, 1, C) uint8 table for cv2.LUT.
 
     Built by pushing every pixel value through the same normalisation as
     :func:`image_to_input` and the engine's quantization, so the table path gives
@@ -119,7 +128,7 @@ def quantized_lut(spec: ImagePreprocessing, scale: float, zero_point: int, dtype
     from .engines.base import quantize
     from .manifest import Quantization
 
-    values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)[:, None, :]  # (256, 1, 3)
+    values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], spec.channels, axis=1)[:, None, :]  # (256, 1, C)
     q = quantize(_normalise(values, spec), Quantization([scale], [zero_point]), dtype)
     return np.ascontiguousarray(q.view(np.uint8))
 
@@ -128,8 +137,9 @@ def image_to_quantized(img_rgb: np.ndarray, spec: ImagePreprocessing, lut: np.nd
     """RGB uint8 -> int8/uint8 model input through :func:`quantized_lut`'s table."""
     import cv2
 
-    x = np.ascontiguousarray(_ordered(resize(img_rgb, spec.size, spec.resize), spec))
-    return cv2.LUT(x, lut).view(dtype)
+    x = np.ascontiguousarray(_colour(resize(img_rgb, spec.size, spec.resize), spec))
+    q = cv2.LUT(x, lut).reshape(x.shape)  # cv2 drops a single channel's axis
+    return _laid_out(q, spec).view(dtype)
 
 
 def list_images(folder: str | Path) -> list[Path]:

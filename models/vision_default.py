@@ -224,6 +224,20 @@ def _variants(img: np.ndarray, n: int, rng: np.random.Generator, max_side: int =
     return out
 
 
+def write_variants(out: Path, photos: list[Path], per_photo: int, rng: np.random.Generator) -> int:
+    """A flat folder of ``per_photo`` random variants of each photo (unlabelled data); returns the count."""
+    import cv2
+
+    from edge_runtime.preprocess import read_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path in photos:
+        for i, v in enumerate(_variants(read_image(path), per_photo, rng)):
+            cv2.imwrite(str(out / f"{path.stem}-{i:02d}.jpg"), cv2.cvtColor(v, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return len(photos) * per_photo
+
+
 def write_calibration(out: Path, dirs: dict[str, list[Path]], samples: Path = SAMPLES_DIR,
                       per_sample: int = 12, per_photo: int = 4, seed: int = 0) -> dict[str, int]:
     """A flat folder of calibration images; returns counts by origin.

@@ -208,9 +208,10 @@ def test_accuracy_drop_over_the_limit_exits_3_and_writes_the_report(digits, tmp_
     cv2.imwrite(str(calib / "blank.png"), np.full((32, 32), 255, np.uint8))
     out = tmp_path / "bad"
     proc = run_cli(str(digits["keras"]), "--out", str(out), "--calibration", str(calib), "--eval", str(digits["eval"]),
-                   "--format", "tflite", "--max-accuracy-drop", "1.0")
+                   "--format", "tflite", "--max-accuracy-drop", "1.0", "--mixed-precision", "off")  # suite time
     assert proc.returncode == 3, proc.stderr
-    assert "more than --max-accuracy-drop 1.0" in proc.stderr and "Traceback" not in proc.stderr
+    assert "accuracy drop (pp)" in proc.stderr and "is over --max-accuracy-drop 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
     assert _report(out)["passed"] is False
 
@@ -272,3 +273,17 @@ def test_engines_report_what_they_run_on_and_why_they_fell_back(digits_out, capl
     # Falling back changes nothing in the answers.
     x = np.zeros((1, 96, 96, 3), np.float32)
     assert lite.run(x)[0].shape == (1, 10) and ort.run(x)[0].shape == (1, 10)
+
+
+def test_recurrent_onnx_with_int16_activations_names_the_winner_s_real_precision(lstm_step, tmp_path, capsys):
+    """Static 16x8 QDQ and dynamic int8 compete; whichever ships is labelled with what it is."""
+    src = tmp_path / "kws_window.keras"
+    lstm_step["model"].save(str(src))
+    out = tmp_path / "kws_window16"
+    assert _convert(capsys, str(src), "--out", str(out), "--calibration", str(lstm_step["calib"]),
+                    "--eval", str(lstm_step["eval"]), "--format", "onnx", "--activations", "int16") == 0
+    art = mf.load(out)[0].artifact("onnx")
+    dynamic = "dynamic" in art.notes["quantization"]
+    assert (art.id, art.precision) == (("onnx-int8", "int8") if dynamic else ("onnx-int16x8", "int16x8"))
+    assert "rejected_alternative" in art.notes
+    assert art.notes["rejected_alternative"].startswith("static" if dynamic else "dynamic")

@@ -148,3 +148,17 @@ def test_sigterm_mid_run_cleans_up_like_sigint(tmp_path, digits):
     assert not out.exists()
     assert not list(tmp_path.glob(".out.*")), "staging left behind"
     assert not list(tmp.iterdir()), f"temporary files left behind: {sorted(p.name for p in tmp.iterdir())}"
+
+
+def test_a_model_with_two_inputs_and_an_image_folder(tmp_path, digits):
+    """An image plus a feature vector: a folder cannot feed it (this was a traceback)."""
+    import keras
+
+    image, extra = keras.Input((32, 32, 3), name="image"), keras.Input((4,), name="extra")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(image))
+    model = keras.Model([image, extra], keras.layers.Dense(3, activation="softmax")(keras.layers.Concatenate()([x, extra])))
+    src = tmp_path / "two_inputs.keras"
+    model.save(str(src))
+    out = tmp_path / "out"
+    _fails_cleanly(run_cli(str(src), "--out", str(out), "--calibration", str(digits["calib"])), out,
+                   "--calibration", "takes 2 inputs", ".npz")

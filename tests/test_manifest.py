@@ -81,3 +81,26 @@ def test_not_a_manifest(tmp_path):
 def test_atomic_write_leaves_no_temp_file(tmp_path):
     mf.write_json_atomic(tmp_path / "x.json", {"a": 1})
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"resize": "bogus"}, "resize"), ({"size": [0, 0]}, "size"), ({"size": [224]}, "size"),
+    ({"size": [10 ** 6, 224]}, "size"), ({"color": "cmyk"}, "color"), ({"layout": "nwhc"}, "layout"),
+    ({"std": [0, 0, 0]}, "std"), ({"mean": [127.5]}, "mean"), ({"mean": [float("nan")] * 3}, "mean"),
+    ({"color": "gray"}, "mean"), ({"channel_order": "GBR"}, "channel_order"),
+])
+def test_image_preprocessing_out_of_range_is_refused(tmp_path, bad, needle):
+    m = _manifest(tmp_path)
+    d = m.to_dict()
+    d["preprocessing"] = {"image": {"size": [224, 224], **bad}}
+    with pytest.raises(mf.ManifestError, match=needle):
+        mf.Manifest.from_dict(d)
+
+
+def test_grey_nchw_image_preprocessing_round_trips(tmp_path):
+    m = _manifest(tmp_path)
+    d = m.to_dict()
+    d["preprocessing"] = {"image": {"size": [28, 28], "color": "gray", "layout": "nchw", "mean": [0.0], "std": [255.0]}}
+    pre = mf.Manifest.from_dict(d).preprocessing.image
+    assert (pre.channels, pre.input_shape()) == (1, [1, 1, 28, 28])
+    assert mf.Manifest.from_dict(mf.Manifest.from_dict(d).to_dict()).preprocessing.image == pre

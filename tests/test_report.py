@@ -108,6 +108,8 @@ def _labeled_report() -> dict:
         "max_accuracy_drop_pp": 1.0,
         "accuracy_drop_pp": {"tflite-int8": 0.28, "onnx-int8": -0.28},
         "drop_basis": "labels",
+        "gate": {"tflite-int8": {"figures": {"accuracy drop (pp)": {"value": 0.28, "limit": 1.0}}, "passed": True},
+                 "onnx-int8": {"figures": {"accuracy drop (pp)": {"value": -0.28, "limit": 1.0}}, "passed": True}},
         "passed": True,
         "warnings": ["onnx-int8 is slower than onnx-float32 on this host (0.57 ms vs 0.35 ms) & <check>"],
         "ops": {"tflite-int8": {"CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1, "FULLY_CONNECTED": 1,
@@ -154,7 +156,10 @@ def _streaming_report() -> dict:
         "fastest_on_host": None,
         "max_accuracy_drop_pp": 1.0,
         "accuracy_drop_pp": {"tflite-int8": 3.8, "onnx-int8": None},
-        "drop_basis": "agreement with float",
+        "drop_basis": "fidelity to float (no labels)",
+        "gate": {"tflite-int8": {"figures": {"confident predictions changed (pp)": {"value": 3.8, "limit": 1.0},
+                                             "top-k KL": {"value": 0.0412, "limit": 0.05}}, "passed": False},
+                 "onnx-int8": {"figures": {"top-k KL": {"value": None, "limit": 0.05}}, "passed": None}},
         "passed": False,
         "warnings": None,
         "ops": {"tflite-int8": None},
@@ -181,7 +186,7 @@ def test_labeled_report(tmp_path):
     for a in rep["artifacts"]:
         assert a["id"] in text
     assert "PASS" in text and "FAIL" not in text
-    assert "1.00 pp" in text and "labels" in text
+    assert "accuracy drop (pp) <span class=\"\">0.28</span> (limit 1)" in text and "labels" in text
     assert "digits-mobilenetv2" in text
     # the label with markup is escaped, never raw
     assert "&lt;b&gt;nine&lt;/b&gt;" in text
@@ -209,12 +214,12 @@ def test_streaming_report_without_labels(tmp_path):
         if a.get("id"):
             assert a["id"] in text
     assert "FAIL" in text and "PASS" not in text
-    assert "agreement with float" in text
+    assert "fidelity to float" in text
     assert "kws-crnn &lt;stream&gt;" in text and "<stream>" not in text
     assert "—" in text
     assert "step agreement" in text and "94.80%" in text and "0.2113" in text
     assert "No labels" in text
-    assert "+3.80 pp" in text
+    assert 'confident predictions changed (pp) <span class="over">3.8</span> (limit 1)' in text
     if HAS_MPL:
         assert c.srcs, "latency, size and agreement can still be plotted"
 

@@ -30,6 +30,10 @@ class ImageClassifier:
         self.spec = manifest.preprocessing.image
         self.engine: Engine = open_engine(manifest, folder, engine, threads=threads, accel=accel)
         self.labels = manifest.labels
+        want, got = self.spec.input_shape(), list(self.engine.inputs[0].shape)
+        if got != want:
+            raise ManifestError(f"{manifest.name!r}: its image preprocessing makes {want} but the model takes {got}; "
+                                "re-convert the model")
         # Quantized input: one table lookup replaces normalise + quantize (same numbers, no float pass).
         t = self.engine.inputs[0]
         q = t.quantization
