@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. piped into head: stop quietly
+        from edge_runtime.fileio import stdout_closed
+
+        return stdout_closed()
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def listen(args: argparse.Namespace) -> int:
-    from .audio.wav import AudioError, read_wav
+    import numpy as np
+
+    from .audio.wav import AudioError, wav_blocks, wav_info
     from .config import MAX_FALSE_ACCEPTS_PER_HOUR
     from .engines import EngineError
     from .manifest import ManifestError, load
@@ -78,12 +80,10 @@ def listen(args: argparse.Namespace) -> int:
     if args.chunk_ms <= 0:
         raise UserError(f"--chunk-ms {args.chunk_ms}: must be positive")
     sr = m.preprocessing.audio.sample_rate if m.preprocessing.audio else 16000
-    audio = []
-    for path in args.wavs:  # all files checked before the engine loads: a bad one is one line, nothing else
-        try:
-            audio.append(read_wav(path, sr))  # any rate / channels -> the model's rate, mono (as the microphone)
-        except AudioError as e:
-            raise UserError(str(e)) from None
+    try:  # every header checked before the engine loads: a bad file is one line, nothing else
+        infos = [wav_info(path, sr) for path in args.wavs]
+    except AudioError as e:
+        raise UserError(str(e)) from None
     try:
         spotter = KeywordSpotter(m, folder, args.engine, threads=args.threads, threshold=args.threshold,
                                  **({} if fa is None else {"false_accepts_per_hour": fa}))
@@ -101,11 +101,21 @@ def listen(args: argparse.Namespace) -> int:
             else:
                 print(f"{path}: {d.t:7.2f} s  {d.label}  {d.score:.3f}", flush=True)
 
-    for path, x in zip(args.wavs, audio):
+    for info in infos:  # decoded a block at a time (any rate / channels -> the model's rate, mono), as live audio
         spotter.reset()
-        for start in range(0, len(x), chunk):
-            show(path, spotter.process(x[start: start + chunk]))
-        show(path, spotter.flush())  # a keyword that ends the file is only complete after it
+        pending = np.zeros(0, np.float32)
+        try:
+            for block in wav_blocks(info, sr):
+                pending = np.concatenate([pending, block])
+                whole = len(pending) - len(pending) % chunk
+                for start in range(0, whole, chunk):
+                    show(info.path, spotter.process(pending[start: start + chunk]))
+                pending = pending[whole:]
+        except AudioError as e:
+            raise UserError(str(e)) from None
+        if len(pending):
+            show(info.path, spotter.process(pending))
+        show(info.path, spotter.flush())  # a keyword that ends the file is only complete after it
     return 0
 
 
@@ -278,10 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. piped into head: stop quietly
-        import os
+        from .fileio import stdout_closed
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return stdout_closed()
 
 
 if __name__ == "__main__":

@@ -34,3 +34,12 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def stdout_closed() -> int:
+    """After a BrokenPipeError (output piped into ``head``): point stdout at /dev/null so Python's
+    exit flush does not raise again, and return the exit code 0."""
+    import sys
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0

@@ -219,3 +219,54 @@ def test_streaming_resampler_matches_one_shot_length():
 def test_resampler_pass_through():
     x = _noise(100)
     assert np.array_equal(Resampler(SR, SR).process(x), x)
+
+
+def _riff(path, data: bytes, sr: int = SR, channels: int = 1, width: int = 2, declared: int | None = None) -> None:
+    """A PCM WAV written byte by byte, so its header can say what the data is not."""
+    import struct
+
+    n = len(data) if declared is None else declared
+    fmt = struct.pack("<HHIIHH", 1, channels, sr, sr * channels * width, channels * width, 8 * width)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + n) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
+                     + b"data" + struct.pack("<I", n) + data)
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("truncated", "truncated"), ("huge header", "truncated"), ("1 Hz", "1 Hz"), ("too long", "more than 60 s"),
+])
+def test_broken_headers_are_one_line_before_decoding(tmp_path, case, needle):
+    path = tmp_path / "bad.wav"
+    pcm = (np.zeros(1600, "<i2")).tobytes()
+    if case == "truncated":
+        _riff(path, pcm, declared=2 * len(pcm))
+    elif case == "huge header":  # 4 GB promised over 0.1 s of data
+        _riff(path, pcm, declared=0xFFFFFF00)
+    elif case == "1 Hz":
+        _riff(path, pcm, sr=1)
+    else:
+        _riff(path, np.zeros(SR * 61, "<i2").tobytes())
+    with pytest.raises(AudioError, match=re.escape(str(path)) + ".*" + needle) as e:
+        read_wav(path, SR, max_seconds=60)
+    assert "\n" not in str(e.value)
+
+
+def test_nan_samples_are_refused_with_their_time(tmp_path):
+    import soundfile
+
+    x = np.zeros(SR, np.float32)
+    x[SR // 2] = np.nan
+    path = tmp_path / "nan.wav"
+    soundfile.write(str(path), x, SR, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN or infinite samples .first at 0.50 s"):
+        read_wav(path, SR)
+
+
+def test_blocks_stream_a_long_file_in_pieces_equal_to_the_whole(tmp_path):
+    from edge_runtime.audio.wav import wav_blocks, wav_info
+
+    x = _sine(440.0, 44100, 3.3, 0.5)
+    path = tmp_path / "long.wav"
+    _write_pcm(path, x, 44100)
+    blocks = list(wav_blocks(wav_info(path, SR), SR, block_s=0.5))
+    assert len(blocks) >= 6 and max(len(b) for b in blocks) <= 0.6 * SR
+    np.testing.assert_allclose(np.concatenate(blocks), read_wav(path, SR), atol=1e-6)

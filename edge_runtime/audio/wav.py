@@ -1,14 +1,17 @@
 """WAV files as the microphone delivers audio: float32 mono in [-1, 1] at the model's rate.
 
-PCM 8/16/24/32-bit is read with the stdlib ``wave``; IEEE-float and other WAVs
-fall back to ``soundfile`` when it is installed. Rate conversion goes through
-:class:`Resampler` (``soxr``), shared by the file and the microphone paths.
+``soundfile`` (libsndfile) decodes every WAV kind (PCM 8-32 bit, float, extensible), a block at
+a time; the header is checked first (:func:`wav_info`) so a broken, truncated or absurd file is one
+line before anything is decoded. Rate conversion goes through :class:`Resampler` (``soxr``),
+shared by the file and the microphone paths.
 """
 
 from __future__ import annotations
 
 import os
 import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,47 +70,41 @@ class Resampler:
         self._stream = None
 
 
-def _decode_pcm(raw: bytes, width: int, channels: int) -> np.ndarray:
-    frame = width * channels
-    raw = raw[: len(raw) - len(raw) % frame]  # a truncated last frame
-    if width == 1:
-        x = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        x = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-    elif width == 3:
-        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        v = np.where(v >= 1 << 23, v - (1 << 24), v)  # sign-extend 24 bits
-        x = v.astype(np.float32) / float(1 << 23)
-    elif width == 4:
-        x = (np.frombuffer(raw, dtype="<i4").astype(np.float64) / float(1 << 31)).astype(np.float32)
-    else:
-        raise ValueError(f"{8 * width}-bit PCM")
-    return x.reshape(-1, channels)
+MIN_RATE, MAX_RATE = 1000, 384_000  # Hz: what a WAV of speech can hold; outside it the header is wrong
+MAX_CHANNELS = 32
+BLOCK_S = 1.0  # seconds decoded at a time: a file is never decoded whole
 
 
-def _read_wave(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as w:
-        channels, width, sr = w.getnchannels(), w.getsampwidth(), w.getframerate()
-        raw = w.readframes(w.getnframes())
-    return _decode_pcm(raw, width, channels), sr
+@dataclass(frozen=True)
+class WavInfo:
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
 
 
-def _read_soundfile(path: Path, sample_rate: int) -> tuple[np.ndarray, int]:
+def _declared_frames(path: Path) -> int | None:
+    """Frames the header of a PCM WAV promises (the stdlib reads it without decoding); None otherwise."""
     try:
-        import soundfile
-    except ImportError:
-        raise AudioError(f"{path}: not a PCM WAV file the stdlib can read and soundfile is not installed; "
-                         f"{_convert_hint(path, sample_rate)} or 'pip install soundfile'") from None
-    try:
-        x, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except Exception:
-        raise AudioError(f"{path}: not a readable WAV file; {_convert_hint(path, sample_rate)}") from None
-    return np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0), int(sr)
+        with wave.open(str(path), "rb") as w:
+            return w.getnframes()
+    except (wave.Error, EOFError, ValueError, OSError):
+        return None
 
 
-def read_wav(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.ndarray:
-    """Read a WAV file as float32 mono in [-1, 1] at ``sample_rate``; :class:`AudioError` if unusable."""
+def wav_info(path: str | os.PathLike[str], sample_rate: int = 16000, max_seconds: float | None = None) -> WavInfo:
+    """Check a WAV file from its header, decoding nothing; :class:`AudioError` (one line) if unusable.
+
+    Refused: a missing, empty or non-audio file; a sample rate outside 1..384 kHz or more than 32
+    channels (a broken header); no samples; data shorter than the header promises (a truncated
+    copy); longer than ``max_seconds``.
+    """
+    import soundfile
+
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not a WAV file" if path.is_dir() else "no such file"
@@ -115,15 +112,59 @@ def read_wav(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.ndarr
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file; record or copy it again")
     try:
-        x, sr = _read_wave(path)
-    except (wave.Error, EOFError, ValueError):
-        x, sr = _read_soundfile(path, sample_rate)
+        i = soundfile.info(str(path))
+    except soundfile.LibsndfileError:
+        raise AudioError(f"{path}: not a readable WAV file; {_convert_hint(path, sample_rate)}") from None
     except OSError as e:
         raise AudioError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from None
-    if len(x) == 0 or sr <= 0:
+    if not MIN_RATE <= i.samplerate <= MAX_RATE or not 1 <= i.channels <= MAX_CHANNELS:
+        raise AudioError(f"{path}: the header says {i.samplerate} Hz, {i.channels} channel(s), which no recording "
+                         f"has; {_convert_hint(path, sample_rate)}")
+    if i.frames <= 0:
         raise AudioError(f"{path}: contains no audio samples; record or copy it again")
-    y = Resampler(sr, sample_rate).process(to_mono(x), last=True)
-    return np.clip(y, -1.0, 1.0).astype(np.float32, copy=False)
+    declared = _declared_frames(path)
+    if declared is not None and declared > i.frames:
+        raise AudioError(f"{path}: truncated: the header promises {declared / i.samplerate:.2f} s of audio but the "
+                         f"file holds {i.frames / i.samplerate:.2f} s; copy it again")
+    info = WavInfo(path, int(i.samplerate), int(i.channels), int(i.frames))
+    if max_seconds is not None and info.seconds > max_seconds:
+        raise AudioError(f"{path}: {info.seconds:.0f} s long, more than {max_seconds:g} s; cut it into shorter files")
+    return info
+
+
+def wav_blocks(info: WavInfo, sample_rate: int, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
+    """The file's audio as float32 mono in [-1, 1] at ``sample_rate``, about ``block_s`` seconds at a time.
+
+    NaN or infinite samples (a broken float WAV) are an :class:`AudioError` naming the time.
+    """
+    import soundfile
+
+    block = max(1, round(block_s * info.sample_rate))
+    resampler = Resampler(info.sample_rate, sample_rate)
+    done = 0
+    try:
+        with soundfile.SoundFile(str(info.path)) as f:
+            while True:
+                x = f.read(block, dtype="float32", always_2d=True)
+                last = len(x) < block
+                if not np.isfinite(x).all():
+                    t = (done + int(np.argmax(~np.isfinite(x).all(axis=1)))) / info.sample_rate
+                    raise AudioError(f"{info.path}: holds NaN or infinite samples (first at {t:.2f} s); "
+                                     "re-export it as 16-bit PCM")
+                done += len(x)
+                y = resampler.process(to_mono(x), last=last)
+                if len(y):
+                    yield np.clip(y, -1.0, 1.0)
+                if last:
+                    return
+    except soundfile.LibsndfileError as e:
+        raise AudioError(f"{info.path}: cannot be decoded ({e}); {_convert_hint(info.path, sample_rate)}") from None
+
+
+def read_wav(path: str | os.PathLike[str], sample_rate: int = 16000, max_seconds: float | None = None) -> np.ndarray:
+    """A whole (short) WAV file as float32 mono in [-1, 1] at ``sample_rate``; :class:`AudioError` if unusable."""
+    blocks = list(wav_blocks(wav_info(path, sample_rate, max_seconds), sample_rate))
+    return np.concatenate(blocks).astype(np.float32, copy=False) if blocks else np.zeros(0, np.float32)
 
 
 def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> None:

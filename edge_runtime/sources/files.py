@@ -13,13 +13,16 @@ import numpy as np
 
 from . import AudioChunk, RateMeter, Source, SourceError, SourceStats
 
+MAX_WAV_SECONDS = 600.0  # a file source holds its audio in memory (10 min: 38 MB at 16 kHz)
+
 
 class WavFileSource(Source):
     """A WAV file (any rate / channels, read as float32 mono at ``sample_rate``) in ``block_ms`` chunks.
 
     ``realtime=True`` paces the chunks to the wall clock (a 1 s file takes about 1 s), as a
     microphone would deliver them; ``realtime=False`` returns them as fast as they are read.
-    ``loop=True`` starts over at the end; ``start_sample`` keeps counting across loops.
+    ``loop=True`` starts over at the end; ``start_sample`` keeps counting across loops. The file
+    is held in memory, so it may be at most ``MAX_WAV_SECONDS`` long.
     """
 
     def __init__(self, name: str, path: str | Path, realtime: bool = True, block_ms: float = 100,
@@ -49,7 +52,7 @@ class WavFileSource(Source):
             from ..audio.wav import AudioError, read_wav
 
             try:
-                audio = read_wav(self.path, self.sample_rate)
+                audio = read_wav(self.path, self.sample_rate, max_seconds=MAX_WAV_SECONDS)
             except AudioError as e:
                 raise SourceError(str(e)) from None
             if len(audio) == 0:
