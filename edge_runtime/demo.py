@@ -4,7 +4,7 @@ The sample photos play as a 1 fps video stream (looping) while a recording of
 speech with keywords plays as the microphone; both shipped models run, fusion
 applies a rule ("a dog on camera and 'stop' said within 1.5 s"), events go to
 standard output as JSON lines and the HTTP status endpoint serves while it runs.
-It ends by itself when the recording ends.
+It ends by itself when the recording ends (``--fast``: when each photo has played once).
 """
 
 from __future__ import annotations
@@ -19,14 +19,19 @@ from .defaults import SAMPLES
 
 DEMO_AUDIO = SAMPLES / "audio" / "keywords.wav"
 DEMO_IMAGES = SAMPLES / "images"
+DEMO_FPS = 1.0
 
 
 def demo_config(http_port: int = 0, realtime: bool = True) -> Config:
+    from .preprocess import list_images
+
     with wave.open(str(DEMO_AUDIO)) as w:
         seconds = w.getnframes() / w.getframerate()
+    if not realtime:  # the audio is read at once; the photos (a folder cycles for ever) each play once
+        seconds = len(list_images(DEMO_IMAGES)) / DEMO_FPS
     return Config(
-        runtime=RuntimeConfig(log_level="warning", duration_s=seconds + 1.0 if realtime else None),
-        camera=CameraConfig(uri=str(DEMO_IMAGES), fps=1.0, loop=realtime),
+        runtime=RuntimeConfig(log_level="warning", duration_s=seconds + 1.0),
+        camera=CameraConfig(uri=str(DEMO_IMAGES), fps=DEMO_FPS, loop=realtime),
         vision=VisionConfig(threshold=0.5, top_k=3),
         microphone=MicrophoneConfig(file=str(DEMO_AUDIO), realtime=realtime),
         audio=AudioConfig(),

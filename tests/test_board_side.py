@@ -27,3 +27,13 @@ def test_cli_errors_are_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"edge-runtime: error: --model: {tmp_path}/manifest.json: no manifest here; pass an artifact folder made by edge-convert"
     ]
+
+
+def test_demo_fast_ends_by_itself_with_its_summary():
+    """Both shipped models on the sample media, audio read at once, each photo played once (was: never ended)."""
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "demo", "--fast"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "# summary" in out and '"event":"stop"' in out.replace(" ", "")
+    assert "Pekingese" in out  # the dog photo was seen
