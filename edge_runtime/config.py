@@ -37,8 +37,20 @@ def _choice(*options: str):
     return _check(lambda v: v in options, f"must be one of {', '.join(options)}")
 
 
+def _upto(hi: float, above_zero: bool = True):
+    """Greater than 0 (or, ``above_zero=False``, 0 or more) and at most ``hi``: every number is bounded."""
+    if above_zero:
+        return _check(lambda v: 0 < v <= hi, f"must be greater than 0 and at most {hi:g}")
+    return _check(lambda v: 0 <= v <= hi, f"must be from 0 to {hi:g}")
+
+
 _POSITIVE = _check(lambda v: v > 0, "must be greater than 0")
 _NON_NEGATIVE = _check(lambda v: v >= 0, "must be 0 or more")
+_SECONDS = _upto(86400.0)  # a timeout, window or cooldown: up to a day
+_SECONDS_OR_ZERO = _upto(86400.0, above_zero=False)
+_THREADS = _upto(256)
+MAX_CONFIG_BYTES = 1 << 20  # a config file is read only up to this size
+MAX_NUMBER = 1e12  # no key needs a larger magnitude; floats must also be finite
 _UNIT = _check(lambda v: 0 <= v <= 1, "must be between 0 and 1")
 _PORT = _check(lambda v: 0 <= v <= 65535, "must be a port number (0-65535)")
 DEFAULT_FALSE_ACCEPTS_PER_HOUR = 0.5  # [audio] false_accepts_per_hour: the keyword detector's budget
@@ -57,12 +69,12 @@ class DelegateConfig:
 @dataclass
 class CameraConfig:
     uri: str = "0"  # index, /dev/videoN, rtsp:// / http:// URL, video file or image folder
-    width: int | None = field(default=None, metadata=_POSITIVE)
-    height: int | None = field(default=None, metadata=_POSITIVE)
-    fps: float | None = field(default=None, metadata=_POSITIVE)
+    width: int | None = field(default=None, metadata=_upto(16384))
+    height: int | None = field(default=None, metadata=_upto(16384))
+    fps: float | None = field(default=None, metadata=_upto(1000.0))
     fourcc: str | None = field(default=None, metadata=_check(lambda v: len(v) == 4, "must be 4 characters, e.g. MJPG"))
-    stride: int = field(default=1, metadata=_POSITIVE)
-    stall_timeout_s: float = field(default=2.0, metadata=_POSITIVE)
+    stride: int = field(default=1, metadata=_upto(1000))
+    stall_timeout_s: float = field(default=2.0, metadata=_SECONDS)
     loop: bool = False
 
 
@@ -72,15 +84,15 @@ class MicrophoneConfig:
     file: str | None = None  # a WAV file instead of a device (demos, tests)
     realtime: bool = True  # pace a file in real time
     loop: bool = False
-    block_ms: int = field(default=20, metadata=_POSITIVE)
+    block_ms: int = field(default=20, metadata=_upto(10000))
 
 
 @dataclass
 class VisionConfig:
     model: str = "default"
     engine: str = field(default="auto", metadata=_choice("auto", "litert", "onnx"))
-    threads: int | None = field(default=None, metadata=_POSITIVE)
-    top_k: int = field(default=3, metadata=_POSITIVE)
+    threads: int | None = field(default=None, metadata=_THREADS)
+    top_k: int = field(default=3, metadata=_upto(1000))
     threshold: float = field(default=0.5, metadata=_UNIT)
     delegates: list[DelegateConfig] = field(default_factory=list)
     providers: list[str] = field(default_factory=list)
@@ -91,12 +103,12 @@ class VisionConfig:
 class AudioConfig:
     model: str = "default"
     engine: str = field(default="auto", metadata=_choice("auto", "litert", "onnx"))
-    threads: int | None = field(default=None, metadata=_POSITIVE)
+    threads: int | None = field(default=None, metadata=_THREADS)
     threshold: float | None = field(default=None, metadata=_UNIT)  # set: overrides false_accepts_per_hour
     # the lowest threshold on the model's validation curve within this many false accepts per hour:
     false_accepts_per_hour: float = field(default=DEFAULT_FALSE_ACCEPTS_PER_HOUR, metadata=_FA_PER_HOUR)
-    smoothing_steps: int | None = field(default=None, metadata=_POSITIVE)
-    refractory_s: float | None = field(default=None, metadata=_NON_NEGATIVE)
+    smoothing_steps: int | None = field(default=None, metadata=_upto(1000))
+    refractory_s: float | None = field(default=None, metadata=_SECONDS_OR_ZERO)
     delegates: list[DelegateConfig] = field(default_factory=list)
     providers: list[str] = field(default_factory=list)
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -115,8 +127,8 @@ class RuleConfig:
 
     name: str = ""
     all: list[Condition] = field(default_factory=list)
-    within_s: float = field(default=1.5, metadata=_POSITIVE)
-    cooldown_s: float = field(default=2.0, metadata=_NON_NEGATIVE)
+    within_s: float = field(default=1.5, metadata=_SECONDS)
+    cooldown_s: float = field(default=2.0, metadata=_SECONDS_OR_ZERO)
 
 
 @dataclass
@@ -126,8 +138,8 @@ class WeightedConfig:
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # event -> {modality: model label}
     weights: dict[str, float] = field(default_factory=lambda: {"vision": 0.5, "audio": 0.5})
     threshold: float = field(default=0.6, metadata=_UNIT)
-    window_s: float = field(default=1.5, metadata=_POSITIVE)
-    cooldown_s: float = field(default=2.0, metadata=_NON_NEGATIVE)
+    window_s: float = field(default=1.5, metadata=_SECONDS)
+    cooldown_s: float = field(default=2.0, metadata=_SECONDS_OR_ZERO)
 
 
 @dataclass
@@ -135,14 +147,14 @@ class FusionConfig:
     rules: list[RuleConfig] = field(default_factory=list)
     weighted: WeightedConfig | None = None
     passthrough: bool = True  # every Decision also becomes an event of its own label
-    passthrough_cooldown_s: float = field(default=2.0, metadata=_NON_NEGATIVE)
+    passthrough_cooldown_s: float = field(default=2.0, metadata=_SECONDS_OR_ZERO)
 
 
 @dataclass
 class JsonlConfig:
     path: str = "-"  # "-" = standard output
-    max_bytes: int = field(default=10 * 1024 * 1024, metadata=_POSITIVE)
-    backups: int = field(default=3, metadata=_NON_NEGATIVE)
+    max_bytes: int = field(default=10 * 1024 * 1024, metadata=_upto(1 << 40))
+    backups: int = field(default=3, metadata=_upto(1000, above_zero=False))
 
 
 MAX_SPOOL_MB = 100_000
@@ -163,7 +175,7 @@ class MqttSinkConfig:
     tls_insecure: bool = False
     qos: int = field(default=1, metadata=_check(lambda v: v in (0, 1, 2), "must be 0, 1 or 2"))
     topic_prefix: str | None = None
-    keepalive: int = field(default=30, metadata=_POSITIVE)
+    keepalive: int = field(default=30, metadata=_upto(65535))
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     # the on-disk spool (SQLite): unset = on when qos >= 1 and there is a folder for it
@@ -230,7 +242,7 @@ class SinksConfig:
 @dataclass
 class RuntimeConfig:
     log_level: str = field(default="info", metadata=_choice("debug", "info", "warning", "error"))
-    queue_size: int = field(default=64, metadata=_POSITIVE)
+    queue_size: int = field(default=64, metadata=_upto(100000))
     duration_s: float | None = field(default=None, metadata=_POSITIVE)  # stop after this long (demos, tests)
 
 
@@ -253,9 +265,13 @@ class Config:
 def load(path: str | Path) -> Config:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read the config ({getattr(e, 'strerror', None) or e}); pass a TOML file") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES >> 10} KiB, which no config is; pass the TOML file")
     return parse(text, str(p))
 
 
@@ -264,14 +280,20 @@ def parse(text: str, where: str = "<config>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{where}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: arrays or tables nested too deeply; a config needs a few levels") from None
     cfg = _build(Config, data, (), _Locator(text, where))
     cfg.path = where
     _cross_checks(cfg, _Locator(text, where))
     return cfg
 
 
+MAX_LOCATED_LINE = 256  # characters of a line the locator looks at
+_KEY = re.compile(r'("?)([A-Za-z0-9_\-]{1,128})\1\s*=')  # a bare or quoted key; linear on any line
+
+
 class _Locator:
-    """Finds the line of a key path in the TOML text, for error messages."""
+    """Finds the line of a key path in the TOML text, for error messages (linear in the text)."""
 
     def __init__(self, text: str, where: str):
         self.lines = text.splitlines()
@@ -285,14 +307,13 @@ class _Locator:
         current: list[str] = []
         best = None
         for n, raw in enumerate(self.lines, 1):
-            line = raw.split("#", 1)[0].strip()
-            m = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?$", line)
-            if m:
-                current = [s.strip().strip('"') for s in m.group(1).split(".")]
+            line = raw[:MAX_LOCATED_LINE].split("#", 1)[0].strip()
+            if line.startswith("[") and line.endswith("]"):  # [table] or [[array of tables]]
+                current = [s.strip().strip('"') for s in line.strip("[]").split(".")]
                 if current == names:
                     best = best or n
                 continue
-            km = re.match(r'^("?)([A-Za-z0-9_\-]+)\1\s*=', line)
+            km = _KEY.match(line)
             if km and km.group(2) == key and current == table:
                 return n
             if km and current == table[: len(current)] and key in line.split("=", 1)[0]:
@@ -350,6 +371,19 @@ def _convert(tp: Any, value: Any, keys: tuple, loc: _Locator) -> Any:
     raise loc.error(keys, f"must be {_type_name(tp)}, got {value!r}")
 
 
+def _bounded(v: Any, keys: tuple, loc: _Locator) -> None:
+    """Every number in a config is finite and of a sane magnitude (lists and tables included)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if not (math.isfinite(v) and abs(v) <= MAX_NUMBER):
+            raise loc.error(keys, f"must be a finite number of magnitude at most {MAX_NUMBER:g}, got {v!r}")
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _bounded(x, (*keys, i), loc)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _bounded(x, (*keys, k), loc)
+
+
 def _build(cls: type, data: dict[str, Any], keys: tuple, loc: _Locator) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
@@ -363,6 +397,7 @@ def _build(cls: type, data: dict[str, Any], keys: tuple, loc: _Locator) -> Any:
         check = fields[name].metadata.get("check")
         if check and v is not None and not check[0](v):
             raise loc.error((*keys, name), f"{check[1]}, got {value!r}")
+        _bounded(v, (*keys, name), loc)
         kwargs[name] = v
     return cls(**kwargs)
 
@@ -383,6 +418,11 @@ def _cross_checks(cfg: Config, loc: _Locator) -> None:
         bad = [m for m in cfg.fusion.weighted.weights if m not in ("vision", "audio")]
         if bad:
             raise loc.error(("fusion", "weighted", "weights", bad[0]), "weights are per modality: vision, audio")
+        for m, w in cfg.fusion.weighted.weights.items():
+            if not w >= 0:
+                raise loc.error(("fusion", "weighted", "weights", m), f"must be 0 or more, got {w!r}")
+        if not sum(cfg.fusion.weighted.weights.values()) > 0:
+            raise loc.error(("fusion", "weighted", "weights"), "at least one weight must be greater than 0")
     http = cfg.sinks.http
     if http and http.token_file is not None:
         try:

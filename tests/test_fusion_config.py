@@ -145,3 +145,44 @@ def test_check_and_run_both_refuse_an_open_http_side_without_a_token(tmp_path):
                            text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert r.returncode != 0 and "Traceback" not in r.stderr, (cmd, r.stderr)
         assert f"{cfg}:4: sinks.http.host: 0.0.0.0 is not a loopback address" in r.stderr, (cmd, r.stderr)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[microphone]\n[audio]\nthreads = 9223372036854775807\n", "audio.threads: must be greater than 0 and at most 256"),
+    ("[microphone]\n[audio]\nsmoothing_steps = 99999999999999999999\n", "audio.smoothing_steps"),
+    ("[microphone]\n[audio]\n[[fusion.rules]]\nname = 'r'\nwithin_s = inf\n"
+     "[[fusion.rules.all]]\nmodality = 'audio'\nlabel = 'yes'\n", "fusion.rules[0].within_s"),
+    ("[microphone]\n[audio]\n[fusion]\npassthrough_cooldown_s = inf\n", "fusion.passthrough_cooldown_s"),
+    ("[microphone]\n[audio]\n[fusion.weighted]\nwindow_s = 1e308\n", "fusion.weighted.window_s"),
+    ("[microphone]\n[audio]\n[fusion.weighted]\nweights = {vision = -10.0, audio = 1.0}\n", "weights.vision: must be 0"),
+    ("[microphone]\n[audio]\n[fusion.weighted]\nweights = {vision = nan, audio = 1.0}\n", "weights.vision"),
+    ("[microphone]\n[audio]\n[sinks.jsonl]\npath = 'x.jsonl'\nmax_bytes = 200\nbackups = 1000000000000000\n",
+     "sinks.jsonl.backups: must be from 0 to 1000"),
+    ("[microphone]\n[audio]\n[runtime]\nqueue_size = 1e300\n", "runtime.queue_size"),
+    ("[microphone]\nx = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+])
+def test_hostile_values_are_one_line_errors(text, needle):
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(text, "edge.toml")
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_an_endless_or_huge_file_is_refused_unread(tmp_path):
+    with pytest.raises(config.ConfigError, match="/dev/zero: larger than 1024 KiB"):
+        config.load("/dev/zero")
+    big = tmp_path / "big.toml"
+    big.write_text("# padding\n" * 200_000)
+    with pytest.raises(config.ConfigError, match="larger than"):
+        config.load(big)
+
+
+def test_a_long_line_does_not_stall_the_error_locator():
+    """A multi-line string holding one line of a million spaces: the locator is linear (was quadratic: 54 s for 10^5)."""
+    import subprocess
+    import sys
+
+    code = ("from edge_runtime import config\n"
+            "text = '[microphone]\\n[audio]\\nnote = \"\"\"' + ' ' * 1000000 + 'x\"\"\"\\nthreads = 0\\n'\n"
+            "try:\n    config.parse(text, 'edge.toml')\nexcept config.ConfigError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "audio.note: unknown key" in proc.stdout or "audio.threads" in proc.stdout, (proc.stdout, proc.stderr[-500:])
