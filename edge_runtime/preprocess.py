@@ -7,6 +7,7 @@ converter reports are the numbers the board sees.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +21,33 @@ class ImageError(Exception):
     """An image file that cannot be decoded; the message is one line."""
 
 
+MAX_IMAGE_BYTES = 100 * 1024 * 1024  # an image file is read into memory only up to this size
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to an RGB uint8 array (H, W, 3); grey and alpha are converted."""
+    """Decode an image file to an RGB uint8 array (H, W, 3); grey and alpha are converted.
+
+    Files over ``MAX_IMAGE_BYTES`` are not read, and headers claiming more than
+    ``edge_runtime.MAX_IMAGE_PIXELS`` pixels are not decoded (ImageError, one line).
+    """
     import cv2
 
+    from . import MAX_IMAGE_PIXELS
+
     try:
+        if os.path.getsize(path) > MAX_IMAGE_BYTES:
+            raise ImageError(f"{path}: larger than {MAX_IMAGE_BYTES >> 20} MiB, more than any camera frame or photo "
+                             "needs; shrink it")
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise ImageError(f"{path}: cannot read it ({e.strerror}); check the path") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:
+        if "validateInputImageSize" in str(e):  # OpenCV's size check on the header (OPENCV_IO_MAX_IMAGE_PIXELS)
+            raise ImageError(f"{path}: its header claims more than {MAX_IMAGE_PIXELS / 1e6:g} megapixels; shrink it "
+                             "(or raise OPENCV_IO_MAX_IMAGE_PIXELS)") from None
+        img = None
     if img is None:
         raise ImageError(f"{path}: not a readable image; remove it or replace it with a JPEG/PNG")
     return to_rgb(img, order="BGR")

@@ -37,3 +37,26 @@ def test_demo_fast_ends_by_itself_with_its_summary():
     out = proc.stdout
     assert "# summary" in out and '"event":"stop"' in out.replace(" ", "")
     assert "Pekingese" in out  # the dog photo was seen
+
+
+def _png(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with (almost) no data behind it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_an_image_header_claiming_too_many_pixels_is_refused_before_decoding(tmp_path):
+    """100,000 x 100,000 pixels (30 GB decoded) in a 100-byte file: one line, exit 2, no allocation."""
+    forged = tmp_path / "huge.png"
+    forged.write_bytes(_png(100_000, 100_000))
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "classify", str(forged)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    ours = [ln for ln in proc.stderr.splitlines() if not ln.startswith("INFO: Created TensorFlow Lite")]  # LiteRT's own
+    assert len(ours) == 1 and "huge.png: its header claims more than 50 megapixels" in ours[0], proc.stderr
