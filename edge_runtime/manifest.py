@@ -26,6 +26,7 @@ from .fileio import atomic_write
 SCHEMA = "edge-runtime/manifest"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20
 
 RESIZE_MODES = ("squash", "crop", "letterbox")
 COLOR_MODES = ("rgb", "gray")  # gray: ITU-R BT.601 luma, one channel
@@ -145,6 +146,31 @@ class AudioPreprocessing:
     normalization: str = "none"
     normalization_time_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        for key, value, allowed in (("window_align", self.window_align, ("start", "center")),
+                                    ("mel_scale", self.mel_scale, ("htk", "slaney")),
+                                    ("mel_norm", self.mel_norm, ("none", "slaney")), ("log", self.log, ("ln", "db")),
+                                    ("normalization", self.normalization, ("none", "running_mean"))):
+            if value not in allowed:
+                raise ValueError(f"audio {key} {value!r} is not one of {', '.join(allowed)}")
+        ints = (("sample_rate", 1000, 192_000), ("n_mels", 1, 512), ("n_fft", 16, 65536),
+                ("frames_per_step", 0, 10_000), ("window_frames", 0, 100_000))
+        for key, lo, hi in ints:
+            v = getattr(self, key)
+            if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+                raise ValueError(f"audio {key} {v!r} must be a whole number from {lo} to {hi}")
+        floats = (("window_ms", 0.0, 1000.0), ("hop_ms", 0.0, 1000.0), ("fmin", -1.0, 96_000.0),
+                  ("fmax", 0.0, 96_000.0), ("log_floor", 0.0, 1e6), ("top_db", -1.0, 1000.0),
+                  ("input_scale", 0.0, 1e9), ("feature_scale", -1e9, 1e9), ("feature_offset", -1e9, 1e9),
+                  ("normalization_time_s", -1.0, 3600.0))
+        for key, lo, hi in floats:  # lo is exclusive
+            v = getattr(self, key)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo < v <= hi):
+                raise ValueError(f"audio {key} {v!r} must be a number above {lo:g} and at most {hi:g}")
+        if not self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError(f"audio fmin {self.fmin:g} / fmax {self.fmax:g} must satisfy fmin < fmax <= "
+                             f"sample_rate / 2 ({self.sample_rate / 2:g})")
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -215,12 +241,15 @@ class Manifest:
             )
         try:
             pre = d.get("preprocessing") or {}
+            labels = list(d.get("labels") or [])
+            if not all(isinstance(x, str) for x in labels):
+                raise ValueError("labels must be strings")
             return cls(
                 name=d["name"],
                 task=d["task"],
                 target=d["target"],
                 artifacts=[_artifact_from_dict(a) for a in d["artifacts"]],
-                labels=list(d.get("labels") or []),
+                labels=labels,
                 preprocessing=Preprocessing(
                     image=ImagePreprocessing(**pre["image"]) if pre.get("image") else None,
                     audio=AudioPreprocessing(**pre["audio"]) if pre.get("audio") else None,
@@ -295,9 +324,15 @@ def load(folder_or_file: str | os.PathLike[str], verify: bool = True) -> tuple[M
     if not path.is_file():
         raise ManifestError(f"{path}: no manifest here; pass an artifact folder made by edge-convert")
     try:
-        data = json.loads(path.read_text())
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB, which no manifest is; re-convert the model")
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ManifestError(f"{path}: unreadable manifest ({e}); re-convert the model") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: nested too deeply to be a manifest; re-convert the model") from None
     m = Manifest.from_dict(data, where=str(path))
     if verify:
         verify_files(m, path.parent)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_board_modules_do_not_import_tensorflow():
     code = (
@@ -60,3 +62,56 @@ def test_an_image_header_claiming_too_many_pixels_is_refused_before_decoding(tmp
     assert proc.returncode == 2, proc.stderr
     ours = [ln for ln in proc.stderr.splitlines() if not ln.startswith("INFO: Created TensorFlow Lite")]  # LiteRT's own
     assert len(ours) == 1 and "huge.png: its header claims more than 50 megapixels" in ours[0], proc.stderr
+
+
+def _tampered_kws(tmp_path, change):
+    """A copy of the shipped keyword model whose manifest ``change(dict)`` edits (model files untouched)."""
+    import json
+    import shutil
+
+    from edge_runtime.defaults import model_dir
+
+    folder = tmp_path / "kws"
+    shutil.copytree(model_dir("kws"), folder)
+    d = json.loads((folder / "manifest.json").read_text())
+    change(d)
+    (folder / "manifest.json").write_text(json.dumps(d))
+    return folder
+
+
+def _detector(**kw):
+    return lambda d: d["metrics"].setdefault("detector", {}).update(kw)
+
+
+def _audio(**kw):
+    return lambda d: d["preprocessing"]["audio"].update(kw)
+
+
+@pytest.mark.parametrize("change, needle", [
+    (_detector(lanes=1_000_000), "metrics.detector.lanes"),  # was a hang
+    (_detector(threshold=5), "metrics.detector.threshold"),  # was silently never firing
+    (_detector(smoothing_steps="x"), "metrics.detector.smoothing_steps"),
+    (_audio(hop_ms=0), "audio hop_ms"),  # was ZeroDivisionError
+    (_audio(n_fft=0), "audio n_fft"),
+    (_audio(sample_rate=0), "audio sample_rate"),
+    (_audio(fmax=1e9), "audio fmax"),
+    (lambda d: d.update(labels=d["labels"][:-1]), "labels for 12 scores"),  # was silently wrong
+    (lambda d: d.update(labels=[1, 2]), "labels must be strings"),
+])
+def test_a_tampered_keyword_manifest_is_one_line(tmp_path, change, needle):
+    from edge_runtime.defaults import SAMPLES
+
+    folder = _tampered_kws(tmp_path, change)
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "listen", str(SAMPLES / "audio" / "keywords.wav"),
+                           "--model", str(folder)], capture_output=True, text=True, timeout=120)
+    ours = [ln for ln in proc.stderr.splitlines() if not ln.startswith("INFO: Created TensorFlow Lite")]
+    assert proc.returncode == 2 and len(ours) == 1 and needle in ours[0], proc.stderr[-2000:]
+
+
+def test_a_deeply_nested_manifest_is_one_line(tmp_path):
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    (folder / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "classify", "x.jpg", "--model", str(folder)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "nested too deeply" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

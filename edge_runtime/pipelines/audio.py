@@ -162,6 +162,24 @@ def within_budget(curve: list[CurvePoint], budget: float) -> CurvePoint | None:
     return best
 
 
+DETECTOR_BOUNDS = {"smoothing_steps": (1, 1000), "refractory_s": (0, 3600), "lanes": (1, 16),
+                   "state_reset_s": (0, 3600), "threshold": (0, 1)}
+
+
+def detector_settings(manifest: Manifest) -> dict[str, Any]:
+    """``metrics["detector"]`` of a manifest, each setting checked to be a number in its range."""
+    det = manifest.metrics.get("detector") or {}
+    if not isinstance(det, dict):
+        raise ManifestError(f"{manifest.name!r}: metrics.detector must be a table; re-convert the model")
+    for key, (lo, hi) in DETECTOR_BOUNDS.items():
+        v = det.get(key)
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                  and lo <= v <= hi):
+            raise ManifestError(f"{manifest.name!r}: metrics.detector.{key} {v!r} must be a number from {lo} to "
+                                f"{hi}; re-run python -m models.kws_eval or re-convert the model")
+    return dict(det)
+
+
 def operating_point(det: dict[str, Any], name: str, threshold: float | None, budget: float, smoothing: int,
                     refractory_s: float) -> OperatingPoint:
     """A given ``threshold``, else the lowest within ``budget`` on the validation curve, else the manifest's."""
@@ -232,7 +250,11 @@ class KeywordSpotter:
                                                                              spec[s.output].quantization)
         self._requantize = {s.input: None if same(s) else q(s.output) for s in pairs}  # None: carried as is
         labels = manifest.labels or [str(i) for i in range(int(np.prod(self.engine.outputs[self._score_idx].shape)))]
-        det: dict[str, Any] = dict(manifest.metrics.get("detector") or {})
+        n_scores = int(np.prod(self.engine.outputs[self._score_idx].shape))
+        if manifest.labels and len(manifest.labels) != n_scores:
+            raise ManifestError(f"{manifest.name!r}: {len(manifest.labels)} labels for {n_scores} scores; "
+                                "re-convert the model with one label per output")
+        det = detector_settings(manifest)
         self.smoothing = int(smoothing if smoothing is not None else det.get("smoothing_steps", DEFAULT_SMOOTHING))
         self.refractory_s = float(refractory_s if refractory_s is not None
                                   else det.get("refractory_s", DEFAULT_REFRACTORY_S))

@@ -30,6 +30,10 @@ class ImageClassifier:
         self.spec = manifest.preprocessing.image
         self.engine: Engine = open_engine(manifest, folder, engine, threads=threads, accel=accel)
         self.labels = manifest.labels
+        n_scores = int(np.prod(self.engine.outputs[0].shape))
+        if self.labels and len(self.labels) != n_scores:
+            raise ManifestError(f"{manifest.name!r}: {len(self.labels)} labels for {n_scores} scores; re-convert "
+                                "the model with one label per output")
         want, got = self.spec.input_shape(), list(self.engine.inputs[0].shape)
         if got != want:
             raise ManifestError(f"{manifest.name!r}: its image preprocessing makes {want} but the model takes {got}; "
