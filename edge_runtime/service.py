@@ -110,7 +110,24 @@ class Models:
                                          false_accepts_per_hour=cfg.audio.false_accepts_per_hour)
         except (ManifestError, EngineError) as e:
             raise ServiceError(str(e)) from None
+        m._check_fusion_labels(cfg)
         return m
+
+    def _check_fusion_labels(self, cfg: Config) -> None:
+        """Every label fusion waits for is one the configured model can say (else the rule never fires)."""
+        wanted = [(f"fusion.rules[{i}].all[{j}]", c.modality, c.label)
+                  for i, r in enumerate(cfg.fusion.rules) for j, c in enumerate(r.all)]
+        if cfg.fusion.weighted:
+            wanted += [(f"fusion.weighted.labels.{event}", modality, label)
+                       for event, per in cfg.fusion.weighted.labels.items() for modality, label in per.items()]
+        for where, modality, label in wanted:
+            pipeline = getattr(self, modality, None) if modality in ("vision", "audio") else None
+            if pipeline is None:
+                raise ServiceError(f"{where}: waits for {modality} {label!r}, but no [{modality}] model is configured")
+            if label not in pipeline.labels:
+                close = ", ".join([x for x in pipeline.labels if label.lower() in x.lower()][:5])
+                raise ServiceError(f"{where}: {label!r} is not a label of the {modality} model "
+                                   f"{pipeline.manifest.name!r}" + (f" (close: {close})" if close else ""))
 
 
 @dataclass

@@ -115,3 +115,19 @@ def test_a_deeply_nested_manifest_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "classify", "x.jpg", "--model", str(folder)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "nested too deeply" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_check_refuses_a_fusion_label_the_model_cannot_say_and_passes_the_example(tmp_path):
+    from edge_runtime.defaults import SAMPLES
+
+    data = SAMPLES.parent
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f'[camera]\nuri = "{SAMPLES / "images"}"\n[vision]\n[microphone]\nfile = "{SAMPLES / "audio" / "keywords.wav"}"\n'
+                   '[audio]\n[[fusion.rules]]\nname = "dog_stop"\n[[fusion.rules.all]]\nmodality = "vision"\nlabel = "dog"\n')
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "check", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "fusion.rules[0].all[0]: 'dog' is not a label of the vision model" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "check", "--config",
+                           str(data / "edge-runtime.example.toml")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr  # it named 'tabby', which no shipped model says
