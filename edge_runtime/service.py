@@ -157,12 +157,14 @@ class PipelineStats:
 
 class Daemon:
     def __init__(self, cfg: Config, notifier=None, metrics=None):
-        from .sinks.metrics import Metrics
+        from .sinks.metrics import FPS_WINDOW_S, Metrics
         from .systemd import Notifier
 
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self.metrics = metrics or Metrics()
+        self._inference_marks: dict[str, deque] = {}  # pipeline -> (time, inferences) over the window
+        self._fps_window_s = FPS_WINDOW_S
         self.models: Models | None = None
         self.fusion = Fusion(cfg.fusion)
         self.decisions: queue.Queue[Decision | None] = queue.Queue(maxsize=cfg.runtime.queue_size)
@@ -473,9 +475,17 @@ class Daemon:
     def _update_gauges(self) -> None:
         for name, src in (("camera", self.camera), ("microphone", self.microphone)):
             if src is not None:
-                self.metrics.source_up(name, src.stats().online)
-        for name, st in self.stats.items():
-            self.metrics.pipeline_fps(name, st.snapshot()["rate_per_s"])
+                st = src.stats()
+                self.metrics.source_up(name, st.online)
+                self.metrics.source_totals(name, st.frames, st.dropped, st.overflows)
+        now = time.monotonic()
+        for name, st in self.stats.items():  # the recent rate, not the lifetime average
+            seen = self._inference_marks.setdefault(name, deque())
+            seen.append((now, st.inferences))
+            while len(seen) > 2 and now - seen[1][0] >= self._fps_window_s:
+                seen.popleft()
+            t0, n0 = seen[0]
+            self.metrics.pipeline_fps(name, (st.inferences - n0) / (now - t0) if now > t0 else 0.0)
 
     def _status_line(self) -> str:
         parts = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import threading
@@ -74,6 +75,10 @@ def test_vision_daemon_serves_status_and_writes_events(tmp_path):
         assert 'edge_engine_info{' in metrics and "edge_decisions_total" in metrics
     finally:
         d.run()  # returns when duration_s is reached, then stops and flushes
+    final = d.metrics.render().decode()  # the counters follow the sources; fps is the recent rate
+    frames = float(re.search(r'edge_frames_total\{source="camera"\} (\S+)', final).group(1))
+    fps = float(re.search(r'edge_pipeline_fps\{pipeline="vision"\} (\S+)', final).group(1))
+    assert frames >= 1 and fps > 0, (frames, fps)
     lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
     labels = {ev["event"] for ev in lines}
     ids = [ev["id"] for ev in lines]

@@ -394,9 +394,9 @@ def test_http_healthz_status_metrics():
             metrics.observe_decision(d)
         metrics.observe_event(event("person"))
         metrics.observe_event(event("person"))
-        metrics.frame("camera", 30)
-        metrics.frame_dropped("camera", 4)
-        metrics.audio_overflow("mic")
+        metrics.source_totals("camera", 20, 1, 0)
+        metrics.source_totals("camera", 30, 4, 0)  # running totals: the counters grow by what is new
+        metrics.source_totals("mic", 5, 0, 1)
         metrics.source_up("camera", True)
         metrics.pipeline_fps("vision", 14.5)
         metrics.engine_info("vision", "litert", "gpu", None)

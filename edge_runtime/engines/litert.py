@@ -137,7 +137,3 @@ class LiteRTEngine(Engine):
             self._interp.set_tensor(idx, a)
         self._interp.invoke()
         return [self._interp.get_tensor(idx).copy() for idx in self._out_idx]
-
-    def op_names(self) -> list[str]:
-        """Names of the ops in the graph (used to check full-integer conversion)."""
-        return [op["op_name"] for op in self._interp._get_ops_details()]

@@ -24,6 +24,9 @@ DECISION_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.
 EVENT_BUCKETS = DECISION_BUCKETS + (3.0, 5.0)
 
 
+FPS_WINDOW_S = 5.0  # edge_pipeline_fps: the rate over this long
+
+
 class Metrics:
     """All metrics of one daemon. Each instance owns its ``CollectorRegistry``.
 
@@ -50,7 +53,8 @@ class Metrics:
                                       ["source"], registry=r)
         self.audio_overflows = Counter("edge_audio_overflows_total", "Audio input overflows", ["source"], registry=r)
         self.source_up_gauge = Gauge("edge_source_up", "1 while the source delivers", ["source"], registry=r)
-        self.fps = Gauge("edge_pipeline_fps", "Decisions per second of a pipeline", ["pipeline"], registry=r)
+        self.fps = Gauge("edge_pipeline_fps", f"Inferences per second of a pipeline over the last {FPS_WINDOW_S:g} s",
+                         ["pipeline"], registry=r)
         self.engine = Gauge("edge_engine_info", "What a pipeline's engine actually runs on (value is always 1)",
                             ["pipeline", "engine", "device", "fallback"], registry=r)
         self.sink_drops = Counter("edge_sink_dropped_total", "Events a sink had to drop, for any reason "
@@ -63,6 +67,7 @@ class Metrics:
             "over its size or age limit (spool_max_mb, spool_max_age_days; in memory: max_queued)", ["sink"],
             registry=r)
         self._engine_labels: dict[str, tuple[str, str, str, str]] = {}
+        self._source_totals: dict[str, tuple[int, int, int]] = {}
         self._lock = threading.Lock()
 
     # -- observations ----------------------------------------------------------------------
@@ -75,14 +80,20 @@ class Metrics:
         if e.decisions:
             self.event_latency.observe(max(0.0, e.latency_ms / 1e3))
 
-    def frame(self, source: str, n: int = 1) -> None:
-        self.frames.labels(source).inc(n)
+    def source_totals(self, source: str, frames: int, dropped: int, overflows: int) -> None:
+        """Follow a source's own running totals (its ``stats()``): the counters grow by what is new.
 
-    def frame_dropped(self, source: str, n: int = 1) -> None:
-        self.frames_dropped.labels(source).inc(n)
-
-    def audio_overflow(self, source: str, n: int = 1) -> None:
-        self.audio_overflows.labels(source).inc(n)
+        A source started again (reload) counts from 0: its new totals become the baseline.
+        """
+        now = (frames, dropped, overflows)
+        with self._lock:
+            last = self._source_totals.get(source, (0, 0, 0))
+            for counter, a, b in zip((self.frames, self.frames_dropped, self.audio_overflows), last, now):
+                if b > a:
+                    counter.labels(source).inc(b - a)
+                else:
+                    counter.labels(source)  # the series exists from the start, at 0
+            self._source_totals[source] = now
 
     def source_up(self, source: str, up: bool) -> None:
         self.source_up_gauge.labels(source).set(1 if up else 0)
