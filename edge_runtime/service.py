@@ -276,11 +276,15 @@ class Daemon:
         for src in (self.camera, self.microphone):
             if src is not None:
                 src.close()
-        try:
-            self.decisions.put_nowait(None)
+        fusion = [t for t in self._threads if t.name == "edge-fusion"]
+        for t in self._threads:  # the pipelines first: their last decisions (a file's final keyword) still count
+            if t not in fusion:
+                t.join(timeout=1.0)
+        try:  # then the end mark, behind every decision: fusion drains the queue, then stops
+            self.decisions.put(None, timeout=1.0)
         except queue.Full:
-            pass
-        for t in self._threads:
+            log.warning("fusion did not drain its queue at stop: %d decisions not fused", self.decisions.qsize())
+        for t in fusion:
             t.join(timeout=1.0)
         for s in self.sinks:
             s.close()
