@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_STALE_S = 10.0  # a worker silent this long is stuck (or twice the watchdog interval, if shorter)
 
 
+DEFAULT_STALL_S = 2.0  # a microphone offline longer than this makes /healthz 503
+
+
 class ServiceError(Exception):
     """Something the user must fix before the daemon can run; one line."""
 
@@ -164,6 +167,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.metrics = metrics or Metrics()
         self._inference_marks: dict[str, deque] = {}  # pipeline -> (time, inferences) over the window
+        self.dead_workers: dict[str, str] = {}  # worker thread -> the exception it died of
+        self._offline_since: dict[str, float] = {}  # source -> when it was last seen go offline
         self._fps_window_s = FPS_WINDOW_S
         self.models: Models | None = None
         self.fusion = Fusion(cfg.fusion)
@@ -204,7 +209,15 @@ class Daemon:
         log.info("ready: %s", self._status_line())
 
     def _spawn(self, name: str, target) -> None:
-        t = threading.Thread(target=target, name=f"edge-{name}", daemon=True)
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as e:  # noqa: BLE001 - a worker that dies is logged and makes the daemon unhealthy
+                log.exception("worker %s died", name)
+                with self._lock:
+                    self.dead_workers[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+        t = threading.Thread(target=guarded, name=f"edge-{name}", daemon=True)
         t.start()
         self._threads.append(t)
 
@@ -224,8 +237,8 @@ class Daemon:
                 if not stuck:
                     self.notifier.watchdog()
                 else:
-                    log.error("not pinging the watchdog: %s made no progress for %.1f s", ", ".join(stuck),
-                              self.stale_s)
+                    log.error("not pinging the watchdog (systemd restarts the service): %s (stale after %.1f s)",
+                              ", ".join(stuck), self.stale_s)
                 next_ping = now + interval
             d = self.cfg.runtime.duration_s
             if d and now - self._started >= d:
@@ -462,12 +475,18 @@ class Daemon:
 
     # --- health --------------------------------------------------------------------------
     def stuck_workers(self) -> list[str]:
+        """Workers that died, or made no progress for ``stale_s`` while their source still delivers."""
         now = time.monotonic()
-        stuck = []
+        with self._lock:
+            stuck = [f"{n} (died: {why})" for n, why in self.dead_workers.items()]
         for n, st in self.stats.items():
             if now - st.last_beat() > self.stale_s and not getattr(self._source_of(n), "ended", False):
                 stuck.append(n)
         return stuck
+
+    def _stall_s(self, source: str) -> float:
+        """How long a source may be offline before the daemon is unhealthy: its stall timeout."""
+        return self.cfg.camera.stall_timeout_s if source == "camera" and self.cfg.camera else DEFAULT_STALL_S
 
     def _source_of(self, pipeline: str):
         return self.camera if pipeline == "vision" else self.microphone
@@ -481,6 +500,10 @@ class Daemon:
             if src is not None:
                 st = src.stats()
                 self.metrics.source_up(name, st.online)
+                if st.online or getattr(src, "ended", False):
+                    self._offline_since.pop(name, None)
+                else:
+                    self._offline_since.setdefault(name, time.monotonic())
                 self.metrics.source_totals(name, st.frames, st.dropped, st.overflows)
         now = time.monotonic()
         for name, st in self.stats.items():  # the recent rate, not the lifetime average
@@ -517,10 +540,14 @@ class Daemon:
                                    **({"operating_point": dataclasses.asdict(p.operating_point)} if name == "audio"
                                       else {}),
                                    **(self.stats[name].snapshot() if name in self.stats else {})}
-        stuck = self.stuck_workers() if self.stats else []
+        stuck = self.stuck_workers()
         offline = [n for n, s in sources.items() if not s["online"]]
-        healthy = bool(self.models) and not stuck
-        reason = (f"stuck: {', '.join(stuck)}" if stuck else "") or (f"offline: {', '.join(offline)}" if offline else "")
+        now = time.monotonic()
+        down = [f"{n} for {now - self._offline_since[n]:.0f} s" for n in offline
+                if n in self._offline_since and now - self._offline_since[n] > self._stall_s(n)]
+        healthy = bool(self.models) and not stuck and not down
+        reason = ((f"stuck: {', '.join(stuck)}" if stuck else "") or (f"offline: {', '.join(down)}" if down else "")
+                  or (f"reconnecting: {', '.join(offline)}" if offline else ""))
         with self._lock:
             n_events, dropped = sum(self.event_counts.values()), self.dropped_decisions
         return redact_all({"healthy": healthy, "reason": reason or "ok",

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -157,3 +158,33 @@ def test_status_never_shows_a_url_s_user_name_or_password(tmp_path):
         assert "admin" not in body and "s3cret" not in body
     finally:
         d.stop()
+
+
+def test_a_worker_that_dies_makes_health_503_and_stops_the_watchdog(tmp_path, caplog):
+    """A fusion thread killed by an exception: logged with it, /healthz 503 naming it, no more watchdog pings."""
+    import logging
+
+    d = Daemon(_vision_config(tmp_path, duration_s=30.0))
+
+    def broken(_decision):
+        raise OverflowError("cannot convert float infinity to integer")
+
+    d.fusion.add = broken
+    with caplog.at_level(logging.ERROR):
+        d.start()
+        try:
+            deadline = time.monotonic() + 20
+            while not d.dead_workers and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "fusion" in d.dead_workers, d.dead_workers
+            try:
+                _get(d.http.url + "/healthz")
+                code = 200
+            except urllib.error.HTTPError as e:
+                code, body = e.code, e.read().decode()
+            assert code == 503 and "fusion (died: OverflowError" in body, (code, body)
+            assert "fusion (died: OverflowError" in d.stuck_workers()[0]  # what the watchdog loop checks
+        finally:
+            d.request_stop()
+            d.run()
+    assert any("worker fusion died" in r.getMessage() and r.exc_info for r in caplog.records)
