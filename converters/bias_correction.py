@@ -153,11 +153,12 @@ def _shifts(model, targets, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return [s / c * scale for s, c, (_, scale) in zip(sums, count, ops)]
 
 
-def correct(model, inputs: list[np.ndarray]) -> Corrected:
+def correct(model, inputs: list[np.ndarray], skip=None) -> Corrected:
     """Move the biases of ``model`` (in place) to cancel int8 weight rounding's mean shift.
 
     ``inputs``: calibration inputs in the model's input order, batch first. Layers whose input
-    cannot be probed (shared layers, subclassed models) are left as they are and counted.
+    cannot be probed (shared layers, subclassed models) are left as they are and counted, and
+    so are the layers ``skip(name)`` names (those that will not be quantized).
     """
     import keras
 
@@ -165,6 +166,9 @@ def correct(model, inputs: list[np.ndarray]) -> Corrected:
 
     def visit(m, xs: list[np.ndarray]) -> None:
         targets, nested = _targets(m)
+        if skip is not None:
+            result.skipped += sum(1 for layer, _ in targets if skip(layer.name))
+            targets = [(layer, bn) for layer, bn in targets if not skip(layer.name)]
         try:
             shifts = _shifts(m, targets, xs) if targets else []
         except (AttributeError, ValueError, TypeError) as e:

@@ -300,9 +300,9 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
     def better(fmt: str, full: dict[str, Any], path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Candidates beyond plain full-integer minmax, tried in turn: (the one to ship, every row tried).
 
-        Keras sources first get bias correction (full integer still). Then TFLite leaves the fewest
-        ops that quantization damages most float (mixed precision, on the uncorrected model), and
-        ONNX tries ONNX Runtime's other calibration methods on the better of the two. The candidate
+        Keras sources first get bias correction (full integer still). Then, on the better of the
+        two, TFLite leaves the fewest ops that quantization damages most float (mixed precision; the
+        float layers keep their own bias), and ONNX tries ONNX Runtime's other calibration methods. The candidate
         on target with the fewest float ops is shipped; else the most faithful one that fits
         (:func:`fits`), when it beats full integer.
         """
@@ -346,16 +346,25 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
         on_target_now = any(on_target(r) and fits(r) for r in tried)
         if not on_target_now and fmt == "tflite" and opts.mixed_precision and opts.target not in FULL_INTEGER_TARGETS \
                 and len(source.inputs) == 1:
-            # On the uncorrected model: a float layer must keep its own bias, and which ops the debugger's
-            # names cover is not mapped back to Keras layers.
-            ranked = tflite.layer_sensitivity(source, work, samples, io_dtype)
-            make = quantizer(source, work, onnx_method)
-            what = full["notes"]["quantization"].replace("full-integer ", "")
+            corrected_base = src is not source
+            ranked = tflite.layer_sensitivity(src, wdir, samples, io_dtype)
+            what = base["notes"]["quantization"].replace("full-integer ", "")
+
+            def make_mixed(k: int, out: Path) -> None:
+                if not corrected_base:
+                    quantizer(source, work, onnx_method)(out, ranked[:k])
+                    return
+                # a layer left float must keep its own bias: correct again without the float ones
+                wk = work / f"bias-corrected-mixed{k}"
+                wk.mkdir(exist_ok=True)
+                again, _ = _bias_corrected(source, samples, skip=lambda name: tflite.names_layer(ranked[:k], name))
+                quantizer(again, wk, onnx_method)(out, ranked[:k])
+
             for k in float_layer_counts(len(ranked), passes_at=lambda k: k in hit):
-                notes = {**full["notes"], "quantization": f"{what}; the {k} of {len(ranked)} ops that quantization "
+                notes = {**base["notes"], "quantization": f"{what}; the {k} of {len(ranked)} ops that quantization "
                                                           "damages most left float (mixed precision)",
                          "float_layers": ranked[:k]}
-                row = attempt(f"mixed{k}", notes, lambda out, k=k: make(out, ranked[:k]))
+                row = attempt(f"mixed{k}", notes, lambda out, k=k: make_mixed(k, out))
                 if on_target(row) and fits(row):
                     hit.append(k)
         elif not on_target_now and fmt == "onnx" and opts.calibration_method == "auto":
@@ -503,8 +512,9 @@ def _make_format(fmt: str, source: SourceModel, work: Path, staging: Path, preci
     raise ConvertError(f"--format {fmt}: use tflite and/or onnx")
 
 
-def _bias_corrected(source: SourceModel, samples: list[list[np.ndarray]]):
-    """A copy of a Keras source with bias correction for int8 weights (converters.bias_correction)."""
+def _bias_corrected(source: SourceModel, samples: list[list[np.ndarray]], skip=None):
+    """A copy of a Keras source with bias correction for int8 weights (converters.bias_correction);
+    ``skip(layer name)`` says which layers stay float, and so keep their bias."""
     import dataclasses
 
     import keras
@@ -514,7 +524,7 @@ def _bias_corrected(source: SourceModel, samples: list[list[np.ndarray]]):
     model = keras.models.clone_model(source.keras_model)
     model.set_weights(source.keras_model.get_weights())
     inputs = [np.concatenate([ex[i] for ex in samples]) for i in range(len(source.inputs))]
-    info = bias_correction.correct(model, inputs)
+    info = bias_correction.correct(model, inputs, skip=skip)
     return dataclasses.replace(source, keras_model=model, _saved_model=None, _float_onnx=None), info
 
 

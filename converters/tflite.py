@@ -90,6 +90,14 @@ def convert(source: SourceModel, workdir: Path, out: Path, precision: str,
                                f"{', '.join(float_ops)}; replace them in the model or use --format onnx")
 
 
+def names_layer(op_names: list[str], layer: str) -> bool:
+    """Whether one of these TFLite ops (as :func:`layer_sensitivity` names them) computes Keras layer
+    ``layer``: a fused op's name joins its parts with ';', and each part is the TensorFlow name
+    scope path, in which the layer appears as ``layer`` or ``layer_N``."""
+    scope = re.compile(rf"(^|/){re.escape(layer)}(_\d+)?/")
+    return any(scope.search(part) for name in op_names for part in name.split(";"))
+
+
 def layer_sensitivity(source: SourceModel, workdir: Path, samples: list[list[np.ndarray]], io_dtype: str) -> list[str]:
     """The int8 model's quantized ops by output tensor, the most damaged by quantization first.
 
