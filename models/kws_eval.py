@@ -1,7 +1,7 @@
 """Continuous-audio evaluation of a keyword artifact: false accepts per hour and false rejects.
 
     python -m models.kws_eval synth --data DATA --out STREAMS [--minutes 35] [--val-minutes 30] [--keywords 400]
-                                    [--context 480] [--context-only] [--seed 0]
+                                    [--context 480] [--context-only] [--words FILE [--vocabulary 8000]] [--seed 0]
     python -m models.kws_eval evaluate --model ARTIFACT --streams STREAMS [--write] [--engines litert,onnx]
                                        [--out RESULTS.json]
 
@@ -13,7 +13,9 @@ or its homophone) with the data set's voices of each split and writes:
   in train, 1/8 as many in val and test), used by ``models.train_kws --context`` as
   context audio before training clips and, with ``--context-negatives``, as
   negatives; ``--context-only`` writes only these (hours of negative speech need
-  thousands of sentences, not new streams);
+  thousands of sentences, not new streams); ``--words FILE`` speaks them from a
+  word list (``models.kws_data.read_word_list``: thousands of words instead of the
+  ~300, none a keyword or like one), recorded in ``context/words.txt``;
 * ``STREAMS/{val,test}_negative.wav`` -- continuous non-keyword speech: sentences
   separated by 0.2-1.5 s pauses, each at a random level (-20..0 dB), half of
   them in a synthetic room (RT60 0.1-0.6 s), each with background noise (white,
@@ -87,13 +89,14 @@ def _say(job: tuple) -> np.ndarray:
         return np.zeros(0, np.float32)
 
 
-def _sentence_jobs(rng, voices, params, n, tmp, words=(3, 9)):
+def _sentence_jobs(rng, voices, params, n, tmp, words=(3, 9), vocabulary=None):
     from models import kws_data as kd
 
+    vocabulary = vocabulary or kd.UNKNOWN_WORDS
     jobs = []
     for _ in range(n):
         v = kd._pick_voice(rng, voices, params)
-        text = " ".join(kd._word(rng) for _ in range(int(rng.integers(words[0], words[1] + 1))))
+        text = " ".join(kd._word(rng, vocabulary) for _ in range(int(rng.integers(words[0], words[1] + 1))))
         jobs.append((kd._utterance(rng, v, text, params), kd._uniform(rng, params.speed), tmp))
     return jobs
 
@@ -135,18 +138,24 @@ def _segment(rng, speech: np.ndarray, pre: float, post: float) -> np.ndarray:
 
 
 def synth(data: Path, out: Path, minutes: float, val_minutes: float, n_kw: int, n_context: int, seed: int,
-          context_only: bool = False) -> None:
+          context_only: bool = False, vocabulary: tuple[str, ...] | None = None) -> None:
+    """Write the streams and context sentences (see the module docstring); ``vocabulary``: the
+    context sentences' words instead of ``models.kws_data.UNKNOWN_WORDS`` (the streams keep those)."""
     from edge_runtime.audio.wav import write_wav
 
     voices, params = _voices(data)
     out.mkdir(parents=True, exist_ok=True)
+    if vocabulary:
+        (out / "context").mkdir(exist_ok=True)
+        (out / "context" / "words.txt").write_text("\n".join(vocabulary) + "\n")
     with tempfile.TemporaryDirectory(prefix="kws_eval_") as tmp:
         for s, count in (("train", n_context), ("val", n_context // 8), ("test", n_context // 8)):
             rng = np.random.default_rng([seed, 11, len(s)])
             d = out / "context" / s
             d.mkdir(parents=True, exist_ok=True)
             seconds = 0.0
-            for i, x in enumerate(_render(_sentence_jobs(rng, voices[s], params, count, tmp), f"context {s}")):
+            jobs = _sentence_jobs(rng, voices[s], params, count, tmp, vocabulary=vocabulary)
+            for i, x in enumerate(_render(jobs, f"context {s}")):
                 if len(x):
                     seg, _ = _segment(rng, x, rng.uniform(0.1, 0.8), rng.uniform(0.1, 0.8))
                     write_wav(d / f"sentence_{i:05d}.wav", np.clip(seg, -1, 1), SR)
@@ -595,6 +604,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--context-only", action="store_true",
                    help="write only the context sentences, no val/test streams (more negative speech for "
                         "train_kws --context; a new --seed gives new sentences)")
+    s.add_argument("--words", type=Path,
+                   help="speak the context sentences with words of this list (one per line, e.g. Debian's "
+                        "wamerican /usr/share/dict/american-english) instead of the data set's _unknown_ words; "
+                        "keywords and words that sound like one are left out")
+    s.add_argument("--vocabulary", type=int, default=8000, help="words drawn from --words (default 8000)")
     s.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("evaluate")
     e.add_argument("--model", type=Path, required=True)
@@ -609,8 +623,15 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if args.cmd == "synth":
+        from models.kws_data import KwsDataError, read_word_list
+
+        try:
+            vocabulary = read_word_list(args.words, args.vocabulary, args.seed) if args.words else None
+        except KwsDataError as err:
+            print(f"kws_eval: error: {err}", file=sys.stderr)
+            return 2
         synth(args.data, args.out, args.minutes, args.val_minutes, args.keywords, args.context, args.seed,
-              args.context_only)
+              args.context_only, vocabulary)
     else:
         if args.write and args.engines != ENGINES:
             ap.error("--write reports on both engines: leave out --engines")
