@@ -140,6 +140,55 @@ def _word_list(text: str) -> tuple[str, ...]:
 
 
 UNKNOWN_WORDS = _word_list(_WORDS)
+SOUNDS_LIKE_EXTRA = 2  # phoneme characters a word may add to a keyword's and still be taken for it
+
+
+def _phonemes(words: Sequence[str]) -> list[str]:
+    """espeak-ng's en-us phonemes of each word, stress marks dropped ("stop" -> "st0p")."""
+    import subprocess
+
+    def run(ws: Sequence[str]) -> list[str]:
+        out = subprocess.run(["espeak-ng", "-q", "-x", "-v", "en-us", "\n".join(ws)], capture_output=True,
+                             text=True, check=True).stdout.split()
+        return [t.translate(str.maketrans("", "", "',2")) for t in out]
+
+    def each(ws: Sequence[str]) -> list[str]:  # a word said as two (or none) splits its chunk in halves
+        got = run(ws)
+        if len(got) == len(ws):
+            return got
+        if len(ws) == 1:
+            return [" ".join(got)]
+        return each(ws[: len(ws) // 2]) + each(ws[len(ws) // 2:])
+
+    return [p for i in range(0, len(words), 500) for p in each(list(words[i: i + 500]))]
+
+
+def sounds_like_keyword(words: Sequence[str]) -> list[bool]:
+    """Per word: does espeak-ng say it as a keyword, or as a keyword plus at most
+    ``SOUNDS_LIKE_EXTRA`` phoneme characters before or after ("stops", "goat", "upped")?
+    Such words are left out of negative text: a listener might take them for the keyword."""
+    keys = _phonemes(KEYWORDS)
+    return [any(p == k or (len(p) - len(k) <= SOUNDS_LIKE_EXTRA and (p.startswith(k) or p.endswith(k)))
+                for k in keys) for p in _phonemes(words)]
+
+
+def read_word_list(path: str | os.PathLike[str], n: int, seed: int = 0) -> tuple[str, ...]:
+    """``n`` words drawn (seeded) from a word list of one word per line (e.g. Debian's wamerican,
+    ``/usr/share/dict/american-english``) to speak as non-keyword text: lowercase a-z words of
+    2..12 letters only (no names, no possessives), never a keyword, a homophone of one or a word
+    that :func:`sounds_like_keyword`."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").split()
+    except OSError as e:
+        raise KwsDataError(f"--words {path}: cannot read it ({e.strerror}); pass a file of one word per line") from None
+    pool = [w for w in _word_list(" ".join(lines)) if w.isascii() and w.isalpha() and w.islower() and 2 <= len(w) <= 12]
+    rng = np.random.default_rng([seed, 21])
+    pool = [pool[i] for i in rng.permutation(len(pool))[: int(1.3 * n)]]  # some are dropped below
+    kept = tuple(w for w, bad in zip(pool, sounds_like_keyword(pool)) if not bad)[:n]
+    if len(kept) < min(n, 50):
+        raise KwsDataError(f"--words {path}: only {len(kept)} usable words (lowercase a-z, not like a keyword); "
+                           "pass a longer word list")
+    return kept
 
 
 class KwsDataError(TtsError):
@@ -361,8 +410,8 @@ def _utterance(rng: np.random.Generator, voice: Voice, text: str, params: Params
     return Utterance(voice, text, engine(voice.engine).augment(rng, voice, params))
 
 
-def _word(rng: np.random.Generator) -> str:
-    return UNKNOWN_WORDS[int(rng.integers(len(UNKNOWN_WORDS)))]
+def _word(rng: np.random.Generator, words: Sequence[str] = UNKNOWN_WORDS) -> str:
+    return words[int(rng.integers(len(words)))]
 
 
 def _keyword(rng: np.random.Generator) -> str:

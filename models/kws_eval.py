@@ -1,14 +1,21 @@
 """Continuous-audio evaluation of a keyword artifact: false accepts per hour and false rejects.
 
     python -m models.kws_eval synth --data DATA --out STREAMS [--minutes 35] [--val-minutes 30] [--keywords 400]
-    python -m models.kws_eval evaluate --model ARTIFACT --streams STREAMS [--write]
+                                    [--context 480] [--context-only] [--words FILE [--vocabulary 8000]] [--seed 0]
+    python -m models.kws_eval evaluate --model ARTIFACT --streams STREAMS [--write] [--engines litert,onnx]
+                                       [--out RESULTS.json]
 
 ``synth`` speaks random sentences of non-keyword words (``models.kws_data.UNKNOWN_WORDS``:
 common words and near-misses such as "yet", "town", "top", "so"; never a keyword
 or its homophone) with the data set's voices of each split and writes:
 
-* ``STREAMS/context/{train,val,test}/*.wav`` -- single sentences, used by
-  ``models.train_kws --context`` as context audio before training clips;
+* ``STREAMS/context/{train,val,test}/*.wav`` -- single sentences (``--context`` of them
+  in train, 1/8 as many in val and test), used by ``models.train_kws --context`` as
+  context audio before training clips and, with ``--context-negatives``, as
+  negatives; ``--context-only`` writes only these (hours of negative speech need
+  thousands of sentences, not new streams); ``--words FILE`` speaks them from a
+  word list (``models.kws_data.read_word_list``: thousands of words instead of the
+  ~300, none a keyword or like one), recorded in ``context/words.txt``;
 * ``STREAMS/{val,test}_negative.wav`` -- continuous non-keyword speech: sentences
   separated by 0.2-1.5 s pauses, each at a random level (-20..0 dB), half of
   them in a synthetic room (RT60 0.1-0.6 s), each with background noise (white,
@@ -55,6 +62,7 @@ from models import process_pool
 SR = 16000
 HIT_AFTER_END_S = 1.2  # a detection up to this long after a keyword's end counts as hitting it
 CHUNK_S = 0.1
+ENGINES = ("litert", "onnx")
 NOISES = ("white", "pink", "brown", "hum")
 
 
@@ -81,13 +89,14 @@ def _say(job: tuple) -> np.ndarray:
         return np.zeros(0, np.float32)
 
 
-def _sentence_jobs(rng, voices, params, n, tmp, words=(3, 9)):
+def _sentence_jobs(rng, voices, params, n, tmp, words=(3, 9), vocabulary=None):
     from models import kws_data as kd
 
+    vocabulary = vocabulary or kd.UNKNOWN_WORDS
     jobs = []
     for _ in range(n):
         v = kd._pick_voice(rng, voices, params)
-        text = " ".join(kd._word(rng) for _ in range(int(rng.integers(words[0], words[1] + 1))))
+        text = " ".join(kd._word(rng, vocabulary) for _ in range(int(rng.integers(words[0], words[1] + 1))))
         jobs.append((kd._utterance(rng, v, text, params), kd._uniform(rng, params.speed), tmp))
     return jobs
 
@@ -128,20 +137,32 @@ def _segment(rng, speech: np.ndarray, pre: float, post: float) -> np.ndarray:
     return (seg + level * noise).astype(np.float32), len(np.zeros(int(pre * SR)))
 
 
-def synth(data: Path, out: Path, minutes: float, val_minutes: float, n_kw: int, n_context: int, seed: int) -> None:
+def synth(data: Path, out: Path, minutes: float, val_minutes: float, n_kw: int, n_context: int, seed: int,
+          context_only: bool = False, vocabulary: tuple[str, ...] | None = None) -> None:
+    """Write the streams and context sentences (see the module docstring); ``vocabulary``: the
+    context sentences' words instead of ``models.kws_data.UNKNOWN_WORDS`` (the streams keep those)."""
     from edge_runtime.audio.wav import write_wav
 
     voices, params = _voices(data)
     out.mkdir(parents=True, exist_ok=True)
+    if vocabulary:
+        (out / "context").mkdir(exist_ok=True)
+        (out / "context" / "words.txt").write_text("\n".join(vocabulary) + "\n")
     with tempfile.TemporaryDirectory(prefix="kws_eval_") as tmp:
         for s, count in (("train", n_context), ("val", n_context // 8), ("test", n_context // 8)):
             rng = np.random.default_rng([seed, 11, len(s)])
             d = out / "context" / s
             d.mkdir(parents=True, exist_ok=True)
-            for i, x in enumerate(_render(_sentence_jobs(rng, voices[s], params, count, tmp), f"context {s}")):
+            seconds = 0.0
+            jobs = _sentence_jobs(rng, voices[s], params, count, tmp, vocabulary=vocabulary)
+            for i, x in enumerate(_render(jobs, f"context {s}")):
                 if len(x):
                     seg, _ = _segment(rng, x, rng.uniform(0.1, 0.8), rng.uniform(0.1, 0.8))
                     write_wav(d / f"sentence_{i:05d}.wav", np.clip(seg, -1, 1), SR)
+                    seconds += len(seg) / SR
+            print(f"context {s}: {count} sentences, {seconds / 60:.1f} min", flush=True)
+        if context_only:
+            return
         for s, mins, kws in (("val", val_minutes, n_kw // 2), ("test", minutes, n_kw)):
             rng = np.random.default_rng([seed, 12, len(s)])
             n_sent = int(mins * 60 / 2.0)
@@ -264,11 +285,12 @@ def _curve(rows: list[dict[str, Any]], hours: float) -> list[dict[str, float]]:
              "false_reject_rate": round(rows[i]["frr"], 4)} for i in keep]
 
 
-def tune(m, folder, streams: Path, refractory_s: float = 1.0, fa_budget: float = 0.5) -> dict[str, Any]:
+def tune(m, folder, streams: Path, refractory_s: float = 1.0, fa_budget: float = 0.5,
+         engine: str = "litert") -> dict[str, Any]:
     from edge_runtime.pipelines.audio import KeywordSpotter, read_curve, within_budget
 
     neg, kw, spans = _load_stream(streams, "val")
-    sp = KeywordSpotter(m, folder, "litert")
+    sp = KeywordSpotter(m, folder, engine)
     tn, sn = posteriors(sp, neg)
     tk, sk = posteriors(sp, kw)
     hours = (len(neg) + len(kw)) / SR / 3600
@@ -357,8 +379,8 @@ def _test_speakers(work: Path, n: int) -> list[tuple[str, str]] | None:
     return out if len(out) == n else None
 
 
-def accuracy(m, folder, work: Path) -> dict[str, Any]:
-    """Test-split accuracy: float (Keras) and int8 (both engines, chunk by chunk from a zero state)."""
+def accuracy(m, folder, work: Path, engines: tuple[str, ...] = ENGINES) -> dict[str, Any]:
+    """Test-split accuracy: float (Keras) and int8 (each engine, chunk by chunk from a zero state)."""
     import keras
 
     from edge_runtime.engines import open_engine
@@ -373,7 +395,7 @@ def accuracy(m, folder, work: Path) -> dict[str, Any]:
     preds_by = {"float": pf.argmax(1)}
     f = m.preprocessing.audio.frames_per_step
     w = max(f, m.preprocessing.audio.window_frames)
-    for eng_name in ("litert", "onnx"):
+    for eng_name in engines:
         eng = open_engine(m, folder, eng_name)
         art = m.artifact({"litert": "tflite", "onnx": "onnx"}[eng_name])
         names = [t.name for t in eng.inputs]
@@ -408,20 +430,24 @@ def accuracy(m, folder, work: Path) -> dict[str, Any]:
 
 
 def evaluate(model_dir: Path, streams: Path, write: bool, work: Path | None = None,
-             fa_budget: float = 0.5) -> dict[str, Any]:
+             fa_budget: float = 0.5, engines: tuple[str, ...] = ENGINES) -> dict[str, Any]:
+    """Tune on the val streams (with the first of ``engines``), then measure with each of them;
+    ``write`` (which reports on both engines) needs all of :data:`ENGINES`."""
     from edge_runtime import manifest as mf
 
+    if write and tuple(engines) != ENGINES:
+        raise ValueError(f"--write reports on {', '.join(ENGINES)}: measure with all of them")
     m, folder = mf.load(model_dir)
     work = work or folder.parent / f".{folder.name}-work"
     det = dict(m.metrics.get("detector") or {})
-    tuned = tune(m, folder, streams, fa_budget=fa_budget)
+    tuned = tune(m, folder, streams, fa_budget=fa_budget, engine=engines[0])
     det.update({k: tuned[k] for k in ("threshold", "smoothing_steps", "refractory_s", "curve")})
     det["source"] = tuned["tuned_on"]
     metrics = dict(m.metrics)
     metrics["detector"] = det
     m = dataclasses.replace(m, metrics=metrics)
-    results = {"tuning": tuned, "accuracy": accuracy(m, folder, work) if work.is_dir() else None,
-               "stream": {e: measure(m, folder, streams, e, fa_budget) for e in ("litert", "onnx")},
+    results = {"tuning": tuned, "accuracy": accuracy(m, folder, work, engines) if work.is_dir() else None,
+               "stream": {e: measure(m, folder, streams, e, fa_budget) for e in engines},
                "sizes": {a.id: a.file.size for a in m.artifacts}}
     print(json.dumps({k: v for k, v in results.items()}, indent=1, default=str)[:4000])
     if write:
@@ -555,6 +581,14 @@ def evaluation_md(m, r: dict[str, Any], streams: Path) -> str:
     return "\n".join(lines)
 
 
+def _engines(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in ENGINES]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: name one or more of {', '.join(ENGINES)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.kws_eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -565,7 +599,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--minutes", type=float, default=35.0)
     s.add_argument("--val-minutes", type=float, default=30.0)
     s.add_argument("--keywords", type=int, default=400)
-    s.add_argument("--context", type=int, default=480, help="train-voice context sentences")
+    s.add_argument("--context", type=int, default=480,
+                   help="train-voice context sentences (val and test get 1/8 as many, spoken by their voices)")
+    s.add_argument("--context-only", action="store_true",
+                   help="write only the context sentences, no val/test streams (more negative speech for "
+                        "train_kws --context; a new --seed gives new sentences)")
+    s.add_argument("--words", type=Path,
+                   help="speak the context sentences with words of this list (one per line, e.g. Debian's "
+                        "wamerican /usr/share/dict/american-english) instead of the data set's _unknown_ words; "
+                        "keywords and words that sound like one are left out")
+    s.add_argument("--vocabulary", type=int, default=8000, help="words drawn from --words (default 8000)")
     s.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("evaluate")
     e.add_argument("--model", type=Path, required=True)
@@ -574,11 +617,31 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--fa-budget", type=float, default=0.5,
                    help="false accepts per hour allowed on the val streams when choosing the operating point")
     e.add_argument("--work", type=Path, help="train_kws --work folder (float model, test sequences)")
+    e.add_argument("--engines", type=_engines, default=ENGINES,
+                   help="comma-separated engines to measure with, the first also tunes (default litert,onnx; "
+                        "--write needs both)")
+    e.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if args.cmd == "synth":
-        synth(args.data, args.out, args.minutes, args.val_minutes, args.keywords, args.context, args.seed)
+        from models.kws_data import KwsDataError, read_word_list
+
+        try:
+            vocabulary = read_word_list(args.words, args.vocabulary, args.seed) if args.words else None
+        except KwsDataError as err:
+            print(f"kws_eval: error: {err}", file=sys.stderr)
+            return 2
+        synth(args.data, args.out, args.minutes, args.val_minutes, args.keywords, args.context, args.seed,
+              args.context_only, vocabulary)
     else:
-        evaluate(args.model, args.streams, args.write, args.work, args.fa_budget)
+        if args.write and args.engines != ENGINES:
+            ap.error("--write reports on both engines: leave out --engines")
+        r = evaluate(args.model, args.streams, args.write, args.work, args.fa_budget, args.engines)
+        if args.out:
+            from edge_runtime.fileio import atomic_write
+
+            with atomic_write(args.out, "w", encoding="utf-8") as f:
+                json.dump(r, f, indent=1, default=str)
+                f.write("\n")
     return 0
 
 

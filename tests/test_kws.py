@@ -518,6 +518,9 @@ def test_tune_stores_the_validation_curve_the_runtime_chooses_from(val_streams, 
     assert res["tuning"]["curve"] == curve
     assert {e: r["threshold"] for e, r in res["stream"].items()} == {"litert": tuned["threshold"],
                                                                       "onnx": tuned["threshold"]}
+    # one engine (the other may be too slow for a 16x8 artifact on this host): it tunes and measures
+    one = kws_eval.evaluate(out, tmp_path, write=False, work=tmp_path / "no-work", fa_budget=budget, engines=("onnx",))
+    assert list(one["stream"]) == ["onnx"] and one["stream"]["onnx"]["threshold"] == one["tuning"]["threshold"]
 
 
 # ---------------------------------------------------------------- the training recipe
@@ -530,6 +533,18 @@ def tiny_data(tmp_path_factory):
     data = tmp_path_factory.mktemp("kws") / "data"
     kws_data.generate(data, per_word=8, jobs=2, progress=False)
     return data
+
+
+def test_synth_context_only_writes_sentences_per_split(tiny_data, tmp_path):
+    from edge_runtime.audio.wav import read_wav
+    from models import kws_eval
+
+    kws_eval.synth(tiny_data, tmp_path, minutes=1, val_minutes=1, n_kw=2, n_context=16, seed=1, context_only=True)
+    found = {s: sorted((tmp_path / "context" / s).glob("*.wav")) for s in ("train", "val", "test")}
+    assert [len(found[s]) for s in ("train", "val", "test")] == [16, 2, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["context"]  # no streams
+    x = read_wav(found["train"][0], SR)
+    assert len(x) > SR // 2 and 0.0 < float(np.abs(x).max()) <= 1.0
 
 
 @pytest.mark.parametrize("front_end", ["logmel", "speech-embedding"])

@@ -142,6 +142,28 @@ def _phonemes(word: str) -> str:
     return out.stdout.strip().replace("'", "").replace(",", "")
 
 
+def test_word_list_keeps_no_keyword_or_word_that_sounds_like_one(tmp_path: Path) -> None:
+    require(shutil.which("espeak-ng") is not None, "espeak-ng is not installed (apt-get install espeak-ng)")
+    like = ["stop", "know", "write", "stops", "goes", "upped", "downs", "noes", "lefty"]
+    odd = ["Boston", "cat's", "x", "naïve", "extraordinarily"]
+    cand = [w for w in kd.UNKNOWN_WORDS if len(w) >= 4]
+    plain = [w for w, bad in zip(cand, kd.sounds_like_keyword(cand)) if not bad][:80]
+    (tmp_path / "words").write_text("\n".join(like + odd + plain + ["yesterday", "gopher"]) + "\n")
+    got = kd.read_word_list(tmp_path / "words", 1000, seed=3)
+    assert not set(got) & set(like + odd)
+    assert set(plain) <= set(got) and "yesterday" in got  # a keyword inside a longer word is a negative
+    assert "gopher" not in got  # "go" + two phoneme characters
+    assert kd.read_word_list(tmp_path / "words", 20, seed=3) == kd.read_word_list(tmp_path / "words", 20, seed=3)
+    assert len(kd.read_word_list(tmp_path / "words", 20, seed=3)) == 20
+    keys = {_phonemes(k) for k in kd.KEYWORDS}
+    assert not [w for w in got if _phonemes(w) in keys]
+    (tmp_path / "short").write_text("cat dog\n")
+    with pytest.raises(kd.KwsDataError, match="only 2 usable words"):
+        kd.read_word_list(tmp_path / "short", 100)
+    with pytest.raises(kd.KwsDataError, match="--words .*missing"):
+        kd.read_word_list(tmp_path / "missing", 100)
+
+
 def test_voice_listings_are_parsed() -> None:
     langs = """Pty Language       Age/Gender VoiceName          File                 Other Languages
  2  en-gb           --/M      English_(Great_Britain) gmw/en               (en 2)
