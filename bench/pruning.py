@@ -12,8 +12,12 @@ the pruned one within a round, and the median over the rounds is reported. The
 machine may be shared: ratios from one run are what to compare, not the
 absolute times.
 
-    python bench/pruning.py [--fractions 0 0.25 0.5 0.75] [--recipe "--prune-epochs 5 --teacher ..."] [--threads 1]
+    python bench/pruning.py [--fractions 0 0.375 0.5 0.75] [--recipe "--prune-steps 3 --prune-epochs 3 --teacher ..."]
+        [--threads 1]
         [--rounds 15] [--work DIR] [--out bench/results/pruning.json]
+
+bench/results/pruning.json is the default; pruning_one_step.json is
+``--fractions 0 0.25 0.5 0.75 --recipe "--prune-epochs 5 --teacher models/digits/digits_mobilenetv2.keras"``.
 """
 
 from __future__ import annotations
@@ -99,10 +103,10 @@ def interleaved_latency(folders: dict[float, Path], threads: int, rounds: int, s
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fractions", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75])
-    ap.add_argument("--recipe", default=f"--prune-epochs 5 --teacher {SHIPPED.relative_to(ROOT)}",
+    ap.add_argument("--fractions", nargs="+", type=float, default=[0.0, 0.375, 0.5, 0.75])
+    ap.add_argument("--recipe", default=f"--prune-steps 3 --prune-epochs 3 --teacher {SHIPPED.relative_to(ROOT)}",
                     help="further python -m models.mobilenet flags, the same for every fraction (paths relative to "
-                         "the repository; default: 5 epochs distilled from the unpruned model)")
+                         "the repository; default: 3 steps of 3 epochs each, distilled from the unpruned model)")
     ap.add_argument("--threads", type=int, default=1, help="engine threads for the latency rounds (default 1)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
