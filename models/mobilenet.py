@@ -5,6 +5,7 @@ Trains from an image folder (class sub-folders are the labels), in one command:
     python -m models.mobilenet --data FOLDER --out DIR [--arch v2|v3small] [--alpha 1.0] [--size 96]
         [--weights PRETRAINED.h5] [--teacher TEACHER.keras --temperature 4 --distill-alpha 0.5]
         [--head-epochs 20] [--full-epochs 5] [--epochs 30] [--val-split 0.2 | --val FOLDER] [--seed 0] [--convert]
+        [--init TRAINED.keras] [--prune FRACTION --prune-criterion taylor|l1 --prune-steps 1 --prune-epochs 5]
 
 - ``--weights``: the backbone starts from a Keras MobileNet file of the same arch
   and width; the head trains on cached backbone features (``--head-epochs``),
@@ -19,6 +20,20 @@ Trains from an image folder (class sub-folders are the labels), in one command:
 - neither: the whole network trains from scratch on the labels for ``--epochs``.
   After whole-network training the batch-norm statistics are re-estimated on
   the training images (Keras MobileNets' momentum 0.999 is too slow for short runs).
+- ``--init``: start from a classifier this recipe trained (same classes; its
+  input size wins over ``--size``) instead of training one.
+- ``--prune``: structured pruning of a MobileNetV2, after the training above (or
+  from ``--init``). Every inverted-residual block's expansion 1x1 conv loses
+  the same FRACTION of its output channels (rounded to multiples of 8), those
+  that matter least by ``--prune-criterion``: ``taylor``, the first-order
+  estimate of the loss change on the training images, or ``l1``, the norm of
+  the conv kernel with its batch norm folded in. The batch norm, the depthwise
+  conv and the projection conv's inputs shrink with it, kept weights are copied
+  exactly, and the narrower network is fine-tuned for ``--prune-epochs`` at
+  ``--prune-lr`` (on the labels, and on the teacher too with ``--teacher``),
+  batch-norm statistics frozen. ``--prune-steps N`` gets there in N equal steps of fraction,
+  each pruned and fine-tuned in turn. ``--prune 0`` only fine-tunes (a baseline
+  with the same budget).
 
 A stratified, seeded ``--val-split`` share of FOLDER (or ``--val FOLDER``) is held
 out; its accuracy (and the student's agreement with the teacher) is printed and
@@ -234,6 +249,137 @@ def save(model, path: str | Path) -> None:
     clean.save(str(path))
 
 
+# ---------------------------------------------------------------- structured pruning
+def _layers(model):
+    """Every layer of ``model``, nested models' layers included, in graph order."""
+    for la in model.layers:
+        yield la
+        yield from _layers(la) if hasattr(la, "layers") else ()
+
+
+def expansion_widths(model) -> dict[str, int]:
+    """``{block: output channels of its expansion conv}`` for every inverted-residual block with one.
+
+    Read from the MobileNetV2 graph (``block_N_expand``, ``_expand_BN``,
+    ``_depthwise``, ``_depthwise_BN``, ``_project``), not from a table.
+    """
+    names = {la.name: la for la in _layers(model)}
+    widths = {}
+    for name, la in names.items():
+        if name.startswith("block_") and name.endswith("_expand"):
+            block = name[: -len("_expand")]
+            missing = [block + s for s in ("_expand_BN", "_depthwise", "_depthwise_BN", "_project") if block + s not in names]
+            if missing:
+                raise ValueError(f"{block}: no {missing[0]} layer; not a MobileNetV2 inverted-residual block")
+            widths[block] = int(la.filters)
+    if not widths:
+        raise ValueError("no MobileNetV2 expansion convolutions (block_N_expand); only MobileNetV2 can be pruned")
+    return widths
+
+
+def pruned_widths(widths: dict[str, int], fraction: float) -> dict[str, int]:
+    """The widths with ``fraction`` of every block's channels removed, rounded to a multiple of 8 (8 at least)."""
+    return {b: max(8, 8 * round(c * (1.0 - fraction) / 8)) for b, c in widths.items()}
+
+
+def l1_importance(model) -> dict[str, np.ndarray]:
+    """Per block, the L1 norm of each expansion output channel's kernel with its batch norm folded in.
+
+    Folding scales channel c's kernel by ``gamma_c / sqrt(var_c + eps)``, so a
+    channel the batch norm shrinks ranks low, whatever its raw kernel norm.
+    """
+    names = {la.name: la for la in _layers(model)}
+    scores = {}
+    for block in expansion_widths(model):
+        bn = names[block + "_expand_BN"]
+        scale = 1.0 / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+        if bn.gamma is not None:
+            scale = scale * bn.gamma.numpy()
+        scores[block] = np.abs(names[block + "_expand"].kernel.numpy()).sum(axis=(0, 1, 2)) * np.abs(scale)
+    return scores
+
+
+def taylor_importance(model, x: np.ndarray, y: np.ndarray, batch: int = 32, limit: int = 512,
+                      seed: int = 0) -> dict[str, np.ndarray]:
+    """Per block, a first-order Taylor estimate of how much the loss changes when an expansion channel goes.
+
+    Removing channel c is scaling the projection conv's input c by 0; to first
+    order the loss changes by ``|sum_o W[c, o] * dL/dW[c, o]|`` (W the projection
+    kernel), measured per batch of (up to ``limit`` of) the training images and
+    averaged (Molchanov et al., 2017). Unlike a weight norm it sees the data and
+    the channel's whole path: expansion, depthwise, batch norms, projection.
+    """
+    import keras
+    import tensorflow as tf
+
+    names = {la.name: la for la in _layers(model)}
+    blocks = list(expansion_widths(model))
+    kernels = [names[b + "_project"].kernel.value for b in blocks]
+    scores = [np.zeros(k.shape[2]) for k in kernels]
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    idx = np.random.default_rng(seed).permutation(len(x))[:limit]
+    batches = range(0, len(idx), batch)
+    for start in batches:
+        part = idx[start:start + batch]
+        with tf.GradientTape() as tape:
+            tape.watch(kernels)
+            loss = loss_fn(y[part], model(x[part], training=False))
+        for score, k, g in zip(scores, kernels, tape.gradient(loss, kernels)):
+            score += np.abs((k.numpy() * g.numpy()).sum(axis=(0, 1, 3)))
+    return {b: score / len(batches) for b, score in zip(blocks, scores)}
+
+
+def prune(model, widths: dict[str, int], importance: dict[str, np.ndarray] | None = None):
+    """A narrower copy of ``model``: each block's expansion conv keeps its ``widths[block]`` most important channels.
+
+    ``importance`` ranks each block's channels (default :func:`l1_importance`).
+    The expansion conv's output channels, its batch norm, the depthwise conv and
+    its batch norm, and the projection conv's input channels shrink together;
+    the kept channels' weights are copied exactly (in their original order), all
+    other layers' weights as they are. The copy is uncompiled.
+    """
+    import re
+
+    import keras
+
+    importance = importance if importance is not None else l1_importance(model)
+    kept = {}
+    for block, n in widths.items():
+        score = importance[block]
+        if not 0 < n <= len(score):
+            raise ValueError(f"{block}: cannot keep {n} of {len(score)} channels")
+        kept[block] = np.sort(np.argsort(-score, kind="stable")[:n])
+
+    def narrow(config):  # the expansion convs' filters, in nested models' configs too
+        for la in config["layers"]:
+            name = la["config"]["name"]
+            block = re.match(r"(block_\d+)_", name)
+            if block and block.group(1) in widths:
+                la.pop("build_config", None)  # the block's layers take their shapes from their (narrower) inputs
+                if name == block.group(1) + "_expand":
+                    la["config"]["filters"] = int(widths[block.group(1)])
+            if "layers" in la["config"]:
+                narrow(la["config"])
+        return config
+
+    new = keras.Model.from_config(narrow(model.get_config()))
+    old = {la.name: la for la in _layers(model)}
+    for la in _layers(new):
+        src = old[la.name]
+        if not la.weights or hasattr(la, "layers"):
+            continue
+        m = re.match(r"(block_\d+)_", la.name)
+        values = []
+        for w in src.get_weights():
+            target = la.weights[len(values)].shape
+            for axis, (a, b) in enumerate(zip(w.shape, target)):
+                if a != b:
+                    w = np.take(w, kept[m.group(1)], axis=axis)
+            values.append(w)
+        la.set_weights(values)
+    return new
+
+
 # ---------------------------------------------------------------- the one-command recipe
 class RecipeError(Exception):
     """Bad input: one line naming the flag or file and what to do; exit code 2."""
@@ -267,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-split", type=float, default=0.2, help="held-out share of --data, per class (default 0.2)")
     p.add_argument("--val", type=Path, metavar="FOLDER", help="validation images instead of --val-split")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, metavar="FILE", help="Keras classifier trained by this recipe: start from it "
+                                                             "instead of training one")
+    p.add_argument("--prune", type=float, metavar="FRACTION", help="MobileNetV2: remove this share of every expansion "
+                                                                  "conv's channels, then fine-tune (0 <= FRACTION < 1)")
+    p.add_argument("--prune-steps", type=int, default=1, help="with --prune: reach FRACTION in N prune + fine-tune "
+                                                               "steps (default 1)")
+    p.add_argument("--prune-epochs", type=int, default=5, help="with --prune: whole-network epochs after each step "
+                                                                "(default 5)")
+    p.add_argument("--prune-lr", type=float, default=1e-4, help="with --prune: fine-tuning learning rate (default 1e-4)")
+    p.add_argument("--prune-criterion", choices=["taylor", "l1"], default="taylor",
+                   help="with --prune: how channels are ranked (default taylor)")
     p.add_argument("--convert", action="store_true", help="also run edge-convert: DIR/artifacts/ (int8 TFLite + ONNX)")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
                    help="with --convert: edge-convert's limit on the int8 accuracy loss (default 1.0)")
@@ -296,12 +453,19 @@ def _check_args(a: argparse.Namespace) -> None:
                         ("--distill-alpha", a.distill_alpha, 0 <= a.distill_alpha <= 1),
                         ("--val-split", a.val_split, 0 <= a.val_split < 1), ("--batch", a.batch, a.batch >= 1),
                         ("--head-epochs", a.head_epochs, a.head_epochs >= 0),
-                        ("--full-epochs", a.full_epochs, a.full_epochs >= 0), ("--epochs", a.epochs, a.epochs >= 0)):
+                        ("--full-epochs", a.full_epochs, a.full_epochs >= 0), ("--epochs", a.epochs, a.epochs >= 0),
+                        ("--prune", a.prune, a.prune is None or 0 <= a.prune < 1),
+                        ("--prune-steps", a.prune_steps, a.prune_steps >= 1),
+                        ("--prune-epochs", a.prune_epochs, a.prune_epochs >= 0), ("--prune-lr", a.prune_lr, a.prune_lr > 0)):
         if not ok:
             raise RecipeError(f"{flag} {v}: out of range; see --help")
-    for flag, f in (("--weights", a.weights), ("--teacher", a.teacher)):
+    for flag, f in (("--weights", a.weights), ("--teacher", a.teacher), ("--init", a.init)):
         if f is not None and not f.exists():
             raise RecipeError(f"{flag} {f}: no such file; pass a Keras .keras or .h5 file")
+    if a.init and a.weights:
+        raise RecipeError("--init and --weights: pass one (--init starts from a whole trained classifier)")
+    if a.prune is not None and a.arch != "v2" and not a.init:
+        raise RecipeError(f"--prune with --arch {a.arch}: only MobileNetV2 (--arch v2) can be pruned")
     out = a.out
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "model.keras").is_file())):
         raise RecipeError(f"--out {out}: exists and is not an earlier output of this recipe; pick a new folder")
@@ -363,6 +527,9 @@ def train(args: argparse.Namespace) -> tuple:
     """Check the input, train, validate: (model, class names, info, train x, y, validation x, y)."""
     t0 = time.monotonic()
     _check_args(args)
+    init = _load_init(args) if args.init else None
+    if init is not None:
+        args.size = init.inputs[0].shape[1]
     x, y, names = _read(args.data, args.size, "--data")
     if args.val:
         xv, yv, _ = _read(args.val, args.size, "--val", names)
@@ -371,6 +538,7 @@ def train(args: argparse.Namespace) -> tuple:
         x, xv, y, yv = x[tr], x[va], y[tr], y[va]
     info: dict = {"arch": args.arch, "alpha": args.alpha, "size": args.size, "classes": names, "train_images": len(y),
                   "val_images": len(yv), "seed": args.seed, "weights": args.weights and str(args.weights)}
+    pt = pv = None
     if args.teacher:
         probs = _teacher_probs(args, names, [args.data] + ([args.val] if args.val else []))
         pt, pv = (probs[0], probs[1]) if args.val else (probs[0][tr], probs[0][va])
@@ -378,26 +546,16 @@ def train(args: argparse.Namespace) -> tuple:
                            "train_accuracy": float((pt.argmax(1) == y).mean())}
         print(f"teacher {args.teacher}: {100 * info['teacher']['train_accuracy']:.2f}% on the training split")
 
-    import keras
-
-    keras.utils.set_random_seed(args.seed)
-    try:
-        model = build(args.arch, args.alpha, args.size, len(names))
-    except ValueError as e:
-        raise RecipeError(f"--arch {args.arch} --alpha {args.alpha:g} --size {args.size}: {_first_line(e)}") from None
-    if args.weights:
-        try:
-            load_backbone_weights(model, args.weights)
-        except Exception as e:  # unreadable file, no MobileNet inside, or layers of other shapes
-            raise RecipeError(f"--weights {args.weights}: does not fit --arch {args.arch} --alpha {args.alpha:g} "
-                              f"({_first_line(e)}); pass a MobileNet of the same arch and width") from None
-    if args.teacher:
-        info["history"] = distill(model, pt, x, y, args.epochs, args.temperature, args.distill_alpha, args.batch,
-                                  args.seed, args.lr)
-    elif args.weights:
-        fine_tune(model, x, y, args.head_epochs, args.full_epochs, args.batch, args.seed)
+    if init is not None:
+        if init.outputs[0].shape[-1] != len(names):
+            raise RecipeError(f"--init {args.init}: outputs {init.outputs[0].shape[-1]} classes but --data {args.data} "
+                              f"has {len(names)} class folders; pass a classifier trained on the same classes")
+        model = init
+        info.update(init=str(args.init), arch=None, alpha=None)  # whatever the file holds
     else:
-        info["history"] = distill(model, None, x, y, args.epochs, batch=args.batch, seed=args.seed, lr=args.lr)
+        model = _build_and_train(args, len(names), info, x, y, pt)
+    if args.prune is not None:
+        model, info["prune"] = _prune_and_fine_tune(args, model, pt, x, y, xv, yv)
 
     if len(yv):
         info["val_accuracy"] = evaluate(model, xv, yv)
@@ -410,6 +568,80 @@ def train(args: argparse.Namespace) -> tuple:
         print(line)
     info["train_seconds"] = round(time.monotonic() - t0, 1)
     return model, names, info, x, y, xv, yv
+
+
+def _build_and_train(args: argparse.Namespace, classes: int, info: dict, x, y, teacher_probs):
+    """A new classifier trained as the flags say: distilled, fine-tuned from --weights, or from scratch."""
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    try:
+        model = build(args.arch, args.alpha, args.size, classes)
+    except ValueError as e:
+        raise RecipeError(f"--arch {args.arch} --alpha {args.alpha:g} --size {args.size}: {_first_line(e)}") from None
+    if args.weights:
+        try:
+            load_backbone_weights(model, args.weights)
+        except Exception as e:  # unreadable file, no MobileNet inside, or layers of other shapes
+            raise RecipeError(f"--weights {args.weights}: does not fit --arch {args.arch} --alpha {args.alpha:g} "
+                              f"({_first_line(e)}); pass a MobileNet of the same arch and width") from None
+    if args.teacher:
+        info["history"] = distill(model, teacher_probs, x, y, args.epochs, args.temperature, args.distill_alpha,
+                                  args.batch, args.seed, args.lr)
+    elif args.weights:
+        fine_tune(model, x, y, args.head_epochs, args.full_epochs, args.batch, args.seed)
+    else:
+        info["history"] = distill(model, None, x, y, args.epochs, batch=args.batch, seed=args.seed, lr=args.lr)
+    return model
+
+
+def _load_init(args: argparse.Namespace):
+    import keras
+
+    try:
+        model = keras.models.load_model(str(args.init), compile=False)
+    except Exception as e:  # keras raises ValueError, OSError, TypeError... for unreadable files
+        raise RecipeError(f"--init {args.init}: not a loadable Keras model ({_first_line(e)}); "
+                          "pass a .keras classifier trained by this recipe") from None
+    shape = model.inputs[0].shape
+    if len(shape) != 4 or shape[-1] != 3 or not shape[1]:
+        raise RecipeError(f"--init {args.init}: input {tuple(shape)} is not an image (N, H, W, 3)")
+    if args.prune is not None:
+        try:
+            expansion_widths(model)
+        except ValueError as e:
+            raise RecipeError(f"--prune: --init {args.init}: {e}") from None
+    return model
+
+
+def _prune_and_fine_tune(args: argparse.Namespace, model, teacher_probs, x, y, xv, yv) -> tuple:
+    """``--prune``: the schedule of prune + fine-tune steps; (pruned model, what happened at each step)."""
+    import keras
+
+    widths = expansion_widths(model)
+    info = {"fraction": args.prune, "steps": args.prune_steps, "criterion": args.prune_criterion,
+            "epochs_per_step": args.prune_epochs, "lr": args.prune_lr, "widths_before": widths,
+            "params_before": int(model.count_params()), "schedule": []}
+    for i in range(1, args.prune_steps + 1):
+        fraction = args.prune * i / args.prune_steps
+        importance = (taylor_importance(model, x, y, args.batch, seed=args.seed + i) if args.prune_criterion == "taylor"
+                      else l1_importance(model))
+        model = prune(model, pruned_widths(widths, fraction), importance)
+        for la in _layers(model):  # batch norms keep their statistics: re-estimating them undoes the kept function
+            la.trainable = not isinstance(la, keras.layers.BatchNormalization)
+        step = {"fraction": fraction, "params": int(model.count_params())}
+        if len(yv):
+            step["val_accuracy_pruned"] = evaluate(model, xv, yv)
+        distill(model, teacher_probs, x, y, args.prune_epochs, args.temperature, args.distill_alpha if teacher_probs
+                is not None else 1.0, args.batch, args.seed + i, args.prune_lr)
+        if len(yv):
+            step["val_accuracy"] = evaluate(model, xv, yv)
+        print(f"pruned {100 * fraction:.0f}% of the expansion channels: {step['params']:,} parameters"
+              + (f", validation accuracy {100 * step['val_accuracy_pruned']:.2f}% before and "
+                 f"{100 * step['val_accuracy']:.2f}% after fine-tuning" if len(yv) else ""))
+        info["schedule"].append(step)
+    info["widths_after"], info["params_after"] = expansion_widths(model), int(model.count_params())
+    return model, info
 
 
 def write(args, model, names, info, x, y, xv, yv) -> int:

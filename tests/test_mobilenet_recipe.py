@@ -1,4 +1,4 @@
-"""The MobileNet recipe (python -m models.mobilenet): knowledge distillation on real digits, bad input."""
+"""The MobileNet recipe (python -m models.mobilenet): knowledge distillation on real digits, structured pruning, bad input."""
 
 from __future__ import annotations
 
@@ -118,7 +118,120 @@ def _exit_code(argv: list[str]) -> int:
         return int(e.code)
 
 
-@pytest.mark.parametrize("flag", ["--data", "--teacher", "--arch", "--weights"])
+def _tiny_v2(seed: int = 0):
+    """MobileNetV2 0.35 at 32x32, random weights, with batch norms that are not the identity (so folding matters)."""
+    import keras
+
+    from models import mobilenet
+
+    keras.utils.set_random_seed(seed)
+    model = mobilenet.build("v2", 0.35, 32, 10)
+    rng = np.random.default_rng(seed)
+    for la in mobilenet.backbone(model).layers:
+        if isinstance(la, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = la.get_weights()
+            la.set_weights([rng.uniform(0.2, 2, gamma.shape), rng.normal(0, 0.5, beta.shape),
+                            rng.normal(0, 0.5, mean.shape), rng.uniform(0.5, 2, var.shape)])
+    return model
+
+
+def test_prune_narrows_every_block_and_keeps_the_kept_weights():
+    _need_tf()
+    from models import mobilenet
+
+    model = _tiny_v2()
+    widths = mobilenet.expansion_widths(model)
+    assert list(widths) == [f"block_{i}" for i in range(1, 17)]  # read from the graph: 16 expanding blocks
+    assert (widths["block_1"], widths["block_16"]) == (48, 336)  # 0.35 * 16 rounded to 8, times 6
+    target = mobilenet.pruned_widths(widths, 0.5)
+    assert target["block_1"] == 24 and target["block_16"] == 168
+    assert all(n % 8 == 0 and n >= 8 for n in mobilenet.pruned_widths(widths, 0.9).values())
+
+    pruned = mobilenet.prune(model, target)
+    assert mobilenet.expansion_widths(pruned) == target
+    old, new = (mobilenet.backbone(m) for m in (model, pruned))
+    for block, n in target.items():
+        assert new.get_layer(f"{block}_depthwise").kernel.shape[2] == n
+        assert new.get_layer(f"{block}_depthwise_BN").gamma.shape == (n,)
+        assert new.get_layer(f"{block}_project").kernel.shape[2] == n
+        assert new.get_layer(f"{block}_project").filters == old.get_layer(f"{block}_project").filters
+    assert pruned.count_params() < 0.8 * model.count_params()
+    print(f"parameters {model.count_params():,} -> {pruned.count_params():,}")
+
+    # The ranking: L1 of each expansion output channel's kernel times |gamma| / sqrt(var + eps), by hand.
+    conv, bn = old.get_layer("block_5_expand"), old.get_layer("block_5_expand_BN")
+    folded = np.abs(conv.kernel.numpy()).sum((0, 1, 2)) * np.abs(bn.gamma.numpy()) / np.sqrt(
+        bn.moving_variance.numpy() + bn.epsilon)
+    kept5 = np.sort(np.argsort(-folded)[:target["block_5"]])
+    np.testing.assert_array_equal(new.get_layer("block_5_expand").kernel.numpy(), conv.kernel.numpy()[..., kept5])
+    np.testing.assert_array_equal(new.get_layer("block_5_project").kernel.numpy(),
+                                  old.get_layer("block_5_project").kernel.numpy()[:, :, kept5])
+
+    # Same outputs as the unpruned network whose removed channels are cut off (projection inputs zeroed).
+    x = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    l1 = mobilenet.l1_importance(model)
+    for block, n in target.items():
+        keep = np.sort(np.argsort(-l1[block])[:n])
+        project = old.get_layer(f"{block}_project")
+        kernel = project.kernel.numpy()
+        kernel[:, :, np.setdiff1d(np.arange(kernel.shape[2]), keep)] = 0
+        project.kernel.assign(kernel)
+    want, got = (np.asarray(m(x, training=False)) for m in (old, new))
+    assert np.abs(want).max() > 0.1  # the comparison is not between two zero tensors
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_taylor_importance_scores_a_cut_off_channel_zero_and_prunes_it_first():
+    """The most important channel, once its projection weights are zero, cannot change the loss: score 0, pruned."""
+    _need_tf()
+    import keras
+
+    from models import mobilenet
+
+    keras.utils.set_random_seed(0)
+    model = mobilenet.build("v2", 0.35, 32, 10)
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(-1, 1, (64, 32, 32, 3)).astype("float32"), rng.integers(0, 10, 64)
+    before = mobilenet.taylor_importance(model, x, y, batch=32)
+    assert list(before) == list(mobilenet.expansion_widths(model)) and before["block_3"].shape == (48,)
+    top = int(before["block_3"].argmax())
+    project = mobilenet.backbone(model).get_layer("block_3_project")
+    kernel = project.kernel.numpy()
+    kernel[:, :, top] = 0
+    project.kernel.assign(kernel)
+    score = mobilenet.taylor_importance(model, x, y, batch=32)["block_3"]
+    assert np.isfinite(score).all() and before["block_3"][top] > 0 and score[top] == 0 and (score == 0).sum() <= 8
+    pruned = mobilenet.prune(model, {"block_3": 40}, {"block_3": score})
+    kept = np.sort(np.argsort(-score, kind="stable")[:40])
+    assert top not in kept
+    np.testing.assert_array_equal(mobilenet.backbone(pruned).get_layer("block_3_project").kernel.numpy(),
+                                  kernel[:, :, kept])
+
+
+def test_prune_one_command_iterative_schedule(digits_subset, tmp_path):
+    from models import mobilenet
+
+    init = tmp_path / "tiny.keras"
+    mobilenet.save(_tiny_v2(), init)
+    out = tmp_path / "pruned"
+    code = mobilenet.main(["--data", str(digits_subset), "--out", str(out), "--init", str(init), "--prune", "0.5",
+                           "--prune-steps", "2", "--prune-epochs", "1", "--seed", "0"])
+    assert code == 0
+    info = json.loads((out / "training.json").read_text())["prune"]
+    assert [s["fraction"] for s in info["schedule"]] == [0.25, 0.5]
+    params = [info["params_before"]] + [s["params"] for s in info["schedule"]]
+    assert params == sorted(params, reverse=True) and len(set(params)) == 3  # each step narrower
+    assert info["widths_after"] == mobilenet.pruned_widths(info["widths_before"], 0.5)
+    assert all(0 <= s["val_accuracy"] <= 1 for s in info["schedule"])
+
+    import keras
+
+    saved = keras.models.load_model(str(out / "model.keras"), compile=False)
+    assert mobilenet.expansion_widths(saved) == info["widths_after"]
+    assert saved.count_params() == info["params_after"]
+
+
+@pytest.mark.parametrize("flag", ["--data", "--teacher", "--arch", "--weights", "--prune"])
 def test_bad_input_one_line_exit_2_nothing_written(flag, digits_subset, tmp_path, capsys):
     data = ["--data", str(digits_subset)]
     argv = {
@@ -126,6 +239,7 @@ def test_bad_input_one_line_exit_2_nothing_written(flag, digits_subset, tmp_path
         "--teacher": lambda: data + ["--teacher", str(_tiny_teacher(tmp_path / "t3.keras", 3))],  # 3 classes, not 10
         "--arch": lambda: data + ["--arch", "v9"],
         "--weights": lambda: data + ["--arch", "v3small", "--weights", str(TEACHER)],  # a MobileNetV2 1.0 file
+        "--prune": lambda: data + ["--prune", "1.5"],
     }[flag]()
     out = tmp_path / "out"
     code = _exit_code([*argv, "--out", str(out), "--size", "32", "--epochs", "1"])
