@@ -35,11 +35,12 @@ state directory.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,39 +138,19 @@ class Spool:
         """
         data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
         n = len(topic.encode("utf-8")) + len(data)
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = self._db.execute("INSERT INTO spool (t, n, topic, payload) VALUES (?, ?, ?, ?)",
-                                           (self.clock(), n, topic, data))
-                    self.count += 1
-                    self.bytes += n
-                    dropped = self._prune_locked()
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    self.count, self.bytes, _ = self._totals()
-                    raise
-                self.last_id = int(cur.lastrowid)
-            except sqlite3.Error as e:
-                raise SpoolError(f"{self.path}: cannot store the message ({e})") from None
+        with self._transaction("store the message"):
+            cur = self._db.execute("INSERT INTO spool (t, n, topic, payload) VALUES (?, ?, ?, ?)",
+                                   (self.clock(), n, topic, data))
+            self.count += 1
+            self.bytes += n
+            dropped = self._prune_locked()
+        self.last_id = int(cur.lastrowid)
         return dropped
 
     def prune(self) -> int:
         """Apply the limits now (e.g. at start, to rows left from before); the number of rows removed."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    dropped = self._prune_locked()
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    self.count, self.bytes, _ = self._totals()
-                    raise
-            except sqlite3.Error as e:
-                raise SpoolError(f"{self.path}: cannot remove old messages ({e})") from None
+        with self._transaction("remove old messages"):
+            dropped = self._prune_locked()
         return dropped
 
     def _prune_locked(self) -> int:
@@ -203,21 +184,29 @@ class Spool:
         if not ids:
             return
         marks = ",".join("?" * len(ids))
+        with self._transaction("remove delivered messages"):
+            k, size = self._db.execute(f"SELECT count(*), coalesce(sum(n), 0) FROM spool WHERE id IN ({marks})",
+                                       ids).fetchone()
+            self._db.execute(f"DELETE FROM spool WHERE id IN ({marks})", ids)
+            self.count -= int(k)
+            self.bytes -= int(size)
+
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[None]:
+        """One write transaction under the lock; on any failure it rolls back, the running totals are
+        read again, and an SQLite error becomes a one-line SpoolError (``cannot <what>``)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    k, size = self._db.execute(f"SELECT count(*), coalesce(sum(n), 0) FROM spool WHERE id IN ({marks})",
-                                               ids).fetchone()
-                    self._db.execute(f"DELETE FROM spool WHERE id IN ({marks})", ids)
+                    yield
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
+                    self.count, self.bytes, _ = self._totals()
                     raise
-                self.count -= int(k)
-                self.bytes -= int(size)
             except sqlite3.Error as e:
-                raise SpoolError(f"{self.path}: cannot remove delivered messages ({e})") from None
+                raise SpoolError(f"{self.path}: cannot {what} ({e})") from None
 
     # -- reading ---------------------------------------------------------------------------
     def pending(self, after_id: int = 0, limit: int = 100) -> list[Row]:
