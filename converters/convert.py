@@ -334,10 +334,10 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
                                                                     _symmetric(opts))
 
         src, wdir, base = source, work, full
-        if source.keras_model is not None:
+        corrected, info = _bias_corrected(source, samples) if source.keras_model is not None else (None, None)
+        if corrected is not None and info.layers:  # nothing to correct (e.g. only recurrent layers): no candidate
             wdir_bc = work / "bias-corrected"
             wdir_bc.mkdir(exist_ok=True)
-            corrected, info = _bias_corrected(source, samples)
             notes = {**full["notes"], "bias_correction": f"{info.layers} layers' biases moved to cancel the mean "
                                                          "shift of int8 weight rounding"}
             row = attempt("bias-corrected", notes, quantizer(corrected, wdir_bc, onnx_method))
