@@ -2,7 +2,7 @@
 
 The sample photos play as a 1 fps video stream (looping) while a recording of
 speech with keywords plays as the microphone; both shipped models run, fusion
-applies a rule ("a dog on camera and 'stop' said within 1.5 s"), events go to
+applies a rule ("a dog on camera and 'stop' said within 2.5 s"), events go to
 standard output as JSON lines and the HTTP status endpoint serves while it runs.
 It ends by itself when the recording ends (``--fast``: when each photo has played once).
 """
@@ -36,7 +36,7 @@ def demo_config(http_port: int = 0, realtime: bool = True) -> Config:
         microphone=MicrophoneConfig(file=str(DEMO_AUDIO), realtime=realtime),
         audio=AudioConfig(),
         fusion=FusionConfig(
-            rules=[RuleConfig(name="dog_stop", within_s=1.5,
+            rules=[RuleConfig(name="dog_stop", within_s=2.5,  # the camera and the recording start a few 100 ms apart
                               all=[Condition(modality="vision", label="Pekingese", min_score=0.5),
                                    Condition(modality="audio", label="stop")])],
             passthrough=True, passthrough_cooldown_s=2.0),
