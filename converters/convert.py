@@ -8,6 +8,7 @@ partial artifact and no temporary folder behind.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib.metadata
 import json
 import logging
@@ -294,6 +295,16 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
         """As faithful as the converter aims for: the gate, and without labels the overall figures too."""
         return passes(row) and (labelled or (row["agreement"] >= TARGET_AGREEMENT and row["kl_top_k"] <= TARGET_KL))
 
+    bias_work = work / "bias-corrected"
+
+    @functools.cache
+    def bias_corrected():
+        """The bias-corrected copy of a Keras source, made once for every format; (None, None) otherwise."""
+        if source.keras_model is None:
+            return None, None
+        bias_work.mkdir(exist_ok=True)
+        return _bias_corrected(source, samples)
+
     def fidelity(row: dict[str, Any]) -> tuple:
         return passes(row), row["accuracy"] if labelled else row["agreement"], -row["kl_top_k"]
 
@@ -302,9 +313,9 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
 
         Keras sources first get bias correction (full integer still). Then, on the better of the
         two, TFLite leaves the fewest ops that quantization damages most float (mixed precision; the
-        float layers keep their own bias), and ONNX tries ONNX Runtime's other calibration methods. The candidate
-        on target with the fewest float ops is shipped; else the most faithful one that fits
-        (:func:`fits`), when it beats full integer.
+        float layers keep their own bias), and ONNX tries ONNX Runtime's other calibration methods.
+        The candidate on target with the fewest float ops is shipped; else the most faithful one that
+        fits (:func:`fits`), when it beats full integer.
         """
         names = [s.name for s in source.inputs]
         tried: list[dict[str, Any]] = []
@@ -325,24 +336,26 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
             return passes(row) and (not row["notes"].get("float_layers")
                                     or row["notes"]["latency_vs_full_integer"] <= LATENCY_BUDGET)
 
-        def quantizer(src: SourceModel, wdir: Path, method: str):
+        preprocessed: dict[int, Path] = {}  # ONNX: quant_pre_process once per source model
+
+        def quantize(src: SourceModel, wdir: Path, out: Path, layers: list[str] | None = None,
+                     method: str = onnx_method) -> None:
             if fmt == "tflite":
-                return lambda out, layers=None: tflite.convert(src, wdir, out, precision, samples, io_dtype,
-                                                               float_layers=layers)
-            pre = onnx_quant.preprocess(src.float_onnx(wdir), wdir / "float_pre.onnx")
-            return lambda out, m=method: onnx_quant.quantize_static(pre, out, names, samples, m, opts.activations,
-                                                                    _symmetric(opts))
+                tflite.convert(src, wdir, out, precision, samples, io_dtype, float_layers=layers)
+                return
+            if id(src) not in preprocessed:
+                preprocessed[id(src)] = onnx_quant.preprocess(src.float_onnx(wdir), wdir / "float_pre.onnx")
+            onnx_quant.quantize_static(preprocessed[id(src)], out, names, samples, method, opts.activations,
+                                       _symmetric(opts))
 
         src, wdir, base = source, work, full
-        corrected, info = _bias_corrected(source, samples) if source.keras_model is not None else (None, None)
+        corrected, info = bias_corrected()
         if corrected is not None and info.layers:  # nothing to correct (e.g. only recurrent layers): no candidate
-            wdir_bc = work / "bias-corrected"
-            wdir_bc.mkdir(exist_ok=True)
             notes = {**full["notes"], "bias_correction": f"{info.layers} layers' biases moved to cancel the mean "
                                                          "shift of int8 weight rounding"}
-            row = attempt("bias-corrected", notes, quantizer(corrected, wdir_bc, onnx_method))
+            row = attempt("bias-corrected", notes, lambda out: quantize(corrected, bias_work, out))
             if fidelity(row) > fidelity(full):
-                src, wdir, base = corrected, wdir_bc, row
+                src, wdir, base = corrected, bias_work, row
         on_target_now = any(on_target(r) and fits(r) for r in tried)
         if not on_target_now and fmt == "tflite" and opts.mixed_precision and opts.target not in FULL_INTEGER_TARGETS \
                 and len(source.inputs) == 1:
@@ -352,13 +365,13 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
 
             def make_mixed(k: int, out: Path) -> None:
                 if not corrected_base:
-                    quantizer(source, work, onnx_method)(out, ranked[:k])
+                    quantize(source, work, out, ranked[:k])
                     return
                 # a layer left float must keep its own bias: correct again without the float ones
                 wk = work / f"bias-corrected-mixed{k}"
                 wk.mkdir(exist_ok=True)
                 again, _ = _bias_corrected(source, samples, skip=lambda name: tflite.names_layer(ranked[:k], name))
-                quantizer(again, wk, onnx_method)(out, ranked[:k])
+                quantize(again, wk, out, ranked[:k])
 
             for k in float_layer_counts(len(ranked), passes_at=lambda k: k in hit):
                 notes = {**base["notes"], "quantization": f"{what}; the {k} of {len(ranked)} ops that quantization "
@@ -369,7 +382,8 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
                     hit.append(k)
         elif not on_target_now and fmt == "onnx" and opts.calibration_method == "auto":
             for method in (m for m in onnx_quant.AUTO_METHODS if m != onnx_method):
-                row = attempt(method, {**base["notes"], "calibration": method}, quantizer(src, wdir, method))
+                row = attempt(method, {**base["notes"], "calibration": method},
+                              lambda out, m=method: quantize(src, wdir, out, method=m))
                 if on_target(row) and fits(row):
                     break
         on = [r for r in tried if on_target(r) and fits(r)]

@@ -304,10 +304,10 @@ def file_ref(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> Fi
                    sha256=sha256_file(Path(folder) / p), size=(Path(folder) / p).stat().st_size)
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write JSON to a temp file in the same folder and rename it into place."""
+def write_json_atomic(path: str | os.PathLike[str], data: Any, default: Any = None) -> None:
+    """Write JSON to a temp file in the same folder and rename it into place (``default`` as in json.dump)."""
     with atomic_write(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
+        json.dump(data, f, indent=2, sort_keys=False, default=default)
         f.write("\n")
 
 

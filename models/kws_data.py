@@ -82,9 +82,8 @@ from typing import Any
 import numpy as np
 
 from models import process_pool
-from models.tts_engines import (  # noqa: F401  (re-exported: the voices and parsers of the data set)
-    ENGINES, ESPEAK, FESTIVAL, FLITE, PICO, PIPER, RHVOICE, Licence, TtsError, Voice, check_engines,
-    debian_version, engine, parse_espeak_languages, parse_espeak_variants, parse_flite_voices)
+from models.tts_engines import (  # noqa: F401  (re-exported: the voices of the data set)
+    ENGINES, ESPEAK, FESTIVAL, FLITE, PICO, PIPER, RHVOICE, TtsError, Voice, check_engines, debian_version, engine)
 from models.tts_engines import uniform as _uniform
 
 SAMPLE_RATE = 16000

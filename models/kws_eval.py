@@ -637,11 +637,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--write reports on both engines: leave out --engines")
         r = evaluate(args.model, args.streams, args.write, args.work, args.fa_budget, args.engines)
         if args.out:
-            from edge_runtime.fileio import atomic_write
+            from edge_runtime.manifest import write_json_atomic
 
-            with atomic_write(args.out, "w", encoding="utf-8") as f:
-                json.dump(r, f, indent=1, default=str)
-                f.write("\n")
+            write_json_atomic(args.out, r, default=str)
     return 0
 
 

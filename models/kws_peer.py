@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -235,7 +234,7 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_runtime.fileio import atomic_write
+    from edge_runtime.manifest import write_json_atomic
     from edge_runtime.manifest import ManifestError
 
     ap = argparse.ArgumentParser(prog="python -m models.kws_peer", description=__doc__,
@@ -275,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kws_peer: error: {e}", file=sys.stderr)
         return 2
     print(table(results))
-    with atomic_write(args.out, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1, default=str)
-        f.write("\n")
+    write_json_atomic(args.out, results, default=str)
     return 0
 
 

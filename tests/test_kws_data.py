@@ -15,6 +15,7 @@ import pytest
 
 from conftest import require
 from models import kws_data as kd
+from models import tts_engines
 from models.tts_engines import debian_copyright_licence
 
 HAVE_ENGINES = all(e.available() for e in kd.ENGINES.values())
@@ -171,15 +172,15 @@ def test_voice_listings_are_parsed() -> None:
  2  en-us           --/M      English_(America)  gmw/en-US            (en 3)
  5  en-us           --/M      us-mbrola-2        mb/mb-us2            (en 7)
 """
-    assert kd.parse_espeak_languages(langs) == ["en-gb", "en-us"]
+    assert tts_engines.parse_espeak_languages(langs) == ["en-gb", "en-us"]
     variants = """Pty Language       Age/Gender VoiceName          File                 Other Languages
  5  variant         --/M      Mr_Serious         !v/Mr serious
  5  variant         --/M      Storm              !v/Storm             (en-us 5)
  5  variant         --/M      fast_test          !v/fast
  5  variant         --/M      male3              !v/m3
 """
-    assert kd.parse_espeak_variants(variants, exclude=("fast",)) == ["Storm", "m3"]
-    assert kd.parse_flite_voices("Voices available: kal awb_time kal16 awb rms slt \n") == [
+    assert tts_engines.parse_espeak_variants(variants, exclude=("fast",)) == ["Storm", "m3"]
+    assert tts_engines.parse_flite_voices("Voices available: kal awb_time kal16 awb rms slt \n") == [
         "awb", "kal", "kal16", "rms", "slt"]
     assert kd.Voice("flite", "kal16").group == kd.Voice("flite", "kal").group
 
