@@ -288,8 +288,10 @@ def test_worst_classes_picks_largest_drops():
     assert report_mod._worst_classes(classes[:10], float_pc, [q1]) == classes[:10]
 
 
-@pytest.mark.skipif(not HAS_MPL, reason="matplotlib not installed")
 def test_many_classes_and_dollar_labels_plot(tmp_path):
+    from conftest import require
+
+    require(HAS_MPL, "matplotlib is not installed (pip install -e '.[convert]')")
     rep = _labeled_report()
     labels = [f"class ${i}$ <i>" if i % 9 == 0 else f"word_{i:03d}" for i in range(120)]
     pc_f = {c: 0.9 + (i % 5) * 0.02 for i, c in enumerate(labels)}
