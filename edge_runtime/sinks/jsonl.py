@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -15,7 +17,10 @@ if TYPE_CHECKING:
     from ..events import Event
     from .metrics import Metrics
 
+log = logging.getLogger(__name__)
+
 MiB = 1024 * 1024
+WARN_EVERY_S = 60.0  # a file that cannot be written (disk full...): at most one warning this often
 
 
 class JsonlSink(Sink):
@@ -27,6 +32,11 @@ class JsonlSink(Sink):
     ``backups``; the oldest is removed). With ``backups=0`` the file is truncated
     instead, so it never grows without bound. ``max_bytes=0`` disables rotation.
     Thread-safe.
+
+    A line the file cannot take (disk full, I/O error) is dropped whole: what was written of it is
+    cut off again, so the file only ever holds complete lines. Drops are counted
+    (``edge_sink_dropped_total{sink="jsonl"}``) and logged at most once per ``WARN_EVERY_S``;
+    writing resumes by itself when the file takes lines again.
     """
 
     name = "jsonl"
@@ -40,9 +50,12 @@ class JsonlSink(Sink):
         self.max_bytes = int(max_bytes)
         self.backups = int(backups)
         self._lock = threading.Lock()
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
         self._size = 0
         self._closed = False
+        self._last_warn = -WARN_EVERY_S  # monotonic time of the last "cannot write" warning
+        self._warned = False  # a warning went out since writing last worked
+        self._failed = 0  # lines dropped since writing last worked
         if self.path is not None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,8 +66,24 @@ class JsonlSink(Sink):
 
     def _open(self) -> None:
         assert self.path is not None
-        self._file = open(self.path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115 (kept open)
-        self._size = self._file.tell()
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (kept open); unbuffered: a line is
+        self._size = self._file.tell()  # in the file when write returns, or not at all (_append)
+
+    def _append(self, data: bytes) -> None:
+        """All of ``data`` at the end of the file, or none of it: a partial write is cut off again."""
+        assert self._file is not None
+        done = 0
+        try:
+            while done < len(data):
+                n = self._file.write(data[done:])
+                if not n:
+                    raise OSError(f"the file took {done} of {len(data)} bytes")
+                done += n
+        except OSError:
+            if done:
+                fd = self._file.fileno()
+                os.ftruncate(fd, os.fstat(fd).st_size - done)
+            raise
 
     def _rotate(self) -> None:
         assert self.path is not None and self._file is not None
@@ -86,17 +115,36 @@ class JsonlSink(Sink):
                     out.write(line)
                     out.flush()
                     return
-                n = len(line.encode("utf-8"))
+                data = line.encode("utf-8")
                 if self._file is None:  # a failed rotation earlier: try again
                     self._open()
-                elif self.max_bytes and self._size > 0 and self._size + n > self.max_bytes:
+                elif self.max_bytes and self._size > 0 and self._size + len(data) > self.max_bytes:
                     self._rotate()
-                assert self._file is not None
-                self._file.write(line)
-                self._file.flush()
-                self._size += n
+                self._append(data)
+                self._size += len(data)
             except (OSError, ValueError) as e:
-                self._drop(why=f"cannot write {self.path or 'stdout'}: {getattr(e, 'strerror', None) or e}")
+                if self.path is None:
+                    self._drop(why=f"cannot write stdout: {getattr(e, 'strerror', None) or e}")
+                else:
+                    self._write_failed(f"{getattr(e, 'strerror', None) or e}")
+                return
+            if self._failed:
+                self._write_worked()
+
+    def _write_failed(self, why: str) -> None:
+        self._drop()
+        self._failed += 1
+        now = time.monotonic()
+        if now - self._last_warn >= WARN_EVERY_S:
+            self._last_warn, self._warned = now, True
+            log.warning("jsonl sink: cannot write %s: %s; dropping events (%d so far, counted in "
+                        "edge_sink_dropped_total), at most one such warning per %g s", self.path, why, self.dropped,
+                        WARN_EVERY_S)
+
+    def _write_worked(self) -> None:
+        if self._warned:
+            log.info("jsonl sink: writing again to %s (%d events dropped meanwhile)", self.path, self._failed)
+        self._failed, self._warned = 0, False
 
     def close(self) -> None:
         with self._lock:
