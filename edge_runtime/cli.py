@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -157,7 +158,17 @@ def _load_config(path: Path):
 def run(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
     logging.getLogger().setLevel(cfg.runtime.log_level.upper())
-    return _start(cfg).run()
+    daemon = _start(cfg)
+    code = daemon.run()
+    if daemon.still_running:
+        # A worker is still inside an engine's native code (a model that never returns): tearing the
+        # interpreter down under it aborts the process (ONNX Runtime: "terminate called", SIGABRT).
+        # Everything is flushed and closed by now, so leave without the teardown.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _start(cfg):

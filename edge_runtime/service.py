@@ -185,6 +185,8 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.still_running: list[str] = []  # worker threads stop() could not join (stuck inside a model)
+        self._stuck_logged: list[str] = []  # what the watchdog loop last logged as stuck
         self._started = time.monotonic()
         self._lock = threading.Lock()
         interval = self.notifier.watchdog_interval_s
@@ -236,9 +238,12 @@ class Daemon:
                 stuck = self.stuck_workers()
                 if not stuck:
                     self.notifier.watchdog()
-                else:
+                    if self._stuck_logged:
+                        log.info("pinging the watchdog again: %s made progress", ", ".join(self._stuck_logged))
+                elif stuck != self._stuck_logged:  # once per change, not at every ping interval
                     log.error("not pinging the watchdog (systemd restarts the service): %s (stale after %.1f s)",
                               ", ".join(stuck), self.stale_s)
+                self._stuck_logged = stuck
                 next_ping = now + interval
             d = self.cfg.runtime.duration_s
             if d and now - self._started >= d:
@@ -299,6 +304,10 @@ class Daemon:
             log.warning("fusion did not drain its queue at stop: %d decisions not fused", self.decisions.qsize())
         for t in fusion:
             t.join(timeout=1.0)
+        self.still_running = [t.name.removeprefix("edge-") for t in self._threads if t.is_alive()]
+        if self.still_running:  # daemon threads: they do not hold the process, but stay inside native code
+            log.warning("stopping with the %s worker still busy (stuck inside its model?); not waiting for it",
+                        ", ".join(self.still_running))
         for s in self.sinks:
             s.close()
         if self.http is not None:
