@@ -6,8 +6,12 @@ A test that cannot run fails under CI=true; elsewhere it is skipped with the rea
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +119,111 @@ def lstm_step(tf_available, tmp_path_factory):
     np.savez(work / "eval.npz", features=xe, labels=ye)
     return {"keras": path, "model": model, "accuracy": acc, "calib": work / "calib.npz", "eval": work / "eval.npz",
             "x_eval": xe, "y_eval": ye}
+
+
+# -- real parts several test modules share: a live ffmpeg stream, a PulseAudio server, a notify socket --
+
+
+FFMPEG = shutil.which("ffmpeg")
+
+
+def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ffmpeg():
+    require(FFMPEG is not None, "ffmpeg is not installed (apt install ffmpeg)")
+    require(have("cv2"), "opencv-python-headless is not installed")
+    return FFMPEG
+
+
+class LiveStream:
+    """ffmpeg serving a live MJPEG stream (multipart/x-mixed-replace over HTTP) on 127.0.0.1.
+
+    ``-listen 1`` serves exactly one client, so nothing probes the port: the source's own
+    reconnect loop connects whenever the server is ready.
+    """
+
+    def __init__(self, ffmpeg: str, port: int) -> None:
+        self.ffmpeg, self.port = ffmpeg, port
+        self.url = f"http://127.0.0.1:{port}/cam.mjpg"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi",
+             "-i", "testsrc=size=320x240:rate=15", "-c:v", "mjpeg", "-q:v", "7", "-f", "mpjpeg",
+             "-listen", "1", self.url],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def ensure_running(self) -> None:
+        """Restart the server if it exited (e.g. a client disconnected mid-connect)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+
+
+@pytest.fixture(scope="module")
+def pulse(tmp_path_factory):
+    """A private PulseAudio server with a null sink 'virt' whose monitor is the default source."""
+    missing = [t for t in ("pulseaudio", "pactl", "paplay") if shutil.which(t) is None]
+    require(not missing, f"{', '.join(missing)} not installed (apt install pulseaudio pulseaudio-utils)")
+    require(have("sounddevice"), "sounddevice is not installed (pip install sounddevice)")
+    runtime = tmp_path_factory.mktemp("xdg")
+    os.chmod(runtime, 0o700)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    env.pop("PULSE_SERVER", None)
+    r = subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
+                        "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=virt"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    require(r.returncode == 0, f"pulseaudio did not start: {r.stderr.strip()[-300:]}")
+    try:
+        ok = wait_until(lambda: subprocess.run(["pactl", "set-default-source", "virt.monitor"], env=env,
+                                               capture_output=True, timeout=10).returncode == 0, 10, 0.2)
+        require(ok, "pactl could not reach the PulseAudio server")
+        yield env
+    finally:
+        subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    messages: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                data = sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            for line in data.splitlines():
+                messages.append((time.monotonic(), line))
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    yield path, messages
+    stop.set()
+    t.join(1)
+    sock.close()

@@ -11,7 +11,6 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 
 from edge_runtime.config import (CameraConfig, Config, FusionConfig, HttpConfig, JsonlConfig, RuntimeConfig,
                                  SinksConfig, VisionConfig)
@@ -28,32 +27,6 @@ def _vision_config(tmp_path, **runtime) -> Config:
                   sinks=SinksConfig(jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl")),
                                     http=HttpConfig(port=0)),
                   path="(test)")
-
-
-@pytest.fixture
-def notify_socket(tmp_path):
-    path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(0.2)
-    messages: list[tuple[float, str]] = []
-    stop = threading.Event()
-
-    def reader():
-        while not stop.is_set():
-            try:
-                data = sock.recv(4096).decode()
-            except socket.timeout:
-                continue
-            for line in data.splitlines():
-                messages.append((time.monotonic(), line))
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    yield path, messages
-    stop.set()
-    t.join(1)
-    sock.close()
 
 
 def _get(url: str):

@@ -21,7 +21,6 @@ from pathlib import Path
 from conftest import require
 from edge_runtime.defaults import SAMPLES, model_dir
 from test_sinks import Subscriber, broker, free_port  # noqa: F401  (broker: fixture)
-from test_sources import pulse  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 

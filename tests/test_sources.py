@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,36 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, have, require
+from conftest import ROOT, LiveStream, free_port, wait_until
 
 from edge_runtime.sources import SourceError
 from edge_runtime.sources.camera import CameraSource
 from edge_runtime.sources.files import WavFileSource
-
-FFMPEG = shutil.which("ffmpeg")
-
-
-def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def ffmpeg():
-    require(FFMPEG is not None, "ffmpeg is not installed (apt install ffmpeg)")
-    require(have("cv2"), "opencv-python-headless is not installed")
-    return FFMPEG
-
 
 @pytest.fixture(scope="module")
 def test_video(ffmpeg, tmp_path_factory) -> Path:
@@ -59,37 +31,6 @@ def test_video(ffmpeg, tmp_path_factory) -> Path:
                     "-i", "testsrc=size=320x240:rate=15", "-t", "2", "-pix_fmt", "yuv420p", "-c:v", "mpeg4",
                     str(path)], check=True, timeout=60)
     return path
-
-
-class LiveStream:
-    """ffmpeg serving a live MJPEG stream (multipart/x-mixed-replace over HTTP) on 127.0.0.1.
-
-    ``-listen 1`` serves exactly one client, so nothing probes the port: the source's own
-    reconnect loop connects whenever the server is ready.
-    """
-
-    def __init__(self, ffmpeg: str, port: int) -> None:
-        self.ffmpeg, self.port = ffmpeg, port
-        self.url = f"http://127.0.0.1:{port}/cam.mjpg"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi",
-             "-i", "testsrc=size=320x240:rate=15", "-c:v", "mjpeg", "-q:v", "7", "-f", "mpjpeg",
-             "-listen", "1", self.url],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-
-    def ensure_running(self) -> None:
-        """Restart the server if it exited (e.g. a client disconnected mid-connect)."""
-        if self.proc is None or self.proc.poll() is not None:
-            self.start()
 
 
 def test_camera_live_stream_latest_wins_and_reconnects(ffmpeg, caplog):
@@ -220,29 +161,6 @@ def test_camera_bad_uri_is_one_line_error(tmp_path):
 
 
 # -- microphone through a real PulseAudio server ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pulse(tmp_path_factory):
-    """A private PulseAudio server with a null sink 'virt' whose monitor is the default source."""
-    missing = [t for t in ("pulseaudio", "pactl", "paplay") if shutil.which(t) is None]
-    require(not missing, f"{', '.join(missing)} not installed (apt install pulseaudio pulseaudio-utils)")
-    require(have("sounddevice"), "sounddevice is not installed (pip install sounddevice)")
-    runtime = tmp_path_factory.mktemp("xdg")
-    os.chmod(runtime, 0o700)
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
-    env.pop("PULSE_SERVER", None)
-    r = subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
-                        "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=virt"],
-                       env=env, capture_output=True, text=True, timeout=30)
-    require(r.returncode == 0, f"pulseaudio did not start: {r.stderr.strip()[-300:]}")
-    try:
-        ok = wait_until(lambda: subprocess.run(["pactl", "set-default-source", "virt.monitor"], env=env,
-                                               capture_output=True, timeout=10).returncode == 0, 10, 0.2)
-        require(ok, "pactl could not reach the PulseAudio server")
-        yield env
-    finally:
-        subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
 
 
 def tone_wav(path: Path, sr: int = 16000) -> Path:
