@@ -23,6 +23,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"edge-runtime: error: {message}; see edge-runtime --help\n")
 
 
+def _whole(lo: int, hi: int):
+    """An argparse type: a whole number from lo to hi."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} is not from {lo} to {hi}")
+        return v
+    return parse
+
+
+def _number(lo: float, hi: float):
+    """An argparse type: a finite number above lo and at most hi."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(v) and lo < v <= hi):
+            raise argparse.ArgumentTypeError(f"{text} is not a number above {lo:g} and at most {hi:g}")
+        return v
+    return parse
+
+
+THREADS = _whole(1, 256)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="edge-runtime", description=__doc__)
     p.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
@@ -31,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     c.add_argument("--model", type=Path, help="artifact folder (manifest.json + model files); default: the shipped model")
     c.add_argument("--engine", choices=["auto", "litert", "onnx"], default="auto")
-    c.add_argument("--top", type=int, default=3, metavar="K", help="labels to show per image (default 3)")
-    c.add_argument("--threads", type=int, help="engine threads (default: the engine's own choice)")
+    c.add_argument("--top", type=_whole(1, 100000), default=3, metavar="K", help="labels to show per image (default 3)")
+    c.add_argument("--threads", type=THREADS, help="engine threads (default: the engine's own choice)")
     c.add_argument("--json", action="store_true", help="one JSON object per image")
     ls = sub.add_parser("listen", help="spot keywords in WAV files, streamed as live audio")
     ls.add_argument("wavs", nargs="+", type=Path, metavar="WAV")
@@ -44,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--false-accepts-per-hour", type=float, metavar="X",
                     help="the lowest threshold on the model's validation curve with at most X false accepts per hour "
                          "(default 0.5; without a curve: the manifest's threshold)")
-    ls.add_argument("--threads", type=int, help="engine threads (default: the engine's own choice)")
-    ls.add_argument("--chunk-ms", type=float, default=100.0, help="audio chunk fed per call, as a microphone (default 100)")
+    ls.add_argument("--threads", type=THREADS, help="engine threads (default: the engine's own choice)")
+    ls.add_argument("--chunk-ms", type=_number(0, 10000), default=100.0, help="audio chunk fed per call, as a microphone (default 100)")
     ls.add_argument("--json", action="store_true", help="one JSON object per detection")
     r = sub.add_parser("run", help="run the daemon from a TOML config")
     r.add_argument("--config", type=Path, required=True, metavar="FILE")
@@ -54,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("devices", help="cameras, microphones, LiteRT delegates and ONNX Runtime providers here")
     d.add_argument("--json", action="store_true")
     m = sub.add_parser("demo", help="the whole daemon on the shipped sample media; ends by itself")
-    m.add_argument("--http-port", type=int, default=0, help="port of the status endpoint (default: any free port)")
+    m.add_argument("--http-port", type=_whole(0, 65535), default=0, help="port of the status endpoint (default: any free port)")
     m.add_argument("--fast", action="store_true", help="read the sample audio as fast as possible, not in real time")
     return p
 
@@ -78,8 +107,6 @@ def listen(args: argparse.Namespace) -> int:
     fa = args.false_accepts_per_hour
     if fa is not None and not (math.isfinite(fa) and 0 <= fa <= MAX_FALSE_ACCEPTS_PER_HOUR):
         raise UserError(f"--false-accepts-per-hour {fa}: give a number from 0 to {MAX_FALSE_ACCEPTS_PER_HOUR:g}")
-    if args.chunk_ms <= 0:
-        raise UserError(f"--chunk-ms {args.chunk_ms}: must be positive")
     sr = m.preprocessing.audio.sample_rate if m.preprocessing.audio else 16000
     try:  # every header checked before the engine loads: a bad file is one line, nothing else
         infos = [wav_info(path, sr) for path in args.wavs]

@@ -8,16 +8,14 @@ and the key path, e.g. ``edge.toml:12: vision.threshold: must be between 0 and
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import math
 import re
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from .schema import INDEX, SchemaError, build, check, choice
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,12 +27,7 @@ class ConfigError(Exception):
     """A config the daemon cannot use; the message is one line naming file, line and key."""
 
 
-def _check(pred, msg: str):
-    return {"check": (pred, msg)}
-
-
-def _choice(*options: str):
-    return _check(lambda v: v in options, f"must be one of {', '.join(options)}")
+_check, _choice = check, choice  # the field checks of this module
 
 
 def _upto(hi: float, above_zero: bool = True):
@@ -50,13 +43,16 @@ _SECONDS = _upto(86400.0)  # a timeout, window or cooldown: up to a day
 _SECONDS_OR_ZERO = _upto(86400.0, above_zero=False)
 _THREADS = _upto(256)
 MAX_CONFIG_BYTES = 1 << 20  # a config file is read only up to this size
-MAX_NUMBER = 1e12  # no key needs a larger magnitude; floats must also be finite
 _UNIT = _check(lambda v: 0 <= v <= 1, "must be between 0 and 1")
 _PORT = _check(lambda v: 0 <= v <= 65535, "must be a port number (0-65535)")
 DEFAULT_FALSE_ACCEPTS_PER_HOUR = 0.5  # [audio] false_accepts_per_hour: the keyword detector's budget
 MAX_FALSE_ACCEPTS_PER_HOUR = 1000.0
 _FA_PER_HOUR = _check(lambda v: math.isfinite(v) and 0 <= v <= MAX_FALSE_ACCEPTS_PER_HOUR,
                       f"must be a number of false accepts per hour from 0 to {MAX_FALSE_ACCEPTS_PER_HOUR:g}")
+
+
+_PROVIDERS = _check(lambda v: all(p.endswith("ExecutionProvider") for p in v),
+                    "must be ONNX Runtime execution provider names, e.g. CUDAExecutionProvider")
 
 
 @dataclass
@@ -68,7 +64,7 @@ class DelegateConfig:
 
 @dataclass
 class CameraConfig:
-    uri: str = "0"  # index, /dev/videoN, rtsp:// / http:// URL, video file or image folder
+    uri: str = field(default="0", metadata=INDEX)  # index, /dev/videoN, rtsp:// / http:// URL, video file or image folder
     width: int | None = field(default=None, metadata=_upto(16384))
     height: int | None = field(default=None, metadata=_upto(16384))
     fps: float | None = field(default=None, metadata=_upto(1000.0))
@@ -80,7 +76,7 @@ class CameraConfig:
 
 @dataclass
 class MicrophoneConfig:
-    device: str | None = None  # name substring or index; None = the default input
+    device: str | None = field(default=None, metadata=INDEX)  # name substring or index; None = the default input
     file: str | None = None  # a WAV file instead of a device (demos, tests)
     realtime: bool = True  # pace a file in real time
     loop: bool = False
@@ -95,7 +91,7 @@ class VisionConfig:
     top_k: int = field(default=3, metadata=_upto(1000))
     threshold: float = field(default=0.5, metadata=_UNIT)
     delegates: list[DelegateConfig] = field(default_factory=list)
-    providers: list[str] = field(default_factory=list)
+    providers: list[str] = field(default_factory=list, metadata=_PROVIDERS)
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -110,7 +106,7 @@ class AudioConfig:
     smoothing_steps: int | None = field(default=None, metadata=_upto(1000))
     refractory_s: float | None = field(default=None, metadata=_SECONDS_OR_ZERO)
     delegates: list[DelegateConfig] = field(default_factory=list)
-    providers: list[str] = field(default_factory=list)
+    providers: list[str] = field(default_factory=list, metadata=_PROVIDERS)
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -282,9 +278,13 @@ def parse(text: str, where: str = "<config>") -> Config:
         raise ConfigError(f"{where}: not valid TOML ({e})") from None
     except RecursionError:
         raise ConfigError(f"{where}: arrays or tables nested too deeply; a config needs a few levels") from None
-    cfg = _build(Config, data, (), _Locator(text, where))
+    loc = _Locator(text, where)
+    try:
+        cfg = build(Config, data)
+    except SchemaError as e:
+        raise loc.error(e.keys, e.msg) from None
     cfg.path = where
-    _cross_checks(cfg, _Locator(text, where))
+    _cross_checks(cfg, loc)
     return cfg
 
 
@@ -321,85 +321,8 @@ class _Locator:
         return best
 
     def error(self, keys: tuple[str | int, ...], msg: str) -> ConfigError:
-        dotted = ".".join(str(k) if isinstance(k, str) else f"[{k}]" for k in keys).replace(".[", "[")
         line = self.line(keys)
-        return ConfigError(f"{self.where}{f':{line}' if line else ''}: {dotted}: {msg}")
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
-    if origin in (list, dict):
-        return {list: "a list", dict: "a table"}[origin]
-    if dataclasses.is_dataclass(tp):
-        return "a table"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
-def _convert(tp: Any, value: Any, keys: tuple, loc: _Locator) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        for a in args:
-            try:
-                return _convert(a, value, keys, loc)
-            except ConfigError:
-                if len(args) == 1:
-                    raise
-        raise loc.error(keys, f"must be {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise loc.error(keys, f"must be a table, got {value!r}")
-        return _build(tp, value, keys, loc)
-    if origin is list:
-        if not isinstance(value, list):
-            raise loc.error(keys, f"must be a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_convert(item, v, (*keys, i), loc) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise loc.error(keys, f"must be a table, got {value!r}")
-        _, vt = typing.get_args(tp)
-        return {str(k): _convert(vt, v, (*keys, str(k)), loc) for k, v in value.items()}
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is str and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # camera = 0, device = 2: indices are fine as numbers
-    if tp in (int, str, bool) and type(value) is tp:
-        return value
-    raise loc.error(keys, f"must be {_type_name(tp)}, got {value!r}")
-
-
-def _bounded(v: Any, keys: tuple, loc: _Locator) -> None:
-    """Every number in a config is finite and of a sane magnitude (lists and tables included)."""
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if not (math.isfinite(v) and abs(v) <= MAX_NUMBER):
-            raise loc.error(keys, f"must be a finite number of magnitude at most {MAX_NUMBER:g}, got {v!r}")
-    elif isinstance(v, list):
-        for i, x in enumerate(v):
-            _bounded(x, (*keys, i), loc)
-    elif isinstance(v, dict):
-        for k, x in v.items():
-            _bounded(x, (*keys, k), loc)
-
-
-def _build(cls: type, data: dict[str, Any], keys: tuple, loc: _Locator) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    for k in data:
-        if k not in fields:
-            known = ", ".join(fields)
-            raise loc.error((*keys, k), f"unknown key (known here: {known})")
-    kwargs = {}
-    for name, value in data.items():
-        v = _convert(hints[name], value, (*keys, name), loc)
-        check = fields[name].metadata.get("check")
-        if check and v is not None and not check[0](v):
-            raise loc.error((*keys, name), f"{check[1]}, got {value!r}")
-        _bounded(v, (*keys, name), loc)
-        kwargs[name] = v
-    return cls(**kwargs)
+        return ConfigError(f"{self.where}{f':{line}' if line else ''}: {SchemaError(keys, msg).dotted()}: {msg}")
 
 
 def _cross_checks(cfg: Config, loc: _Locator) -> None:
@@ -438,6 +361,19 @@ def _cross_checks(cfg: Config, loc: _Locator) -> None:
                         "set qos = 1 or spool = false")
     if mqtt and mqtt.spool_dir is not None and not mqtt.spool_dir.strip():
         raise loc.error(("sinks", "mqtt", "spool_dir"), "is empty: give a folder, or leave it out")
+    for section in ("vision", "audio"):
+        for i, d in enumerate(getattr(getattr(cfg, section), "delegates", None) or []):
+            if d.kind == "external" and not d.library:
+                raise loc.error((section, "delegates", i, "library"), "an external delegate needs library = "
+                                "\"/path/to/libdelegate.so\"")
+    if cfg.camera:
+        from .sources import SourceError
+        from .sources.camera import classify_uri
+
+        try:
+            classify_uri(cfg.camera.uri)
+        except SourceError as e:
+            raise loc.error(("camera", "uri"), str(e)) from None
     mic = cfg.microphone
     if mic and mic.file and not Path(mic.file).is_file():
         raise loc.error(("microphone", "file"), f"{mic.file}: no such file")

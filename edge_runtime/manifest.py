@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .fileio import atomic_write
+from .schema import SchemaError, build, check, choice
 
 SCHEMA = "edge-runtime/manifest"
 SCHEMA_VERSION = 1
@@ -33,6 +34,7 @@ COLOR_MODES = ("rgb", "gray")  # gray: ITU-R BT.601 luma, one channel
 LAYOUTS = ("nhwc", "nchw")
 MAX_IMAGE_SIDE = 8192  # a model input side; camera frames and files have their own caps
 TARGETS = ("generic", "rpi", "coral", "jetson", "android")
+TENSOR_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool")
 
 
 class ManifestError(Exception):
@@ -41,9 +43,10 @@ class ManifestError(Exception):
 
 @dataclass(frozen=True)
 class FileRef:
-    path: str  # relative to the manifest's folder
-    sha256: str
-    size: int
+    path: str = field(metadata=check(lambda v: v.strip() not in ("", "."), "must name a file"))  # relative to the folder
+    sha256: str = field(metadata=check(lambda v: len(v) == 64 and all(c in "0123456789abcdef" for c in v),
+                                       "must be 64 lowercase hex digits"))
+    size: int = field(metadata=check(lambda v: v >= 0, "must be 0 or more"))
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,9 @@ class Quantization:
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    shape: list[int]
-    dtype: str  # numpy dtype name: float32, int8, uint8, int16
+    shape: list[int] = field(metadata=check(lambda v: len(v) <= 8 and all(1 <= d <= 1 << 24 for d in v),
+                                            "must be up to 8 sizes, each 1 or more"))
+    dtype: str = field(metadata=choice(*TENSOR_DTYPES))  # numpy dtype name
     quantization: Quantization | None = None
 
 
@@ -69,8 +73,9 @@ class StatePair:
 
     input: str
     output: str
-    shape: list[int]
-    dtype: str
+    shape: list[int] = field(metadata=check(lambda v: len(v) <= 8 and all(1 <= d <= 1 << 24 for d in v),
+                                            "must be up to 8 sizes, each 1 or more"))
+    dtype: str = field(metadata=choice(*TENSOR_DTYPES))
     initial: float = 0.0  # real-valued initial state (quantized by the runtime)
 
 
@@ -183,7 +188,7 @@ class Artifact:
     """One runnable model file (a format at a precision) and its I/O contract."""
 
     id: str  # e.g. "tflite-int8", "onnx-int8"
-    format: str  # "tflite" | "onnx"
+    format: str = field(metadata=choice("tflite", "onnx"))
     precision: str  # "int8" | "int16x8" | "float32"
     file: FileRef
     inputs: list[TensorSpec]
@@ -191,6 +196,17 @@ class Artifact:
     state: list[StatePair] = field(default_factory=list)
     extra_files: list[FileRef] = field(default_factory=list)  # e.g. an Edge TPU compiled model
     notes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ins, outs = {t.name: t for t in self.inputs}, {t.name: t for t in self.outputs}
+        for s in self.state:  # each state is an input fed from an output of the same shape and dtype
+            i, o = ins.get(s.input), outs.get(s.output)
+            if i is None or o is None:
+                raise ValueError(f"state {s.input!r} <- {s.output!r} does not name an input and an output of "
+                                 f"artifact {self.id!r}")
+            if not (s.shape == i.shape == o.shape and s.dtype == i.dtype == o.dtype):
+                raise ValueError(f"state {s.input!r}: {s.dtype} {s.shape} is not its tensors' ({i.dtype} {i.shape}, "
+                                 f"{o.dtype} {o.shape})")
 
 
 @dataclass(frozen=True)
@@ -231,6 +247,7 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "manifest") -> Manifest:
+        """A manifest from its parsed JSON, every field type- and range-checked (one ManifestError line)."""
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             raise ManifestError(f"{where}: not an edge-runtime manifest (schema must be {SCHEMA!r})")
         version = d.get("schema_version")
@@ -240,52 +257,9 @@ class Manifest:
                 f"{SCHEMA_VERSION}); re-convert the model with a matching edge-convert or upgrade edge-runtime"
             )
         try:
-            pre = d.get("preprocessing") or {}
-            labels = list(d.get("labels") or [])
-            if not all(isinstance(x, str) for x in labels):
-                raise ValueError("labels must be strings")
-            return cls(
-                name=d["name"],
-                task=d["task"],
-                target=d["target"],
-                artifacts=[_artifact_from_dict(a) for a in d["artifacts"]],
-                labels=labels,
-                preprocessing=Preprocessing(
-                    image=ImagePreprocessing(**pre["image"]) if pre.get("image") else None,
-                    audio=AudioPreprocessing(**pre["audio"]) if pre.get("audio") else None,
-                ),
-                source=dict(d.get("source") or {}),
-                tools=dict(d.get("tools") or {}),
-                metrics=dict(d.get("metrics") or {}),
-                fastest_on_host=d.get("fastest_on_host"),
-                created=d.get("created", ""),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ManifestError(f"{where}: malformed manifest ({type(e).__name__}: {e}); re-convert the model") from None
-
-
-def _tensor_from_dict(t: dict[str, Any]) -> TensorSpec:
-    q = t.get("quantization")
-    return TensorSpec(
-        name=t["name"],
-        shape=[int(x) for x in t["shape"]],
-        dtype=t["dtype"],
-        quantization=Quantization(**q) if q else None,
-    )
-
-
-def _artifact_from_dict(a: dict[str, Any]) -> Artifact:
-    return Artifact(
-        id=a["id"],
-        format=a["format"],
-        precision=a["precision"],
-        file=FileRef(**a["file"]),
-        inputs=[_tensor_from_dict(t) for t in a["inputs"]],
-        outputs=[_tensor_from_dict(t) for t in a["outputs"]],
-        state=[StatePair(**s) for s in a.get("state") or []],
-        extra_files=[FileRef(**f) for f in a.get("extra_files") or []],
-        notes=dict(a.get("notes") or {}),
-    )
+            return build(cls, {k: v for k, v in d.items() if k != "schema"})
+        except SchemaError as e:
+            raise ManifestError(f"{where}: {e.dotted() or 'manifest'}: {e.msg}; re-convert the model") from None
 
 
 # --- files -------------------------------------------------------------

@@ -58,10 +58,9 @@ def mqtt_config(cfg: Config, event_names: list[str] | tuple[str, ...] = (), envi
     env = os.environ if environ is None else environ
     kw = {k: getattr(m, k) for k in ("host", "port", "username", "password", "tls", "ca_file", "cert_file",
                                       "key_file", "tls_insecure", "qos", "keepalive", "discovery", "discovery_prefix")}
-    if m.client_id:
-        kw["client_id"] = m.client_id
-    if m.topic_prefix:
-        kw["topic_prefix"] = m.topic_prefix
+    for key in ("client_id", "topic_prefix"):  # unset: the host's; set (even empty): checked as given
+        if getattr(m, key) is not None:
+            kw[key] = getattr(m, key)
     folder = m.spool_dir or (env.get("STATE_DIRECTORY") or "").split(":")[0] or None
     on = m.spool if m.spool is not None else (m.qos >= 1 and folder is not None)
     if on and folder is None:
@@ -78,6 +77,10 @@ def mqtt_config(cfg: Config, event_names: list[str] | tuple[str, ...] = (), envi
 
 
 def accel_of(cfg: VisionConfig | AudioConfig) -> Acceleration:
+    """The section's delegates and providers (named providers checked even when LiteRT runs the model)."""
+    from .engines.onnx import check_providers
+
+    check_providers(list(cfg.providers) + list(cfg.provider_options))
     return Acceleration(delegates=tuple(Delegate(d.kind, d.library, dict(d.options)) for d in cfg.delegates),
                         providers=tuple(cfg.providers), provider_options=dict(cfg.provider_options))
 

@@ -96,7 +96,7 @@ def _audio(**kw):
     (_audio(sample_rate=0), "audio sample_rate"),
     (_audio(fmax=1e9), "audio fmax"),
     (lambda d: d.update(labels=d["labels"][:-1]), "labels for 12 scores"),  # was silently wrong
-    (lambda d: d.update(labels=[1, 2]), "labels must be strings"),
+    (lambda d: d.update(labels=[1, 2]), "labels[0]: must be a string"),
 ])
 def test_a_tampered_keyword_manifest_is_one_line(tmp_path, change, needle):
     from edge_runtime.defaults import SAMPLES

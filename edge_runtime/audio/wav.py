@@ -87,13 +87,47 @@ class WavInfo:
         return self.frames / self.sample_rate
 
 
-def _declared_frames(path: Path) -> int | None:
-    """Frames the header of a PCM WAV promises (the stdlib reads it without decoding); None otherwise."""
-    try:
-        with wave.open(str(path), "rb") as w:
-            return w.getnframes()
-    except (wave.Error, EOFError, ValueError, OSError):
+_PLAIN_FORMATS = (1, 3, 0xFFFE)  # PCM, IEEE float, WAVE_FORMAT_EXTENSIBLE
+_UNKNOWN_SIZE = 0xFFFFFFFF  # written by streaming encoders that cannot seek back
+_MAX_CHUNKS = 64  # chunks before the audio (fmt, fact, LIST, ...): real files have a handful
+
+
+def _riff_problem(path: Path) -> str | None:
+    """What is wrong with a RIFF/WAVE header, read chunk by chunk without decoding; None if nothing.
+
+    Checks what libsndfile lets pass: a block size that does not match channels x bits, and a data
+    chunk promising more bytes than the file holds (a truncated copy). Other containers: None."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return None
+        fmt = None
+        for _ in range(_MAX_CHUNKS):
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, length = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if kind == b"fmt " and length >= 16:
+                fmt = f.read(16)
+                f.seek(length - 16 + (length & 1), os.SEEK_CUR)
+            elif kind == b"data":
+                break
+            else:
+                f.seek(length + (length & 1), os.SEEK_CUR)
+        else:
+            return f"no data chunk among the first {_MAX_CHUNKS} chunks of the header"
+        data_start = f.tell()
+    if fmt is None:
         return None
+    tag, channels = int.from_bytes(fmt[0:2], "little"), int.from_bytes(fmt[2:4], "little")
+    block, bits = int.from_bytes(fmt[12:14], "little"), int.from_bytes(fmt[14:16], "little")
+    if tag in _PLAIN_FORMATS and (bits not in (8, 16, 24, 32, 64) or block != channels * bits // 8):
+        return f"the header's sample format is inconsistent ({channels} channel(s) of {bits} bits in {block}-byte frames)"
+    if length != _UNKNOWN_SIZE and length > size - data_start:
+        return (f"truncated: the header promises {length} bytes of audio but the file holds "
+                f"{max(0, size - data_start)}; copy it again")
+    return None
 
 
 def wav_info(path: str | os.PathLike[str], sample_rate: int = 16000, max_seconds: float | None = None) -> WavInfo:
@@ -122,10 +156,9 @@ def wav_info(path: str | os.PathLike[str], sample_rate: int = 16000, max_seconds
                          f"has; {_convert_hint(path, sample_rate)}")
     if i.frames <= 0:
         raise AudioError(f"{path}: contains no audio samples; record or copy it again")
-    declared = _declared_frames(path)
-    if declared is not None and declared > i.frames:
-        raise AudioError(f"{path}: truncated: the header promises {declared / i.samplerate:.2f} s of audio but the "
-                         f"file holds {i.frames / i.samplerate:.2f} s; copy it again")
+    problem = _riff_problem(path)
+    if problem:
+        raise AudioError(f"{path}: {problem}")
     info = WavInfo(path, int(i.samplerate), int(i.channels), int(i.frames))
     if max_seconds is not None and info.seconds > max_seconds:
         raise AudioError(f"{path}: {info.seconds:.0f} s long, more than {max_seconds:g} s; cut it into shorter files")

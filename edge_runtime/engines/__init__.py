@@ -53,13 +53,11 @@ def open_artifact(artifact: Artifact, folder: str | Path, threads: int | None = 
     """Open one artifact of a manifest on the engine for its format."""
     accel = accel or Acceleration()
     path = Path(folder) / artifact.file.path
-    names_in = [t.name for t in artifact.inputs]
-    names_out = [t.name for t in artifact.outputs]
     if artifact.format == "tflite":
         from .litert import LiteRTEngine
 
         edgetpu = next((Path(folder) / f.path for f in artifact.extra_files if f.path.endswith("_edgetpu.tflite")), None)
-        return LiteRTEngine(path, threads=threads, input_names=names_in, output_names=names_out,
+        return LiteRTEngine(path, threads=threads, input_specs=artifact.inputs, output_specs=artifact.outputs,
                             delegates=list(accel.delegates), edgetpu_model=edgetpu)
     if artifact.format == "onnx":
         from .onnx import OnnxEngine

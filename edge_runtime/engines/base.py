@@ -18,6 +18,25 @@ class EngineError(Exception):
     """An engine or artifact that cannot run; the message is one line."""
 
 
+def check_io(model: str, kind: str, wanted: list[TensorSpec], have: list[TensorSpec], by_name: bool = True) -> None:
+    """The manifest's ``wanted`` tensors (inputs or outputs) are the model's own ``have``: the same
+    count, dtypes and sizes (-1: a size the model leaves open), matched by name (``by_name=False``:
+    by position, for a model whose tensor order is the contract)."""
+    names = {t.name: t for t in have}
+    if len(wanted) != len(have):
+        raise EngineError(f"{model}: the manifest lists {len(wanted)} {kind}(s), the model has {len(have)} "
+                          f"({', '.join(names)}); re-convert the model")
+    for want, own in zip(wanted, have):
+        own = names.get(want.name, own) if by_name else own
+        if by_name and want.name not in names:
+            raise EngineError(f"{model}: the manifest names {kind} {want.name!r}, which the model does not have "
+                              f"(has: {', '.join(names)}); re-convert the model")
+        if want.dtype != own.dtype or len(want.shape) != len(own.shape) or any(
+                o not in (-1, w) for w, o in zip(want.shape, own.shape)):
+            raise EngineError(f"{model}: {kind} {want.name!r} is {own.dtype} {own.shape} in the model but "
+                              f"{want.dtype} {want.shape} in the manifest; re-convert the model")
+
+
 @dataclass(frozen=True)
 class Placement:
     """What an engine actually runs on, and why, if it is not what was asked."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..manifest import Quantization, TensorSpec
-from .base import Engine, EngineError, Placement
+from .base import Engine, EngineError, Placement, check_io
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +72,28 @@ class LiteRTEngine(Engine):
     name = "litert"
 
     def __init__(self, model_path: str | Path, threads: int | None = None,
-                 input_names: list[str] | None = None, output_names: list[str] | None = None,
+                 input_specs: list[TensorSpec] | None = None, output_specs: list[TensorSpec] | None = None,
                  delegates: list[Delegate] | None = None, edgetpu_model: str | Path | None = None):
-        self._interp, self.placement = self._open(Path(model_path), threads, delegates or [],
+        """``input_specs`` / ``output_specs``: the manifest's tensors, checked against the model's own."""
+        model = Path(model_path)
+        self._interp, self.placement = self._open(model, threads, delegates or [],
                                                   Path(edgetpu_model) if edgetpu_model else None)
         sigs = self._interp.get_signature_list()
         if sigs:
             key = next(iter(sigs))
             runner = self._interp.get_signature_runner(key)
             ins, outs = runner.get_input_details(), runner.get_output_details()
-            in_names = input_names or list(sigs[key]["inputs"])
-            out_names = output_names or list(sigs[key]["outputs"])
-            in_details = [(n, ins[n]) for n in in_names]
-            out_details = [(n, outs[n]) for n in out_names]
+            in_details = [(n, ins[n]) for n in sigs[key]["inputs"]]
+            out_details = [(n, outs[n]) for n in sigs[key]["outputs"]]
         else:  # a model converted without signatures: tensor order is the contract
             in_details = [(d["name"], d) for d in self._interp.get_input_details()]
             out_details = [(d["name"], d) for d in self._interp.get_output_details()]
+        for kind, specs, details in (("input", input_specs, in_details), ("output", output_specs, out_details)):
+            if specs is not None:
+                check_io(model.name, kind, specs, [_spec(d, n) for n, d in details], by_name=bool(sigs))
+                if sigs:  # the manifest's order
+                    by = dict(details)
+                    details[:] = [(t.name, by[t.name]) for t in specs]
         self.inputs = [_spec(d, n) for n, d in in_details]
         self.outputs = [_spec(d, n) for n, d in out_details]
         self._in_idx = [d["index"] for _, d in in_details]

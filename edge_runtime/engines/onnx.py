@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..manifest import TensorSpec
-from .base import Engine, EngineError, Placement
+from .base import Engine, EngineError, Placement, check_io
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,19 @@ ORT_DTYPES = {
 DEFAULT_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider",
                      "NnapiExecutionProvider", "CoreMLExecutionProvider", "XnnpackExecutionProvider",
                      "CPUExecutionProvider"]
+
+
+def check_providers(names: list[str]) -> None:
+    """Every name is an execution provider ONNX Runtime knows (built here or not); else EngineError.
+    Without ONNX Runtime installed nothing can be checked (nor run on it)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    unknown = [p for p in names if p not in ort.get_all_providers()]
+    if unknown:
+        raise EngineError(f"{unknown[0]!r} is not an ONNX Runtime execution provider (known: "
+                          f"{', '.join(ort.get_all_providers())})")
 
 
 class OnnxEngine(Engine):
@@ -46,6 +59,7 @@ class OnnxEngine(Engine):
         except ImportError:
             raise EngineError("ONNX Runtime is not installed; pip install 'edge-runtime[onnx]'") from None
         wanted = list(providers or DEFAULT_PROVIDERS)
+        check_providers(wanted)
         available = ort.get_available_providers()
         use = [p for p in wanted if p in available]
         if "CPUExecutionProvider" not in use:
@@ -74,6 +88,11 @@ class OnnxEngine(Engine):
                     Path(model_path).name, actual, reason)
         self.placement = Placement("onnx", actual, reason)
         ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
+        for kind, specs, args in (("input", input_specs, ins), ("output", output_specs, outs)):
+            if specs is not None:
+                check_io(Path(model_path).name, kind, specs, [TensorSpec(
+                    a.name, [d if isinstance(d, int) and d > 0 else -1 for d in a.shape],
+                    ORT_DTYPES.get(a.type, a.type)) for a in args])
         # Quantization of the I/O lives in the manifest for ONNX (QDQ graphs take float I/O).
         by_name = {t.name: t for t in (input_specs or [])}
         self.inputs = [by_name.get(i.name) or TensorSpec(i.name, _shape(i.shape), ORT_DTYPES.get(i.type, "float32")) for i in ins]

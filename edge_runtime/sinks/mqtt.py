@@ -117,6 +117,8 @@ class MqttConfig:
             problems.append("reconnect delays must satisfy 0 < reconnect_min_delay <= reconnect_max_delay")
         if self.password is not None and self.username is None:
             problems.append("password given without username")
+        if self.use_tls:
+            problems += self._tls_problems()
         if problems:
             raise ValueError("mqtt: " + "; ".join(problems))
         self.topic_prefix = self.topic_prefix.strip("/")
@@ -125,6 +127,21 @@ class MqttConfig:
     @property
     def use_tls(self) -> bool:
         return bool(self.tls or self.ca_file or self.cert_file)
+
+    def _tls_problems(self) -> list[str]:
+        """The CA and client certificate files loaded as the connection will load them (no network)."""
+        import ssl
+
+        if self.key_file and not self.cert_file:
+            return ["key_file given without cert_file"]
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+            if self.cert_file:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            return [f"cannot set up TLS from ca_file={self.ca_file}, cert_file={self.cert_file}, "
+                    f"key_file={self.key_file} ({getattr(e, 'strerror', None) or e}); check the files"]
+        return []
 
 
 def open_spool(cfg: MqttConfig) -> Spool:

@@ -30,8 +30,12 @@ DEFAULT_FOLDER_FPS = 10.0
 DEFAULT_FILE_FPS = 25.0
 
 
-def _classify(uri: int | str) -> tuple[str, int | str]:
-    """(kind, target): kind is index, device, url, file or folder."""
+def classify_uri(uri: int | str) -> tuple[str, int | str]:
+    """(kind, target): kind is index, device, url, file or folder; SourceError (one line) if it can be none.
+
+    Opens no device and no stream: a device may be plugged in later and a stream come up later,
+    but a missing path, a folder without images or a file that is no video stays so (`check`
+    refuses them as `run` does)."""
     if isinstance(uri, bool):
         raise SourceError(f"camera uri {uri!r} is not a device index, path or URL")
     if isinstance(uri, int):
@@ -60,8 +64,31 @@ def _classify(uri: int | str) -> tuple[str, int | str]:
             raise SourceError(f"camera uri {text!r}: the folder has no images ({', '.join(IMAGE_SUFFIXES)})")
         return "folder", str(path)
     if path.is_file():
+        if not _decodes(str(path)):
+            raise SourceError(f"camera uri {text!r}: not a video file OpenCV can decode; give a video, an image "
+                              "folder, a device or a URL")
         return "file", str(path)
     raise SourceError(f"camera uri {text!r}: no such file, folder or device; check the path")
+
+
+def _open_file(path: str) -> Any:
+    """An opened cv2.VideoCapture of a video file (FFmpeg first, then any backend), or None."""
+    import cv2
+
+    for api in (cv2.CAP_FFMPEG, cv2.CAP_ANY):
+        cap = cv2.VideoCapture(path, api)
+        if cap.isOpened():
+            return cap
+        cap.release()
+    return None
+
+
+def _decodes(path: str) -> bool:
+    cap = _open_file(path)
+    if cap is None:
+        return False
+    cap.release()
+    return True
 
 
 class _Failed(Exception):
@@ -152,7 +179,7 @@ class CameraSource(Source):
             raise SourceError(f"camera {name!r}: need stall_timeout_s > 0 and 0 < backoff_initial_s <= backoff_max_s")
         self.name = name
         self.uri = uri
-        self.kind, self._target = _classify(uri)
+        self.kind, self._target = classify_uri(uri)
         self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
         self.stride = int(stride)
         self.stall_timeout_s = float(stall_timeout_s)
@@ -295,12 +322,8 @@ class CameraSource(Source):
         else:
             if not Path(str(self._target)).is_file():
                 raise _Failed(f"video file {self._target} is gone")
-            cap = cv2.VideoCapture(str(self._target), cv2.CAP_FFMPEG)
-            if not cap.isOpened():
-                cap.release()
-                cap = cv2.VideoCapture(str(self._target), cv2.CAP_ANY)
-            if not cap.isOpened():
-                cap.release()
+            cap = _open_file(str(self._target))
+            if cap is None:
                 raise _Failed(f"cannot decode video file {self._target}")
             file_fps = cap.get(cv2.CAP_PROP_FPS)
             self._period_s = 1.0 / (self.fps or (file_fps if 0 < file_fps < 1000 else DEFAULT_FILE_FPS))
