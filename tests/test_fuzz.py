@@ -623,6 +623,10 @@ def bad_number(flag: str, text: str) -> bool:
     return not (math.isfinite(x) and (0 < x if low_open else 0 <= x) and x <= high)
 
 
+GOOD_NUMBERS = {"--top": ["1", "5"], "--threads": ["1", "2"], "--chunk-ms": ["10", "100", "1000"],
+                "--threshold": ["0.5", "1"], "--false-accepts-per-hour": ["0", "0.5", "10"], "--bogus": ["1"]}
+
+
 def argv_for(data, files: dict[str, Path]) -> tuple[list[str], bool]:
     """A command line a user might type (a real command, flags in any order, values of any kind) and
     whether it is broken by construction; every other one must work."""
@@ -635,26 +639,27 @@ def argv_for(data, files: dict[str, Path]) -> tuple[list[str], bool]:
     argv, broken = [command], False
     if command in ("classify", "listen"):
         good, model = ("image", "vision") if command == "classify" else ("wav", "kws")
-        inputs = data.draw(st.lists(key, max_size=2), label="inputs")
+        inputs = data.draw(st.lists(st.just(good) | key, max_size=2), label="inputs")
         argv += [str(files[k]) for k in inputs]
-        broken = not inputs or any(k != good for k in inputs)
+        broken, wrong_model = not inputs or any(k != good for k in inputs), False
         flags = ["--model", "--engine", "--threads", "--json", "--bogus"] + (
             ["--top"] if command == "classify" else ["--threshold", "--false-accepts-per-hour", "--chunk-ms"])
         for flag in data.draw(st.lists(st.sampled_from(flags), max_size=4), label="flags"):
             if flag == "--json":
                 argv.append(flag)
             elif flag == "--model":
-                k = data.draw(key)
+                k = data.draw(st.just(model) | key)
                 argv += [flag, str(files[k])]
-                broken |= k != model
+                wrong_model = k != model  # the last --model given counts
             elif flag == "--engine":
-                e = data.draw(engines)
+                e = data.draw(st.sampled_from(["auto", "litert", "onnx"]) | engines)
                 argv += [flag, e]
                 broken |= e not in ("auto", "litert", "onnx")
             else:
-                v = data.draw(NUMBER)
+                v = data.draw(st.sampled_from(GOOD_NUMBERS[flag]) | NUMBER)
                 argv += [flag, v]
-                broken |= flag == "--bogus" or bad_number(flag, v)
+                broken |= flag == "--bogus" or bad_number(flag, v)  # argparse checks every one given
+        broken |= wrong_model
     elif command in ("check", "run"):  # no file here is a config that starts
         argv += ["--config", str(files[data.draw(key)])]
         broken = True
