@@ -9,6 +9,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .defaults import model_dir
@@ -19,7 +20,7 @@ class UserError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"edge-runtime: error: {message}; see edge-runtime --help\n")
 
 

@@ -168,10 +168,10 @@ class AudioPreprocessing:
                   ("fmax", 0.0, 96_000.0), ("log_floor", 0.0, 1e6), ("top_db", -1.0, 1000.0),
                   ("input_scale", 0.0, 1e9), ("feature_scale", -1e9, 1e9), ("feature_offset", -1e9, 1e9),
                   ("normalization_time_s", -1.0, 3600.0))
-        for key, lo, hi in floats:  # lo is exclusive
-            v = getattr(self, key)
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo < v <= hi):
-                raise ValueError(f"audio {key} {v!r} must be a number above {lo:g} and at most {hi:g}")
+        for key, above, most in floats:
+            x = getattr(self, key)
+            if not (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and above < x <= most):
+                raise ValueError(f"audio {key} {x!r} must be a number above {above:g} and at most {most:g}")
         if not self.fmin < self.fmax <= self.sample_rate / 2:
             raise ValueError(f"audio fmin {self.fmin:g} / fmax {self.fmax:g} must satisfy fmin < fmax <= "
                              f"sample_rate / 2 ({self.sample_rate / 2:g})")

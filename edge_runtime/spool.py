@@ -144,7 +144,7 @@ class Spool:
             self.count += 1
             self.bytes += n
             dropped = self._prune_locked()
-        self.last_id = int(cur.lastrowid)
+        self.last_id = int(cur.lastrowid or 0)
         return dropped
 
     def prune(self) -> int:

@@ -13,7 +13,8 @@ def _manifest(folder):
     (folder / "model.tflite").write_bytes(b"\x00model-bytes" * 100)
     art = mf.Artifact(
         id="tflite-int8", format="tflite", precision="int8", file=mf.file_ref(folder, "model.tflite"),
-        inputs=[mf.TensorSpec("features", [1, 4, 40], "int8", mf.Quantization([0.05], [-3]))],
+        inputs=[mf.TensorSpec("features", [1, 4, 40], "int8", mf.Quantization([0.05], [-3])),
+                mf.TensorSpec("state_h", [1, 64], "int8", mf.Quantization([0.01], [0]))],
         outputs=[mf.TensorSpec("output_0", [1, 12], "int8", mf.Quantization([1 / 256], [-128])),
                  mf.TensorSpec("output_1", [1, 64], "int8", mf.Quantization([0.01], [0]))],
         state=[mf.StatePair("state_h", "output_1", [1, 64], "int8", 0.0)],

@@ -67,7 +67,7 @@ def n_frames(n_samples: int, p: AudioPreprocessing) -> int:
     return 0 if n_samples < span else (n_samples - span) // hop + 1
 
 
-def _hz_to_mel(f: np.ndarray, scale: str) -> np.ndarray:
+def _hz_to_mel(f: np.ndarray | np.float64, scale: str) -> np.ndarray:
     if scale == "htk":
         return 2595.0 * np.log10(1.0 + f / 700.0)
     # Slaney: linear (200/3 Hz per mel) below 1 kHz, logarithmic above (as librosa, htk=False)

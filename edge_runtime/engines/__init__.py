@@ -49,20 +49,23 @@ class Acceleration:
 
 
 def open_artifact(artifact: Artifact, folder: str | Path, threads: int | None = None,
-                  accel: Acceleration | None = None) -> Engine:
-    """Open one artifact of a manifest on the engine for its format."""
+                  accel: Acceleration | None = None, check_io: bool = True) -> Engine:
+    """Open one artifact of a manifest on the engine for its format; its inputs and outputs must be
+    the model's own (``check_io=False``: take them from the model, as the converter does when it
+    writes the manifest)."""
     accel = accel or Acceleration()
     path = Path(folder) / artifact.file.path
+    ins, outs = (artifact.inputs, artifact.outputs) if check_io else (None, None)
     if artifact.format == "tflite":
         from .litert import LiteRTEngine
 
         edgetpu = next((Path(folder) / f.path for f in artifact.extra_files if f.path.endswith("_edgetpu.tflite")), None)
-        return LiteRTEngine(path, threads=threads, input_specs=artifact.inputs, output_specs=artifact.outputs,
+        return LiteRTEngine(path, threads=threads, input_specs=ins, output_specs=outs,
                             delegates=list(accel.delegates), edgetpu_model=edgetpu)
     if artifact.format == "onnx":
         from .onnx import OnnxEngine
 
-        return OnnxEngine(path, threads=threads, input_specs=artifact.inputs, output_specs=artifact.outputs,
+        return OnnxEngine(path, threads=threads, input_specs=ins, output_specs=outs,
                           providers=list(accel.providers) or None, provider_options=accel.provider_options)
     raise EngineError(f"artifact {artifact.id}: no engine for format {artifact.format!r}")
 

@@ -55,7 +55,7 @@ class Quantizer:
     def __init__(self, q: Quantization | None, dtype: str | np.dtype) -> None:
         self.dtype = np.dtype(dtype)
         self.real = q is None or self.dtype.kind == "f"
-        if not self.real:
+        if q is not None and not self.real:
             info = np.iinfo(self.dtype)
             self.scale = np.asarray(q.scale, dtype=np.float32)
             self.zero_point = np.asarray(q.zero_point, dtype=np.float32)

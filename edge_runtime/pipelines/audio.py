@@ -126,7 +126,8 @@ class OperatingPoint:
     def describe(self) -> str:
         expected = ("; no validation figures at it" if self.false_accepts_per_hour is None else
                     f"; validation curve: {self.false_accepts_per_hour:.2f} false accepts per hour, "
-                    f"{100 * self.false_reject_rate:.1f}% false rejects")
+                    + (f"{100 * self.false_reject_rate:.1f}% false rejects" if self.false_reject_rate is not None
+                       else "false rejects not measured"))
         return f"threshold {self.threshold:g} ({self.detail}){expected}"
 
 
@@ -326,6 +327,7 @@ class KeywordSpotter:
             if age > best_age:
                 best_age, best_scores = age, outs[self._score_idx]
         self._step += 1
+        assert best_scores is not None  # lane 0 starts at step 0, so some lane always runs
         return self._q_scores.dequantize(best_scores).reshape(-1)
 
     def posteriors(self, samples: np.ndarray, t0_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -76,8 +76,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
     def setup(self) -> None:
-        self.timeout = self.server.conn_timeout_s  # every read on this connection, request line included
         super().setup()
+        self.connection.settimeout(self.server.conn_timeout_s)  # every read on this connection, request line included
 
     def _send(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(code)
