@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
+from .config import MAX_FALSE_ACCEPTS_PER_HOUR
 from .defaults import model_dir
 
 
@@ -93,7 +94,6 @@ def listen(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .audio.wav import AudioError, wav_blocks, wav_info
-    from .config import MAX_FALSE_ACCEPTS_PER_HOUR
     from .engines import EngineError
     from .manifest import ManifestError, load
     from .pipelines.audio import KeywordSpotter
@@ -217,10 +217,15 @@ def _start(cfg):
 def check(args: argparse.Namespace) -> int:
     from .service import Models, ServiceError, mqtt_config
     from .sinks import SinkError
+    from .sources import SourceError
 
     cfg = _load_config(args.config)
     try:
         models = Models.load(cfg)
+        if cfg.microphone and not cfg.microphone.file:  # run's first open of a sound card fails loudly: the
+            from .sources.microphone import import_sounddevice, resolve_input  # device must be listed now
+
+            resolve_input(import_sounddevice(), cfg.microphone.device)
         if cfg.sinks.mqtt:  # the settings and the spool exactly as `run` takes them (it connects to nothing)
             from .sinks.mqtt import open_spool
 
@@ -228,7 +233,7 @@ def check(args: argparse.Namespace) -> int:
             with open_spool(mq) as spool:
                 where = "in memory (no spool file)" if spool.in_memory else spool.path
                 print(f"mqtt: {mq.host}:{mq.port} qos {mq.qos}; spool {where}, {spool.count} events pending")
-    except (ServiceError, SinkError) as e:
+    except (ServiceError, SinkError, SourceError) as e:
         raise UserError(f"{cfg.path}: {e}") from None
     for name in ("vision", "audio"):
         p = getattr(models, name)

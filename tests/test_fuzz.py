@@ -627,6 +627,17 @@ GOOD_NUMBERS = {"--top": ["1", "5"], "--threads": ["1", "2"], "--chunk-ms": ["10
                 "--threshold": ["0.5", "1"], "--false-accepts-per-hour": ["0", "0.5", "10"], "--bogus": ["1"]}
 
 
+LAST_COUNTS = ("--threshold", "--false-accepts-per-hour")
+
+
+def is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def argv_for(data, files: dict[str, Path]) -> tuple[list[str], bool]:
     """A command line a user might type (a real command, flags in any order, values of any kind) and
     whether it is broken by construction; every other one must work."""
@@ -641,7 +652,7 @@ def argv_for(data, files: dict[str, Path]) -> tuple[list[str], bool]:
         good, model = ("image", "vision") if command == "classify" else ("wav", "kws")
         inputs = data.draw(st.lists(st.just(good) | key, max_size=2), label="inputs")
         argv += [str(files[k]) for k in inputs]
-        broken, wrong_model = not inputs or any(k != good for k in inputs), False
+        broken, wrong_model, last = not inputs or any(k != good for k in inputs), False, {}
         flags = ["--model", "--engine", "--threads", "--json", "--bogus"] + (
             ["--top"] if command == "classify" else ["--threshold", "--false-accepts-per-hour", "--chunk-ms"])
         for flag in data.draw(st.lists(st.sampled_from(flags), max_size=4), label="flags"):
@@ -658,8 +669,12 @@ def argv_for(data, files: dict[str, Path]) -> tuple[list[str], bool]:
             else:
                 v = data.draw(st.sampled_from(GOOD_NUMBERS[flag]) | NUMBER)
                 argv += [flag, v]
-                broken |= flag == "--bogus" or bad_number(flag, v)  # argparse checks every one given
-        broken |= wrong_model
+                if flag in LAST_COUNTS:  # parsed as a number each time, its range checked on the last one
+                    broken |= not is_float(v)
+                    last[flag] = v
+                else:
+                    broken |= flag == "--bogus" or bad_number(flag, v)  # argparse checks every one given
+        broken |= wrong_model or any(bad_number(flag, v) for flag, v in last.items())
     elif command in ("check", "run"):  # no file here is a config that starts
         argv += ["--config", str(files[data.draw(key)])]
         broken = True

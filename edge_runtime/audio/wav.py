@@ -185,7 +185,7 @@ def wav_blocks(info: WavInfo, sample_rate: int, block_s: float = BLOCK_S) -> Ite
                     raise AudioError(f"{info.path}: holds NaN or infinite samples (first at {t:.2f} s); "
                                      "re-export it as 16-bit PCM")
                 done += len(x)
-                y = resampler.process(to_mono(x), last=last)
+                y = resampler.process(to_mono(np.clip(x, -1.0, 1.0)), last=last)  # float files may hold 1e38
                 if len(y):
                     yield np.clip(y, -1.0, 1.0)
                 if last:

@@ -265,6 +265,10 @@ class KeywordSpotter:
         self.lanes = max(1, int(det.get("lanes", 1)))
         self.frames_per_step = p.frames_per_step
         self.window_frames = max(p.window_frames, p.frames_per_step)
+        feat_shape = spec[feats[0]].shape
+        if list(feat_shape) != [1, self.window_frames, p.n_mels]:
+            raise ManifestError(f"{manifest.name!r}: the front end makes {self.window_frames} frames of {p.n_mels} "
+                                f"mel bins per step, the model's {feats[0]!r} takes {feat_shape}; re-convert the model")
         step_s = p.frames_per_step * p.hop_ms / 1000.0
         self.reset_steps = round(float(det.get("state_reset_s", 0.0)) / step_s)
         self.flush_s = max(self.smoothing * step_s, self.refractory_s)  # flush() pads this long
