@@ -114,7 +114,8 @@ class Source:
     A device source implements :meth:`_connect` (open; raise :class:`SourceError` with the reason),
     :meth:`_deliver` (read until it fails) and :meth:`_disconnect`; :meth:`start` runs them in a
     thread of its own, reopening after ``backoff_initial_s``, doubled per failed attempt up to
-    ``backoff_max_s``. Counters are guarded by ``_cond``, which also wakes waiting consumers.
+    ``backoff_max_s``. A source without a device to lose (a file read in the caller's thread)
+    overrides :meth:`start` instead. Counters are guarded by ``_cond``, which also wakes waiting consumers.
     """
 
     noun = "source"  # how log lines name it: "camera 'front' offline: ..."
