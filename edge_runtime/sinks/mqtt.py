@@ -252,7 +252,7 @@ class Relay:
     ``warn`` (a message), ``drop`` (the sink's count) and ``gauge`` (the spool's size) report.
     """
 
-    def __init__(self, spool: Spool, publish: Callable[[str, str], Any], warn: Callable[[str], None],
+    def __init__(self, spool: Spool, publish: Callable[[str, bytes], Any], warn: Callable[[str], None],
                  drop: Callable[..., None], gauge: Callable[[], None]) -> None:
         self.spool = spool
         self._publish, self._warn, self._drop, self._gauge = publish, warn, drop, gauge
