@@ -405,7 +405,7 @@ class Daemon:
                 st.beat("prepare")
                 frame = cam.latest(timeout=0.25)
                 if frame is None:
-                    if getattr(cam, "ended", False):
+                    if cam.ended:
                         break
                     continue
                 clf = self.models.vision  # one read: SIGHUP may swap the models between frames
@@ -449,7 +449,7 @@ class Daemon:
             st.beat()
             chunk = mic.read(timeout=0.25)
             if chunk is None:
-                if getattr(mic, "ended", False):  # a file that does not loop: its last keyword completes after it
+                if mic.ended:  # a file that does not loop: its last keyword completes after it
                     if last is not None:
                         kws = self.models.audio
                         self._audio_decisions(kws, last, kws.flush(), time.monotonic_ns())
@@ -505,14 +505,14 @@ class Daemon:
 
     def _sources_ended(self) -> bool:
         srcs = [s for s in (self.camera, self.microphone) if s is not None]
-        return bool(srcs) and all(getattr(s, "ended", False) for s in srcs)
+        return bool(srcs) and all(s.ended for s in srcs)
 
     def _update_gauges(self) -> None:
         for name, src in (("camera", self.camera), ("microphone", self.microphone)):
             if src is not None:
                 st = src.stats()
                 self.metrics.source_up(name, st.online)
-                if st.online or getattr(src, "ended", False):
+                if st.online or src.ended:
                     self._offline_since.pop(name, None)
                 else:
                     self._offline_since.setdefault(name, time.monotonic())

@@ -1,5 +1,6 @@
 """Capture sources with real parts: a live ffmpeg HTTP stream, a PulseAudio null sink read through
 PortAudio, real video / image / WAV files. Under CI=true a missing part fails instead of skipping.
+The supervisor they share (the Source base) is also driven by a scripted device, without threads.
 
 No wall-clock performance is asserted; deadlines only bound how long a test waits.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, LiveStream, free_port, wait_until
 
-from edge_runtime.sources import SourceError
+from edge_runtime.sources import REOPEN, Source, SourceError
 from edge_runtime.sources.camera import CameraSource
 from edge_runtime.sources.files import WavFileSource
 
@@ -177,7 +178,7 @@ def tone_wav(path: Path, sr: int = 16000) -> Path:
 MIC_SCRIPT = r"""
 import json, subprocess, sys, time
 import numpy as np
-from edge_runtime.sources import SourceError
+from edge_runtime.sources import REOPEN, Source, SourceError
 from edge_runtime.sources.microphone import MicrophoneSource
 
 device, device_rate, wav = sys.argv[1], (int(sys.argv[2]) or None), sys.argv[3]
@@ -322,3 +323,67 @@ def test_devices_lists_plain_json():
     assert set(d) == {"cameras", "microphones", "errors"}
     for cam in d["cameras"]:
         assert cam["path"].startswith("/dev/video")
+
+
+# -- the Source supervisor, on a scripted device ---------------------------------------------------------
+
+
+class _NoSleep:
+    """A stop event that records the backoff waits and never sleeps."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return False
+
+
+class ScriptedSource(Source):
+    """Each step: an exception _connect raises, or what _deliver returns (after data flowed, if it says so)."""
+
+    noun = "fake"
+    _label = "fake://device"
+
+    def __init__(self, steps: list) -> None:
+        super().__init__("x", backoff_initial_s=0.25, backoff_max_s=1.0)
+        self._stop = _NoSleep()  # type: ignore[assignment]
+        self.steps, self.released = steps, 0
+
+    def _connect(self):
+        step = self.steps.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    def _deliver(self, step):
+        flowed, reason = step
+        if flowed:
+            with self._cond:
+                self._frames += 1
+                self._mark_online()
+        return flowed, reason
+
+    def _disconnect(self, step) -> None:
+        self.released += 1
+
+
+def test_source_supervisor_backs_off_and_warns_once_per_outage(caplog):
+    caplog.set_level(logging.DEBUG, logger="edge_runtime.sources")
+    src = ScriptedSource([SourceError("no device"), RuntimeError("boom"), SourceError("no device"),
+                          SourceError("no device"), (True, "stalled"), (False, REOPEN), (False, "still stalled"),
+                          (True, None)])
+    src._supervise()
+    assert src._stop.waits == [0.25, 0.5, 1.0, 1.0, 0.25, 0.5]  # doubled, capped; reset once data flowed
+    assert src.released == 4 and not src.steps
+    msgs = [(r.levelno, r.getMessage()) for r in caplog.records]
+    warnings = [m for level, m in msgs if level == logging.WARNING]
+    assert warnings == ["fake 'x' offline: no device; reconnecting (backoff 0.25..1 s)",
+                        "fake 'x' offline: stalled; reconnecting (backoff 0.25..1 s)"]
+    assert "fake 'x' still offline: cannot open fake://device: RuntimeError: boom" in [m for _, m in msgs]
+    assert [m for _, m in msgs if "online again" in m] == ["fake 'x': online again (fake://device)"] * 2
+    st = src.stats()
+    assert st.reconnects == 1 and st.frames == 2 and not st.online and st.last_error == "still stalled"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..redact import redact
-from . import Frame, RateMeter, Source, SourceError, SourceStats
+from . import REOPEN, Frame, Source, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def _decodes(path: str) -> bool:
     return True
 
 
-class _Failed(Exception):
+class _Failed(SourceError):
     """Opening or reading failed; the message is the reason shown in the log and stats."""
 
 
@@ -165,6 +164,9 @@ class CameraSource(Source):
     images (cycled in order at ``fps``, default 10). ``stride=N`` keeps every Nth captured frame.
     """
 
+    noun = "camera"
+    thread_prefix = "camera"
+
     def __init__(self, name: str, uri: int | str, width: int | None = None, height: int | None = None,
                  fps: float | None = None, fourcc: str | None = None, stride: int = 1,
                  stall_timeout_s: float = 2.0, backoff_initial_s: float = 0.5, backoff_max_s: float = 10.0,
@@ -177,46 +179,28 @@ class CameraSource(Source):
             raise SourceError(f"camera {name!r}: fourcc must be 4 characters (e.g. MJPG, YUYV), got {fourcc!r}")
         if not stall_timeout_s > 0 or not backoff_initial_s > 0 or backoff_max_s < backoff_initial_s:
             raise SourceError(f"camera {name!r}: need stall_timeout_s > 0 and 0 < backoff_initial_s <= backoff_max_s")
-        self.name = name
+        super().__init__(name, backoff_initial_s, backoff_max_s)
         self.uri = uri
         self.kind, self._target = classify_uri(uri)
         self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
         self.stride = int(stride)
         self.stall_timeout_s = float(stall_timeout_s)
-        self.backoff_initial_s, self.backoff_max_s = float(backoff_initial_s), float(backoff_max_s)
         self.loop = bool(loop)
         self._label = redact(str(uri))
-
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._slot: Frame | None = None
         self._seq = 0
         self._captured = 0
-        self._frames = 0
-        self._dropped = 0
-        self._reconnects = 0
-        self._online = False
-        self._ever_online = False
-        self._outage = False
-        self._ended = False
-        self._last_error: str | None = None
         self._last_grab_ns = 0
         self._period_s: float | None = None  # pacing of files and folders
-        self._rate = RateMeter()
         self._described = False
 
     # -- public -----------------------------------------------------------------------------------------
 
     def start(self) -> CameraSource:
-        """Start the reader thread (idempotent). Returns self."""
-        if self._threads:
-            return self
-        self._stop.clear()
-        for target, suffix in ((self._run, ""), (self._watch, "-watchdog")):
-            t = threading.Thread(target=target, name=f"camera-{self.name}{suffix}", daemon=True)
-            self._threads.append(t)
-            t.start()
+        """Start the reader thread and its watchdog (idempotent); the camera is opened there. Returns self."""
+        if not self._threads:
+            super().start()
+            self._spawn(self._watch, "-watchdog")
         return self
 
     def latest(self, timeout: float | None = 1.0) -> Frame | None:
@@ -233,84 +217,19 @@ class CameraSource(Source):
             frame, self._slot = self._slot, None
             return frame
 
-    def stats(self) -> SourceStats:
-        with self._cond:
-            return SourceStats(frames=self._frames, dropped=self._dropped, overflows=0, reconnects=self._reconnects,
-                               online=self._online, last_error=self._last_error, fps=round(self._rate.rate(), 2))
-
-    @property
-    def ended(self) -> bool:
-        """True once a video file without ``loop`` has played to its end."""
-        return self._ended
-
-    def close(self) -> None:
-        """Stop the reader and release the camera; returns within about a second. Safe to call twice."""
-        self._stop.set()
-        with self._cond:
-            self._online = False
-            self._cond.notify_all()
-        deadline = time.monotonic() + 1.0
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-            if t.is_alive():  # blocked inside the backend; it releases the capture itself when it returns
-                log.debug("camera %r: %s still busy in the capture backend", self.name, t.name)
-        self._threads = []
-
     def __repr__(self) -> str:
         return f"CameraSource({self.name!r}, {self._label!r})"
 
-    # -- reader thread ----------------------------------------------------------------------------------
+    # -- reader thread (run by Source._supervise) -------------------------------------------------------
 
-    def _run(self) -> None:
-        delay = self.backoff_initial_s
-        while not self._stop.is_set():
-            try:
-                reader = self._open()
-            except _Failed as e:
-                self._set_offline(str(e))
-            except Exception as e:  # a backend error must not kill the thread
-                self._set_offline(f"cannot open {self._label}: {type(e).__name__}: {e}")
-            else:
-                try:
-                    got, outcome = self._pump(reader)
-                except Exception as e:
-                    got, outcome = False, f"read error: {type(e).__name__}: {e}"
-                finally:
-                    try:
-                        reader.release()
-                    except Exception:
-                        pass
-                if outcome in ("stop", "ended"):
-                    break
-                if outcome == "rewind" and got:
-                    continue  # loop a video file: reopen at once
-                self._set_offline("video file has no readable frames" if outcome == "rewind" else outcome)
-                if got:
-                    delay = self.backoff_initial_s
-            log.debug("camera %r: next attempt in %.1f s", self.name, delay)
-            if self._stop.wait(delay):
-                break
-            delay = min(delay * 2.0, self.backoff_max_s)
-        with self._cond:
-            self._online = False
-            self._cond.notify_all()
-
-    def _open(self) -> _CvReader | _FolderReader:
+    def _connect(self) -> _CvReader | _FolderReader:
         if self.kind == "folder":
             self._period_s = 1.0 / (self.fps or DEFAULT_FOLDER_FPS)
             return _FolderReader(str(self._target), self.name)
         import cv2
 
         if self.kind in ("index", "device"):
-            if self.kind == "device" and not Path(str(self._target)).exists():
-                raise _Failed(f"{self._target} does not exist (unplugged?)")
-            api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
-            cap = cv2.VideoCapture(self._target, api)
-            if not cap.isOpened():
-                cap.release()
-                raise _Failed(f"cannot open camera {self._label}")
-            self._configure(cap)
-            self._period_s = None
+            cap = self._open_device()
         elif self.kind == "url":
             ms = int(self.stall_timeout_s * 1000)
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(ms, 5000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
@@ -334,25 +253,26 @@ class CameraSource(Source):
                      1.0 / self._period_s if self._period_s else cap.get(cv2.CAP_PROP_FPS))
         return _CvReader(cap)
 
-    def _configure(self, cap: Any) -> None:
-        """Request format, size and rate from a V4L2 device (fourcc first: it decides the sizes on offer)."""
+    def _open_device(self) -> Any:
+        """A V4L2 device (or any backend off Linux) with the requested format, size and rate."""
         import cv2
 
-        if self.fourcc:
-            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
-        if self.width:
-            cap.set(cv2.CAP_PROP_FRAME_WIDTH, int(self.width))
-        if self.height:
-            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, int(self.height))
-        if self.fps:
-            cap.set(cv2.CAP_PROP_FPS, float(self.fps))
-        got_w, got_h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        if (self.width and got_w != self.width) or (self.height and got_h != self.height):
-            log.warning("camera %r: asked for %sx%s, the device gives %dx%d", self.name, self.width, self.height,
-                        got_w, got_h)
+        if self.kind == "device" and not Path(str(self._target)).exists():
+            raise _Failed(f"{self._target} does not exist (unplugged?)")
+        api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+        cap = cv2.VideoCapture(self._target, api)
+        if not cap.isOpened():
+            cap.release()
+            raise _Failed(f"cannot open camera {self._label}")
+        _configure(cap, self.name, self.width, self.height, self.fps, self.fourcc)
+        self._period_s = None
+        return cap
 
-    def _pump(self, reader: _CvReader | _FolderReader) -> tuple[bool, str]:
-        """Grab until failure; returns (frames were published, outcome: stop | ended | rewind | a reason)."""
+    def _disconnect(self, reader: _CvReader | _FolderReader) -> None:
+        reader.release()
+
+    def _deliver(self, reader: _CvReader | _FolderReader) -> tuple[bool, str | None]:
+        """Grab until failure: (frames were published, None on stop or end | REOPEN to loop a file | a reason)."""
         got = False
         period = self._period_s
         due = time.monotonic()
@@ -360,24 +280,14 @@ class CameraSource(Source):
             if period is not None:  # files and folders play at their frame rate, like a camera
                 wait = due - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
-                    return got, "stop"
+                    return got, None
                 due = max(due + period, time.monotonic() - period)
             ok = reader.grab()
             t = time.monotonic_ns()
             if self._stop.is_set():
-                return got, "stop"
+                return got, None
             if not ok:
-                if self.kind == "file":
-                    if self.loop:
-                        return got, "rewind"
-                    if got or self._ever_online:
-                        self._set_ended()
-                        return got, "ended"
-                    return got, "video file has no readable frames"
-                if self.kind == "folder":
-                    return got, f"no readable images in folder {self._target}"
-                return got, (f"no frame from {self._label} (stream ended, disconnected or no data for "
-                             f"{self.stall_timeout_s:g} s)")
+                return got, self._no_frame(got)
             keep = self._captured % self.stride == 0
             with self._cond:
                 self._captured += 1
@@ -389,10 +299,22 @@ class CameraSource(Source):
                 return got, f"frame from {self._label} could not be decoded"
             self._publish(img, t)
             got = True
-        return got, "stop"
+        return got, None
+
+    def _no_frame(self, got: bool) -> str | None:
+        """What a failed grab means: the end of a file (looped or not), else why the camera is offline."""
+        if self.kind == "file":
+            if self.loop and got:
+                return REOPEN  # loop a video file: reopen at once
+            if got or (self._ever_online and not self.loop):
+                self._set_ended()
+                return None
+            return "video file has no readable frames"
+        if self.kind == "folder":
+            return f"no readable images in folder {self._target}"
+        return f"no frame from {self._label} (stream ended, disconnected or no data for {self.stall_timeout_s:g} s)"
 
     def _publish(self, img: np.ndarray, t: int) -> None:
-        back = False
         with self._cond:
             if self._slot is not None:
                 self._dropped += 1
@@ -400,35 +322,8 @@ class CameraSource(Source):
             self._seq += 1
             self._frames += 1
             self._rate.tick(t)
-            if not self._online:
-                self._online = True
-                if self._ever_online:
-                    self._reconnects += 1
-                back = self._outage
-                self._outage = False
-                self._ever_online = True
+            self._mark_online()
             self._cond.notify_all()
-        if back:
-            log.info("camera %r: online again (%s)", self.name, self._label)
-
-    def _set_offline(self, reason: str) -> None:
-        with self._cond:
-            self._online = False
-            self._last_error = reason
-            first = not self._outage
-            self._outage = True
-        if first:
-            log.warning("camera %r offline: %s; reconnecting (backoff %g..%g s)", self.name, reason,
-                        self.backoff_initial_s, self.backoff_max_s)
-        else:
-            log.debug("camera %r still offline: %s", self.name, reason)
-
-    def _set_ended(self) -> None:
-        with self._cond:
-            self._ended = True
-            self._online = False
-            self._cond.notify_all()
-        log.info("camera %r: %s ended", self.name, self._label)
 
     # -- watchdog thread --------------------------------------------------------------------------------
 
@@ -444,3 +339,21 @@ class CameraSource(Source):
                            and time.monotonic_ns() - self._last_grab_ns > limit * 1e9)
             if stalled:
                 self._set_offline(f"no frame from {self._label} for {limit:g} s (stalled)")
+
+
+def _configure(cap: Any, name: str, width: int | None, height: int | None, fps: float | None,
+               fourcc: str | None) -> None:
+    """Request format, size and rate from a V4L2 device (fourcc first: it decides the sizes on offer)."""
+    import cv2
+
+    if fourcc:
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
+    if width:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, int(width))
+    if height:
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, int(height))
+    if fps:
+        cap.set(cv2.CAP_PROP_FPS, float(fps))
+    got_w, got_h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if (width and got_w != width) or (height and got_h != height):
+        log.warning("camera %r: asked for %sx%s, the device gives %dx%d", name, width, height, got_w, got_h)

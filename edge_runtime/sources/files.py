@@ -1,5 +1,8 @@
 """Audio files as a microphone: :class:`WavFileSource` has the same ``read()`` as :class:`MicrophoneSource`.
 
+It is a :class:`~edge_runtime.sources.Source` without a device to lose: no supervisor thread;
+``start()`` reads the whole file, ``read()`` cuts and paces it in the caller's thread.
+
 (Image folders and video files are :class:`~edge_runtime.sources.camera.CameraSource` modes.)
 """
 
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import AudioChunk, RateMeter, Source, SourceError, SourceStats
+from . import AudioChunk, Source, SourceError
 
 MAX_WAV_SECONDS = 600.0  # a file source holds its audio in memory (10 min: 38 MB at 16 kHz)
 
@@ -29,7 +32,7 @@ class WavFileSource(Source):
                  loop: bool = False, sample_rate: int = 16000) -> None:
         if block_ms <= 0:
             raise SourceError(f"audio file source {name!r}: block_ms must be > 0, got {block_ms}")
-        self.name = name
+        super().__init__(name)
         self.path = Path(path)
         self.realtime = bool(realtime)
         self.block_ms = float(block_ms)
@@ -40,11 +43,7 @@ class WavFileSource(Source):
         self._pos = 0  # position in the file
         self._emitted = 0  # samples since the stream started (across loops)
         self._t0_ns: int | None = None
-        self._ended = False
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._chunks = 0
-        self._rate = RateMeter()
+        self._read_lock = threading.Lock()  # read() waits holding it; the counters are under _cond
 
     def start(self) -> WavFileSource:
         """Read and decode the file (SourceError naming the file if unusable). Returns self."""
@@ -58,6 +57,8 @@ class WavFileSource(Source):
             if len(audio) == 0:
                 raise SourceError(f"{self.path}: contains no audio samples; record or copy it again")
             self._audio = audio
+            with self._cond:
+                self._online = not self._stop.is_set()
         return self
 
     def read(self, timeout: float | None = 1.0) -> AudioChunk | None:
@@ -65,12 +66,13 @@ class WavFileSource(Source):
         if self._audio is None:
             self.start()
         assert self._audio is not None
-        with self._lock:
-            if self._closed.is_set() or self._ended:
+        with self._read_lock:
+            if self._stop.is_set() or self._ended:
                 return None
             if self._pos >= len(self._audio):
                 if not self.loop:
-                    self._ended = True
+                    with self._cond:
+                        self._ended, self._online = True, False
                     return None
                 self._pos = 0
             n = min(self.block, len(self._audio) - self._pos)
@@ -81,9 +83,9 @@ class WavFileSource(Source):
                 wait = (due_ns - time.monotonic_ns()) / 1e9
                 if wait > 0:
                     if timeout is not None and wait > timeout:
-                        self._closed.wait(timeout)
+                        self._stop.wait(timeout)
                         return None
-                    if self._closed.wait(wait):
+                    if self._stop.wait(wait):
                         return None
                 t_capture = due_ns  # the last sample "arrives" at its place on the wall clock
             else:
@@ -92,20 +94,10 @@ class WavFileSource(Source):
             chunk = AudioChunk(samples=samples, t_capture=t_capture, start_sample=self._emitted, source=self.name)
             self._pos += n
             self._emitted += n
-            self._chunks += 1
-            self._rate.tick(t_capture)
+            with self._cond:
+                self._frames += 1
+                self._rate.tick(t_capture)
             return chunk
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    def stats(self) -> SourceStats:
-        return SourceStats(frames=self._chunks, online=self._audio is not None and not self._ended
-                           and not self._closed.is_set(), fps=round(self._rate.rate(), 2))
-
-    def close(self) -> None:
-        self._closed.set()
 
     def __repr__(self) -> str:
         return f"WavFileSource({self.name!r}, {str(self.path)!r})"
