@@ -225,6 +225,41 @@ class KeywordSpotter:
         self.manifest, self.p = manifest, p
         self.engine = open_engine(manifest, folder, engine, threads=threads, accel=accel)
         self.artifact = manifest.artifact(ENGINES[self.engine.name])
+        spec = self._bind_tensors()
+        labels = manifest.labels or [str(i) for i in range(int(np.prod(self.engine.outputs[self._score_idx].shape)))]
+        n_scores = int(np.prod(self.engine.outputs[self._score_idx].shape))
+        if manifest.labels and len(manifest.labels) != n_scores:
+            raise ManifestError(f"{manifest.name!r}: {len(manifest.labels)} labels for {n_scores} scores; "
+                                "re-convert the model with one label per output")
+        det = detector_settings(manifest)
+        self.smoothing = int(smoothing if smoothing is not None else det.get("smoothing_steps", DEFAULT_SMOOTHING))
+        self.refractory_s = float(refractory_s if refractory_s is not None
+                                  else det.get("refractory_s", DEFAULT_REFRACTORY_S))
+        self.operating_point = operating_point(det, manifest.name, threshold, false_accepts_per_hour,
+                                               self.smoothing, self.refractory_s)
+        self.threshold = self.operating_point.threshold
+        self.lanes = max(1, int(det.get("lanes", 1)))
+        self.frames_per_step = p.frames_per_step
+        self.window_frames = max(p.window_frames, p.frames_per_step)
+        feat_shape = spec[self._feat_name].shape
+        if list(feat_shape) != [1, self.window_frames, p.n_mels]:
+            raise ManifestError(f"{manifest.name!r}: the front end makes {self.window_frames} frames of {p.n_mels} "
+                                f"mel bins per step, the model's {self._feat_name!r} takes {feat_shape}; "
+                                "re-convert the model")
+        step_s = p.frames_per_step * p.hop_ms / 1000.0
+        self.reset_steps = round(float(det.get("state_reset_s", 0.0)) / step_s)
+        self.flush_s = max(self.smoothing * step_s, self.refractory_s)  # flush() pads this long
+        self._history = round(FLUSH_HISTORY_S * p.sample_rate)
+        self.detector = Detector(labels, self.threshold, self.smoothing, self.refractory_s)
+        self.labels = labels
+        self._span, (_, self._hop) = _frame_len(p), _win_hop(p)
+        self._frontend = LogMel(p)
+        self.reset()
+
+    def _bind_tensors(self) -> dict:
+        """Which engine tensor is the features, the scores and each state; their quantizers. Returns the
+        engine's tensor specs by name."""
+        manifest = self.manifest
         in_names = [t.name for t in self.engine.inputs]
         out_names = [t.name for t in self.engine.outputs]
         pairs = self.artifact.state
@@ -250,34 +285,7 @@ class KeywordSpotter:
         same = lambda s: (spec[s.input].dtype, spec[s.input].quantization) == (spec[s.output].dtype,
                                                                              spec[s.output].quantization)
         self._requantize = {s.input: None if same(s) else q(s.output) for s in pairs}  # None: carried as is
-        labels = manifest.labels or [str(i) for i in range(int(np.prod(self.engine.outputs[self._score_idx].shape)))]
-        n_scores = int(np.prod(self.engine.outputs[self._score_idx].shape))
-        if manifest.labels and len(manifest.labels) != n_scores:
-            raise ManifestError(f"{manifest.name!r}: {len(manifest.labels)} labels for {n_scores} scores; "
-                                "re-convert the model with one label per output")
-        det = detector_settings(manifest)
-        self.smoothing = int(smoothing if smoothing is not None else det.get("smoothing_steps", DEFAULT_SMOOTHING))
-        self.refractory_s = float(refractory_s if refractory_s is not None
-                                  else det.get("refractory_s", DEFAULT_REFRACTORY_S))
-        self.operating_point = operating_point(det, manifest.name, threshold, false_accepts_per_hour,
-                                               self.smoothing, self.refractory_s)
-        self.threshold = self.operating_point.threshold
-        self.lanes = max(1, int(det.get("lanes", 1)))
-        self.frames_per_step = p.frames_per_step
-        self.window_frames = max(p.window_frames, p.frames_per_step)
-        feat_shape = spec[feats[0]].shape
-        if list(feat_shape) != [1, self.window_frames, p.n_mels]:
-            raise ManifestError(f"{manifest.name!r}: the front end makes {self.window_frames} frames of {p.n_mels} "
-                                f"mel bins per step, the model's {feats[0]!r} takes {feat_shape}; re-convert the model")
-        step_s = p.frames_per_step * p.hop_ms / 1000.0
-        self.reset_steps = round(float(det.get("state_reset_s", 0.0)) / step_s)
-        self.flush_s = max(self.smoothing * step_s, self.refractory_s)  # flush() pads this long
-        self._history = round(FLUSH_HISTORY_S * p.sample_rate)
-        self.detector = Detector(labels, self.threshold, self.smoothing, self.refractory_s)
-        self.labels = labels
-        self._span, (_, self._hop) = _frame_len(p), _win_hop(p)
-        self._frontend = LogMel(p)
-        self.reset()
+        return spec
 
     # ------------------------------------------------------------------ state
     def _initial(self) -> dict[str, np.ndarray]:
