@@ -261,7 +261,7 @@ def start_and_stop(path: Path) -> tuple[bool, str]:
     return True, ""
 
 
-@settings(FUZZ, max_examples=examples(80))
+@settings(FUZZ, max_examples=examples(50))
 @given(data=st.data())
 def test_config_check_refuses_what_run_refuses(data, work):
     from edge_runtime.cli import main
@@ -380,7 +380,7 @@ def manifest_folder(work: Path, kind: str, text: bytes) -> Path:
     return folder
 
 
-@settings(FUZZ, max_examples=examples(60))
+@settings(FUZZ, max_examples=examples(40))
 @given(data=st.data())
 def test_manifests_are_refused_in_one_line_or_run(data, work):
     from edge_runtime.cli import main
