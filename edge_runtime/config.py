@@ -84,30 +84,30 @@ class MicrophoneConfig:
 
 
 @dataclass
-class VisionConfig:
-    model: str = "default"
+class ModelConfig:
+    """What every model section says: the artifact folder, the engine, and where it runs."""
+
+    model: str = "default"  # "default" (the shipped model of the section) or an artifact folder
     engine: str = field(default="auto", metadata=_choice("auto", "litert", "onnx"))
     threads: int | None = field(default=None, metadata=_THREADS)
-    top_k: int = field(default=3, metadata=_upto(1000))
-    threshold: float = field(default=0.5, metadata=_UNIT)
     delegates: list[DelegateConfig] = field(default_factory=list)
     providers: list[str] = field(default_factory=list, metadata=_PROVIDERS)
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
-class AudioConfig:
-    model: str = "default"
-    engine: str = field(default="auto", metadata=_choice("auto", "litert", "onnx"))
-    threads: int | None = field(default=None, metadata=_THREADS)
+class VisionConfig(ModelConfig):
+    top_k: int = field(default=3, metadata=_upto(1000))
+    threshold: float = field(default=0.5, metadata=_UNIT)
+
+
+@dataclass
+class AudioConfig(ModelConfig):
     threshold: float | None = field(default=None, metadata=_UNIT)  # set: overrides false_accepts_per_hour
     # the lowest threshold on the model's validation curve within this many false accepts per hour:
     false_accepts_per_hour: float = field(default=DEFAULT_FALSE_ACCEPTS_PER_HOUR, metadata=_FA_PER_HOUR)
     smoothing_steps: int | None = field(default=None, metadata=_upto(1000))
     refractory_s: float | None = field(default=None, metadata=_SECONDS_OR_ZERO)
-    delegates: list[DelegateConfig] = field(default_factory=list)
-    providers: list[str] = field(default_factory=list, metadata=_PROVIDERS)
-    provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass

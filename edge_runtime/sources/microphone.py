@@ -30,11 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def import_sounddevice() -> Any:
-    """``sounddevice``, or a one-line SourceError saying what to install."""
+    """``sounddevice`` (a dependency), or a one-line SourceError when the PortAudio library is missing."""
     try:
         import sounddevice
-    except ImportError:
-        raise SourceError("microphone input needs the 'sounddevice' package: pip install sounddevice") from None
     except OSError:  # the module is there but libportaudio is not
         raise SourceError("PortAudio library not found: install it (Debian/Raspberry Pi OS: "
                           "apt install libportaudio2)") from None
