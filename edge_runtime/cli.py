@@ -214,8 +214,9 @@ def _start(cfg):
 
 
 def check(args: argparse.Namespace) -> int:
-    from .service import Models, ServiceError, mqtt_config
+    from .service import Models, ServiceError
     from .sinks import SinkError
+    from .sinks.mqtt_settings import mqtt_config
 
     cfg = _load_config(args.config)
     try:

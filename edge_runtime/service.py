@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import queue
 import signal
 import threading
@@ -33,6 +32,7 @@ from .events import Decision
 from .fusion import Fusion
 from .manifest import ManifestError, load
 from .redact import redact_all
+from .sinks.mqtt_settings import mqtt_config
 
 log = logging.getLogger(__name__)
 HEARTBEAT_STALE_S = 10.0  # a worker silent this long is stuck (or twice the watchdog interval, if shorter)
@@ -41,39 +41,11 @@ HEARTBEAT_STALE_S = 10.0  # a worker silent this long is stuck (or twice the wat
 DEFAULT_STALL_S = 2.0  # a microphone offline longer than this makes /healthz 503
 
 
+__all__ = ["Daemon", "Models", "ServiceError", "accel_of", "mqtt_config"]
+
+
 class ServiceError(Exception):
     """Something the user must fix before the daemon can run; one line."""
-
-
-def mqtt_config(cfg: Config, event_names: list[str] | tuple[str, ...] = (), environ=None):
-    """The MQTT sink's settings from ``[sinks.mqtt]``, for ``run`` and ``check`` alike; SinkError is one line.
-
-    The spool is on when ``spool = true``, or unset with qos >= 1 and a folder for it:
-    ``spool_dir``, else the first of ``$STATE_DIRECTORY`` (systemd sets it from ``StateDirectory=``).
-    """
-    from .sinks import SinkError
-    from .sinks.mqtt import SPOOL_FILE, MqttConfig
-
-    m = cfg.sinks.mqtt
-    env = os.environ if environ is None else environ
-    kw = {k: getattr(m, k) for k in ("host", "port", "username", "password", "tls", "ca_file", "cert_file",
-                                      "key_file", "tls_insecure", "qos", "keepalive", "discovery", "discovery_prefix")}
-    for key in ("client_id", "topic_prefix"):  # unset: the host's; set (even empty): checked as given
-        if getattr(m, key) is not None:
-            kw[key] = getattr(m, key)
-    folder = m.spool_dir or (env.get("STATE_DIRECTORY") or "").split(":")[0] or None
-    on = m.spool if m.spool is not None else (m.qos >= 1 and folder is not None)
-    if on and folder is None:
-        raise SinkError("sinks.mqtt.spool: no folder for the spool: set [sinks.mqtt] spool_dir, or run under "
-                        "systemd with StateDirectory=, or set spool = false")
-    if on:
-        kw["spool_path"] = str(Path(folder) / SPOOL_FILE)
-    kw.update(spool_max_bytes=max(1, round(m.spool_max_mb * 2**20)), spool_max_age_s=m.spool_max_age_days * 86400.0,
-              event_names=list(event_names))
-    try:
-        return MqttConfig(**kw)
-    except ValueError as e:
-        raise SinkError(f"sinks.{e}") from None
 
 
 def accel_of(cfg: VisionConfig | AudioConfig) -> Acceleration:
@@ -326,15 +298,10 @@ class Daemon:
 
     # --- parts -------------------------------------------------------------------------
     def _open_sinks(self) -> None:
-        from .sinks.jsonl import JsonlSink
+        from .sinks import SinkSetup, open_sinks
 
         s = self.cfg.sinks
-        if s.mqtt:  # first: an event is in the spool before any other sink has it
-            from .sinks.mqtt import MqttSink
-
-            self.sinks.append(MqttSink(mqtt_config(self.cfg, self._event_names()), metrics=self.metrics))
-        if s.jsonl:
-            self.sinks.append(JsonlSink(s.jsonl.path, s.jsonl.max_bytes, s.jsonl.backups, metrics=self.metrics))
+        self.sinks = open_sinks(SinkSetup(self.cfg, self.metrics, tuple(self._event_names())))
         if s.http:
             from .config import read_token
             from .sinks import SinkError
