@@ -86,8 +86,9 @@ class Models:
 
 class Daemon(Supervisor):
     """The whole board side; see the module docstring. ``sources`` (by source name: ``camera``,
-    ``microphone``) replace the ones the config describes, started and owned by the daemon from then on;
-    ``clock`` (``monotonic()``, ``monotonic_ns()``) replaces :mod:`time` for heartbeats, rates and fusion."""
+    ``microphone``; already started) replace the ones the config describes; the daemon closes them at
+    stop. ``clock`` (``monotonic()``, ``monotonic_ns()``) replaces :mod:`time` for heartbeats, health,
+    rates and fusion."""
 
     def __init__(self, cfg: Config, notifier=None, metrics=None, *, sources: dict[str, Any] | None = None,
                  clock: Any = time) -> None:
