@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
@@ -41,23 +40,25 @@ class ServiceError(Exception):
     """Something the user must fix before the daemon can run; one line."""
 
 
-@dataclass
 class Models:
-    """Loaded models, one per configured modality (what `check` verifies and SIGHUP swaps atomically)."""
+    """Loaded models by modality (what `check` verifies and SIGHUP swaps atomically): ``models.vision``
+    (an :class:`~edge_runtime.pipelines.vision.ImageClassifier`), ``models.audio`` (a
+    :class:`~edge_runtime.pipelines.audio.KeywordSpotter`)..., None when that section is not configured."""
 
-    vision: Any = None  # pipelines.vision.ImageClassifier
-    audio: Any = None  # pipelines.audio.KeywordSpotter
+    def __init__(self, by_modality: dict[str, Any] | None = None) -> None:
+        self.by_modality = dict(by_modality or {})
+
+    def __getattr__(self, name: str) -> Any:  # only names the normal lookup did not find
+        if name in KINDS:
+            return self.by_modality.get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def load(cls, cfg: Config) -> Models:
         from .engines import EngineError
 
-        m = cls()
         try:
-            for kind in PIPELINES:
-                section = getattr(cfg, kind.name)
-                if section:
-                    setattr(m, kind.name, kind.load_model(section))
+            m = cls({k.name: k.load_model(getattr(cfg, k.name)) for k in PIPELINES if getattr(cfg, k.name)})
         except (ManifestError, EngineError) as e:
             raise ServiceError(str(e)) from None
         m._check_fusion_labels(cfg)
@@ -65,7 +66,7 @@ class Models:
 
     def items(self) -> list[tuple[str, Any]]:
         """(modality, model) of each loaded model, in pipeline order."""
-        return [(k.name, getattr(self, k.name)) for k in PIPELINES if getattr(self, k.name) is not None]
+        return [(k.name, self.by_modality[k.name]) for k in PIPELINES if k.name in self.by_modality]
 
     def _check_fusion_labels(self, cfg: Config) -> None:
         """Every label fusion waits for is one the configured model can say (else the rule never fires)."""
