@@ -17,9 +17,10 @@ when that fails); SIGTERM/SIGINT stop within 2 s, flushing the sinks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .events import Event
@@ -30,6 +31,9 @@ from .pipelines.runner import KINDS, PIPELINES, Pipeline, PipelineStats, accel_o
 from .redact import redact_all
 from .sinks.mqtt_settings import mqtt_config
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from .sinks.http import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +109,7 @@ class Daemon(Supervisor):
         self.fusion_stage = FusionStage(Fusion(cfg.fusion, clock.monotonic_ns), cfg.runtime.queue_size,
                                         self.metrics, self._publish)
         self.sinks: list[Any] = []
-        self.http = None
+        self.http: HttpServer | None = None
         self.last_reload: dict[str, Any] | None = None
 
     # the parts, by the names the daemon has always had
@@ -130,7 +134,7 @@ class Daemon(Supervisor):
         self.pipelines = build_pipelines(self.cfg, self.models, self.fusion_stage.emit, self._sources, self.clock)
         self._open_sinks()
         for p in self.pipelines:
-            self.spawn(p.name, lambda p=p: p.run(self._stop))
+            self.spawn(p.name, functools.partial(p.run, self._stop))
         self.spawn("fusion", self.fusion_stage.run)
         self.notifier.ready(self._status_line())
         log.info("ready: %s", self._status_line())
@@ -211,6 +215,7 @@ class Daemon(Supervisor):
         return list(dict.fromkeys(names))
 
     def _report_engines(self) -> None:
+        assert self.models is not None
         for name, p in self.models.items():
             pl = p.engine.placement
             self.metrics.engine_info(name, pl.engine, pl.device, pl.fallback_reason or "")
