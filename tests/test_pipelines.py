@@ -29,11 +29,13 @@ class FakeClock:
 
 
 class FakeCamera:
-    """Hands out the given frames, then ends; ``block`` makes ``latest`` wait (a stuck read)."""
+    """Hands out the given frames, then ends (``endless``: then has none); ``block`` makes ``latest`` wait
+    (a stuck read)."""
 
-    def __init__(self, images: list, block: threading.Event | None = None) -> None:
+    def __init__(self, images: list, block: threading.Event | None = None, endless: bool = False) -> None:
         self.images = list(images)
         self.block = block
+        self.endless = endless
         self.reading = threading.Event()
         self.ended = False
         self.closed = False
@@ -44,7 +46,10 @@ class FakeCamera:
         if self.block is not None:
             self.block.wait()
         if not self.images:
-            self.ended = True
+            if self.endless:
+                time.sleep(min(timeout, 0.05))
+            else:
+                self.ended = True
             return None
         self.seq += 1
         return Frame(self.images.pop(0), time.monotonic_ns(), self.seq, "camera")
@@ -97,6 +102,26 @@ def test_a_stuck_read_is_seen_on_the_injected_clock(tmp_path):
         d.request_stop()
         d.run()
     assert cam.closed
+
+
+def test_the_run_ends_at_its_duration_on_the_injected_clock(tmp_path):
+    clock = FakeClock()
+    cfg = _config(tmp_path)
+    cfg.runtime.duration_s = 3600.0
+    cam = FakeCamera([], endless=True)
+    d = Daemon(cfg, sources={"camera": cam}, clock=clock)
+    d.start()
+    runner = threading.Thread(target=d.run, daemon=True)
+    runner.start()
+    try:
+        time.sleep(0.6)
+        assert runner.is_alive()  # an hour on the daemon's clock has not passed
+        clock.t += 3600.0
+        runner.join(5)
+        assert not runner.is_alive() and cam.closed and not cam.ended
+    finally:
+        d.request_stop()
+        runner.join(5)
 
 
 def test_latest_slot_keeps_the_newest():
