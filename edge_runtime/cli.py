@@ -215,8 +215,9 @@ def _start(cfg):
 
 
 def check(args: argparse.Namespace) -> int:
-    from .service import Models, ServiceError, mqtt_config
+    from .service import Models, ServiceError
     from .sinks import SinkError
+    from .sinks.mqtt_settings import mqtt_config
     from .sources import SourceError
 
     cfg = _load_config(args.config)
@@ -235,14 +236,12 @@ def check(args: argparse.Namespace) -> int:
                 print(f"mqtt: {mq.host}:{mq.port} qos {mq.qos}; spool {where}, {spool.count} events pending")
     except (ServiceError, SinkError, SourceError) as e:
         raise UserError(f"{cfg.path}: {e}") from None
-    for name in ("vision", "audio"):
-        p = getattr(models, name)
-        if p is not None:
-            pl = p.engine.placement
-            extra = f" (fell back: {pl.fallback_reason})" if pl.fallback_reason else ""
-            print(f"{name}: {p.manifest.name} on {pl.engine} {pl.device}{extra}")
-            if name == "audio":
-                print(f"audio: operating point: {p.operating_point.describe()}")
+    for name, p in models.items():
+        pl = p.engine.placement
+        extra = f" (fell back: {pl.fallback_reason})" if pl.fallback_reason else ""
+        print(f"{name}: {p.manifest.name} on {pl.engine} {pl.device}{extra}")
+        if name == "audio":
+            print(f"audio: operating point: {p.operating_point.describe()}")
     print(f"{cfg.path}: ok")
     return 0
 

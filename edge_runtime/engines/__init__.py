@@ -1,7 +1,14 @@
 """Engines: one file per inference engine behind a small registry.
 
+Each engine module (``litert.py``, ``onnx.py``, ...) defines an :class:`Engine` subclass with its
+config ``name`` and artifact ``format`` and decorates it with ``@register``; this package imports
+every module beside it once, so adding an engine is adding one file. The modules import their
+runtime (ONNX Runtime, LiteRT) only when an engine is opened, so a board without one of them still
+imports the package and runs the others.
+
+``open_artifact(artifact, folder)`` opens one artifact on the engine registered for its format.
 ``open_engine(manifest, folder, engine)`` opens one artifact of a manifest:
-``litert`` / ``onnx`` name the format; ``auto`` chooses:
+an engine name (``litert``, ``onnx``) names the format; ``auto`` chooses:
 
 - a **streaming** model (explicit state, called every few tens of milliseconds
   for as long as the board runs): every artifact that loads is opened and
@@ -19,7 +26,9 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 import statistics
 import threading
 import time
@@ -29,12 +38,15 @@ from pathlib import Path
 import numpy as np
 
 from ..manifest import Artifact, Manifest
-from .base import Engine, EngineError, Placement
+from .base import REGISTRY, Engine, EngineError, Placement
 from .litert import Delegate
 
 log = logging.getLogger(__name__)
 
-ENGINES = {"litert": "tflite", "onnx": "onnx"}  # engine name -> artifact format
+for _m in pkgutil.iter_modules(__path__):  # each engine module registers its engine
+    if _m.name != "base":
+        importlib.import_module(f"{__name__}.{_m.name}")
+ENGINES = {cls.name: fmt for fmt, cls in REGISTRY.items()}  # engine name -> artifact format
 PROBE_CALLS = 6  # auto on a streaming model: timed calls per artifact ...
 PROBE_IDLE_S = 0.01  # ... each after this much idle time (adds calls x artifacts x this to the load)
 
@@ -53,21 +65,10 @@ def open_artifact(artifact: Artifact, folder: str | Path, threads: int | None = 
     """Open one artifact of a manifest on the engine for its format; its inputs and outputs must be
     the model's own (``check_io=False``: take them from the model, as the converter does when it
     writes the manifest)."""
-    accel = accel or Acceleration()
-    path = Path(folder) / artifact.file.path
-    ins, outs = (artifact.inputs, artifact.outputs) if check_io else (None, None)
-    if artifact.format == "tflite":
-        from .litert import LiteRTEngine
-
-        edgetpu = next((Path(folder) / f.path for f in artifact.extra_files if f.path.endswith("_edgetpu.tflite")), None)
-        return LiteRTEngine(path, threads=threads, input_specs=ins, output_specs=outs,
-                            delegates=list(accel.delegates), edgetpu_model=edgetpu)
-    if artifact.format == "onnx":
-        from .onnx import OnnxEngine
-
-        return OnnxEngine(path, threads=threads, input_specs=ins, output_specs=outs,
-                          providers=list(accel.providers) or None, provider_options=accel.provider_options)
-    raise EngineError(f"artifact {artifact.id}: no engine for format {artifact.format!r}")
+    cls = REGISTRY.get(artifact.format)
+    if cls is None:
+        raise EngineError(f"artifact {artifact.id}: no engine for format {artifact.format!r}")
+    return cls.from_artifact(artifact, Path(folder), threads, accel or Acceleration(), check_io)
 
 
 def open_engine(manifest: Manifest, folder: str | Path, engine: str = "auto", threads: int | None = None,

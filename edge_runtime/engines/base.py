@@ -8,10 +8,16 @@ and dequantized here, from the artifact's own parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from ..manifest import Quantization, TensorSpec
+
+if TYPE_CHECKING:
+    from ..manifest import Artifact
+    from . import Acceleration
 
 
 class EngineError(Exception):
@@ -82,13 +88,22 @@ def dequantize(x: np.ndarray, q: Quantization | None) -> np.ndarray:
 
 
 class Engine:
-    """Base class: subclasses fill ``inputs``, ``outputs``, ``placement`` and ``_invoke``."""
+    """Base class: subclasses fill ``inputs``, ``outputs``, ``placement`` and ``_invoke``, and
+    open an artifact of their ``format`` in :meth:`from_artifact`."""
 
-    name = "base"
+    name = "base"  # the engine's name in the config (``engine = "..."``)
+    format = ""  # the artifact format it runs (the manifest's ``format``)
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     placement: Placement
     _quantizers: tuple[list[Quantizer], list[Quantizer]] | None = None
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact, folder: Path, threads: int | None, accel: Acceleration,
+                      check_io: bool = True) -> Engine:
+        """Open ``artifact`` (its files below ``folder``) with the given threads and acceleration; its
+        inputs and outputs checked against the model's own (``check_io=False``: taken from the model)."""
+        raise NotImplementedError
 
     def run(self, *arrays: np.ndarray) -> list[np.ndarray]:
         """Real-valued inputs (manifest order) -> real-valued outputs (manifest order)."""
@@ -107,3 +122,13 @@ class Engine:
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
+
+
+E = TypeVar("E", bound=type[Engine])
+REGISTRY: dict[str, type[Engine]] = {}  # artifact format -> engine class; filled by @register in each engine module
+
+
+def register(cls: E) -> E:
+    """Class decorator of an engine module: its engine opens every artifact of ``cls.format``."""
+    REGISTRY[cls.format] = cls
+    return cls

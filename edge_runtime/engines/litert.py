@@ -11,11 +11,16 @@ import ctypes
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..manifest import Quantization, TensorSpec
-from .base import Engine, EngineError, Placement, check_io
+from .base import Engine, EngineError, Placement, check_io, register
+
+if TYPE_CHECKING:
+    from ..manifest import Artifact
+    from . import Acceleration
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +73,19 @@ def _spec(detail: dict, name: str) -> TensorSpec:
     return TensorSpec(name=name, shape=[int(s) for s in detail["shape"]], dtype=np.dtype(detail["dtype"]).name, quantization=q)
 
 
+@register
 class LiteRTEngine(Engine):
     name = "litert"
+    format = "tflite"
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact, folder: Path, threads: int | None, accel: Acceleration,
+                      check_io: bool = True) -> LiteRTEngine:
+        """An Edge TPU compilation shipped beside the model (``*_edgetpu.tflite``) is used by that delegate."""
+        edgetpu = next((folder / f.path for f in artifact.extra_files if f.path.endswith("_edgetpu.tflite")), None)
+        return cls(folder / artifact.file.path, threads=threads, input_specs=artifact.inputs if check_io else None,
+                   output_specs=artifact.outputs if check_io else None, delegates=list(accel.delegates),
+                   edgetpu_model=edgetpu)
 
     def __init__(self, model_path: str | Path, threads: int | None = None,
                  input_specs: list[TensorSpec] | None = None, output_specs: list[TensorSpec] | None = None,

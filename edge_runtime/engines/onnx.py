@@ -20,8 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from ..manifest import TensorSpec
-from .base import Engine, EngineError, Placement, check_io
+from .base import Engine, EngineError, Placement, check_io, register
+
+if TYPE_CHECKING:
+    from ..manifest import Artifact
+    from . import Acceleration
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +53,17 @@ def check_providers(names: list[str]) -> None:
                           f"{', '.join(ort.get_all_providers())})")
 
 
+@register
 class OnnxEngine(Engine):
     name = "onnx"
+    format = "onnx"
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact, folder: Path, threads: int | None, accel: Acceleration,
+                      check_io: bool = True) -> OnnxEngine:
+        return cls(folder / artifact.file.path, threads=threads, input_specs=artifact.inputs if check_io else None,
+                   output_specs=artifact.outputs if check_io else None, providers=list(accel.providers) or None,
+                   provider_options=accel.provider_options)
 
     def __init__(self, model_path: str | Path, threads: int | None = None,
                  providers: list[str] | None = None, input_specs: list[TensorSpec] | None = None,

@@ -5,17 +5,29 @@ Every sink implements the small :class:`Sink` base: ``publish(event)`` never blo
 caller for long (network sinks hand the event to their own bounded queue and thread, and
 count what they have to drop), ``close()`` flushes within about a second.
 
+Sinks are built from their ``[sinks.<table>]`` config table by a builder that the sink's
+module registers with :func:`register` (``jsonl.py``; ``mqtt_settings.py`` for ``mqtt.py``);
+:func:`open_sinks` imports every module of this package and builds the sinks whose table is
+set. Adding a sink is one new file here (and its table in :class:`~edge_runtime.config.SinksConfig`).
+The HTTP status server is not a sink (it serves, it does not write events out): the daemon
+starts it itself.
+
 The submodules are imported by whoever needs them, so importing this package pulls in
 neither paho-mqtt nor prometheus-client.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..events import Event
     from .metrics import Metrics
 
@@ -73,4 +85,59 @@ class Sink:
         self.close()
 
 
-__all__ = ["Sink", "SinkError"]
+@dataclass(frozen=True)
+class SinkSetup:
+    """What a sink builder gets: the whole config, the metrics, and the event names fusion can emit."""
+
+    cfg: Config
+    metrics: Metrics | None = None
+    event_names: tuple[str, ...] = ()
+
+
+Builder = Callable[[Any, SinkSetup], Sink]  # (the sink's config table, setup) -> an open sink
+
+
+@dataclass(frozen=True)
+class _Entry:
+    table: str
+    build: Builder
+    order: int
+
+
+_BUILDERS: dict[str, _Entry] = {}  # [sinks.<table>] -> its builder; filled by register() in the sink modules
+
+
+def register(table: str, order: int = 100) -> Callable[[Builder], Builder]:
+    """Decorator of a sink module's builder for ``[sinks.<table>]``; lower ``order`` opens (and publishes) first."""
+
+    def deco(build: Builder) -> Builder:
+        _BUILDERS[table] = _Entry(table, build, order)
+        return build
+
+    return deco
+
+
+def builders() -> list[tuple[str, Builder]]:
+    """Every registered (table, builder), in opening order; imports each module of this package once."""
+    for m in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{m.name}")
+    return [(e.table, e.build) for e in sorted(_BUILDERS.values(), key=lambda e: e.order)]
+
+
+def open_sinks(setup: SinkSetup) -> list[Sink]:
+    """The sinks of every ``[sinks.<table>]`` that is set, in opening order; if one fails, those
+    already open are closed again and its SinkError propagates."""
+    sinks: list[Sink] = []
+    try:
+        for table, build in builders():
+            section = getattr(setup.cfg.sinks, table, None)
+            if section is not None:
+                sinks.append(build(section, setup))
+    except BaseException:
+        for s in sinks:
+            s.close()
+        raise
+    return sinks
+
+
+__all__ = ["Sink", "SinkError", "SinkSetup", "builders", "open_sinks", "register"]

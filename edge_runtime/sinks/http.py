@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import SinkError
 
 if TYPE_CHECKING:
+    from ..config import HttpConfig
     from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,18 @@ class HttpServer:
         self.max_connections = max_connections
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, h: HttpConfig, status: Callable[[], dict[str, Any]], metrics: Metrics) -> HttpServer:
+        """The server ``[sinks.http]`` describes (not started); its token file is read again here."""
+        from ..config import read_token
+
+        try:
+            token = read_token(h.token_file) if h.token_file is not None else None
+        except ValueError as e:
+            raise SinkError(f"sinks.http.token_file: {e}") from None  # changed since it was loaded
+        return cls(status, metrics, h.host, h.port, token=token, timeout_s=h.timeout_s,
+                   max_connections=h.max_connections)
 
     @property
     def server_port(self) -> int:

@@ -1,4 +1,4 @@
-"""One JSON object per line, to stdout or to a size-rotated file."""
+"""One JSON object per line, to stdout or to a size-rotated file (``[sinks.jsonl]``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from . import Sink, SinkError
+from . import Sink, SinkError, SinkSetup, register
 
 if TYPE_CHECKING:
+    from ..config import JsonlConfig
     from ..events import Event
     from .metrics import Metrics
 
@@ -159,3 +160,8 @@ class JsonlSink(Sink):
             except (OSError, ValueError):
                 pass
             self._file = None
+
+
+@register("jsonl")
+def build(c: JsonlConfig, setup: SinkSetup) -> JsonlSink:
+    return JsonlSink(c.path, c.max_bytes, c.backups, metrics=setup.metrics)

@@ -1,0 +1,358 @@
+"""Running pipelines: each one a source, the model that reads it, a read policy and its stats.
+
+    camera --latest frame wins--> VisionPipeline: prepare thread --slot of one, newest wins--> inference
+    microphone --every chunk, in order--> AudioPipeline: keyword spotter, chunk by chunk
+
+and both --Decision--> ``emit`` (the daemon's fusion stage). ``PIPELINES`` lists one class per
+modality; each names its config section (also the modality and its worker's name), its source,
+and how to load its model and open its source from the config. :func:`build_pipelines` makes one
+pipeline per loaded model, on an injected source or the one its config describes.
+
+``Pipeline.run(stop)`` loops on the worker thread the supervisor gives it until ``stop`` is set or
+its source has ended (a file that does not loop), beating its heartbeat every loop. The model and
+its config section are one pair (``loaded``), swapped whole on a reload (``swap``); a loop reads the
+pair once per frame or chunk. Time is read from an injected clock (anything with ``monotonic()``
+and ``monotonic_ns()``; the :mod:`time` module by default), the sources' capture times with
+``time.monotonic_ns``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..defaults import model_dir
+from ..engines import Acceleration, Delegate
+from ..events import Decision
+from ..manifest import load
+
+DEFAULT_STALL_S = 2.0  # a source offline longer than this (a camera: its stall_timeout_s) makes /healthz 503
+READ_TIMEOUT_S = 0.25  # a loop waits this long for a frame or chunk before it beats again
+
+
+def accel_of(section: Any) -> Acceleration:
+    """The section's delegates and providers (named providers checked even when LiteRT runs the model)."""
+    from ..engines.onnx import check_providers
+
+    check_providers(list(section.providers) + list(section.provider_options))
+    return Acceleration(delegates=tuple(Delegate(d.kind, d.library, dict(d.options)) for d in section.delegates),
+                        providers=tuple(section.providers), provider_options=dict(section.provider_options))
+
+
+def model_folder(spec: str, kind: str) -> Path:
+    return model_dir(kind) if spec == "default" else Path(spec)
+
+
+@dataclass
+class PipelineStats:
+    """One pipeline's counters and heartbeats (the last 2000 latencies)."""
+
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    decisions: int = 0
+    inferences: int = 0
+    dropped: int = 0  # prepared frames replaced by newer ones before inference
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    beats: dict[str, float] = field(default_factory=dict)  # thread stage -> last loop time
+    started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def beat(self, stage: str = "main") -> None:
+        self.beats[stage] = self.clock()
+
+    def last_beat(self) -> float:
+        """The stalest stage's last beat (a pipeline is stuck if any of its threads is)."""
+        return min(self.beats.values(), default=self.started)
+
+    def snapshot(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms, dtype=np.float64)
+        elapsed = max(1e-9, self.clock() - self.started)
+        return {"inferences": self.inferences, "decisions": self.decisions, "dropped": self.dropped,
+                "rate_per_s": round(self.inferences / elapsed, 2),
+                "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
+                               "p99": round(float(np.percentile(lat, 99)), 3) if lat.size else None}}
+
+
+class LatestSlot:
+    """A slot of one item between two threads: ``put`` replaces an item not taken yet (the newest wins)."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=1)
+
+    def put(self, item: Any) -> bool:
+        """Store ``item``; True when it replaced one (one producer: the slot is free after the take)."""
+        try:
+            self._q.put_nowait(item)
+            return False
+        except queue.Full:
+            try:
+                self._q.get_nowait()
+                replaced = True
+            except queue.Empty:  # taken meanwhile
+                replaced = False
+            self._q.put_nowait(item)
+            return replaced
+
+    def get(self, timeout: float) -> Any:
+        """The item, waiting up to ``timeout``; queue.Empty when none came."""
+        return self._q.get(timeout=timeout)
+
+
+class Pipeline:
+    """One modality: a source, the model reading it, a read policy (``run``) and stats.
+
+    Subclasses set ``name`` (the config section, modality and worker name) and ``source_name``, and
+    implement :meth:`load_model`, :meth:`open_source` and :meth:`run`."""
+
+    name: ClassVar[str]
+    source_name: ClassVar[str]
+
+    def __init__(self, source: Any, model: Any, section: Any, emit: Callable[[Decision], None], clock: Any = time,
+                 stall_s: float = DEFAULT_STALL_S) -> None:
+        self.source = source
+        self.loaded = (model, section)  # one pair: a reload swaps both at once
+        self.emit = emit
+        self.clock = clock
+        self.stall_s = stall_s  # offline this long: unhealthy
+        self.stats = PipelineStats(clock.monotonic)
+        self.offline_since: float | None = None  # when the source was last seen go offline
+        self._marks: deque = deque()  # (time, inferences) over the fps window
+
+    @classmethod
+    def build(cls, cfg: Any, model: Any, emit: Callable[[Decision], None], source: Any = None,
+              clock: Any = time) -> Pipeline:
+        """The pipeline of ``model`` on ``source``, else on the source its config describes (opened here)."""
+        return cls(source if source is not None else cls.open_source(cfg), model, getattr(cfg, cls.name), emit,
+                   clock, cls.stall_of(cfg))
+
+    # --- per modality ------------------------------------------------------------------
+    @staticmethod
+    def load_model(section: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def open_source(cls, cfg: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def stall_of(cls, cfg: Any) -> float:
+        return DEFAULT_STALL_S
+
+    @staticmethod
+    def event_names(model: Any) -> list[str]:
+        """Names of the passthrough events of this model's decisions that sinks announce (MQTT discovery)."""
+        return []
+
+    @staticmethod
+    def extra_status(model: Any) -> dict[str, Any]:
+        return {}
+
+    def run(self, stop: threading.Event) -> None:
+        raise NotImplementedError
+
+    # --- shared ------------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        return self.loaded[0]
+
+    def swap(self, model: Any, section: Any) -> None:
+        self.loaded = (model, section)
+
+    def ended(self) -> bool:
+        return self.source.ended
+
+    def close(self) -> None:
+        self.source.close()
+
+    def observe(self, t_capture: int) -> int:
+        """Count one inference of what was captured at ``t_capture``; the decision time (ns)."""
+        t_dec = self.clock.monotonic_ns()
+        self.stats.inferences += 1
+        self.stats.latencies_ms.append((t_dec - t_capture) / 1e6)
+        return t_dec
+
+    def status(self) -> dict[str, Any]:
+        m = self.model
+        pl = m.engine.placement
+        return {"model": m.manifest.name, "engine": pl.engine, "device": pl.device,
+                "fallback_reason": pl.fallback_reason, **self.extra_status(m), **self.stats.snapshot()}
+
+    def source_status(self) -> dict[str, Any]:
+        s = self.source.stats()
+        return {"online": s.online, "frames": s.frames, "dropped": s.dropped, "overflows": s.overflows,
+                "reconnects": s.reconnects, "fps": round(s.fps, 2), "last_error": s.last_error}
+
+    def update_gauges(self, metrics: Any, now: float, window_s: float) -> None:
+        """The source's gauges, when it went offline, and the recent inference rate (not the lifetime average)."""
+        st = self.source.stats()
+        metrics.source_up(self.source_name, st.online)
+        if st.online or self.ended():
+            self.offline_since = None
+        elif self.offline_since is None:
+            self.offline_since = now
+        metrics.source_totals(self.source_name, st.frames, st.dropped, st.overflows)
+        self._marks.append((now, self.stats.inferences))
+        while len(self._marks) > 2 and now - self._marks[1][0] >= window_s:
+            self._marks.popleft()
+        t0, n0 = self._marks[0]
+        metrics.pipeline_fps(self.name, (self.stats.inferences - n0) / (now - t0) if now > t0 else 0.0)
+
+
+class VisionPipeline(Pipeline):
+    """Camera frames -> image classifier, latest frame wins. Two stages, so preprocessing of the next frame
+    overlaps inference of this one: a prepare thread puts the camera's latest frame, prepared, into a slot
+    of one (a frame replaced there is counted as dropped); inference takes it from the slot."""
+
+    name, source_name = "vision", "camera"
+
+    @staticmethod
+    def load_model(section: Any) -> Any:
+        from .vision import ImageClassifier
+
+        man, folder = load(model_folder(section.model, "vision"))
+        return ImageClassifier(man, folder, section.engine, section.threads, accel_of(section))
+
+    @classmethod
+    def open_source(cls, cfg: Any) -> Any:
+        from ..sources.camera import CameraSource
+
+        c = cfg.camera
+        return CameraSource(cls.source_name, c.uri, c.width, c.height, c.fps, c.fourcc, c.stride, c.stall_timeout_s,
+                            loop=c.loop).start()
+
+    @classmethod
+    def stall_of(cls, cfg: Any) -> float:
+        return cfg.camera.stall_timeout_s if cfg.camera else DEFAULT_STALL_S
+
+    def run(self, stop: threading.Event) -> None:
+        slot, done = LatestSlot(), threading.Event()
+        prep = threading.Thread(target=self._prepare, args=(stop, slot, done), name=f"edge-{self.name}-prepare",
+                                daemon=True)
+        prep.start()
+        while not stop.is_set():
+            self.stats.beat()
+            try:
+                frame, clf, x = slot.get(READ_TIMEOUT_S)
+            except queue.Empty:
+                if done.is_set():
+                    break
+                continue
+            self._infer(frame, clf, x)
+        prep.join(timeout=1.0)
+
+    def _prepare(self, stop: threading.Event, slot: LatestSlot, done: threading.Event) -> None:
+        while not stop.is_set():
+            self.stats.beat("prepare")
+            frame = self.source.latest(timeout=READ_TIMEOUT_S)
+            if frame is None:
+                if self.ended():
+                    break
+                continue
+            clf = self.model  # one read: a reload may swap the model between frames
+            if slot.put((frame, clf, clf.prepare(frame.image))):  # inference is behind: the newest frame wins
+                self.stats.dropped += 1
+        done.set()
+
+    def _infer(self, frame: Any, clf: Any, x: Any) -> None:
+        section = self.loaded[1]  # read each time: a reload may swap it
+        top = clf.ranked(clf.infer(x), section.top_k)
+        t_dec = self.observe(frame.t_capture)
+        if top and top[0].score >= section.threshold:
+            self.stats.decisions += 1
+            self.emit(Decision(self.name, top[0].label, top[0].score, frame.t_capture, t_dec, self.source_name,
+                               {"top": [[t.label, round(t.score, 4)] for t in top]}))
+
+
+class AudioPipeline(Pipeline):
+    """Microphone (or WAV file) chunks -> keyword spotter, every chunk in order. At the end of a file that
+    does not loop the spotter is flushed, so a keyword that ends the file still counts."""
+
+    name, source_name = "audio", "microphone"
+
+    @staticmethod
+    def load_model(section: Any) -> Any:
+        from .audio import KeywordSpotter
+
+        man, folder = load(model_folder(section.model, "kws"))
+        return KeywordSpotter(man, folder, section.engine, section.threads, section.threshold,
+                              section.smoothing_steps, section.refractory_s, accel=accel_of(section),
+                              false_accepts_per_hour=section.false_accepts_per_hour)
+
+    @classmethod
+    def open_source(cls, cfg: Any) -> Any:
+        m = cfg.microphone
+        if m.file:
+            from ..sources.files import WavFileSource
+
+            return WavFileSource(cls.source_name, m.file, realtime=m.realtime, block_ms=m.block_ms,
+                                 loop=m.loop).start()
+        from ..sources.microphone import MicrophoneSource
+
+        return MicrophoneSource(cls.source_name, m.device, block_ms=m.block_ms).start()
+
+    @staticmethod
+    def event_names(model: Any) -> list[str]:
+        from .audio import is_keyword
+
+        return [lab for lab in model.labels if is_keyword(lab)]
+
+    @staticmethod
+    def extra_status(model: Any) -> dict[str, Any]:
+        return {"operating_point": dataclasses.asdict(model.operating_point)}
+
+    def run(self, stop: threading.Event) -> None:
+        last = None  # the last chunk read
+        while not stop.is_set():
+            self.stats.beat()
+            chunk = self.source.read(timeout=READ_TIMEOUT_S)
+            if chunk is None:
+                if self.ended():  # a file that does not loop: its last keyword completes after it
+                    if last is not None:
+                        kws = self.model
+                        self._decide(kws, last, kws.flush(), self.clock.monotonic_ns())
+                    return
+                continue
+            kws = self.model  # one read: a reload may swap the model between chunks
+            dets = kws.process(chunk.samples, chunk.start_sample)
+            self._decide(kws, chunk, dets, self.observe(chunk.t_capture))
+            last = chunk
+
+    def _decide(self, kws: Any, chunk: Any, dets: list, t_dec: int) -> None:
+        """Decisions of detections made up to ``chunk``; capture times count back from its end."""
+        end_s = (chunk.start_sample + len(chunk.samples)) / kws.p.sample_rate
+        for det in dets:
+            t_cap = chunk.t_capture - int(max(0.0, end_s - det.t) * 1e9)
+            self.stats.decisions += 1
+            self.emit(Decision(self.name, det.label, det.score, t_cap, t_dec, self.source_name,
+                               {"t_stream_s": round(det.t, 3)}))
+
+
+PIPELINES: tuple[type[Pipeline], ...] = (VisionPipeline, AudioPipeline)  # in the order they load, start and report
+KINDS = {p.name: p for p in PIPELINES}
+
+
+def build_pipelines(cfg: Any, models: Any, emit: Callable[[Decision], None], sources: dict[str, Any] | None = None,
+                    clock: Any = time) -> list[Pipeline]:
+    """One pipeline per loaded model, in ``PIPELINES`` order, each on its source from ``sources`` (by source
+    name) or the one its config describes, opened here; if one fails, those already open are closed again."""
+    built: list[Pipeline] = []
+    try:
+        for kind in PIPELINES:
+            model = getattr(models, kind.name)
+            if model is not None:
+                built.append(kind.build(cfg, model, emit, (sources or {}).get(kind.source_name), clock))
+    except BaseException:
+        for p in built:
+            p.close()
+        raise
+    return built
