@@ -14,6 +14,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .schema import INDEX, SchemaError, build, check, choice
 
@@ -233,6 +234,14 @@ class SinksConfig:
     jsonl: JsonlConfig | None = None
     mqtt: MqttSinkConfig | None = None
     http: HttpConfig | None = None
+    # [sinks.<table>] of a sink that declares its own config where it registers (edge_runtime/sinks/)
+    more: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
+
+    @classmethod
+    def extra_tables(cls) -> dict[str, type]:
+        from .sinks import config_tables
+
+        return config_tables()
 
 
 @dataclass

@@ -109,15 +109,22 @@ def convert(tp: Any, value: Any, keys: tuple = ()) -> Any:
 def build(cls: type, data: dict[str, Any], keys: tuple = ()) -> Any:
     """An instance of dataclass ``cls`` from ``data``; SchemaError on the first problem.
 
-    Fields with ``metadata={"internal": True}`` are not keys of the data. A ValueError raised by
-    the class itself (``__post_init__``) is a SchemaError at ``keys``."""
+    Fields with ``metadata={"internal": True}`` are not keys of the data. A class with an
+    ``extra_tables()`` classmethod ({key: dataclass}) also takes those keys, built into its ``more``
+    dict (tables of plug-ins that declare their own config). A ValueError raised by the class
+    itself (``__post_init__``) is a SchemaError at ``keys``."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    extra: dict[str, type] = cls.extra_tables() if hasattr(cls, "extra_tables") else {}
     for k in data:
-        if k not in fields:
-            raise SchemaError((*keys, k), f"unknown key (known here: {', '.join(fields)})")
-    kwargs = {}
-    for name, value in data.items():
+        if k not in fields and k not in extra:
+            raise SchemaError((*keys, k), f"unknown key (known here: {', '.join([*fields, *extra])})")
+    for name, f in fields.items():
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in data:
+            raise SchemaError((*keys, name), "is required here")
+    kwargs: dict[str, Any] = {}
+    more = {k: convert(extra[k], v, (*keys, k)) for k, v in data.items() if k not in fields}
+    for name, value in ((k, v) for k, v in data.items() if k in fields):
         meta = fields[name].metadata
         if meta.get("index") and type(value) is int:
             value = str(value)
@@ -128,6 +135,8 @@ def build(cls: type, data: dict[str, Any], keys: tuple = ()) -> Any:
         if not _untyped(hints[name]):
             _bounded(v, (*keys, name))
         kwargs[name] = v
+    if more:
+        kwargs["more"] = more
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:

@@ -8,7 +8,9 @@ count what they have to drop), ``close()`` flushes within about a second.
 Sinks are built from their ``[sinks.<table>]`` config table by a builder that the sink's
 module registers with :func:`register` (``jsonl.py``; ``mqtt_settings.py`` for ``mqtt.py``);
 :func:`open_sinks` imports every module of this package and builds the sinks whose table is
-set. Adding a sink is one new file here (and its table in :class:`~edge_runtime.config.SinksConfig`).
+set. Adding a sink is one new file here that declares its table's config dataclass where it
+registers (``webhook.py``, the README's worked example); the config loader checks that table
+like any other.
 The HTTP status server is not a sink (it serves, it does not write events out): the daemon
 starts it itself.
 
@@ -102,26 +104,38 @@ class _Entry:
     table: str
     build: Builder
     order: int
+    config: type | None  # the dataclass of its table, when the sink declares it (else a field of SinksConfig)
 
 
 _BUILDERS: dict[str, _Entry] = {}  # [sinks.<table>] -> its builder; filled by register() in the sink modules
 
 
-def register(table: str, order: int = 100) -> Callable[[Builder], Builder]:
-    """Decorator of a sink module's builder for ``[sinks.<table>]``; lower ``order`` opens (and publishes) first."""
+def register(table: str, config: type | None = None, order: int = 100) -> Callable[[Builder], Builder]:
+    """Decorator of a sink module's builder for ``[sinks.<table>]``. ``config``: the dataclass of the
+    table (checked by the config loader like every other table); lower ``order`` opens (and
+    publishes) first."""
 
     def deco(build: Builder) -> Builder:
-        _BUILDERS[table] = _Entry(table, build, order)
+        _BUILDERS[table] = _Entry(table, build, order, config)
         return build
 
     return deco
 
 
-def builders() -> list[tuple[str, Builder]]:
-    """Every registered (table, builder), in opening order; imports each module of this package once."""
-    for m in pkgutil.iter_modules(__path__):
+def _entries() -> list[_Entry]:
+    for m in pkgutil.iter_modules(__path__):  # each module of this package, imported once
         importlib.import_module(f"{__name__}.{m.name}")
-    return [(e.table, e.build) for e in sorted(_BUILDERS.values(), key=lambda e: e.order)]
+    return sorted(_BUILDERS.values(), key=lambda e: e.order)
+
+
+def builders() -> list[tuple[str, Builder]]:
+    """Every registered (table, builder), in opening order."""
+    return [(e.table, e.build) for e in _entries()]
+
+
+def config_tables() -> dict[str, type]:
+    """The ``[sinks.<table>]`` tables that sinks declare themselves, with their config dataclasses."""
+    return {e.table: e.config for e in _entries() if e.config is not None}
 
 
 def open_sinks(setup: SinkSetup) -> list[Sink]:
@@ -130,7 +144,7 @@ def open_sinks(setup: SinkSetup) -> list[Sink]:
     sinks: list[Sink] = []
     try:
         for table, build in builders():
-            section = getattr(setup.cfg.sinks, table, None)
+            section = getattr(setup.cfg.sinks, table, None) or setup.cfg.sinks.more.get(table)
             if section is not None:
                 sinks.append(build(section, setup))
     except BaseException:
@@ -140,4 +154,4 @@ def open_sinks(setup: SinkSetup) -> list[Sink]:
     return sinks
 
 
-__all__ = ["Sink", "SinkError", "SinkSetup", "builders", "open_sinks", "register"]
+__all__ = ["Sink", "SinkError", "SinkSetup", "builders", "config_tables", "open_sinks", "register"]
