@@ -136,7 +136,9 @@ def demo_vs_bare(rounds: int, audio_engine: str) -> dict:
         b = _child(BARE, d["vision"]["engine"], str(d["vision"]["calls"]), d["audio"]["engine"],
                    str(d["audio"]["calls"]))
         runs.append({"demo": d, "bare": b, "ratio": d["cpu_s"] / b["cpu_s"]})
-    med = lambda f: statistics.median(f(r) for r in runs)
+    def med(f):
+        return statistics.median(f(r) for r in runs)
+
     return {"ratio_median": med(lambda r: r["ratio"]), "demo_cpu_s_median": med(lambda r: r["demo"]["cpu_s"]),
             "bare_cpu_s_median": med(lambda r: r["bare"]["cpu_s"]),
             "demo_wall_s_median": med(lambda r: r["demo"]["wall_s"]), "audio_engine": audio_engine, "rounds": runs}

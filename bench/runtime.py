@@ -100,8 +100,8 @@ def _two_stage(clf, frame, n: int) -> float:
 
 
 def keywords(seconds: float) -> dict:
-    from edge_runtime.defaults import SAMPLES, model_dir
     from edge_runtime.audio.wav import read_wav
+    from edge_runtime.defaults import SAMPLES, model_dir
     from edge_runtime.manifest import load
     from edge_runtime.pipelines.audio import KeywordSpotter
 

@@ -13,8 +13,20 @@ import wave
 
 import numpy as np
 
-from .config import (AudioConfig, CameraConfig, Condition, Config, FusionConfig, HttpConfig, JsonlConfig,
-                     MicrophoneConfig, RuleConfig, RuntimeConfig, SinksConfig, VisionConfig)
+from .config import (
+    AudioConfig,
+    CameraConfig,
+    Condition,
+    Config,
+    FusionConfig,
+    HttpConfig,
+    JsonlConfig,
+    MicrophoneConfig,
+    RuleConfig,
+    RuntimeConfig,
+    SinksConfig,
+    VisionConfig,
+)
 from .defaults import SAMPLES
 
 DEMO_AUDIO = SAMPLES / "audio" / "keywords.wav"

@@ -216,7 +216,7 @@ def notify_socket(tmp_path):
         while not stop.is_set():
             try:
                 data = sock.recv(4096).decode()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             for line in data.splitlines():
                 messages.append((time.monotonic(), line))

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 
-
-from edge_runtime.config import (CameraConfig, Config, FusionConfig, HttpConfig, JsonlConfig, RuntimeConfig,
-                                 SinksConfig, VisionConfig)
+from edge_runtime.config import (
+    CameraConfig,
+    Config,
+    FusionConfig,
+    HttpConfig,
+    JsonlConfig,
+    RuntimeConfig,
+    SinksConfig,
+    VisionConfig,
+)
 from edge_runtime.defaults import SAMPLES
 from edge_runtime.service import Daemon
 from edge_runtime.systemd import Notifier

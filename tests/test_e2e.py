@@ -19,8 +19,9 @@ import urllib.request
 from pathlib import Path
 
 from conftest import require
-from edge_runtime.defaults import SAMPLES, model_dir
 from test_sinks import Subscriber, broker, free_port  # noqa: F401  (broker: fixture)
+
+from edge_runtime.defaults import SAMPLES, model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,8 +26,16 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, LiveStream, free_port, have, require, wait_until
 
-from edge_runtime.config import (CameraConfig, Config, FusionConfig, HttpConfig, JsonlConfig, RuntimeConfig,
-                                 SinksConfig, VisionConfig)
+from edge_runtime.config import (
+    CameraConfig,
+    Config,
+    FusionConfig,
+    HttpConfig,
+    JsonlConfig,
+    RuntimeConfig,
+    SinksConfig,
+    VisionConfig,
+)
 from edge_runtime.defaults import SAMPLES
 from edge_runtime.service import Daemon
 

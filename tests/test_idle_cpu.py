@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import have, require
+
 from edge_runtime.engines.base import Engine
 
 MAX_RATIO = 8.0  # process CPU / CPU inside engine calls

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import require
+
 from models import kws_data as kd
 from models import tts_engines
 from models.tts_engines import debian_copyright_licence

@@ -6,8 +6,15 @@ import json
 import threading
 import time
 
-from edge_runtime.config import (CameraConfig, Config, FusionConfig, JsonlConfig, RuntimeConfig, SinksConfig,
-                                 VisionConfig)
+from edge_runtime.config import (
+    CameraConfig,
+    Config,
+    FusionConfig,
+    JsonlConfig,
+    RuntimeConfig,
+    SinksConfig,
+    VisionConfig,
+)
 from edge_runtime.defaults import SAMPLES
 from edge_runtime.pipelines.runner import LatestSlot, VisionPipeline
 from edge_runtime.preprocess import read_image, to_rgb

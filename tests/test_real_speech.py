@@ -92,7 +92,9 @@ def _entry(i: str, split: str, dur: float, transcript: str) -> rs.Entry:
 def test_scoring_a_known_case() -> None:
     entries = [_entry("a", "val", 2.0, "no more messages"), _entry("b", "val", 360.0, "please hold the line"),
                _entry("c", "val", 3.0, "I don't know"), _entry("d", "test", 4.0, "left brace, left")]
-    det = lambda label, t: SimpleNamespace(label=label, t=t)
+    def det(label, t):
+        return SimpleNamespace(label=label, t=t)
+
     dets = {"a": [det("no", 1.0), det("no", 1.9), det("up", 2.5)], "b": [det("left", 10.0)],
             "c": [det("no", 1.0)], "d": [det("left", 1.0)]}
     r = kws_real.score(entries, dets)

@@ -24,6 +24,7 @@ from edge_runtime.sources import REOPEN, Source, SourceError
 from edge_runtime.sources.camera import CameraSource
 from edge_runtime.sources.files import WavFileSource
 
+
 @pytest.fixture(scope="module")
 def test_video(ffmpeg, tmp_path_factory) -> Path:
     """2 s of testsrc, 320x240 at 15 fps: 30 frames."""

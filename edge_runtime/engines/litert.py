@@ -83,14 +83,16 @@ class LiteRTEngine(Engine):
                       check_io: bool = True) -> LiteRTEngine:
         """An Edge TPU compilation shipped beside the model (``*_edgetpu.tflite``) is used by that delegate."""
         edgetpu = next((folder / f.path for f in artifact.extra_files if f.path.endswith("_edgetpu.tflite")), None)
-        return cls(folder / artifact.file.path, threads=threads, input_specs=artifact.inputs if check_io else None,
-                   output_specs=artifact.outputs if check_io else None, delegates=list(accel.delegates),
-                   edgetpu_model=edgetpu)
+        return cls(folder / artifact.file.path, threads=threads, input_specs=artifact.inputs,
+                   output_specs=artifact.outputs, delegates=list(accel.delegates), edgetpu_model=edgetpu,
+                   check=check_io)
 
     def __init__(self, model_path: str | Path, threads: int | None = None,
                  input_specs: list[TensorSpec] | None = None, output_specs: list[TensorSpec] | None = None,
-                 delegates: list[Delegate] | None = None, edgetpu_model: str | Path | None = None):
-        """``input_specs`` / ``output_specs``: the manifest's tensors, checked against the model's own."""
+                 delegates: list[Delegate] | None = None, edgetpu_model: str | Path | None = None,
+                 check: bool = True):
+        """``input_specs`` / ``output_specs``: the manifest's tensors, in its order, checked against the
+        model's own (``check=False``: only their order and names are taken)."""
         model = Path(model_path)
         self._interp, self.placement = self._open(model, threads, delegates or [],
                                                   Path(edgetpu_model) if edgetpu_model else None)
@@ -105,11 +107,11 @@ class LiteRTEngine(Engine):
             in_details = [(d["name"], d) for d in self._interp.get_input_details()]
             out_details = [(d["name"], d) for d in self._interp.get_output_details()]
         for kind, specs, details in (("input", input_specs, in_details), ("output", output_specs, out_details)):
-            if specs is not None:
+            if specs is not None and check:
                 check_io(model.name, kind, specs, [_spec(d, n) for n, d in details], by_name=bool(sigs))
-                if sigs:  # the manifest's order
-                    by = dict(details)
-                    details[:] = [(t.name, by[t.name]) for t in specs]
+            by = dict(details)
+            if specs is not None and sigs and all(t.name in by for t in specs):  # the manifest's order
+                details[:] = [(t.name, by[t.name]) for t in specs]
         self.inputs = [_spec(d, n) for n, d in in_details]
         self.outputs = [_spec(d, n) for n, d in out_details]
         self._in_idx = [d["index"] for _, d in in_details]

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-
-from typing import TYPE_CHECKING
 
 from ..manifest import TensorSpec
 from .base import Engine, EngineError, Placement, check_io, register
@@ -61,14 +60,14 @@ class OnnxEngine(Engine):
     @classmethod
     def from_artifact(cls, artifact: Artifact, folder: Path, threads: int | None, accel: Acceleration,
                       check_io: bool = True) -> OnnxEngine:
-        return cls(folder / artifact.file.path, threads=threads, input_specs=artifact.inputs if check_io else None,
-                   output_specs=artifact.outputs if check_io else None, providers=list(accel.providers) or None,
-                   provider_options=accel.provider_options)
+        return cls(folder / artifact.file.path, threads=threads, input_specs=artifact.inputs,
+                   output_specs=artifact.outputs, providers=list(accel.providers) or None,
+                   provider_options=accel.provider_options, check=check_io)
 
     def __init__(self, model_path: str | Path, threads: int | None = None,
                  providers: list[str] | None = None, input_specs: list[TensorSpec] | None = None,
                  output_specs: list[TensorSpec] | None = None,
-                 provider_options: dict[str, dict[str, str]] | None = None):
+                 provider_options: dict[str, dict[str, str]] | None = None, check: bool = True):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -104,7 +103,7 @@ class OnnxEngine(Engine):
         self.placement = Placement("onnx", actual, reason)
         ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
         for kind, specs, args in (("input", input_specs, ins), ("output", output_specs, outs)):
-            if specs is not None:
+            if specs is not None and check:  # else (the converter describing a new file) only names are taken
                 check_io(Path(model_path).name, kind, specs, [TensorSpec(
                     a.name, [d if isinstance(d, int) and d > 0 else -1 for d in a.shape],
                     ORT_DTYPES.get(a.type, a.type)) for a in args])

@@ -279,12 +279,16 @@ class KeywordSpotter:
         # The state stays in the engine's stored form (int16 for a 16x8 model) from one step to the
         # next; it is only converted where an output's quantization differs from its input's.
         spec = {t.name: t for t in [*self.engine.inputs, *self.engine.outputs]}
-        q = lambda name: Quantizer(spec[name].quantization, spec[name].dtype)
+        def q(name: str) -> Quantizer:
+            return Quantizer(spec[name].quantization, spec[name].dtype)
+
+        def stored(name: str) -> tuple:
+            return spec[name].dtype, spec[name].quantization
+
         self._q_feat, self._q_scores = q(feats[0]), q(out_names[scores[0]])
         self._q_state = {s.input: q(s.input) for s in pairs}
-        same = lambda s: (spec[s.input].dtype, spec[s.input].quantization) == (spec[s.output].dtype,
-                                                                             spec[s.output].quantization)
-        self._requantize = {s.input: None if same(s) else q(s.output) for s in pairs}  # None: carried as is
+        self._requantize = {s.input: None if stored(s.input) == stored(s.output) else q(s.output)
+                            for s in pairs}  # None: carried as is
         return spec
 
     # ------------------------------------------------------------------ state

@@ -41,8 +41,8 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..spool import DEFAULT_MAX_AGE_S, DEFAULT_MAX_BYTES, Spool, SpoolError
