@@ -22,7 +22,7 @@ def test_open_artifact_uses_the_registered_engine(monkeypatch):
         name, format = "fake", "onnx"
 
         @classmethod
-        def from_artifact(cls, artifact, folder, threads, accel):
+        def from_artifact(cls, artifact, folder, threads, accel, check_io=True):
             opened.append((artifact.id, folder, threads, accel))
             return cls()
 
