@@ -109,8 +109,9 @@ class MqttConfig:
             problems.append(f"keepalive {self.keepalive} must be >= 1 second")
         for key in ("topic_prefix", "discovery_prefix"):
             v = getattr(self, key)
-            if not v.strip("/") or any(c in v for c in "+#\0"):
-                problems.append(f"{key} {v!r} must be a non-empty topic without + or #")
+            if not v.strip("/") or any(c in v for c in "+#\0") or v != v.strip("/") or "//" in v:
+                problems.append(f"{key} {v!r} must be a non-empty topic without + or #, empty levels, "
+                                "or a leading or trailing /")
         if int(self.max_queued) < 1:
             problems.append(f"max_queued {self.max_queued} must be >= 1")
         if int(self.spool_max_bytes) < 1 or not (math.isfinite(self.spool_max_age_s) and self.spool_max_age_s > 0):
@@ -125,8 +126,6 @@ class MqttConfig:
             problems += self._tls_problems()
         if problems:
             raise ValueError("mqtt: " + "; ".join(problems))
-        self.topic_prefix = self.topic_prefix.strip("/")
-        self.discovery_prefix = self.discovery_prefix.strip("/")
 
     @property
     def use_tls(self) -> bool:
