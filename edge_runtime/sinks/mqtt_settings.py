@@ -27,6 +27,8 @@ def mqtt_config(cfg: Config, event_names: list[str] | tuple[str, ...] = (), envi
     from .mqtt import SPOOL_FILE, MqttConfig
 
     m = cfg.sinks.mqtt
+    if m is None:
+        raise SinkError("there is no [sinks.mqtt] table to take MQTT settings from")
     env = os.environ if environ is None else environ
     kw = {k: getattr(m, k) for k in ("host", "port", "username", "password", "tls", "ca_file", "cert_file",
                                       "key_file", "tls_insecure", "qos", "keepalive", "discovery", "discovery_prefix")}
@@ -35,10 +37,10 @@ def mqtt_config(cfg: Config, event_names: list[str] | tuple[str, ...] = (), envi
             kw[key] = getattr(m, key)
     folder = m.spool_dir or (env.get("STATE_DIRECTORY") or "").split(":")[0] or None
     on = m.spool if m.spool is not None else (m.qos >= 1 and folder is not None)
-    if on and folder is None:
-        raise SinkError("sinks.mqtt.spool: no folder for the spool: set [sinks.mqtt] spool_dir, or run under "
-                        "systemd with StateDirectory=, or set spool = false")
     if on:
+        if folder is None:
+            raise SinkError("sinks.mqtt.spool: no folder for the spool: set [sinks.mqtt] spool_dir, or run under "
+                            "systemd with StateDirectory=, or set spool = false")
         kw["spool_path"] = str(Path(folder) / SPOOL_FILE)
     kw.update(spool_max_bytes=max(1, round(m.spool_max_mb * 2**20)), spool_max_age_s=m.spool_max_age_days * 86400.0,
               event_names=list(event_names))

@@ -347,7 +347,7 @@ def _configure(cap: Any, name: str, width: int | None, height: int | None, fps: 
     import cv2
 
     if fourcc:
-        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*fourcc))
     if width:
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, int(width))
     if height:
