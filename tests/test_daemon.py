@@ -11,6 +11,8 @@ import time
 import urllib.error
 import urllib.request
 
+from conftest import wait_until
+
 from edge_runtime.config import (
     CameraConfig,
     Config,
@@ -45,7 +47,7 @@ def test_vision_daemon_serves_status_and_writes_events(tmp_path):
     d = Daemon(_vision_config(tmp_path, duration_s=3.0))
     d.start()
     try:
-        time.sleep(1.5)
+        assert wait_until(lambda: d.stats["vision"].inferences > 0 and d.status()["healthy"], 30)
         code, body = _get(d.http.url + "/healthz")
         assert code == 200 and body.strip() == "ok"
         status = json.loads(_get(d.http.url + "/status")[1])
@@ -79,26 +81,27 @@ def test_sd_notify_ready_watchdog_stall_and_stopping(tmp_path, notify_socket):
     d.start()
     runner = threading.Thread(target=d.run, daemon=True)
     runner.start()
-    time.sleep(1.2)
+
+    def pings() -> list[float]:
+        return [t for t, m in messages if m == "WATCHDOG=1"]
+
+    assert wait_until(lambda: len(pings()) >= 3, 30)
     ready = [t for t, m in messages if m == "READY=1"]
     assert len(ready) == 1 and d.models.vision is not None  # READY only after models are loaded
-    pings = [t for t, m in messages if m == "WATCHDOG=1"]
-    assert len(pings) >= 3
-    assert all(b - a < 0.5 for a, b in zip(pings, pings[1:]))
+    assert all(b - a < 0.5 for a, b in zip(pings(), pings()[1:]))
 
     # A stuck inference: the vision worker blocks inside the model; the pings must stop.
     release = threading.Event()
     clf = d.models.vision
     original = clf.infer
     clf.infer = lambda *a, **k: (release.wait(), original(*a, **k))[1]
-    time.sleep(d.stale_s + 1.0)
-    last_ping = max(t for t, m in messages if m == "WATCHDOG=1")
-    assert time.monotonic() - last_ping > 0.8, "watchdog still pinged while inference was stuck"
+    assert wait_until(lambda: not d.status()["healthy"], d.stale_s + 30)
+    assert wait_until(lambda: time.monotonic() - max(pings()) > 0.8, 30), "watchdog still pinged while stuck"
+    last_ping = max(pings())
     assert d.status()["healthy"] is False and "stuck: vision" in d.status()["reason"]
     release.set()
     clf.infer = original
-    time.sleep(1.0)
-    assert max(t for t, m in messages if m == "WATCHDOG=1") > last_ping  # pings resume with progress
+    assert wait_until(lambda: max(pings()) > last_ping, 30)  # pings resume with progress
 
     t_stop = time.monotonic()
     d.request_stop()

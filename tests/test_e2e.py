@@ -113,8 +113,15 @@ keepalive = 5
         assert not [e for e in quiet if e["decisions"][0]["modality"] == "audio"], "audio events before any speech"
         subprocess.run(["paplay", "--device=virt", str(SAMPLES / "audio" / "keywords.wav")], env=pulse,
                        check=True, timeout=60)
-        time.sleep(1.5)
-        heard = {json.loads(p)["event"] for t, p, _ in _drain(sub) if t.startswith(f"{prefix}/event/")}
+        def heard_on_mqtt() -> set[str]:
+            return {json.loads(p)["event"] for t, p, _ in _drain(sub) if t.startswith(f"{prefix}/event/")}
+
+        def audio_named() -> set[str]:
+            events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+            return {e["event"] for e in events if e["decisions"][0]["modality"] == "audio"}
+
+        _wait(lambda: len(audio_named()) >= 3 and heard_on_mqtt() & audio_named(), 15)  # the last word ends the file
+        heard = heard_on_mqtt()
         events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
         audio_events = [e for e in events if e["decisions"][0]["modality"] == "audio"]
         vision_events = {e["event"] for e in events if e["decisions"][0]["modality"] == "vision"}

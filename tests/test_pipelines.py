@@ -6,6 +6,8 @@ import json
 import threading
 import time
 
+from conftest import wait_until
+
 from edge_runtime.config import (
     CameraConfig,
     Config,
@@ -27,8 +29,10 @@ class FakeClock:
 
     def __init__(self) -> None:
         self.t = 1000.0
+        self.calls = 0
 
     def monotonic(self) -> float:
+        self.calls += 1
         return self.t
 
     def monotonic_ns(self) -> int:
@@ -121,8 +125,9 @@ def test_the_run_ends_at_its_duration_on_the_injected_clock(tmp_path):
     runner = threading.Thread(target=d.run, daemon=True)
     runner.start()
     try:
-        time.sleep(0.6)
-        assert runner.is_alive()  # an hour on the daemon's clock has not passed
+        calls = clock.calls
+        assert wait_until(lambda: clock.calls >= calls + 10, 30)  # the run loop goes round, reading the clock ...
+        assert runner.is_alive()  # ... but an hour on the daemon's clock has not passed
         clock.t += 3600.0
         runner.join(5)
         assert not runner.is_alive() and cam.closed and not cam.ended

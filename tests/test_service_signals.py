@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from conftest import wait_until
+
 from edge_runtime.defaults import SAMPLES, model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +91,7 @@ def test_sighup_reload_good_and_broken_then_sigterm(tmp_path):
         assert "sha256 does not match" in st["last_reload"]["error"]
         assert st["healthy"] and st["pipelines"]["vision"]["model"] == "efficientnet-lite0-imagenet"
         frames_before = st["pipelines"]["vision"]["inferences"]
-        time.sleep(1.0)
-        assert _status(port)["pipelines"]["vision"]["inferences"] > frames_before  # still serving
+        assert wait_until(lambda: _status(port)["pipelines"]["vision"]["inferences"] > frames_before, 30)  # serving
 
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
