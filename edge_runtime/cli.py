@@ -25,33 +25,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"edge-runtime: error: {message}; see edge-runtime --help\n")
 
 
-def _whole(lo: int, hi: int):
-    """An argparse type: a whole number from lo to hi."""
-    def parse(text: str) -> int:
+def _in_range(cast: type, lo: float, hi: float, above: bool = False):
+    """An argparse type: ``cast(text)``, finite, from ``lo`` (or above it, ``above``) to ``hi``."""
+    what = "a whole number" if cast is int else "a number"
+
+    def parse(text: str):
         try:
-            v = int(text)
+            v = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{v} is not from {lo} to {hi}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (math.isfinite(v) and (lo < v if above else lo <= v) and v <= hi):
+            raise argparse.ArgumentTypeError(f"{text} is not {what} {'above' if above else 'from'} {lo:g} "
+                                             f"{'and at most' if above else 'to'} {hi:g}")
         return v
     return parse
 
 
-def _number(lo: float, hi: float):
-    """An argparse type: a finite number above lo and at most hi."""
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (math.isfinite(v) and lo < v <= hi):
-            raise argparse.ArgumentTypeError(f"{text} is not a number above {lo:g} and at most {hi:g}")
-        return v
-    return parse
-
-
-THREADS = _whole(1, 256)
+THREADS = _in_range(int, 1, 256)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     c.add_argument("--model", type=Path, help="artifact folder (manifest.json + model files); default: the shipped model")
     c.add_argument("--engine", choices=["auto", "litert", "onnx"], default="auto")
-    c.add_argument("--top", type=_whole(1, 100000), default=3, metavar="K", help="labels to show per image (default 3)")
+    c.add_argument("--top", type=_in_range(int, 1, 100000), default=3, metavar="K", help="labels to show per image (default 3)")
     c.add_argument("--threads", type=THREADS, help="engine threads (default: the engine's own choice)")
     c.add_argument("--json", action="store_true", help="one JSON object per image")
     ls = sub.add_parser("listen", help="spot keywords in WAV files, streamed as live audio")
@@ -76,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the lowest threshold on the model's validation curve with at most X false accepts per hour "
                          "(default 0.5; without a curve: the manifest's threshold)")
     ls.add_argument("--threads", type=THREADS, help="engine threads (default: the engine's own choice)")
-    ls.add_argument("--chunk-ms", type=_number(0, 10000), default=100.0, help="audio chunk fed per call, as a microphone (default 100)")
+    ls.add_argument("--chunk-ms", type=_in_range(float, 0, 10000, above=True), default=100.0, help="audio chunk fed per call, as a microphone (default 100)")
     ls.add_argument("--json", action="store_true", help="one JSON object per detection")
     r = sub.add_parser("run", help="run the daemon from a TOML config")
     r.add_argument("--config", type=Path, required=True, metavar="FILE")
@@ -85,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("devices", help="cameras, microphones, LiteRT delegates and ONNX Runtime providers here")
     d.add_argument("--json", action="store_true")
     m = sub.add_parser("demo", help="the whole daemon on the shipped sample media; ends by itself")
-    m.add_argument("--http-port", type=_whole(0, 65535), default=0, help="port of the status endpoint (default: any free port)")
+    m.add_argument("--http-port", type=_in_range(int, 0, 65535), default=0, help="port of the status endpoint (default: any free port)")
     m.add_argument("--fast", action="store_true", help="read the sample audio as fast as possible, not in real time")
     return p
 

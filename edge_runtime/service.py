@@ -33,7 +33,7 @@ from .sinks.mqtt_settings import mqtt_config
 from .supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from .sinks.http import HttpServer
+    from .observe.http import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Daemon(Supervisor):
 
     def __init__(self, cfg: Config, notifier=None, metrics=None, *, sources: dict[str, Any] | None = None,
                  clock: Any = time) -> None:
-        from .sinks.metrics import FPS_WINDOW_S, Metrics
+        from .observe.metrics import FPS_WINDOW_S, Metrics
 
         super().__init__(notifier, clock)
         self.cfg = cfg
@@ -201,7 +201,7 @@ class Daemon(Supervisor):
 
         self.sinks = open_sinks(SinkSetup(self.cfg, self.metrics, tuple(self._event_names())))
         if self.cfg.sinks.http:
-            from .sinks.http import HttpServer
+            from .observe.http import HttpServer
 
             self.http = HttpServer.from_config(self.cfg.sinks.http, self.status, self.metrics).start()
 

@@ -28,7 +28,7 @@ TICK_S = 0.25  # how often run() looks at the flags, the gauges and the watchdog
 
 class Supervisor:
     def __init__(self, notifier: Any = None, clock: Any = time) -> None:
-        from .systemd import Notifier
+        from .observe.systemd import Notifier
 
         self.notifier = notifier or Notifier()
         self.clock = clock

@@ -25,7 +25,7 @@ from edge_runtime.config import (
 )
 from edge_runtime.defaults import SAMPLES
 from edge_runtime.service import Daemon
-from edge_runtime.systemd import Notifier
+from edge_runtime.observe.systemd import Notifier
 
 
 def _vision_config(tmp_path, **runtime) -> Config:

@@ -28,9 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_runtime.events import Decision, Event
 from edge_runtime.sinks import Sink, SinkError
-from edge_runtime.sinks.http import HttpServer
+from edge_runtime.observe.http import HttpServer
 from edge_runtime.sinks.jsonl import JsonlSink
-from edge_runtime.sinks.metrics import Metrics
+from edge_runtime.observe.metrics import Metrics
 
 
 def _which(name: str) -> str | None:

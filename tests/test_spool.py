@@ -26,7 +26,7 @@ from conftest import ROOT, require
 from test_sinks import MOSQUITTO, NEED_BROKER, Broker, Subscriber, event, free_port, mqtt_cfg, samples
 
 from edge_runtime.defaults import SAMPLES
-from edge_runtime.sinks.metrics import Metrics
+from edge_runtime.observe.metrics import Metrics
 from edge_runtime.spool import Spool, SpoolError
 
 

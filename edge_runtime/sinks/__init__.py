@@ -1,5 +1,4 @@
-"""Where Events go: JSON lines, MQTT (with Home Assistant discovery), and the HTTP side
-(health, status, Prometheus metrics).
+"""Where Events go: JSON lines, MQTT (with Home Assistant discovery), a webhook.
 
 Every sink implements the small :class:`Sink` base: ``publish(event)`` never blocks the
 caller for long (network sinks hand the event to their own bounded queue and thread, and
@@ -11,11 +10,10 @@ module registers with :func:`register` (``jsonl.py``; ``mqtt_settings.py`` for `
 set. Adding a sink is one new file here that declares its table's config dataclass where it
 registers (``webhook.py``, the README's worked example); the config loader checks that table
 like any other.
-The HTTP status server is not a sink (it serves, it does not write events out): the daemon
-starts it itself.
+The HTTP status server and the metrics are not sinks (they serve, they do not write events
+out): they live in :mod:`edge_runtime.observe`, and the daemon starts the server itself.
 
-The submodules are imported by whoever needs them, so importing this package pulls in
-neither paho-mqtt nor prometheus-client.
+Importing this package alone pulls in neither paho-mqtt nor prometheus-client.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..config import Config
     from ..events import Event
-    from .metrics import Metrics
+    from ..observe.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +43,7 @@ class Sink:
 
     Subclasses implement :meth:`publish` and, when they hold resources, :meth:`close`.
     Drops (a full queue, a failed write) are reported through :meth:`_drop`, which counts
-    them in :attr:`dropped` and, when a :class:`~edge_runtime.sinks.metrics.Metrics` was
+    them in :attr:`dropped` and, when a :class:`~edge_runtime.observe.metrics.Metrics` was
     given, in ``edge_sink_dropped_total{sink=<name>}``.
     """
 

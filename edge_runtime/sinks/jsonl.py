@@ -16,7 +16,7 @@ from . import Sink, SinkError, SinkSetup, register
 if TYPE_CHECKING:
     from ..config import JsonlConfig
     from ..events import Event
-    from .metrics import Metrics
+    from ..observe.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

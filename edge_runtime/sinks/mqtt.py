@@ -50,7 +50,7 @@ from . import Sink, SinkError
 
 if TYPE_CHECKING:
     from ..events import Event
-    from .metrics import Metrics
+    from ..observe.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 
-from . import SinkError
+from ..sinks import SinkError
 
 if TYPE_CHECKING:
     from ..config import HttpConfig
