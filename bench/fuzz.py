@@ -36,18 +36,28 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tally = Path(tmp) / "tally.json"
-        env = {**os.environ, "EDGE_FUZZ_SCALE": str(args.scale), "EDGE_FUZZ_RANDOM": "1",
-               "EDGE_FUZZ_REPORT": str(tally), "CI": "true"}
+        env = {
+            **os.environ,
+            "EDGE_FUZZ_SCALE": str(args.scale),
+            "EDGE_FUZZ_RANDOM": "1",
+            "EDGE_FUZZ_REPORT": str(tally),
+            "CI": "true",
+        }
         t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:logging",
-                               "tests/test_fuzz.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:logging", "tests/test_fuzz.py"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         seconds = time.monotonic() - t0
         kinds = json.loads(tally.read_text()) if tally.exists() else {}
     failures = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
     inputs = sum(k["inputs"] for k in kinds.values())
     result = {
         "what": "tests/test_fuzz.py with fresh random inputs: configs (check and run on each), manifests "
-                "(classify / listen), WAV and image files (the readers), command lines, bundles (edge-deploy verify)",
+        "(classify / listen), WAV and image files (the readers), command lines, bundles (edge-deploy verify)",
         "host": host(cpus=os.cpu_count()),
         "command": f"python bench/fuzz.py --scale {args.scale:g}",
         "scale": args.scale,
@@ -56,12 +66,17 @@ def main() -> int:
         "kinds": kinds,
         "failures": failures,
         "slowest_input_s": max((k["slowest_s"] for k in kinds.values()), default=None),
-        "goals": {"inputs_at_least": GOAL_INPUTS, "inputs_met": inputs >= GOAL_INPUTS,
-                  "no_failure": proc.returncode == 0 and not failures},
+        "goals": {
+            "inputs_at_least": GOAL_INPUTS,
+            "inputs_met": inputs >= GOAL_INPUTS,
+            "no_failure": proc.returncode == 0 and not failures,
+        },
     }
     save(args.out, result)
-    print(f"{inputs} inputs in {seconds / 60:.1f} min; {len(failures)} failing properties "
-          f"({'exit ' + str(proc.returncode)}); written to {args.out}")
+    print(
+        f"{inputs} inputs in {seconds / 60:.1f} min; {len(failures)} failing properties "
+        f"({'exit ' + str(proc.returncode)}); written to {args.out}"
+    )
     if proc.returncode != 0:
         print(proc.stdout[-20000:])
     return 0 if result["goals"]["no_failure"] and result["goals"]["inputs_met"] else 1

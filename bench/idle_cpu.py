@@ -117,31 +117,50 @@ print("RESULT " + json.dumps({"device": e.placement.device, "calls": n, "process
 """
 
 # (model, artifact format, calls per second, threads; 0 = the engine's default)
-PACED_CASES = [("kws", "tflite", 50, 0), ("kws", "onnx", 50, 0), ("vision", "tflite", 5, 0),
-               ("vision", "tflite", 5, 2), ("vision", "onnx", 5, 0)]
+PACED_CASES = [
+    ("kws", "tflite", 50, 0),
+    ("kws", "onnx", 50, 0),
+    ("vision", "tflite", 5, 0),
+    ("vision", "tflite", 5, 2),
+    ("vision", "onnx", 5, 0),
+]
 
 
 def _child(code: str, *args: str, timeout: float = 120) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, env=env,
-                         timeout=timeout, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+        check=True,
+    )
     line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def demo_vs_bare(rounds: int, audio_engine: str) -> dict:
     runs = []
     for _ in range(rounds):
         d = _child(DEMO, audio_engine)
-        b = _child(BARE, d["vision"]["engine"], str(d["vision"]["calls"]), d["audio"]["engine"],
-                   str(d["audio"]["calls"]))
+        b = _child(
+            BARE, d["vision"]["engine"], str(d["vision"]["calls"]), d["audio"]["engine"], str(d["audio"]["calls"])
+        )
         runs.append({"demo": d, "bare": b, "ratio": d["cpu_s"] / b["cpu_s"]})
+
     def med(f):
         return statistics.median(f(r) for r in runs)
 
-    return {"ratio_median": med(lambda r: r["ratio"]), "demo_cpu_s_median": med(lambda r: r["demo"]["cpu_s"]),
-            "bare_cpu_s_median": med(lambda r: r["bare"]["cpu_s"]),
-            "demo_wall_s_median": med(lambda r: r["demo"]["wall_s"]), "audio_engine": audio_engine, "rounds": runs}
+    return {
+        "ratio_median": med(lambda r: r["ratio"]),
+        "demo_cpu_s_median": med(lambda r: r["demo"]["cpu_s"]),
+        "bare_cpu_s_median": med(lambda r: r["bare"]["cpu_s"]),
+        "demo_wall_s_median": med(lambda r: r["demo"]["wall_s"]),
+        "audio_engine": audio_engine,
+        "rounds": runs,
+    }
 
 
 def paced(rounds: int, seconds: float) -> list[dict]:
@@ -151,11 +170,21 @@ def paced(rounds: int, seconds: float) -> list[dict]:
             per_case[(kind, fmt, rate, threads)].append(_child(PACED, kind, fmt, str(rate), str(seconds), str(threads)))
     out = []
     for (kind, fmt, rate, threads), runs in per_case.items():
-        med = {k: statistics.median(r[k] for r in runs) for k in
-               ("process_cpu_ms_per_call", "call_thread_cpu_ms", "call_wall_ms")}
-        out.append({"model": kind, "artifact": fmt, "calls_per_s": rate, "threads": threads or "default",
-                    "device": runs[0]["device"], **med,
-                    "process_cpu_over_call_cpu": med["process_cpu_ms_per_call"] / med["call_thread_cpu_ms"]})
+        med = {
+            k: statistics.median(r[k] for r in runs)
+            for k in ("process_cpu_ms_per_call", "call_thread_cpu_ms", "call_wall_ms")
+        }
+        out.append(
+            {
+                "model": kind,
+                "artifact": fmt,
+                "calls_per_s": rate,
+                "threads": threads or "default",
+                "device": runs[0]["device"],
+                **med,
+                "process_cpu_over_call_cpu": med["process_cpu_ms_per_call"] / med["call_thread_cpu_ms"],
+            }
+        )
     return out
 
 
@@ -165,8 +194,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0, help="length of each paced run (default 3)")
     ap.add_argument("--part", choices=["all", "demo", "paced"], default="all")
-    ap.add_argument("--audio-engine", choices=["auto", "litert", "onnx"], default="auto",
-                    help="the demo's keyword engine (default auto, as the demo runs)")
+    ap.add_argument(
+        "--audio-engine",
+        choices=["auto", "litert", "onnx"],
+        default="auto",
+        help="the demo's keyword engine (default auto, as the demo runs)",
+    )
     args = ap.parse_args()
     result: dict = {"host": host(cpus=os.cpu_count())}
     if args.part in ("all", "demo"):

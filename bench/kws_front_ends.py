@@ -38,7 +38,7 @@ def rtf(kws, audio: np.ndarray, chunk: int = 320) -> float:
     kws.reset()
     t = time.process_time()
     for i in range(0, len(audio), chunk):
-        kws.process(audio[i: i + chunk])
+        kws.process(audio[i : i + chunk])
     return (time.process_time() - t) / (len(audio) / 16000)
 
 
@@ -60,13 +60,27 @@ def main() -> int:
     rows = []
     for j, ((name, kws), folder) in enumerate(zip(spotters, folders)):
         p = kws.manifest.preprocessing.audio
-        rows.append({"model": name, "folder": folder.name, "front_end": f"{p.n_mels} mel bins, "
-                     f"{p.frames_per_step} frames per step" + (f", {p.window_frames}-frame window" if p.window_frames
-                                                               else ""),
-                     "precision": kws.artifact.precision, "rtf_median": float(np.median([r[j] for r in runs])),
-                     "ratio_to_shipped_median": float(np.median([r[j] / r[0] for r in runs])),
-                     "goal": "rtf <= 0.02 per stream on one core"})
-    result = {"host": host(), "audio_s": len(audio) / 16000, "rounds": args.rounds, "chunk_ms": 20, "threads": 1, "models": rows}
+        rows.append(
+            {
+                "model": name,
+                "folder": folder.name,
+                "front_end": f"{p.n_mels} mel bins, "
+                f"{p.frames_per_step} frames per step"
+                + (f", {p.window_frames}-frame window" if p.window_frames else ""),
+                "precision": kws.artifact.precision,
+                "rtf_median": float(np.median([r[j] for r in runs])),
+                "ratio_to_shipped_median": float(np.median([r[j] / r[0] for r in runs])),
+                "goal": "rtf <= 0.02 per stream on one core",
+            }
+        )
+    result = {
+        "host": host(),
+        "audio_s": len(audio) / 16000,
+        "rounds": args.rounds,
+        "chunk_ms": 20,
+        "threads": 1,
+        "models": rows,
+    }
     save(args.out, result)
     print(json.dumps(result, indent=2))
     return 0

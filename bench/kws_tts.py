@@ -50,8 +50,11 @@ def main() -> int:
                 kd.synthesize(u, tmp)
             utt_s = time.perf_counter() - t0
             per_word = max(1, args.clips // len(kd.LABELS))
-            tasks = [t for t in kd.plan_clips(Path(tmp) / name, {s: mine for s in kd.SPLITS}, per_word, 0, params)
-                     if t.split == "train"]
+            tasks = [
+                t
+                for t in kd.plan_clips(Path(tmp) / name, {s: mine for s in kd.SPLITS}, per_word, 0, params)
+                if t.split == "train"
+            ]
             Path(tmp, name, "train").mkdir(parents=True)
             for label in kd.LABELS:
                 Path(tmp, name, "train", label).mkdir()
@@ -59,8 +62,12 @@ def main() -> int:
             for t in tasks:
                 kd.render_clip(t, tmp)
             clip_s = time.perf_counter() - t0
-            results[name] = {"voices": len(mine), "utterances_per_s": round(len(utts) / utt_s, 1),
-                             "clips_per_s": round(len(tasks) / clip_s, 1), "clips": len(tasks)}
+            results[name] = {
+                "voices": len(mine),
+                "utterances_per_s": round(len(utts) / utt_s, 1),
+                "clips_per_s": round(len(tasks) / clip_s, 1),
+                "clips": len(tasks),
+            }
             print(name, results[name], flush=True)
     out = {"host": host(), "engines": kd.engine_versions(), "jobs": 1, "results": results}
     save(args.out, out)

@@ -63,21 +63,41 @@ def prune_and_convert(fraction: float, train: Path, work: Path, recipe: list[str
     from models import mobilenet
 
     out = work / f"prune-{fraction:g}"
-    code = mobilenet.main(["--data", str(train), "--out", str(out), "--init", str(SHIPPED),
-                           "--prune", str(fraction), *recipe])
+    code = mobilenet.main(
+        ["--data", str(train), "--out", str(out), "--init", str(SHIPPED), "--prune", str(fraction), *recipe]
+    )
     if code:
         raise SystemExit(f"pruning bench: the recipe failed at --prune {fraction:g} (exit code {code})")
-    code = convert([str(out / "model.keras"), "--out", str(out / "artifacts"), "--calibration", str(DIGITS / "data" / "calib"),
-                    "--eval", str(DIGITS / "data" / "eval"), "--labels", str(DIGITS / "labels.txt"),
-                    "--name", f"digits-mobilenetv2-pruned-{fraction:g}", "--max-accuracy-drop", "100"])
+    code = convert(
+        [
+            str(out / "model.keras"),
+            "--out",
+            str(out / "artifacts"),
+            "--calibration",
+            str(DIGITS / "data" / "calib"),
+            "--eval",
+            str(DIGITS / "data" / "eval"),
+            "--labels",
+            str(DIGITS / "labels.txt"),
+            "--name",
+            f"digits-mobilenetv2-pruned-{fraction:g}",
+            "--max-accuracy-drop",
+            "100",
+        ]
+    )
     if code:
         raise SystemExit(f"pruning bench: edge-convert failed at --prune {fraction:g} (exit code {code})")
     keras.backend.clear_session()
-    return {"folder": out / "artifacts", "training": json.loads((out / "training.json").read_text()),
-            "report": json.loads((out / "artifacts" / "report.json").read_text())}
+    return {
+        "folder": out / "artifacts",
+        "training": json.loads((out / "training.json").read_text()),
+        "report": json.loads((out / "artifacts" / "report.json").read_text()),
+    }
 
 
-def interleaved_latency(folders: dict[float, Path], threads: int, rounds: int, seed: int = 0) -> dict[tuple, list[float]]:
+def interleaved_latency(
+    folders: dict[float, Path], threads: int, rounds: int, seed: int = 0
+) -> dict[tuple, list[float]]:
     """Median latency (ms) per round of every (fraction, int8 artifact), all engines open at once, order shuffled."""
     from converters.evaluate import latency_ms
     from edge_runtime.engines import open_artifact
@@ -104,9 +124,12 @@ def interleaved_latency(folders: dict[float, Path], threads: int, rounds: int, s
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.0, 0.375, 0.5, 0.75])
-    ap.add_argument("--recipe", default=f"--prune-steps 3 --prune-epochs 3 --teacher {SHIPPED.relative_to(ROOT)}",
-                    help="further python -m models.mobilenet flags, the same for every fraction (paths relative to "
-                         "the repository; default: 3 steps of 3 epochs each, distilled from the unpruned model)")
+    ap.add_argument(
+        "--recipe",
+        default=f"--prune-steps 3 --prune-epochs 3 --teacher {SHIPPED.relative_to(ROOT)}",
+        help="further python -m models.mobilenet flags, the same for every fraction (paths relative to "
+        "the repository; default: 3 steps of 3 epochs each, distilled from the unpruned model)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="engine threads for the latency rounds (default 1)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
@@ -126,15 +149,24 @@ def main() -> int:
     for f, r in runs.items():
         rep, tr = r["report"], r["training"]
         arts = {a["id"]: a for a in rep["artifacts"]}
-        row = {"fraction": f, "params": tr["prune"]["params_after"], "expansion_widths": tr["prune"]["widths_after"],
-               "val_accuracy_pruned": tr["prune"]["schedule"][-1].get("val_accuracy_pruned"),
-               "val_accuracy": tr.get("val_accuracy"), "float_accuracy": rep["float"].get("accuracy")}
+        row = {
+            "fraction": f,
+            "params": tr["prune"]["params_after"],
+            "expansion_widths": tr["prune"]["widths_after"],
+            "val_accuracy_pruned": tr["prune"]["schedule"][-1].get("val_accuracy_pruned"),
+            "val_accuracy": tr.get("val_accuracy"),
+            "float_accuracy": rep["float"].get("accuracy"),
+        }
         for art_id in INT8:
             a, t = arts[art_id], times[(f, art_id)]
             base = times[(0.0, art_id)]
-            row[art_id] = {"accuracy": a.get("accuracy"), "agreement": a["agreement"], "size_bytes": a["size_bytes"],
-                           "latency_ms_median": statistics.median(t),
-                           "speedup_vs_unpruned": statistics.median(b / v for b, v in zip(base, t))}
+            row[art_id] = {
+                "accuracy": a.get("accuracy"),
+                "agreement": a["agreement"],
+                "size_bytes": a["size_bytes"],
+                "latency_ms_median": statistics.median(t),
+                "speedup_vs_unpruned": statistics.median(b / v for b, v in zip(base, t)),
+            }
         rows.append(row)
     base = rows[0]
     for row in rows:
@@ -142,13 +174,19 @@ def main() -> int:
             row[art_id]["accuracy_loss_pp"] = 100 * (base[art_id]["accuracy"] - row[art_id]["accuracy"])
     result = {
         "model": "MobileNetV2 1.0, 96x96, 10 classes (the shipped digits model), pruned and fine-tuned per fraction",
-        "method": "python -m models.mobilenet --init SHIPPED --prune F " + args.recipe
-                  + "; edge-convert (calib: models/digits/data/calib); accuracy on the held-out eval folder",
+        "method": "python -m models.mobilenet --init SHIPPED --prune F "
+        + args.recipe
+        + "; edge-convert (calib: models/digits/data/calib); accuracy on the held-out eval folder",
         "eval": "models/digits/data/eval (360 held-out digits)",
-        "train_images": runs[0.0]["training"]["train_images"], "val_images": runs[0.0]["training"]["val_images"],
-        "latency": {"threads": args.threads, "rounds": args.rounds, "input": "one eval image",
-                    "how": "all artifacts open in one process, every round times each in a random order; "
-                           "medians over rounds; speed-up = median over rounds of unpruned / pruned in the same round"},
+        "train_images": runs[0.0]["training"]["train_images"],
+        "val_images": runs[0.0]["training"]["val_images"],
+        "latency": {
+            "threads": args.threads,
+            "rounds": args.rounds,
+            "input": "one eval image",
+            "how": "all artifacts open in one process, every round times each in a random order; "
+            "medians over rounds; speed-up = median over rounds of unpruned / pruned in the same round",
+        },
         "host": host(tools=runs[0.0]["report"]["tools"]),
         "rows": rows,
     }

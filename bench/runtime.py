@@ -60,8 +60,13 @@ def vision(rounds: int, n: int) -> dict:
     import cv2
 
     frame = cv2.resize(frame, (640, 480))  # a typical camera frame
-    raw = [quantize(image_to_input(frame, m.preprocessing.image)[None], clf.engine.inputs[0].quantization,
-                    clf.engine.inputs[0].dtype)]
+    raw = [
+        quantize(
+            image_to_input(frame, m.preprocessing.image)[None],
+            clf.engine.inputs[0].quantization,
+            clf.engine.inputs[0].dtype,
+        )
+    ]
     for _ in range(5):
         clf.engine.run_raw(*raw)
         clf.top(frame)
@@ -73,10 +78,18 @@ def vision(rounds: int, n: int) -> dict:
         raw_rates.append(n / (time.perf_counter() - t))
         pipe_rates.append(n / _two_stage(clf, frame, n))
     ratio = statistics.median(p / r for p, r in zip(pipe_rates, raw_rates))
-    return {"raw_invoke_per_s": statistics.median(raw_rates), "pipeline_per_s": statistics.median(pipe_rates),
-            "ratio": ratio, "goal": ">= 0.95", "met": ratio >= 0.95, "device": clf.engine.placement.device,
-            "frame": "640x480 RGB", "rounds": rounds, "per_round": n,
-            "how": "the daemon's two stages: prepare (resize + table lookup) overlapping infer (engine + top-k)"}
+    return {
+        "raw_invoke_per_s": statistics.median(raw_rates),
+        "pipeline_per_s": statistics.median(pipe_rates),
+        "ratio": ratio,
+        "goal": ">= 0.95",
+        "met": ratio >= 0.95,
+        "device": clf.engine.placement.device,
+        "frame": "640x480 RGB",
+        "rounds": rounds,
+        "per_round": n,
+        "how": "the daemon's two stages: prepare (resize + table lookup) overlapping infer (engine + top-k)",
+    }
 
 
 def _two_stage(clf, frame, n: int) -> float:
@@ -116,8 +129,16 @@ def keywords(seconds: float) -> dict:
         kws.process(audio[i : i + chunk])
     elapsed = time.perf_counter() - t
     rtf = elapsed / (len(audio) / 16000)
-    return {"audio_s": len(audio) / 16000, "processing_s": elapsed, "rtf": rtf, "goal": "<= 0.01",
-            "met": rtf <= 0.01, "threads": 1, "chunk_ms": 20, "device": kws.engine.placement.device}
+    return {
+        "audio_s": len(audio) / 16000,
+        "processing_s": elapsed,
+        "rtf": rtf,
+        "goal": "<= 0.01",
+        "met": rtf <= 0.01,
+        "threads": 1,
+        "chunk_ms": 20,
+        "device": kws.engine.placement.device,
+    }
 
 
 def fusion(n: int) -> dict:
@@ -125,9 +146,17 @@ def fusion(n: int) -> dict:
     from edge_runtime.events import Decision
     from edge_runtime.fusion import Fusion
 
-    f = Fusion(FusionConfig(rules=[RuleConfig(name="dog_stop", all=[Condition("vision", "dog"),
-                                                                    Condition("audio", "stop")], cooldown_s=0.0)],
-                            passthrough=True, passthrough_cooldown_s=0.0))
+    f = Fusion(
+        FusionConfig(
+            rules=[
+                RuleConfig(
+                    name="dog_stop", all=[Condition("vision", "dog"), Condition("audio", "stop")], cooldown_s=0.0
+                )
+            ],
+            passthrough=True,
+            passthrough_cooldown_s=0.0,
+        )
+    )
     lat = []
     t_cap = time.monotonic_ns()
     for i in range(n):
@@ -138,8 +167,13 @@ def fusion(n: int) -> dict:
         f.add(d)
         lat.append((time.perf_counter_ns() - t0) / 1e6)
     p99 = float(np.percentile(lat, 99))
-    return {"decisions": n, "p50_ms": float(np.percentile(lat, 50)), "p99_ms": p99, "goal": "<= 5 ms",
-            "met": p99 <= 5.0}
+    return {
+        "decisions": n,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": p99,
+        "goal": "<= 5 ms",
+        "met": p99 <= 5.0,
+    }
 
 
 def cold_start() -> dict:
@@ -149,8 +183,15 @@ def cold_start() -> dict:
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     cold = statistics.median(r["cold_start_s"] for r in runs)
     rss = max(r["max_rss_mb"] for r in runs)
-    return {"cold_start_s": cold, "cold_goal": "<= 1.5 s", "cold_met": cold <= 1.5, "max_rss_mb": rss,
-            "rss_goal": "<= 200 MB", "rss_met": rss <= 200, "tensorflow_imported": any(r["tensorflow_imported"] for r in runs)}
+    return {
+        "cold_start_s": cold,
+        "cold_goal": "<= 1.5 s",
+        "cold_met": cold <= 1.5,
+        "max_rss_mb": rss,
+        "rss_goal": "<= 200 MB",
+        "rss_met": rss <= 200,
+        "tensorflow_imported": any(r["tensorflow_imported"] for r in runs),
+    }
 
 
 def main() -> int:
@@ -158,8 +199,13 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "runtime.json")
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
-    result = {"host": host(), "vision": vision(args.rounds, 40), "keywords": keywords(60.0), "fusion": fusion(20000),
-              "process": cold_start()}
+    result = {
+        "host": host(),
+        "vision": vision(args.rounds, 40),
+        "keywords": keywords(60.0),
+        "fusion": fusion(20000),
+        "process": cold_start(),
+    }
     save(args.out, result)
     print(json.dumps(result, indent=2))
     return 0

@@ -112,7 +112,7 @@ def _status_fields(pid: int) -> dict[str, str]:
 def _cpu_s(pid: int) -> float:
     """User + system CPU time of the process (every thread), from /proc/<pid>/stat."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -143,8 +143,14 @@ def sample(pid: int, metrics_url: str, t0: float) -> dict[str, Any]:
     status = _status_fields(pid)
     rss_kb = int(status["VmRSS"].split()[0])
     t = time.monotonic() - t0
-    return {"t_s": round(t, 2), "rss_mb": round(rss_kb * 1024 / MB, 3), "fds": min(fds), "threads": min(threads),
-            "cpu_s": round(_cpu_s(pid), 2), "events": events_published(metrics_url)}
+    return {
+        "t_s": round(t, 2),
+        "rss_mb": round(rss_kb * 1024 / MB, 3),
+        "fds": min(fds),
+        "threads": min(threads),
+        "cpu_s": round(_cpu_s(pid), 2),
+        "events": events_published(metrics_url),
+    }
 
 
 def slope_per_hour(ts_s: list[float], values: list[float]) -> float:
@@ -159,8 +165,13 @@ def slope_per_hour(ts_s: list[float], values: list[float]) -> float:
     return sum((t - tm) * (v - vm) for t, v in zip(ts_s, values)) / den * 3600.0
 
 
-def figures(samples: list[dict[str, Any]], warmup_s: float, rss_goal_mb_per_h: float = RSS_SLOPE_GOAL_MB_PER_H,
-            events_goal_per_min: float = EVENTS_PER_MIN_GOAL, tolerance: int = FLAT_TOLERANCE) -> dict[str, Any]:
+def figures(
+    samples: list[dict[str, Any]],
+    warmup_s: float,
+    rss_goal_mb_per_h: float = RSS_SLOPE_GOAL_MB_PER_H,
+    events_goal_per_min: float = EVENTS_PER_MIN_GOAL,
+    tolerance: int = FLAT_TOLERANCE,
+) -> dict[str, Any]:
     """What the samples say, and each goal's ``passed`` flag (the samples after ``warmup_s`` are judged)."""
     after = [s for s in samples if s["t_s"] >= warmup_s]
     if len(after) < 3:
@@ -183,11 +194,18 @@ def figures(samples: list[dict[str, Any]], warmup_s: float, rss_goal_mb_per_h: f
         "fds_after_warmup": {"min": span["fds"][0], "max": span["fds"][1]},
         "threads_after_warmup": {"min": span["threads"][0], "max": span["threads"][1]},
         "cpu_cores_after_warmup": round(cpu, 3),
-        "goals": {"rss_slope_mb_per_h": f"<= {rss_goal_mb_per_h:g}", "events_per_min": f">= {events_goal_per_min:g}",
-                  "fds_flat": f"max - min <= {tolerance}", "threads_flat": f"max - min <= {tolerance}"},
-        "passed": {"rss_slope": slope <= rss_goal_mb_per_h, "events_per_min": rate >= events_goal_per_min,
-                   "fds_flat": span["fds"][1] - span["fds"][0] <= tolerance,
-                   "threads_flat": span["threads"][1] - span["threads"][0] <= tolerance},
+        "goals": {
+            "rss_slope_mb_per_h": f"<= {rss_goal_mb_per_h:g}",
+            "events_per_min": f">= {events_goal_per_min:g}",
+            "fds_flat": f"max - min <= {tolerance}",
+            "threads_flat": f"max - min <= {tolerance}",
+        },
+        "passed": {
+            "rss_slope": slope <= rss_goal_mb_per_h,
+            "events_per_min": rate >= events_goal_per_min,
+            "fds_flat": span["fds"][1] - span["fds"][0] <= tolerance,
+            "threads_flat": span["threads"][1] - span["threads"][0] <= tolerance,
+        },
     }
 
 
@@ -221,9 +239,17 @@ def _wait_ready(proc: subprocess.Popen, base: str, log: Path) -> None:
     raise RuntimeError(f"the daemon was not healthy within {READY_TIMEOUT_S:g} s:\n{_tail(log)}")
 
 
-def soak(minutes: float, warmup_minutes: float, interval_s: float, folder: Path, fps: float = 20.0,
-         max_bytes: int = 1 << 20, backups: int = 2, rss_goal_mb_per_h: float = RSS_SLOPE_GOAL_MB_PER_H,
-         progress=None) -> dict[str, Any]:
+def soak(
+    minutes: float,
+    warmup_minutes: float,
+    interval_s: float,
+    folder: Path,
+    fps: float = 20.0,
+    max_bytes: int = 1 << 20,
+    backups: int = 2,
+    rss_goal_mb_per_h: float = RSS_SLOPE_GOAL_MB_PER_H,
+    progress=None,
+) -> dict[str, Any]:
     """Run the daemon for ``minutes`` from ready, sampling every ``interval_s``; the result as ``soak.json`` holds it.
 
     ``folder`` holds the config, the daemon's log and its events. ``progress(sample)`` is called
@@ -233,16 +259,18 @@ def soak(minutes: float, warmup_minutes: float, interval_s: float, folder: Path,
     port = free_port()
     config = folder / "edge-runtime.toml"
     config.write_text(soak_config(folder, port, fps, max_bytes, backups))
-    check = subprocess.run(_cli("check", "--config", str(config)), capture_output=True, text=True, cwd=ROOT,
-                           env=_env(), timeout=300)
+    check = subprocess.run(
+        _cli("check", "--config", str(config)), capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=300
+    )
     if check.returncode != 0:
         raise RuntimeError(f"edge-runtime check failed ({check.returncode}):\n{check.stdout}{check.stderr}")
     log = folder / "daemon.log"
     base = f"http://127.0.0.1:{port}"
     samples: list[dict[str, Any]] = []
     with open(log, "ab") as out:
-        proc = subprocess.Popen(_cli("run", "--config", str(config)), cwd=ROOT, env=_env(), stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            _cli("run", "--config", str(config)), cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         _wait_ready(proc, base, log)
         t0 = time.monotonic()
@@ -274,9 +302,15 @@ def soak(minutes: float, warmup_minutes: float, interval_s: float, folder: Path,
     result["passed"]["exit_0_on_sigterm"] = code == 0
     return {
         "host": host(platform=platform.platform(), cpus=os.cpu_count()),
-        "config": {"minutes": minutes, "warmup_minutes": warmup_minutes, "interval_s": interval_s, "camera_fps": fps,
-                   "jsonl_max_bytes": max_bytes, "jsonl_backups": backups,
-                   "toml": config.read_text().replace(str(folder), "<tmp>")},
+        "config": {
+            "minutes": minutes,
+            "warmup_minutes": warmup_minutes,
+            "interval_s": interval_s,
+            "camera_fps": fps,
+            "jsonl_max_bytes": max_bytes,
+            "jsonl_backups": backups,
+            "toml": config.read_text().replace(str(folder), "<tmp>"),
+        },
         **result,
         "sigterm": {"exit_code": code, "stop_s": round(stop_s, 2)},
         "disk_bytes": sum(p.stat().st_size for p in folder.glob("events.jsonl*")),
@@ -288,18 +322,22 @@ def soak(minutes: float, warmup_minutes: float, interval_s: float, folder: Path,
 def summary(r: dict[str, Any]) -> str:
     p = r["passed"]
     mark = lambda ok: "ok" if ok else "FAILED"  # noqa: E731
-    return "\n".join([
-        f"soak: {r['config']['minutes']:g} min ({r['config']['warmup_minutes']:g} warm-up), "
-        f"{len(r['samples'])} samples, {r['host']['cpus']} cpus",
-        f"  events/min       {r['events_per_min']:>10.1f}   {r['goals']['events_per_min']:<14} {mark(p['events_per_min'])}",
-        f"  RSS slope MB/h   {r['rss_slope_mb_per_h']:>10.3f}   {r['goals']['rss_slope_mb_per_h']:<14} "
-        f"{mark(p['rss_slope'])}  (RSS {r['rss_mb_after_warmup']['min']:.1f}-{r['rss_mb_after_warmup']['max']:.1f} MB)",
-        f"  fds              {r['fds_after_warmup']['min']:>4}-{r['fds_after_warmup']['max']:<5}   "
-        f"{r['goals']['fds_flat']:<14} {mark(p['fds_flat'])}",
-        f"  threads          {r['threads_after_warmup']['min']:>4}-{r['threads_after_warmup']['max']:<5}   "
-        f"{r['goals']['threads_flat']:<14} {mark(p['threads_flat'])}",
-        f"  SIGTERM exit     {str(r['sigterm']['exit_code']):>10}   == 0           {mark(p['exit_0_on_sigterm'])}",
-    ])
+    return "\n".join(
+        [
+            f"soak: {r['config']['minutes']:g} min ({r['config']['warmup_minutes']:g} warm-up), "
+            f"{len(r['samples'])} samples, {r['host']['cpus']} cpus",
+            f"  events/min       {r['events_per_min']:>10.1f}   {r['goals']['events_per_min']:<14} "
+            f"{mark(p['events_per_min'])}",
+            f"  RSS slope MB/h   {r['rss_slope_mb_per_h']:>10.3f}   {r['goals']['rss_slope_mb_per_h']:<14} "
+            f"{mark(p['rss_slope'])}  (RSS {r['rss_mb_after_warmup']['min']:.1f}-"
+            f"{r['rss_mb_after_warmup']['max']:.1f} MB)",
+            f"  fds              {r['fds_after_warmup']['min']:>4}-{r['fds_after_warmup']['max']:<5}   "
+            f"{r['goals']['fds_flat']:<14} {mark(p['fds_flat'])}",
+            f"  threads          {r['threads_after_warmup']['min']:>4}-{r['threads_after_warmup']['max']:<5}   "
+            f"{r['goals']['threads_flat']:<14} {mark(p['threads_flat'])}",
+            f"  SIGTERM exit     {str(r['sigterm']['exit_code']):>10}   == 0           {mark(p['exit_0_on_sigterm'])}",
+        ]
+    )
 
 
 def main() -> int:

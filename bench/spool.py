@@ -36,11 +36,28 @@ TOPIC = "edge-runtime/board/event/espresso"
 
 
 def payload() -> str:
-    return json.dumps({"event_type": "espresso", "id": uuid.uuid4().hex, "event": "espresso", "score": 0.91,
-                       "rule": "passthrough", "time": "2026-01-01T00:00:00.000Z", "latency_ms": 41.2,
-                       "decisions": [{"modality": "vision", "label": "espresso", "score": 0.91, "source": "camera",
-                                      "latency_ms": 40.8, "top": [["espresso", 0.91], ["cup", 0.05],
-                                                                  ["eggnog", 0.01]]}]}, separators=(",", ":"))
+    return json.dumps(
+        {
+            "event_type": "espresso",
+            "id": uuid.uuid4().hex,
+            "event": "espresso",
+            "score": 0.91,
+            "rule": "passthrough",
+            "time": "2026-01-01T00:00:00.000Z",
+            "latency_ms": 41.2,
+            "decisions": [
+                {
+                    "modality": "vision",
+                    "label": "espresso",
+                    "score": 0.91,
+                    "source": "camera",
+                    "latency_ms": 40.8,
+                    "top": [["espresso", 0.91], ["cup", 0.05], ["eggnog", 0.01]],
+                }
+            ],
+        },
+        separators=(",", ":"),
+    )
 
 
 def fs_type(folder: Path) -> str:
@@ -53,8 +70,11 @@ def fs_type(folder: Path) -> str:
     target = str(folder.resolve())
     for line in mounts:
         parts = line.split()
-        if len(parts) > 2 and (target == parts[1] or target.startswith(parts[1].rstrip("/") + "/")) \
-                and len(parts[1]) > len(best):
+        if (
+            len(parts) > 2
+            and (target == parts[1] or target.startswith(parts[1].rstrip("/") + "/"))
+            and len(parts[1]) > len(best)
+        ):
             best, kind = parts[1], parts[2]
     return kind
 
@@ -107,8 +127,13 @@ def main() -> int:
         "full_over_normal": round(full / normal, 2),
         "ack_64_ms_median": round(statistics.median(acks) * 1e3, 3),
         "payload_bytes": len(payload()),
-        "at_capacity": {"max_bytes": 4 * MiB, "rows": rows, "counted_bytes": counted,
-                        "file_over_max": round(size / (4 * MiB), 2), "reopen_ms": round(reopen * 1e3, 1)},
+        "at_capacity": {
+            "max_bytes": 4 * MiB,
+            "rows": rows,
+            "counted_bytes": counted,
+            "file_over_max": round(size / (4 * MiB), 2),
+            "reopen_ms": round(reopen * 1e3, 1),
+        },
     }
     print(json.dumps(result, indent=2))
     save(args.out, result)

@@ -86,8 +86,17 @@ def check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     seen: set[str] = set()
     for m in members:
         check_member_name(m.name)
-        kind = ("symlink" if m.issym() else "hard link" if m.islnk() else "device" if m.isdev() else
-                "fifo" if m.isfifo() else None)
+        kind = (
+            "symlink"
+            if m.issym()
+            else "hard link"
+            if m.islnk()
+            else "device"
+            if m.isdev()
+            else "fifo"
+            if m.isfifo()
+            else None
+        )
         if kind or not (m.isfile() or m.isdir()):
             raise DeployError(f"unsafe member in bundle: {m.name} ({kind or 'special file'})")
         key = m.name.rstrip("/")
@@ -111,9 +120,18 @@ def check_gzip(path: Path) -> None:
 
 
 # bundle.json: the keys edge-deploy and install.sh read, and their types
-_INFO_KEYS: dict[str, type] = {"schema": str, "schema_version": int, "target": str, "arch": str, "python": str,
-                               "edge_runtime": str, "project_wheel": str, "config": str, "wheels": list,
-                               "models": list}
+_INFO_KEYS: dict[str, type] = {
+    "schema": str,
+    "schema_version": int,
+    "target": str,
+    "arch": str,
+    "python": str,
+    "edge_runtime": str,
+    "project_wheel": str,
+    "config": str,
+    "wheels": list,
+    "models": list,
+}
 _ITEM_KEYS = {"wheels": ("file", "name", "version"), "models": ("folder", "name")}
 _TYPE_NAMES = {str: "a string", int: "an integer", list: "a list"}
 
@@ -127,19 +145,25 @@ def check_info(info: object, where: str) -> dict:
             raise DeployError(f"{where}: bundle.json has no {key!r}; rebuild the bundle with edge-deploy bundle")
         v = info[key]
         if not isinstance(v, tp) or isinstance(v, bool):
-            raise DeployError(f"{where}: bundle.json: {key} must be {_TYPE_NAMES[tp]}, got {v!r:.60}; "
-                              "rebuild the bundle")
+            raise DeployError(
+                f"{where}: bundle.json: {key} must be {_TYPE_NAMES[tp]}, got {v!r:.60}; rebuild the bundle"
+            )
     if info["schema"] != BUNDLE_SCHEMA:
-        raise DeployError(f"{where}: bundle.json: schema is {info['schema']!r:.60}, not {BUNDLE_SCHEMA!r}; "
-                          "not an edge-runtime bundle")
+        raise DeployError(
+            f"{where}: bundle.json: schema is {info['schema']!r:.60}, not {BUNDLE_SCHEMA!r}; not an edge-runtime bundle"
+        )
     if info["schema_version"] > BUNDLE_SCHEMA_VERSION:
-        raise DeployError(f"{where}: bundle.json: schema_version {info['schema_version']} is newer than this "
-                          f"edge-deploy reads ({BUNDLE_SCHEMA_VERSION}); upgrade edge-deploy")
+        raise DeployError(
+            f"{where}: bundle.json: schema_version {info['schema_version']} is newer than this "
+            f"edge-deploy reads ({BUNDLE_SCHEMA_VERSION}); upgrade edge-deploy"
+        )
     for key, fields in _ITEM_KEYS.items():
         for i, item in enumerate(info[key]):
             if not isinstance(item, dict) or not all(isinstance(item.get(f), str) for f in fields):
-                raise DeployError(f"{where}: bundle.json: {key}[{i}] must be an object with string "
-                                  f"{', '.join(fields)}, got {item!r:.60}; rebuild the bundle")
+                raise DeployError(
+                    f"{where}: bundle.json: {key}[{i}] must be an object with string "
+                    f"{', '.join(fields)}, got {item!r:.60}; rebuild the bundle"
+                )
     return info
 
 
@@ -165,7 +189,7 @@ class Bundle:
             check_gzip(path)
             try:
                 members = check_members(tar)
-                files = {m.name[len(BUNDLE_TOP) + 1:]: m for m in members if m.isfile()}
+                files = {m.name[len(BUNDLE_TOP) + 1 :]: m for m in members if m.isfile()}
                 if SUMS not in files:
                     raise DeployError(f"{path}: no {SUMS} in the bundle")
                 sums = parse_sums(tar.extractfile(files[SUMS]).read().decode("utf-8"), f"{path}:{SUMS}")
@@ -182,8 +206,7 @@ class Bundle:
                 if "bundle.json" not in files:
                     raise DeployError(f"{path}: no bundle.json in the bundle")
                 info = json.loads(tar.extractfile(files["bundle.json"]).read())
-            except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError,
-                    RecursionError) as e:
+            except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
                 raise DeployError(f"{path}: damaged bundle: {e}") from None
         return cls(path, info, sorted(files))
 
@@ -207,12 +230,15 @@ def _normalize(ti: tarfile.TarInfo, mtime: int) -> tarfile.TarInfo:
 
 
 def write_archive(root: Path, out: Path, mtime: int, compresslevel: int = 6) -> None:
-    """``root``'s files as ``BUNDLE_TOP/...`` in a .tar.gz written to a temp file beside ``out``, checked, then renamed."""
+    """``root``'s files as ``BUNDLE_TOP/...`` in a .tar.gz written to a temp file beside ``out``, checked,
+    then renamed."""
     out = Path(out)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=compresslevel,
-                                                        format=tarfile.PAX_FORMAT) as tar:
+        with (
+            os.fdopen(fd, "wb") as raw,
+            tarfile.open(fileobj=raw, mode="w:gz", compresslevel=compresslevel, format=tarfile.PAX_FORMAT) as tar,
+        ):
             tar.addfile(_dir(BUNDLE_TOP, mtime))
             dirs: set[str] = set()
             for rel in files_under(root):
@@ -239,4 +265,3 @@ def _dir(name: str, mtime: int) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
     ti.type = tarfile.DIRTYPE
     return _normalize(ti, mtime)
-

@@ -98,8 +98,22 @@ def build_project_wheel(root: Path, work: Path, log: Log) -> Path:
     log(f"building the {PROJECT} wheel from {root}")
     src = _source_copy(root, work)
     out = work / "project-wheel"
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q",
-                        "-w", str(out), str(src)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
     wheels = sorted(out.glob("*.whl"))
     if r.returncode != 0 or len(wheels) != 1:
         raise DeployError(f"building the {PROJECT} wheel failed: {_last_error(r.stderr) or r.returncode}")
@@ -143,7 +157,9 @@ def _plain(req: Requirement) -> str:
     return f"{req.name}{extras}{req.specifier}"
 
 
-def closure(wheels: dict[str, Wheel], roots: list[Requirement], env: dict[str, str]) -> tuple[set[str], list[Requirement]]:
+def closure(
+    wheels: dict[str, Wheel], roots: list[Requirement], env: dict[str, str]
+) -> tuple[set[str], list[Requirement]]:
     """Names of the wheels the board needs, and requirements nothing in ``wheels`` satisfies."""
     needed: set[str] = set()
     missing: list[Requirement] = []
@@ -185,7 +201,9 @@ def _platform_args(tags: list[str], python: str) -> list[str]:
     return args + ["--python-version", python, "--implementation", "cp", "--abi", f"cp{python.replace('.', '')}"]
 
 
-_NO_MATCH = re.compile(r"(?:No matching distribution found for|satisfies the requirement)\s+([A-Za-z0-9][A-Za-z0-9._-]*)")
+_NO_MATCH = re.compile(
+    r"(?:No matching distribution found for|satisfies the requirement)\s+([A-Za-z0-9][A-Za-z0-9._-]*)"
+)
 _WRONG_PY = re.compile(r"Package '([^']+)' requires a different Python")
 
 
@@ -199,9 +217,25 @@ def _unavailable(stderr: str) -> str | None:
 
 def _has_wheel(package: str, tags: list[str], python: str) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
-        r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed",
-                            "--disable-pip-version-check", "-q", "--target", tmp, *_platform_args(tags, python),
-                            package], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--no-deps",
+                "--ignore-installed",
+                "--disable-pip-version-check",
+                "-q",
+                "--target",
+                tmp,
+                *_platform_args(tags, python),
+                package,
+            ],
+            capture_output=True,
+            text=True,
+        )
     return r.returncode == 0
 
 
@@ -223,8 +257,24 @@ def _no_wheel_error(package: str, target: Target, python: str, tags: list[str], 
 
 
 def pip_download(reqs: list[str], dest: Path, tags: list[str], python: str, target: Target, tflite: bool) -> None:
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
-                        "-q", "-d", str(dest), *_platform_args(tags, python), *reqs], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            "-q",
+            "-d",
+            str(dest),
+            *_platform_args(tags, python),
+            *reqs,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         package = _unavailable(r.stderr)
         if package:
@@ -291,14 +341,26 @@ def _load_config(path: Path, bundled: list[str], log: Log):
             log(f"note: {kind}.model = {section.model} must exist on the board (it is not in the bundle)")
         elif not (len(p.parts) == 2 and p.parts[0] == "models" and p.parts[1] in bundled):
             have = ", ".join(f"models/{n}" for n in bundled) or "none"
-            raise DeployError(f"--config {path}: {kind}.model = {section.model!r} is not a bundled model "
-                              f"(bundled: {have}); add its folder to --models, or use \"default\" or an absolute path")
+            raise DeployError(
+                f"--config {path}: {kind}.model = {section.model!r} is not a bundled model "
+                f'(bundled: {have}); add its folder to --models, or use "default" or an absolute path'
+            )
     return cfg
 
 
-def build(target: Target, python: str, models: list[Path], config: Path, out: Path, *, project: Path | None = None,
-          with_onnx: bool = False, tflite_runtime: bool = False, glibc: tuple[int, int] | None = None,
-          log: Log = _stderr) -> dict:
+def build(
+    target: Target,
+    python: str,
+    models: list[Path],
+    config: Path,
+    out: Path,
+    *,
+    project: Path | None = None,
+    with_onnx: bool = False,
+    tflite_runtime: bool = False,
+    glibc: tuple[int, int] | None = None,
+    log: Log = _stderr,
+) -> dict:
     """Build the bundle; returns its bundle.json. Raises DeployError (one line) on anything the user can fix."""
     # Everything cheap is checked before anything is downloaded.
     out = _check_out(out)
@@ -326,8 +388,10 @@ def build(target: Target, python: str, models: list[Path], config: Path, out: Pa
             if tflite_runtime and canonicalize_name(req.name) == LITERT:
                 continue
             roots.append(req)
-        log(f"downloading wheels for {target.name} (linux {target.arch}, CPython {python}): "
-            f"{', '.join(sorted({r.name for r in roots}))}")
+        log(
+            f"downloading wheels for {target.name} (linux {target.arch}, CPython {python}): "
+            f"{', '.join(sorted({r.name for r in roots}))}"
+        )
         pip_download([_plain(r) for r in roots], wheelhouse, tags, python, target, tflite_runtime)
         for _ in range(5):  # complete what pip's host-evaluated markers left out
             wheels = {w.name: w for w in map(Wheel.read, wheelhouse.glob("*.whl"))}
@@ -349,7 +413,9 @@ def build(target: Target, python: str, models: list[Path], config: Path, out: Pa
         pins = sorted(f"{n}=={wheels[n].version}" for n in needed)
         (wheelhouse / "requirements.txt").write_text(
             "# the board's dependency closure, pinned; installed with --no-index from this folder\n"
-            + "".join(p + "\n" for p in pins), encoding="utf-8")
+            + "".join(p + "\n" for p in pins),
+            encoding="utf-8",
+        )
 
         from edge_runtime.manifest import ManifestError, load
 
@@ -361,8 +427,9 @@ def build(target: Target, python: str, models: list[Path], config: Path, out: Pa
                 load(dst)  # the copy is what ships: verify it too
             except ManifestError as e:
                 raise DeployError(f"--models {folder}: the copy does not verify: {e}") from None
-            model_info.append({"folder": f"models/{name}", "name": m.name,
-                               "formats": sorted({a.format for a in m.artifacts})})
+            model_info.append(
+                {"folder": f"models/{name}", "name": m.name, "formats": sorted({a.format for a in m.artifacts})}
+            )
         (stage / "config").mkdir()
         shutil.copy2(config, stage / "config" / "edge-runtime.toml")
         (stage / "systemd").mkdir()
@@ -377,17 +444,29 @@ def build(target: Target, python: str, models: list[Path], config: Path, out: Pa
 
         now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
         info = {
-            "schema": BUNDLE_SCHEMA, "schema_version": BUNDLE_SCHEMA_VERSION,
-            "target": target.name, "arch": target.arch, "python": python,
-            "glibc_max": "{}.{}".format(*(glibc or target.glibc)), "os": target.os, "platform_tags": tags,
-            "edge_runtime": str(project_wheel.version), "project_wheel": project_wheel.path.name,
-            "extras": sorted(extras), "litert": "tflite-runtime" if tflite_runtime else LITERT,
-            "wheels": [{"file": wheels[n].path.name, "name": n, "version": str(wheels[n].version)}
-                       for n in sorted(needed)],
-            "models": model_info, "config": "config/edge-runtime.toml",
+            "schema": BUNDLE_SCHEMA,
+            "schema_version": BUNDLE_SCHEMA_VERSION,
+            "target": target.name,
+            "arch": target.arch,
+            "python": python,
+            "glibc_max": "{}.{}".format(*(glibc or target.glibc)),
+            "os": target.os,
+            "platform_tags": tags,
+            "edge_runtime": str(project_wheel.version),
+            "project_wheel": project_wheel.path.name,
+            "extras": sorted(extras),
+            "litert": "tflite-runtime" if tflite_runtime else LITERT,
+            "wheels": [
+                {"file": wheels[n].path.name, "name": n, "version": str(wheels[n].version)} for n in sorted(needed)
+            ],
+            "models": model_info,
+            "config": "config/edge-runtime.toml",
             "created": now.isoformat().replace("+00:00", "Z"),
-            "built_with": {"host": f"{platform.system()} {platform.machine()}",
-                           "python": platform.python_version(), "pip": _pip_version()},
+            "built_with": {
+                "host": f"{platform.system()} {platform.machine()}",
+                "python": platform.python_version(),
+                "pip": _pip_version(),
+            },
         }
         (stage / "bundle.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         write_sums(stage)

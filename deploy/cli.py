@@ -33,20 +33,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bundle", help="build an offline bundle for one kind of board")
     b.add_argument("--target", required=True, choices=list(TARGETS))
-    b.add_argument("--python", help=f"the board's CPython, one of {', '.join(SUPPORTED_PYTHONS)} "
-                                    "(default: what the target's OS ships)")
-    b.add_argument("--models", nargs="+", type=Path, default=[], metavar="DIR",
-                   help="artifact folders (manifest.json + files); each installs as models/<folder name>")
+    b.add_argument(
+        "--python",
+        help=f"the board's CPython, one of {', '.join(SUPPORTED_PYTHONS)} (default: what the target's OS ships)",
+    )
+    b.add_argument(
+        "--models",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="artifact folders (manifest.json + files); each installs as models/<folder name>",
+    )
     b.add_argument("--config", type=Path, required=True, metavar="FILE", help="the daemon's TOML config")
     b.add_argument("--out", type=Path, required=True, metavar="FILE", help="the bundle to write (.tar.gz)")
     b.add_argument("--with-onnx", action="store_true", help="add ONNX Runtime (the [onnx] extra)")
-    b.add_argument("--tflite-runtime", action="store_true",
-                   help="use tflite-runtime instead of ai-edge-litert (for boards LiteRT has no wheel for)")
+    b.add_argument(
+        "--tflite-runtime",
+        action="store_true",
+        help="use tflite-runtime instead of ai-edge-litert (for boards LiteRT has no wheel for)",
+    )
     b.add_argument("--glibc", metavar="X.Y", help="the board's glibc, if newer or older than the target's default")
     b.add_argument("--project", type=Path, metavar="DIR", help="the edge-runtime source tree (default: this one)")
 
-    v = sub.add_parser("verify", help="check a bundle: intact gzip, safe paths, every checksum, "
-                                                "bundle.json's keys; print its bundle.json")
+    v = sub.add_parser(
+        "verify",
+        help="check a bundle: intact gzip, safe paths, every checksum, bundle.json's keys; print its bundle.json",
+    )
     v.add_argument("bundle", type=Path, metavar="BUNDLE")
 
     s = sub.add_parser("push", help="copy a bundle to a board over ssh and run its install.sh there")
@@ -55,14 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--user", help="ssh login (default: ssh's own choice); not root: install.sh runs under sudo -n")
     s.add_argument("--port", type=int, help="ssh port")
     s.add_argument("--identity", "-i", type=Path, metavar="KEY", help="ssh private key")
-    s.add_argument("--ssh-option", "-o", action="append", default=[], metavar="OPT",
-                   help="an ssh -o option, e.g. StrictHostKeyChecking=accept-new (repeatable)")
-    s.add_argument("--config", type=Path, metavar="FILE", help="install this config instead of the bundle's "
-                                                               "(replaces the board's; a per-board config)")
-    s.add_argument("--replace-config", action="store_true",
-                   help="replace the board's config with the bundle's (default: keep the board's)")
-    s.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="an install.sh setting, e.g. KEEP_RELEASES=5 or HEALTH_TIMEOUT=300 (repeatable)")
+    s.add_argument(
+        "--ssh-option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="an ssh -o option, e.g. StrictHostKeyChecking=accept-new (repeatable)",
+    )
+    s.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="install this config instead of the bundle's (replaces the board's; a per-board config)",
+    )
+    s.add_argument(
+        "--replace-config",
+        action="store_true",
+        help="replace the board's config with the bundle's (default: keep the board's)",
+    )
+    s.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an install.sh setting, e.g. KEEP_RELEASES=5 or HEALTH_TIMEOUT=300 (repeatable)",
+    )
     s.add_argument("--sudo", choices=["auto", "always", "never"], default="auto")
     s.add_argument("--dry-run", action="store_true", help="print the ssh and scp commands, run nothing")
 
@@ -77,15 +108,28 @@ def _bundle(args: argparse.Namespace) -> int:
     python = targets.check_python(args.python or target.python)
     glibc = targets.parse_glibc(args.glibc) if args.glibc else None
     if not args.models:
-        print("edge-deploy: note: no --models; the config can only use the models shipped in the wheel", file=sys.stderr)
-    info = bundle.build(target, python, args.models, args.config, args.out, project=args.project,
-                        with_onnx=args.with_onnx, tflite_runtime=args.tflite_runtime, glibc=glibc)
+        print(
+            "edge-deploy: note: no --models; the config can only use the models shipped in the wheel", file=sys.stderr
+        )
+    info = bundle.build(
+        target,
+        python,
+        args.models,
+        args.config,
+        args.out,
+        project=args.project,
+        with_onnx=args.with_onnx,
+        tflite_runtime=args.tflite_runtime,
+        glibc=glibc,
+    )
     from .archive import sha256_file
 
     size = args.out.stat().st_size
-    print(f"{args.out}: {size / 1e6:.1f} MB, {info['target']} ({info['arch']}, CPython {info['python']}), "
-          f"edge-runtime {info['edge_runtime']}, {len(info['wheels'])} wheels, "
-          f"models: {', '.join(m['folder'] for m in info['models']) or 'none'}; sha256 {sha256_file(args.out)}")
+    print(
+        f"{args.out}: {size / 1e6:.1f} MB, {info['target']} ({info['arch']}, CPython {info['python']}), "
+        f"edge-runtime {info['edge_runtime']}, {len(info['wheels'])} wheels, "
+        f"models: {', '.join(m['folder'] for m in info['models']) or 'none'}; sha256 {sha256_file(args.out)}"
+    )
     return 0
 
 
@@ -104,8 +148,15 @@ def _push(args: argparse.Namespace) -> int:
     if args.config and args.replace_config:
         raise DeployError("--config already replaces the board's config; drop --replace-config")
     remote = Remote(args.host, args.user, args.port, args.identity, list(args.ssh_option))
-    return push(args.bundle, remote, env=parse_env(args.env), replace_config=args.replace_config,
-                config=args.config, sudo=args.sudo, dry_run=args.dry_run)
+    return push(
+        args.bundle,
+        remote,
+        env=parse_env(args.env),
+        replace_config=args.replace_config,
+        config=args.config,
+        sudo=args.sudo,
+        dry_run=args.dry_run,
+    )
 
 
 def _targets(args: argparse.Namespace) -> int:

@@ -44,8 +44,14 @@ class Remote:
         for opt in self.options:
             args += ["-o", opt]
         if self.control_dir:
-            args += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_dir}/cm-%C",
-                     "-o", "ControlPersist=60"]
+            args += [
+                "-o",
+                "ControlMaster=auto",
+                "-o",
+                f"ControlPath={self.control_dir}/cm-%C",
+                "-o",
+                "ControlPersist=60",
+            ]
         return args
 
     @property
@@ -67,8 +73,9 @@ class Remote:
         return ["ssh", *port, *self._common(), "-O", "exit", self.login]
 
 
-def install_command(remote_dir: str, bundle_name: str, env: dict[str, str], replace_config: bool,
-                    config_name: str | None, sudo: str) -> str:
+def install_command(
+    remote_dir: str, bundle_name: str, env: dict[str, str], replace_config: bool, config_name: str | None, sudo: str
+) -> str:
     """The shell command run on the board: install.sh with its options and overrides, then cleanup."""
     d = shlex.quote(remote_dir)
     env_args = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
@@ -77,8 +84,14 @@ def install_command(remote_dir: str, bundle_name: str, env: dict[str, str], repl
         opts += ["--config", f"{remote_dir}/{config_name}"]
     elif replace_config:
         opts.append("--replace-config")
-    run = " ".join(["sh", shlex.quote(f"{remote_dir}/install.sh"), *map(shlex.quote, opts),
-                    shlex.quote(f"{remote_dir}/{bundle_name}")])
+    run = " ".join(
+        [
+            "sh",
+            shlex.quote(f"{remote_dir}/install.sh"),
+            *map(shlex.quote, opts),
+            shlex.quote(f"{remote_dir}/{bundle_name}"),
+        ]
+    )
     if sudo == "never":
         prefix = ""
     elif sudo == "always":
@@ -99,9 +112,17 @@ def parse_env(pairs: Sequence[str]) -> dict[str, str]:
     return env
 
 
-def push(bundle: Path, remote: Remote, *, env: dict[str, str] | None = None, replace_config: bool = False,
-         config: Path | None = None, sudo: str = "auto", dry_run: bool = False,
-         log: Callable[[str], None] | None = None) -> int:
+def push(
+    bundle: Path,
+    remote: Remote,
+    *,
+    env: dict[str, str] | None = None,
+    replace_config: bool = False,
+    config: Path | None = None,
+    sudo: str = "auto",
+    dry_run: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> int:
     """Copy and install; returns install.sh's exit code (0 installed, 2 refused, 3 rolled back, 4 unhealthy)."""
     log = log or (lambda m: print(f"edge-deploy: {m}", file=sys.stderr, flush=True))
     b = Bundle.open(bundle)  # verify before anything leaves this machine
@@ -133,14 +154,21 @@ def push(bundle: Path, remote: Remote, *, env: dict[str, str] | None = None, rep
             files[2] = cfg_copy
         if dry_run:
             rdir = "/tmp/edge-deploy.XXXXXX"
-            for cmd in (remote.ssh("mktemp -d /tmp/edge-deploy.XXXXXX"), remote.scp(files, rdir),
-                        remote.ssh(install_command(rdir, bundle_name, env, replace_config, config_name, sudo))):
+            for cmd in (
+                remote.ssh("mktemp -d /tmp/edge-deploy.XXXXXX"),
+                remote.scp(files, rdir),
+                remote.ssh(install_command(rdir, bundle_name, env, replace_config, config_name, sudo)),
+            ):
                 print(shlex.join(cmd))
             return 0
         try:
             log(f"{remote.login}: copying {Path(bundle).name} ({Path(bundle).stat().st_size / 1e6:.1f} MB)")
-            r = subprocess.run(remote.ssh("mktemp -d /tmp/edge-deploy.XXXXXX"), capture_output=True, text=True,
-                               stdin=subprocess.DEVNULL)
+            r = subprocess.run(
+                remote.ssh("mktemp -d /tmp/edge-deploy.XXXXXX"),
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            )
             if r.returncode != 0 or not r.stdout.strip().startswith("/tmp/edge-deploy."):
                 why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
                 raise DeployError(f"ssh {remote.login}: {why}")
@@ -151,8 +179,10 @@ def push(bundle: Path, remote: Remote, *, env: dict[str, str] | None = None, rep
                 subprocess.run(remote.ssh(f"rm -rf {shlex.quote(rdir)}"), capture_output=True, stdin=subprocess.DEVNULL)
                 raise DeployError(f"scp to {remote.login}: {why}")
             log(f"{remote.login}: running install.sh")
-            r = subprocess.run(remote.ssh(install_command(rdir, bundle_name, env, replace_config, config_name, sudo)),
-                               stdin=subprocess.DEVNULL)
+            r = subprocess.run(
+                remote.ssh(install_command(rdir, bundle_name, env, replace_config, config_name, sudo)),
+                stdin=subprocess.DEVNULL,
+            )
             if r.returncode == 255:
                 raise DeployError(f"ssh {remote.login}: the connection failed while installing")
             return r.returncode

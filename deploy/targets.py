@@ -38,14 +38,38 @@ class Target:
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("rpi4", "aarch64", (2, 36), "3.11", "Raspberry Pi OS 12 (bookworm) 64-bit",
-               "Raspberry Pi OS 13 (trixie) ships Python 3.13 and glibc 2.41: pass --python 3.13"),
-        Target("rpi5", "aarch64", (2, 36), "3.11", "Raspberry Pi OS 12 (bookworm) 64-bit",
-               "Raspberry Pi OS 13 (trixie) ships Python 3.13 and glibc 2.41: pass --python 3.13"),
-        Target("jetson-orin", "aarch64", (2, 35), "3.10", "JetPack 6 (L4T r36, Ubuntu 22.04)",
-               "JetPack 5 (Ubuntu 20.04) has glibc 2.31 and Python 3.8: too old for edge-runtime"),
-        Target("coral-devboard", "aarch64", (2, 28), "3.11", "Mendel Linux 5 (Debian 10)",
-               "Mendel ships Python 3.7; install a Python >= 3.10 on the board and pass its version"),
+        Target(
+            "rpi4",
+            "aarch64",
+            (2, 36),
+            "3.11",
+            "Raspberry Pi OS 12 (bookworm) 64-bit",
+            "Raspberry Pi OS 13 (trixie) ships Python 3.13 and glibc 2.41: pass --python 3.13",
+        ),
+        Target(
+            "rpi5",
+            "aarch64",
+            (2, 36),
+            "3.11",
+            "Raspberry Pi OS 12 (bookworm) 64-bit",
+            "Raspberry Pi OS 13 (trixie) ships Python 3.13 and glibc 2.41: pass --python 3.13",
+        ),
+        Target(
+            "jetson-orin",
+            "aarch64",
+            (2, 35),
+            "3.10",
+            "JetPack 6 (L4T r36, Ubuntu 22.04)",
+            "JetPack 5 (Ubuntu 20.04) has glibc 2.31 and Python 3.8: too old for edge-runtime",
+        ),
+        Target(
+            "coral-devboard",
+            "aarch64",
+            (2, 28),
+            "3.11",
+            "Mendel Linux 5 (Debian 10)",
+            "Mendel ships Python 3.7; install a Python >= 3.10 on the board and pass its version",
+        ),
         Target("x86_64", "x86_64", (2, 31), "3.11", "any x86_64 Linux with glibc >= 2.31 (Debian 11+, Ubuntu 20.04+)"),
     )
 }

@@ -35,9 +35,11 @@ def _in_range(cast: type, lo: float, hi: float, above: bool = False):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if not (math.isfinite(v) and (lo < v if above else lo <= v) and v <= hi):
-            raise argparse.ArgumentTypeError(f"{text} is not {what} {'above' if above else 'from'} {lo:g} "
-                                             f"{'and at most' if above else 'to'} {hi:g}")
+            raise argparse.ArgumentTypeError(
+                f"{text} is not {what} {'above' if above else 'from'} {lo:g} {'and at most' if above else 'to'} {hi:g}"
+            )
         return v
+
     return parse
 
 
@@ -50,23 +52,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("classify", help="classify image files with an image model")
     c.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    c.add_argument("--model", type=Path, help="artifact folder (manifest.json + model files); default: the shipped model")
+    c.add_argument(
+        "--model", type=Path, help="artifact folder (manifest.json + model files); default: the shipped model"
+    )
     c.add_argument("--engine", choices=["auto", "litert", "onnx"], default="auto")
-    c.add_argument("--top", type=_in_range(int, 1, 100000), default=3, metavar="K", help="labels to show per image (default 3)")
+    c.add_argument(
+        "--top", type=_in_range(int, 1, 100000), default=3, metavar="K", help="labels to show per image (default 3)"
+    )
     c.add_argument("--threads", type=THREADS, help="engine threads (default: the engine's own choice)")
     c.add_argument("--json", action="store_true", help="one JSON object per image")
     ls = sub.add_parser("listen", help="spot keywords in WAV files, streamed as live audio")
     ls.add_argument("wavs", nargs="+", type=Path, metavar="WAV")
-    ls.add_argument("--model", type=Path, default=None,
-                    help="streaming keyword artifact folder (default: the shipped edge_runtime/data/models/kws)")
+    ls.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="streaming keyword artifact folder (default: the shipped edge_runtime/data/models/kws)",
+    )
     ls.add_argument("--engine", choices=["auto", "litert", "onnx"], default="auto")
-    ls.add_argument("--threshold", type=float,
-                    help="detection threshold on the smoothed score (default: chosen by --false-accepts-per-hour)")
-    ls.add_argument("--false-accepts-per-hour", type=float, metavar="X",
-                    help="the lowest threshold on the model's validation curve with at most X false accepts per hour "
-                         "(default 0.5; without a curve: the manifest's threshold)")
+    ls.add_argument(
+        "--threshold",
+        type=float,
+        help="detection threshold on the smoothed score (default: chosen by --false-accepts-per-hour)",
+    )
+    ls.add_argument(
+        "--false-accepts-per-hour",
+        type=float,
+        metavar="X",
+        help="the lowest threshold on the model's validation curve with at most X false accepts per hour "
+        "(default 0.5; without a curve: the manifest's threshold)",
+    )
     ls.add_argument("--threads", type=THREADS, help="engine threads (default: the engine's own choice)")
-    ls.add_argument("--chunk-ms", type=_in_range(float, 0, 10000, above=True), default=100.0, help="audio chunk fed per call, as a microphone (default 100)")
+    ls.add_argument(
+        "--chunk-ms",
+        type=_in_range(float, 0, 10000, above=True),
+        default=100.0,
+        help="audio chunk fed per call, as a microphone (default 100)",
+    )
     ls.add_argument("--json", action="store_true", help="one JSON object per detection")
     r = sub.add_parser("run", help="run the daemon from a TOML config")
     r.add_argument("--config", type=Path, required=True, metavar="FILE")
@@ -75,15 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("devices", help="cameras, microphones, LiteRT delegates and ONNX Runtime providers here")
     d.add_argument("--json", action="store_true")
     m = sub.add_parser("demo", help="the whole daemon on the shipped sample media; ends by itself")
-    m.add_argument("--http-port", type=_in_range(int, 0, 65535), default=0, help="port of the status endpoint (default: any free port)")
+    m.add_argument(
+        "--http-port",
+        type=_in_range(int, 0, 65535),
+        default=0,
+        help="port of the status endpoint (default: any free port)",
+    )
     m.add_argument("--fast", action="store_true", help="read the sample audio as fast as possible, not in real time")
     return p
 
 
 def listen(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .audio.wav import AudioError, wav_blocks, wav_info
+    from .audio.wav import AudioError, wav_info
     from .engines import EngineError
     from .manifest import ManifestError, load
     from .pipelines.audio import KeywordSpotter
@@ -103,39 +128,45 @@ def listen(args: argparse.Namespace) -> int:
         infos = [wav_info(path, sr) for path in args.wavs]
     except AudioError as e:
         raise UserError(str(e)) from None
+    budget = {} if fa is None else {"false_accepts_per_hour": fa}
     try:
-        spotter = KeywordSpotter(m, folder, args.engine, threads=args.threads, threshold=args.threshold,
-                                 **({} if fa is None else {"false_accepts_per_hour": fa}))
+        spotter = KeywordSpotter(m, folder, args.engine, threads=args.threads, threshold=args.threshold, **budget)
     except (EngineError, ManifestError) as e:
         raise UserError(f"--model {model}: {e}") from None
     logging.getLogger(__name__).info("%s on %s", m.name, spotter.engine.placement.device)
     chunk = max(1, round(sr * args.chunk_ms / 1000.0))
-
-    def show(path: Path, dets: list) -> None:
-        for d in dets:
-            if args.json:
-                print(json.dumps({"file": str(path), "label": d.label, "score": round(d.score, 4),
-                                  "t": round(d.t, 3), "model": m.name,
-                                  "engine": spotter.engine.placement.engine}), flush=True)
-            else:
-                print(f"{path}: {d.t:7.2f} s  {d.label}  {d.score:.3f}", flush=True)
-
-    for info in infos:  # decoded a block at a time (any rate / channels -> the model's rate, mono), as live audio
-        spotter.reset()
-        pending = np.zeros(0, np.float32)
+    for info in infos:
         try:
-            for block in wav_blocks(info, sr):
-                pending = np.concatenate([pending, block])
-                whole = len(pending) - len(pending) % chunk
-                for start in range(0, whole, chunk):
-                    show(info.path, spotter.process(pending[start: start + chunk]))
-                pending = pending[whole:]
+            for d in _spot(spotter, info, sr, chunk):
+                if args.json:
+                    d = {"file": str(info.path), "label": d.label, "score": round(d.score, 4), "t": round(d.t, 3),
+                         "model": m.name, "engine": spotter.engine.placement.engine}  # fmt: skip
+                    print(json.dumps(d), flush=True)
+                else:
+                    print(f"{info.path}: {d.t:7.2f} s  {d.label}  {d.score:.3f}", flush=True)
         except AudioError as e:
             raise UserError(str(e)) from None
-        if len(pending):
-            show(info.path, spotter.process(pending))
-        show(info.path, spotter.flush())  # a keyword that ends the file is only complete after it
     return 0
+
+
+def _spot(spotter, info, sr: int, chunk: int):
+    """The detections in one file, decoded a block at a time (any rate / channels -> the model's rate,
+    mono) and fed ``chunk`` samples at a time, as live audio."""
+    import numpy as np
+
+    from .audio.wav import wav_blocks
+
+    spotter.reset()
+    pending = np.zeros(0, np.float32)
+    for block in wav_blocks(info, sr):
+        pending = np.concatenate([pending, block])
+        whole = len(pending) - len(pending) % chunk
+        for start in range(0, whole, chunk):
+            yield from spotter.process(pending[start : start + chunk])
+        pending = pending[whole:]
+    if len(pending):
+        yield from spotter.process(pending)
+    yield from spotter.flush()  # a keyword that ends the file is only complete after it
 
 
 def classify(args: argparse.Namespace) -> int:
@@ -157,8 +188,17 @@ def classify(args: argparse.Namespace) -> int:
         except ImageError as e:
             raise UserError(str(e)) from None
         if args.json:
-            print(json.dumps({"image": str(path), "top": [{"label": t.label, "score": round(t.score, 5)} for t in top],
-                              "model": m.name, "engine": clf.engine.placement.engine}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "image": str(path),
+                        "top": [{"label": t.label, "score": round(t.score, 5)} for t in top],
+                        "model": m.name,
+                        "engine": clf.engine.placement.engine,
+                    }
+                ),
+                flush=True,
+            )
         else:
             print(f"{path}: " + ", ".join(f"{t.label} {t.score:.3f}" for t in top), flush=True)
     return 0

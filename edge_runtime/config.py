@@ -48,12 +48,16 @@ _UNIT = _check(lambda v: 0 <= v <= 1, "must be between 0 and 1")
 _PORT = _check(lambda v: 0 <= v <= 65535, "must be a port number (0-65535)")
 DEFAULT_FALSE_ACCEPTS_PER_HOUR = 0.5  # [audio] false_accepts_per_hour: the keyword detector's budget
 MAX_FALSE_ACCEPTS_PER_HOUR = 1000.0
-_FA_PER_HOUR = _check(lambda v: math.isfinite(v) and 0 <= v <= MAX_FALSE_ACCEPTS_PER_HOUR,
-                      f"must be a number of false accepts per hour from 0 to {MAX_FALSE_ACCEPTS_PER_HOUR:g}")
+_FA_PER_HOUR = _check(
+    lambda v: math.isfinite(v) and 0 <= v <= MAX_FALSE_ACCEPTS_PER_HOUR,
+    f"must be a number of false accepts per hour from 0 to {MAX_FALSE_ACCEPTS_PER_HOUR:g}",
+)
 
 
-_PROVIDERS = _check(lambda v: all(p.endswith("ExecutionProvider") for p in v),
-                    "must be ONNX Runtime execution provider names, e.g. CUDAExecutionProvider")
+_PROVIDERS = _check(
+    lambda v: all(p.endswith("ExecutionProvider") for p in v),
+    "must be ONNX Runtime execution provider names, e.g. CUDAExecutionProvider",
+)
 
 
 @dataclass
@@ -65,7 +69,9 @@ class DelegateConfig:
 
 @dataclass
 class CameraConfig:
-    uri: str = field(default="0", metadata=INDEX)  # index, /dev/videoN, rtsp:// / http:// URL, video file or image folder
+    uri: str = field(
+        default="0", metadata=INDEX
+    )  # index, /dev/videoN, rtsp:// / http:// URL, video file or image folder
     width: int | None = field(default=None, metadata=_upto(16384))
     height: int | None = field(default=None, metadata=_upto(16384))
     fps: float | None = field(default=None, metadata=_upto(1000.0))
@@ -178,11 +184,20 @@ class MqttSinkConfig:
     # the on-disk spool (SQLite): unset = on when qos >= 1 and there is a folder for it
     spool: bool | None = None
     spool_dir: str | None = None  # unset: $STATE_DIRECTORY, which systemd sets from StateDirectory=
-    spool_max_mb: float = field(default=50.0, metadata=_check(
-        lambda v: math.isfinite(v) and 0.001 <= v <= MAX_SPOOL_MB, f"must be a size in MiB from 0.001 to {MAX_SPOOL_MB}"))
-    spool_max_age_days: float = field(default=7.0, metadata=_check(
-        lambda v: math.isfinite(v) and 0 < v <= MAX_SPOOL_DAYS,
-        f"must be a number of days, more than 0 and at most {MAX_SPOOL_DAYS}"))
+    spool_max_mb: float = field(
+        default=50.0,
+        metadata=_check(
+            lambda v: math.isfinite(v) and 0.001 <= v <= MAX_SPOOL_MB,
+            f"must be a size in MiB from 0.001 to {MAX_SPOOL_MB}",
+        ),
+    )
+    spool_max_age_days: float = field(
+        default=7.0,
+        metadata=_check(
+            lambda v: math.isfinite(v) and 0 < v <= MAX_SPOOL_DAYS,
+            f"must be a number of days, more than 0 and at most {MAX_SPOOL_DAYS}",
+        ),
+    )
 
 
 MAX_HTTP_CONNECTIONS = 64
@@ -194,10 +209,16 @@ class HttpConfig:
     host: str = "127.0.0.1"  # not loopback: token_file is required
     port: int = field(default=8080, metadata=_PORT)
     token_file: str | None = None  # a file holding the bearer token /status and /metrics require
-    timeout_s: float = field(default=5.0, metadata=_check(lambda v: math.isfinite(v) and 0 < v <= 300,
-                                                          "must be a number of seconds, more than 0 and at most 300"))
-    max_connections: int = field(default=16, metadata=_check(
-        lambda v: 1 <= v <= MAX_HTTP_CONNECTIONS, f"must be from 1 to {MAX_HTTP_CONNECTIONS}"))
+    timeout_s: float = field(
+        default=5.0,
+        metadata=_check(
+            lambda v: math.isfinite(v) and 0 < v <= 300, "must be a number of seconds, more than 0 and at most 300"
+        ),
+    )
+    max_connections: int = field(
+        default=16,
+        metadata=_check(lambda v: 1 <= v <= MAX_HTTP_CONNECTIONS, f"must be from 1 to {MAX_HTTP_CONNECTIONS}"),
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -224,8 +245,9 @@ def read_token(path: str) -> str:
     except UnicodeDecodeError:
         raise ValueError(f"{path}: the token file is not UTF-8 text") from None
     if not token or any(c.isspace() or not c.isprintable() for c in token):
-        raise ValueError(f"{path}: the token file must hold one token (printable, no spaces), e.g. from "
-                         "`openssl rand -hex 32`")
+        raise ValueError(
+            f"{path}: the token file must hold one token (printable, no spaces), e.g. from `openssl rand -hex 32`"
+        )
     return token
 
 
@@ -274,7 +296,9 @@ def load(path: str | Path) -> Config:
             raw = f.read(MAX_CONFIG_BYTES + 1)
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read the config ({getattr(e, 'strerror', None) or e}); pass a TOML file") from None
+        raise ConfigError(
+            f"{p}: cannot read the config ({getattr(e, 'strerror', None) or e}); pass a TOML file"
+        ) from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES >> 10} KiB, which no config is; pass the TOML file")
     return parse(text, str(p))
@@ -340,7 +364,15 @@ def _cross_checks(cfg: Config, loc: _Locator) -> None:
     if cfg.audio and not cfg.microphone:
         raise loc.error(("audio",), "needs a [microphone] section to read audio from")
     if not cfg.vision and not cfg.audio:
-        raise ConfigError(f"{loc.where}: configure at least one of [vision] (with [camera]) or [audio] (with [microphone])")
+        raise ConfigError(
+            f"{loc.where}: configure at least one of [vision] (with [camera]) or [audio] (with [microphone])"
+        )
+    _check_fusion(cfg, loc)
+    _check_sinks(cfg, loc)
+    _check_sources(cfg, loc)
+
+
+def _check_fusion(cfg: Config, loc: _Locator) -> None:
     for i, rule in enumerate(cfg.fusion.rules):
         if not rule.name:
             raise loc.error(("fusion", "rules", i, "name"), "every rule needs a name")
@@ -355,6 +387,9 @@ def _cross_checks(cfg: Config, loc: _Locator) -> None:
                 raise loc.error(("fusion", "weighted", "weights", m), f"must be 0 or more, got {w!r}")
         if not sum(cfg.fusion.weighted.weights.values()) > 0:
             raise loc.error(("fusion", "weighted", "weights"), "at least one weight must be greater than 0")
+
+
+def _check_sinks(cfg: Config, loc: _Locator) -> None:
     http = cfg.sinks.http
     if http and http.token_file is not None:
         try:
@@ -362,19 +397,30 @@ def _cross_checks(cfg: Config, loc: _Locator) -> None:
         except ValueError as e:
             raise loc.error(("sinks", "http", "token_file"), str(e)) from None
     elif http and not is_loopback(http.host):
-        raise loc.error(("sinks", "http", "host"), f"{http.host or 'every interface'} is not a loopback address: set "
-                        "token_file (a file holding a bearer token) or bind 127.0.0.1")
+        raise loc.error(
+            ("sinks", "http", "host"),
+            f"{http.host or 'every interface'} is not a loopback address: set "
+            "token_file (a file holding a bearer token) or bind 127.0.0.1",
+        )
     mqtt = cfg.sinks.mqtt
     if mqtt and mqtt.spool and mqtt.qos == 0:
-        raise loc.error(("sinks", "mqtt", "spool"), "needs qos 1 or 2 (at QoS 0 the broker acknowledges nothing): "
-                        "set qos = 1 or spool = false")
+        raise loc.error(
+            ("sinks", "mqtt", "spool"),
+            "needs qos 1 or 2 (at QoS 0 the broker acknowledges nothing): set qos = 1 or spool = false",
+        )
     if mqtt and mqtt.spool_dir is not None and not mqtt.spool_dir.strip():
         raise loc.error(("sinks", "mqtt", "spool_dir"), "is empty: give a folder, or leave it out")
+
+
+def _check_sources(cfg: Config, loc: _Locator) -> None:
+    """What a source or model section names must be there (a camera device may come later; paths not)."""
     for section in ("vision", "audio"):
         for i, d in enumerate(getattr(getattr(cfg, section), "delegates", None) or []):
             if d.kind == "external" and not d.library:
-                raise loc.error((section, "delegates", i, "library"), "an external delegate needs library = "
-                                "\"/path/to/libdelegate.so\"")
+                raise loc.error(
+                    (section, "delegates", i, "library"),
+                    'an external delegate needs library = "/path/to/libdelegate.so"',
+                )
     if cfg.camera:
         from .sources import SourceError
         from .sources.camera import classify_uri

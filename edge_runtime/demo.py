@@ -48,10 +48,19 @@ def demo_config(http_port: int = 0, realtime: bool = True) -> Config:
         microphone=MicrophoneConfig(file=str(DEMO_AUDIO), realtime=realtime),
         audio=AudioConfig(),
         fusion=FusionConfig(
-            rules=[RuleConfig(name="dog_stop", within_s=2.5,  # the camera and the recording start a few 100 ms apart
-                              all=[Condition(modality="vision", label="Pekingese", min_score=0.5),
-                                   Condition(modality="audio", label="stop")])],
-            passthrough=True, passthrough_cooldown_s=2.0),
+            rules=[
+                RuleConfig(
+                    name="dog_stop",
+                    within_s=2.5,  # the camera and the recording start a few 100 ms apart
+                    all=[
+                        Condition(modality="vision", label="Pekingese", min_score=0.5),
+                        Condition(modality="audio", label="stop"),
+                    ],
+                )
+            ],
+            passthrough=True,
+            passthrough_cooldown_s=2.0,
+        ),
         sinks=SinksConfig(jsonl=JsonlConfig(path="-"), http=HttpConfig(host="127.0.0.1", port=http_port)),
         path="(demo)",
     )
@@ -61,13 +70,18 @@ def summary(daemon) -> str:
     """Events and a latency / throughput summary of a finished run."""
     status = daemon.status()
     names = dict(daemon.event_counts)
-    lines = ["", "# summary",
-             f"events: {sum(names.values())}  " + ", ".join(f"{k} x{v}" for k, v in sorted(names.items()))]
+    lines = [
+        "",
+        "# summary",
+        f"events: {sum(names.values())}  " + ", ".join(f"{k} x{v}" for k, v in sorted(names.items())),
+    ]
     for name, p in status["pipelines"].items():
         lat = p.get("latency_ms", {})
-        lines.append(f"{name}: {p['model']} on {p['engine']} {p['device']}; {p.get('inferences', 0)} steps "
-                     f"({p.get('rate_per_s', 0)}/s), {p.get('decisions', 0)} decisions, capture->decision "
-                     f"p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms")
+        lines.append(
+            f"{name}: {p['model']} on {p['engine']} {p['device']}; {p.get('inferences', 0)} steps "
+            f"({p.get('rate_per_s', 0)}/s), {p.get('decisions', 0)} decisions, capture->decision "
+            f"p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms"
+        )
     for name, s in status["sources"].items():
         lines.append(f"{name}: {s['frames']} frames/chunks, {s['dropped']} dropped, {s['overflows']} overflows")
     lat = np.asarray(daemon.event_latencies_ms, dtype=np.float64)

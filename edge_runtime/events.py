@@ -31,8 +31,13 @@ class Decision:
         return (self.t_decided - self.t_capture) / 1e6
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"modality": self.modality, "label": self.label, "score": round(self.score, 4),
-             "source": self.source, "latency_ms": round(self.latency_ms, 3)}
+        d = {
+            "modality": self.modality,
+            "label": self.label,
+            "score": round(self.score, 4),
+            "source": self.source,
+            "latency_ms": round(self.latency_ms, 3),
+        }
         if self.extra:
             d.update(self.extra)
         return d

@@ -28,8 +28,9 @@ class Fusion:
     def __init__(self, cfg: FusionConfig, clock: Callable[[], int] = time.monotonic_ns):
         self.cfg = cfg
         self.clock = clock
-        self.horizon_ns = int(NS * max([r.within_s for r in cfg.rules] +
-                                       [cfg.weighted.window_s if cfg.weighted else 0.0, 1.0]))
+        self.horizon_ns = int(
+            NS * max([r.within_s for r in cfg.rules] + [cfg.weighted.window_s if cfg.weighted else 0.0, 1.0])
+        )
         self._recent: dict[tuple[str, str], deque[Decision]] = defaultdict(deque)
         self._last_event: dict[str, int] = {}
 
@@ -47,8 +48,14 @@ class Fusion:
         if self.cfg.weighted:
             events.extend(self._weighted(d))
         if self.cfg.passthrough:
-            ev = self._emit(f"{d.modality}:{d.label}", d.label, d.score, (d,), "passthrough",
-                            int(self.cfg.passthrough_cooldown_s * NS))
+            ev = self._emit(
+                f"{d.modality}:{d.label}",
+                d.label,
+                d.score,
+                (d,),
+                "passthrough",
+                int(self.cfg.passthrough_cooldown_s * NS),
+            )
             if ev:
                 events.append(ev)
         return events
@@ -85,8 +92,9 @@ class Fusion:
                 return None
             matched.append(m)
         score = min(m.score for m in matched)
-        return self._emit(f"rule:{rule.name}", rule.name, score, tuple(matched), f"rule {rule.name}",
-                          int(rule.cooldown_s * NS))
+        return self._emit(
+            f"rule:{rule.name}", rule.name, score, tuple(matched), f"rule {rule.name}", int(rule.cooldown_s * NS)
+        )
 
     def _weighted(self, d: Decision) -> list[Event]:
         w = self.cfg.weighted
@@ -108,8 +116,9 @@ class Fusion:
                     out.append(ev)
         return out
 
-    def _emit(self, key: str, name: str, score: float, decisions: tuple[Decision, ...], rule: str,
-              cooldown_ns: int) -> Event | None:
+    def _emit(
+        self, key: str, name: str, score: float, decisions: tuple[Decision, ...], rule: str, cooldown_ns: int
+    ) -> Event | None:
         t = max(d.t_capture for d in decisions)
         last = self._last_event.get(key)
         if last is not None and t - last < cooldown_ns:

@@ -43,9 +43,14 @@ class ManifestError(Exception):
 
 @dataclass(frozen=True)
 class FileRef:
-    path: str = field(metadata=check(lambda v: v.strip() not in ("", "."), "must name a file"))  # relative to the folder
-    sha256: str = field(metadata=check(lambda v: len(v) == 64 and all(c in "0123456789abcdef" for c in v),
-                                       "must be 64 lowercase hex digits"))
+    path: str = field(
+        metadata=check(lambda v: v.strip() not in ("", "."), "must name a file")
+    )  # relative to the folder
+    sha256: str = field(
+        metadata=check(
+            lambda v: len(v) == 64 and all(c in "0123456789abcdef" for c in v), "must be 64 lowercase hex digits"
+        )
+    )
     size: int = field(metadata=check(lambda v: v >= 0, "must be 0 or more"))
 
 
@@ -61,8 +66,11 @@ class Quantization:
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    shape: list[int] = field(metadata=check(lambda v: len(v) <= 8 and all(1 <= d <= 1 << 24 for d in v),
-                                            "must be up to 8 sizes, each 1 or more"))
+    shape: list[int] = field(
+        metadata=check(
+            lambda v: len(v) <= 8 and all(1 <= d <= 1 << 24 for d in v), "must be up to 8 sizes, each 1 or more"
+        )
+    )
     dtype: str = field(metadata=choice(*TENSOR_DTYPES))  # numpy dtype name
     quantization: Quantization | None = None
 
@@ -73,8 +81,11 @@ class StatePair:
 
     input: str
     output: str
-    shape: list[int] = field(metadata=check(lambda v: len(v) <= 8 and all(1 <= d <= 1 << 24 for d in v),
-                                            "must be up to 8 sizes, each 1 or more"))
+    shape: list[int] = field(
+        metadata=check(
+            lambda v: len(v) <= 8 and all(1 <= d <= 1 << 24 for d in v), "must be up to 8 sizes, each 1 or more"
+        )
+    )
     dtype: str = field(metadata=choice(*TENSOR_DTYPES))
     initial: float = 0.0  # real-valued initial state (quantized by the runtime)
 
@@ -95,18 +106,29 @@ class ImagePreprocessing:
     layout: str = "nhwc"
 
     def __post_init__(self) -> None:
-        for key, value, allowed in (("resize", self.resize, RESIZE_MODES), ("color", self.color, COLOR_MODES),
-                                    ("layout", self.layout, LAYOUTS), ("channel_order", self.channel_order, ("RGB", "BGR"))):
+        for key, value, allowed in (
+            ("resize", self.resize, RESIZE_MODES),
+            ("color", self.color, COLOR_MODES),
+            ("layout", self.layout, LAYOUTS),
+            ("channel_order", self.channel_order, ("RGB", "BGR")),
+        ):
             if value not in allowed:
                 raise ValueError(f"image {key} {value!r} is not one of {', '.join(allowed)}")
-        if (not isinstance(self.size, list) or len(self.size) != 2
-                or not all(isinstance(v, int) and 1 <= v <= MAX_IMAGE_SIDE for v in self.size)):
+        if (
+            not isinstance(self.size, list)
+            or len(self.size) != 2
+            or not all(isinstance(v, int) and 1 <= v <= MAX_IMAGE_SIDE for v in self.size)
+        ):
             raise ValueError(f"image size {self.size!r} must be [height, width], each 1..{MAX_IMAGE_SIDE}")
         for key, values in (("mean", self.mean), ("std", self.std)):
-            if (not isinstance(values, list) or len(values) != self.channels
-                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
-                raise ValueError(f"image {key} {values!r} must hold {self.channels} finite number(s), "
-                                 f"one per {self.color} channel")
+            if (
+                not isinstance(values, list)
+                or len(values) != self.channels
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+            ):
+                raise ValueError(
+                    f"image {key} {values!r} must hold {self.channels} finite number(s), one per {self.color} channel"
+                )
         if any(v == 0 for v in self.std):
             raise ValueError("image std must not be 0")
 
@@ -152,29 +174,47 @@ class AudioPreprocessing:
     normalization_time_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for key, value, allowed in (("window_align", self.window_align, ("start", "center")),
-                                    ("mel_scale", self.mel_scale, ("htk", "slaney")),
-                                    ("mel_norm", self.mel_norm, ("none", "slaney")), ("log", self.log, ("ln", "db")),
-                                    ("normalization", self.normalization, ("none", "running_mean"))):
+        for key, value, allowed in (
+            ("window_align", self.window_align, ("start", "center")),
+            ("mel_scale", self.mel_scale, ("htk", "slaney")),
+            ("mel_norm", self.mel_norm, ("none", "slaney")),
+            ("log", self.log, ("ln", "db")),
+            ("normalization", self.normalization, ("none", "running_mean")),
+        ):
             if value not in allowed:
                 raise ValueError(f"audio {key} {value!r} is not one of {', '.join(allowed)}")
-        ints = (("sample_rate", 1000, 192_000), ("n_mels", 1, 512), ("n_fft", 16, 65536),
-                ("frames_per_step", 0, 10_000), ("window_frames", 0, 100_000))
+        ints = (
+            ("sample_rate", 1000, 192_000),
+            ("n_mels", 1, 512),
+            ("n_fft", 16, 65536),
+            ("frames_per_step", 0, 10_000),
+            ("window_frames", 0, 100_000),
+        )
         for key, lo, hi in ints:
             v = getattr(self, key)
             if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
                 raise ValueError(f"audio {key} {v!r} must be a whole number from {lo} to {hi}")
-        floats = (("window_ms", 0.0, 1000.0), ("hop_ms", 0.0, 1000.0), ("fmin", -1.0, 96_000.0),
-                  ("fmax", 0.0, 96_000.0), ("log_floor", 0.0, 1e6), ("top_db", -1.0, 1000.0),
-                  ("input_scale", 0.0, 1e9), ("feature_scale", -1e9, 1e9), ("feature_offset", -1e9, 1e9),
-                  ("normalization_time_s", -1.0, 3600.0))
+        floats = (
+            ("window_ms", 0.0, 1000.0),
+            ("hop_ms", 0.0, 1000.0),
+            ("fmin", -1.0, 96_000.0),
+            ("fmax", 0.0, 96_000.0),
+            ("log_floor", 0.0, 1e6),
+            ("top_db", -1.0, 1000.0),
+            ("input_scale", 0.0, 1e9),
+            ("feature_scale", -1e9, 1e9),
+            ("feature_offset", -1e9, 1e9),
+            ("normalization_time_s", -1.0, 3600.0),
+        )
         for key, above, most in floats:
             x = getattr(self, key)
             if not (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and above < x <= most):
                 raise ValueError(f"audio {key} {x!r} must be a number above {above:g} and at most {most:g}")
         if not self.fmin < self.fmax <= self.sample_rate / 2:
-            raise ValueError(f"audio fmin {self.fmin:g} / fmax {self.fmax:g} must satisfy fmin < fmax <= "
-                             f"sample_rate / 2 ({self.sample_rate / 2:g})")
+            raise ValueError(
+                f"audio fmin {self.fmin:g} / fmax {self.fmax:g} must satisfy fmin < fmax <= "
+                f"sample_rate / 2 ({self.sample_rate / 2:g})"
+            )
 
 
 @dataclass(frozen=True)
@@ -202,11 +242,14 @@ class Artifact:
         for s in self.state:  # each state is an input fed from an output of the same shape and dtype
             i, o = ins.get(s.input), outs.get(s.output)
             if i is None or o is None:
-                raise ValueError(f"state {s.input!r} <- {s.output!r} does not name an input and an output of "
-                                 f"artifact {self.id!r}")
+                raise ValueError(
+                    f"state {s.input!r} <- {s.output!r} does not name an input and an output of artifact {self.id!r}"
+                )
             if not (s.shape == i.shape == o.shape and s.dtype == i.dtype == o.dtype):
-                raise ValueError(f"state {s.input!r}: {s.dtype} {s.shape} is not its tensors' ({i.dtype} {i.shape}, "
-                                 f"{o.dtype} {o.shape})")
+                raise ValueError(
+                    f"state {s.input!r}: {s.dtype} {s.shape} is not its tensors' ({i.dtype} {i.shape}, "
+                    f"{o.dtype} {o.shape})"
+                )
 
 
 @dataclass(frozen=True)
@@ -274,8 +317,11 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def file_ref(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> FileRef:
     """A FileRef for ``path`` relative to ``folder`` (hash and size measured now)."""
     p = Path(path)
-    return FileRef(path=str(p.relative_to(folder)) if p.is_absolute() else str(p),
-                   sha256=sha256_file(Path(folder) / p), size=(Path(folder) / p).stat().st_size)
+    return FileRef(
+        path=str(p.relative_to(folder)) if p.is_absolute() else str(p),
+        sha256=sha256_file(Path(folder) / p),
+        size=(Path(folder) / p).stat().st_size,
+    )
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any, default: Any = None) -> None:
@@ -301,7 +347,9 @@ def load(folder_or_file: str | os.PathLike[str], verify: bool = True) -> tuple[M
         with open(path, "rb") as f:
             raw = f.read(MAX_MANIFEST_BYTES + 1)
         if len(raw) > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB, which no manifest is; re-convert the model")
+            raise ManifestError(
+                f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB, which no manifest is; re-convert the model"
+            )
         data = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ManifestError(f"{path}: unreadable manifest ({e}); re-convert the model") from None

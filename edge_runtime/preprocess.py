@@ -36,8 +36,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
     try:
         if os.path.getsize(path) > MAX_IMAGE_BYTES:
-            raise ImageError(f"{path}: larger than {MAX_IMAGE_BYTES >> 20} MiB, more than any camera frame or photo "
-                             "needs; shrink it")
+            raise ImageError(
+                f"{path}: larger than {MAX_IMAGE_BYTES >> 20} MiB, more than any camera frame or photo needs; shrink it"
+            )
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise ImageError(f"{path}: cannot read it ({e.strerror}); check the path") from None
@@ -45,8 +46,10 @@ def read_image(path: str | Path) -> np.ndarray:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as e:
         if "validateInputImageSize" in str(e):  # OpenCV's size check on the header (OPENCV_IO_MAX_IMAGE_PIXELS)
-            raise ImageError(f"{path}: its header claims more than {MAX_IMAGE_PIXELS / 1e6:g} megapixels; shrink it "
-                             "(or raise OPENCV_IO_MAX_IMAGE_PIXELS)") from None
+            raise ImageError(
+                f"{path}: its header claims more than {MAX_IMAGE_PIXELS / 1e6:g} megapixels; shrink it "
+                "(or raise OPENCV_IO_MAX_IMAGE_PIXELS)"
+            ) from None
         img = None
     if img is None:
         raise ImageError(f"{path}: not a readable image; remove it or replace it with a JPEG/PNG")

@@ -4,8 +4,9 @@ One mechanism for every file the runtime reads: each dataclass declares its fiel
 their types and, in ``field(metadata=check(...))``, their allowed values. :func:`build` checks
 types (``int``, ``float``, ``str``, ``bool``, ``Any``, ``X | None``, ``list[X]``, ``dict[str, X]``
 and nested dataclasses), refuses unknown keys, runs each field's check and bounds every typed
-number (finite, magnitude at most ``MAX_NUMBER``; ``Any`` data is left as it is); the first problem is a :class:`SchemaError` holding
-the key path and a message, which the caller turns into its own one-line error.
+number (finite, magnitude at most ``MAX_NUMBER``; ``Any`` data is left as it is); the first
+problem is a :class:`SchemaError` holding the key path and a message, which the caller turns
+into its own one-line error.
 """
 
 from __future__ import annotations

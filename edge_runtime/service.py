@@ -74,19 +74,27 @@ class Models:
 
     def _check_fusion_labels(self, cfg: Config) -> None:
         """Every label fusion waits for is one the configured model can say (else the rule never fires)."""
-        wanted = [(f"fusion.rules[{i}].all[{j}]", c.modality, c.label)
-                  for i, r in enumerate(cfg.fusion.rules) for j, c in enumerate(r.all)]
+        wanted = [
+            (f"fusion.rules[{i}].all[{j}]", c.modality, c.label)
+            for i, r in enumerate(cfg.fusion.rules)
+            for j, c in enumerate(r.all)
+        ]
         if cfg.fusion.weighted:
-            wanted += [(f"fusion.weighted.labels.{event}", modality, label)
-                       for event, per in cfg.fusion.weighted.labels.items() for modality, label in per.items()]
+            wanted += [
+                (f"fusion.weighted.labels.{event}", modality, label)
+                for event, per in cfg.fusion.weighted.labels.items()
+                for modality, label in per.items()
+            ]
         for where, modality, label in wanted:
             pipeline = getattr(self, modality) if modality in KINDS else None
             if pipeline is None:
                 raise ServiceError(f"{where}: waits for {modality} {label!r}, but no [{modality}] model is configured")
             if label not in pipeline.labels:
                 close = ", ".join([x for x in pipeline.labels if label.lower() in x.lower()][:5])
-                raise ServiceError(f"{where}: {label!r} is not a label of the {modality} model "
-                                   f"{pipeline.manifest.name!r}" + (f" (close: {close})" if close else ""))
+                raise ServiceError(
+                    f"{where}: {label!r} is not a label of the {modality} model "
+                    f"{pipeline.manifest.name!r}" + (f" (close: {close})" if close else "")
+                )
 
 
 class Daemon(Supervisor):
@@ -95,8 +103,9 @@ class Daemon(Supervisor):
     stop. ``clock`` (``monotonic()``, ``monotonic_ns()``) replaces :mod:`time` for heartbeats, health,
     rates and fusion."""
 
-    def __init__(self, cfg: Config, notifier=None, metrics=None, *, sources: dict[str, Any] | None = None,
-                 clock: Any = time) -> None:
+    def __init__(
+        self, cfg: Config, notifier=None, metrics=None, *, sources: dict[str, Any] | None = None, clock: Any = time
+    ) -> None:
         from .observe.metrics import FPS_WINDOW_S, Metrics
 
         super().__init__(notifier, clock)
@@ -106,8 +115,9 @@ class Daemon(Supervisor):
         self._sources = dict(sources or {})
         self.models: Models | None = None
         self.pipelines: list[Pipeline] = []
-        self.fusion_stage = FusionStage(Fusion(cfg.fusion, clock.monotonic_ns), cfg.runtime.queue_size,
-                                        self.metrics, self._publish)
+        self.fusion_stage = FusionStage(
+            Fusion(cfg.fusion, clock.monotonic_ns), cfg.runtime.queue_size, self.metrics, self._publish
+        )
         self.sinks: list[Any] = []
         self.http: HttpServer | None = None
         self.last_reload: dict[str, Any] | None = None
@@ -147,8 +157,9 @@ class Daemon(Supervisor):
         self.notifier.reloading()
         try:
             new_cfg = load_config(self.cfg.path)
-            if [bool(getattr(new_cfg, k.name)) for k in PIPELINES] != [bool(getattr(self.cfg, k.name))
-                                                                          for k in PIPELINES]:
+            if [bool(getattr(new_cfg, k.name)) for k in PIPELINES] != [
+                bool(getattr(self.cfg, k.name)) for k in PIPELINES
+            ]:
                 raise ConfigError(f"adding or removing {' / '.join(f'[{k.name}]' for k in PIPELINES)} needs a restart")
             models = Models.load(new_cfg)
         except (ConfigError, ServiceError) as e:
@@ -156,8 +167,9 @@ class Daemon(Supervisor):
             self.last_reload = {"ok": False, "error": str(e), "at": time.time()}
             self.notifier.ready(f"reload failed: {e}")
             return False
-        changed = [k for k in (*(p.source_name for p in PIPELINES), "sinks")
-                   if getattr(new_cfg, k) != getattr(self.cfg, k)]
+        changed = [
+            k for k in (*(p.source_name for p in PIPELINES), "sinks") if getattr(new_cfg, k) != getattr(self.cfg, k)
+        ]
         old = self.models
         self.models, self.cfg = models, new_cfg  # one swap each: the workers re-read them
         self.fusion_stage.fusion = Fusion(new_cfg.fusion, self.clock.monotonic_ns)
@@ -234,18 +246,32 @@ class Daemon(Supervisor):
             p.update_gauges(self.metrics, now, self._fps_window_s)
 
     def _status_line(self) -> str:
-        return "; ".join(f"{name} {p.manifest.name} on {p.engine.placement.device}"
-                         for name, p in (self.models.items() if self.models else []))
+        return "; ".join(
+            f"{name} {p.manifest.name} on {p.engine.placement.device}"
+            for name, p in (self.models.items() if self.models else [])
+        )
 
     def status(self) -> dict[str, Any]:
         sources = {p.source_name: p.source_status() for p in self.pipelines}
         offline = [n for n, s in sources.items() if not s["online"]]
         now = self.clock.monotonic()
-        down = [f"{p.source_name} for {now - p.offline_since:.0f} s" for p in self.pipelines
-                if p.source_name in offline and p.offline_since is not None and now - p.offline_since > p.stall_s]
+        down = [
+            f"{p.source_name} for {now - p.offline_since:.0f} s"
+            for p in self.pipelines
+            if p.source_name in offline and p.offline_since is not None and now - p.offline_since > p.stall_s
+        ]
         healthy, reason = self.health(down, offline)
         n_events, dropped = self.fusion_stage.totals()
-        return redact_all({"healthy": bool(self.models) and healthy, "reason": reason, "uptime_s": self.uptime_s(),
-                           "sources": sources, "pipelines": {p.name: p.status() for p in self.pipelines},
-                           "events": n_events, "dropped_decisions": dropped, "last_reload": self.last_reload,
-                           "sinks": [s.status() for s in self.sinks]})
+        return redact_all(
+            {
+                "healthy": bool(self.models) and healthy,
+                "reason": reason,
+                "uptime_s": self.uptime_s(),
+                "sources": sources,
+                "pipelines": {p.name: p.status() for p in self.pipelines},
+                "events": n_events,
+                "dropped_decisions": dropped,
+                "last_reload": self.last_reload,
+                "sinks": [s.status() for s in self.sinks],
+            }
+        )

@@ -72,8 +72,14 @@ class Row:
 
 
 class Spool:
-    def __init__(self, path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, max_age_s: float = DEFAULT_MAX_AGE_S,
-                 max_rows: int | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        max_rows: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if not (max_bytes >= 1 and math.isfinite(max_age_s) and max_age_s > 0 and (max_rows is None or max_rows >= 1)):
             raise ValueError(f"spool: bad limits (max_bytes={max_bytes}, max_age_s={max_age_s}, max_rows={max_rows})")
         self.path = str(path)
@@ -107,22 +113,28 @@ class Spool:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if tables - {"spool", "sqlite_sequence"} or (tables and version != SCHEMA_VERSION):
-                raise SpoolError(f"{self.path}: not an edge-runtime spool (schema {version}, tables "
-                                 f"{', '.join(sorted(tables))}); move it away or choose another folder")
+                raise SpoolError(
+                    f"{self.path}: not an edge-runtime spool (schema {version}, tables "
+                    f"{', '.join(sorted(tables))}); move it away or choose another folder"
+                )
             if not tables:
                 db.execute(_SCHEMA)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             check = [r[0] for r in db.execute("PRAGMA quick_check(3)")]
             if check != ["ok"]:
-                raise SpoolError(f"{self.path}: the spool file is damaged ({'; '.join(check)}); move it away "
-                                 "(its unsent events are lost) and start again")
+                raise SpoolError(
+                    f"{self.path}: the spool file is damaged ({'; '.join(check)}); move it away "
+                    "(its unsent events are lost) and start again"
+                )
         except SpoolError:
             db.close()
             raise
         except sqlite3.Error as e:
             db.close()
-            raise SpoolError(f"{self.path}: cannot use it as a spool ({e}); move it away (its unsent events "
-                             "are lost) or make it and its folder writable") from None
+            raise SpoolError(
+                f"{self.path}: cannot use it as a spool ({e}); move it away (its unsent events "
+                "are lost) or make it and its folder writable"
+            ) from None
         return db
 
     def _totals(self) -> tuple[int, int, int]:
@@ -139,8 +151,9 @@ class Spool:
         data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
         n = len(topic.encode("utf-8")) + len(data)
         with self._transaction("store the message"):
-            cur = self._db.execute("INSERT INTO spool (t, n, topic, payload) VALUES (?, ?, ?, ?)",
-                                   (self.clock(), n, topic, data))
+            cur = self._db.execute(
+                "INSERT INTO spool (t, n, topic, payload) VALUES (?, ?, ?, ?)", (self.clock(), n, topic, data)
+            )
             self.count += 1
             self.bytes += n
             dropped = self._prune_locked()
@@ -157,12 +170,16 @@ class Spool:
         """Delete the oldest rows while over a limit (inside the caller's transaction)."""
         cutoff = self.clock() - self.max_age_s
         dropped = 0
-        while self.count and (self.bytes > self.max_bytes or (self.max_rows and self.count > self.max_rows)
-                              or self._oldest_t() < cutoff):
+        while self.count and (
+            self.bytes > self.max_bytes or (self.max_rows and self.count > self.max_rows) or self._oldest_t() < cutoff
+        ):
             last, size, k = None, 0, 0
             for rid, t, n in self._db.execute("SELECT id, t, n FROM spool ORDER BY id LIMIT ?", (_PRUNE_BATCH,)):
-                if not (self.bytes - size > self.max_bytes or (self.max_rows and self.count - k > self.max_rows)
-                        or t < cutoff):
+                if not (
+                    self.bytes - size > self.max_bytes
+                    or (self.max_rows and self.count - k > self.max_rows)
+                    or t < cutoff
+                ):
                     break
                 last, size, k = rid, size + n, k + 1
             if last is None:
@@ -185,8 +202,9 @@ class Spool:
             return
         marks = ",".join("?" * len(ids))
         with self._transaction("remove delivered messages"):
-            k, size = self._db.execute(f"SELECT count(*), coalesce(sum(n), 0) FROM spool WHERE id IN ({marks})",
-                                       ids).fetchone()
+            k, size = self._db.execute(
+                f"SELECT count(*), coalesce(sum(n), 0) FROM spool WHERE id IN ({marks})", ids
+            ).fetchone()
             self._db.execute(f"DELETE FROM spool WHERE id IN ({marks})", ids)
             self.count -= int(k)
             self.bytes -= int(size)
@@ -213,8 +231,9 @@ class Spool:
         """Up to ``limit`` stored rows with ``id > after_id``, oldest first."""
         with self._lock:
             try:
-                rows = self._db.execute("SELECT id, topic, payload FROM spool WHERE id > ? ORDER BY id LIMIT ?",
-                                        (after_id, limit)).fetchall()
+                rows = self._db.execute(
+                    "SELECT id, topic, payload FROM spool WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+                ).fetchall()
             except sqlite3.Error as e:
                 raise SpoolError(f"{self.path}: cannot read ({e})") from None
         return [Row(int(i), t, bytes(p)) for i, t, p in rows]

@@ -115,8 +115,11 @@ class Supervisor:
             if self._stuck_logged:
                 log.info("pinging the watchdog again: %s made progress", ", ".join(self._stuck_logged))
         elif stuck != self._stuck_logged:  # once per change, not at every ping interval
-            log.error("not pinging the watchdog (systemd restarts the service): %s (stale after %.1f s)",
-                      ", ".join(stuck), self.stale_s)
+            log.error(
+                "not pinging the watchdog (systemd restarts the service): %s (stale after %.1f s)",
+                ", ".join(stuck),
+                self.stale_s,
+            )
         self._stuck_logged = stuck
 
     def join_workers(self, last: str | None = None, before_last: Callable[[], None] | None = None) -> None:
@@ -132,8 +135,10 @@ class Supervisor:
             t.join(timeout=1.0)
         self.still_running = [t.name.removeprefix("edge-") for t in self._threads if t.is_alive()]
         if self.still_running:  # daemon threads: they do not hold the process, but stay inside native code
-            log.warning("stopping with the %s worker still busy (stuck inside its model?); not waiting for it",
-                        ", ".join(self.still_running))
+            log.warning(
+                "stopping with the %s worker still busy (stuck inside its model?); not waiting for it",
+                ", ".join(self.still_running),
+            )
 
     # --- health --------------------------------------------------------------------------
     def stuck_workers(self) -> list[str]:
@@ -150,8 +155,11 @@ class Supervisor:
         """(healthy, why): unhealthy with a stuck worker or a source ``down`` (offline too long); a source
         ``offline`` for less than that is only named."""
         stuck = self.stuck_workers()
-        reason = ((f"stuck: {', '.join(stuck)}" if stuck else "") or (f"offline: {', '.join(down)}" if down else "")
-                  or (f"reconnecting: {', '.join(offline)}" if offline else ""))
+        reason = (
+            (f"stuck: {', '.join(stuck)}" if stuck else "")
+            or (f"offline: {', '.join(down)}" if down else "")
+            or (f"reconnecting: {', '.join(offline)}" if offline else "")
+        )
         return not stuck and not down, reason or "ok"
 
     def uptime_s(self) -> float:

@@ -39,14 +39,22 @@ def have(module: str) -> bool:
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """edge-convert in a fresh process, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "converters.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "converters.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture(scope="session")
 def tf_available():
-    require(have("tensorflow") and have("tf2onnx") and have("onnxruntime"),
-            "the convert extra is not installed (pip install -e '.[convert,test]')")
+    require(
+        have("tensorflow") and have("tf2onnx") and have("onnxruntime"),
+        "the convert extra is not installed (pip install -e '.[convert,test]')",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +62,12 @@ def digits(tf_available):
     """The shipped digits MobileNetV2 (.keras) with its calibration and labelled eval folders."""
     model = DIGITS / "digits_mobilenetv2.keras"
     require(model.is_file(), f"{model} is missing (python -m models.digits)")
-    return {"keras": model, "calib": DIGITS / "data" / "calib", "eval": DIGITS / "data" / "eval",
-            "labels": DIGITS / "labels.txt"}
+    return {
+        "keras": model,
+        "calib": DIGITS / "data" / "calib",
+        "eval": DIGITS / "data" / "eval",
+        "labels": DIGITS / "labels.txt",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -117,8 +129,15 @@ def lstm_step(tf_available, tmp_path_factory):
     step.save(str(path))
     np.savez(work / "calib.npz", features=synthetic_sequences(100, seed=3)[0])
     np.savez(work / "eval.npz", features=xe, labels=ye)
-    return {"keras": path, "model": model, "accuracy": acc, "calib": work / "calib.npz", "eval": work / "eval.npz",
-            "x_eval": xe, "y_eval": ye}
+    return {
+        "keras": path,
+        "model": model,
+        "accuracy": acc,
+        "calib": work / "calib.npz",
+        "eval": work / "eval.npz",
+        "x_eval": xe,
+        "y_eval": ye,
+    }
 
 
 # -- real parts several test modules share: a live ffmpeg stream, a PulseAudio server, a notify socket --
@@ -163,10 +182,31 @@ class LiveStream:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi",
-             "-i", "testsrc=size=320x240:rate=15", "-c:v", "mjpeg", "-q:v", "7", "-f", "mpjpeg",
-             "-listen", "1", self.url],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.ffmpeg,
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=320x240:rate=15",
+                "-c:v",
+                "mjpeg",
+                "-q:v",
+                "7",
+                "-f",
+                "mpjpeg",
+                "-listen",
+                "1",
+                self.url,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -190,13 +230,32 @@ def pulse(tmp_path_factory):
     os.chmod(runtime, 0o700)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
     env.pop("PULSE_SERVER", None)
-    r = subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
-                        "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=virt"],
-                       env=env, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [
+            "pulseaudio",
+            "--daemonize=yes",
+            "--exit-idle-time=-1",
+            "-n",
+            "--load=module-native-protocol-unix",
+            "--load=module-null-sink sink_name=virt",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     require(r.returncode == 0, f"pulseaudio did not start: {r.stderr.strip()[-300:]}")
     try:
-        ok = wait_until(lambda: subprocess.run(["pactl", "set-default-source", "virt.monitor"], env=env,
-                                               capture_output=True, timeout=10).returncode == 0, 10, 0.2)
+        ok = wait_until(
+            lambda: (
+                subprocess.run(
+                    ["pactl", "set-default-source", "virt.monitor"], env=env, capture_output=True, timeout=10
+                ).returncode
+                == 0
+            ),
+            10,
+            0.2,
+        )
         require(ok, "pactl could not reach the PulseAudio server")
         yield env
     finally:

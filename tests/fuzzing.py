@@ -38,6 +38,7 @@ class Hang(Exception):
 @contextlib.contextmanager
 def time_limit(seconds: float = HANG_S):
     """Raise :class:`Hang` in the main thread after ``seconds`` (a wall-clock alarm)."""
+
     def on_alarm(*_):
         raise Hang(f"still running after {seconds:g} s")
 
@@ -124,8 +125,14 @@ class Tally:
         self.slowest[kind] = max(self.slowest[kind], seconds)
 
     def write(self, path: str | os.PathLike[str]) -> None:
-        data = {kind: {"inputs": sum(c.values()), "outcomes": dict(sorted(c.items())),
-                       "slowest_s": round(self.slowest[kind], 3)} for kind, c in sorted(self.counts.items())}
+        data = {
+            kind: {
+                "inputs": sum(c.values()),
+                "outcomes": dict(sorted(c.items())),
+                "slowest_s": round(self.slowest[kind], 3),
+            }
+            for kind, c in sorted(self.counts.items())
+        }
         Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 

@@ -58,6 +58,7 @@ def _write_pcm(path: Path, x: np.ndarray, sr: int, width: int = 2) -> None:
 
 # --- front end --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("sizes", [1, 7, 160, 161, 399, 400, 1000, SR, [3, 500, 1, 97, 2000]])
 def test_chunked_equals_whole_clip(sizes):
     x = _noise()
@@ -133,6 +134,7 @@ def test_rejects_bad_input():
 
 # --- WAV input ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("sr_in", [44100, 8000])
 def test_read_wav_stereo_pcm16_resamples_to_16k_mono(tmp_path, sr_in):
     seconds, freq = 0.5, 1000.0
@@ -158,6 +160,7 @@ def test_read_wav_pcm_widths(tmp_path, width):
 
 def test_read_float_wav_through_soundfile(tmp_path):
     import soundfile as sf  # a dependency of edge-runtime itself
+
     x = _sine(440.0, 22050, 0.25, 0.7).astype(np.float32)
     path = tmp_path / "float.wav"
     sf.write(str(path), np.stack([x, x], axis=1), 22050, subtype="FLOAT")
@@ -194,6 +197,7 @@ def test_errors_name_the_file(tmp_path):
 
 # --- resampling -----------------------------------------------------------------
 
+
 def test_to_mono():
     x = np.array([[1.0, 0.0], [0.5, -0.5]])
     assert np.array_equal(to_mono(x), np.array([0.5, 0.0], np.float32))
@@ -202,6 +206,7 @@ def test_to_mono():
 
 def test_streaming_resampler_matches_one_shot_length():
     import soxr  # a dependency of edge-runtime itself
+
     x = _sine(1000.0, 44100, 1.0).astype(np.float32)
     one = soxr.resample(x, 44100, SR, quality="HQ")
     r = Resampler(44100, SR)
@@ -227,13 +232,27 @@ def _riff(path, data: bytes, sr: int = SR, channels: int = 1, width: int = 2, de
 
     n = len(data) if declared is None else declared
     fmt = struct.pack("<HHIIHH", 1, channels, sr, sr * channels * width, channels * width, 8 * width)
-    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + n) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
-                     + b"data" + struct.pack("<I", n) + data)
+    path.write_bytes(
+        b"RIFF"
+        + struct.pack("<I", 36 + n)
+        + b"WAVEfmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", n)
+        + data
+    )
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("truncated", "truncated"), ("huge header", "truncated"), ("1 Hz", "1 Hz"), ("too long", "more than 60 s"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("truncated", "truncated"),
+        ("huge header", "truncated"),
+        ("1 Hz", "1 Hz"),
+        ("too long", "more than 60 s"),
+    ],
+)
 def test_broken_headers_are_one_line_before_decoding(tmp_path, case, needle):
     path = tmp_path / "bad.wav"
     pcm = (np.zeros(1600, "<i2")).tobytes()

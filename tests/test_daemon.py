@@ -24,18 +24,19 @@ from edge_runtime.config import (
     VisionConfig,
 )
 from edge_runtime.defaults import SAMPLES
-from edge_runtime.service import Daemon
 from edge_runtime.observe.systemd import Notifier
+from edge_runtime.service import Daemon
 
 
 def _vision_config(tmp_path, **runtime) -> Config:
-    return Config(runtime=RuntimeConfig(log_level="warning", **runtime),
-                  camera=CameraConfig(uri=str(SAMPLES / "images"), fps=8.0, loop=True),
-                  vision=VisionConfig(threshold=0.5),
-                  fusion=FusionConfig(passthrough=True, passthrough_cooldown_s=0.0),
-                  sinks=SinksConfig(jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl")),
-                                    http=HttpConfig(port=0)),
-                  path="(test)")
+    return Config(
+        runtime=RuntimeConfig(log_level="warning", **runtime),
+        camera=CameraConfig(uri=str(SAMPLES / "images"), fps=8.0, loop=True),
+        vision=VisionConfig(threshold=0.5),
+        fusion=FusionConfig(passthrough=True, passthrough_cooldown_s=0.0),
+        sinks=SinksConfig(jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl")), http=HttpConfig(port=0)),
+        path="(test)",
+    )
 
 
 def _get(url: str):
@@ -55,7 +56,7 @@ def test_vision_daemon_serves_status_and_writes_events(tmp_path):
         assert status["pipelines"]["vision"]["model"] == "efficientnet-lite0-imagenet"
         assert status["pipelines"]["vision"]["device"].startswith("cpu/xnnpack")
         metrics = _get(d.http.url + "/metrics")[1]
-        assert 'edge_engine_info{' in metrics and "edge_decisions_total" in metrics
+        assert "edge_engine_info{" in metrics and "edge_decisions_total" in metrics
     finally:
         d.run()  # returns when duration_s is reached, then stops and flushes
     final = d.metrics.render().decode()  # the counters follow the sources; fps is the recent rate
@@ -115,8 +116,10 @@ def test_sd_notify_ready_watchdog_stall_and_stopping(tmp_path, notify_socket):
 def test_status_never_shows_a_url_s_user_name_or_password(tmp_path):
     from edge_runtime.redact import redact
 
-    assert redact("cannot open rtsp://admin:s3cret@10.0.0.9:554/live: refused") == \
-        "cannot open rtsp://***@10.0.0.9:554/live: refused"
+    assert (
+        redact("cannot open rtsp://admin:s3cret@10.0.0.9:554/live: refused")
+        == "cannot open rtsp://***@10.0.0.9:554/live: refused"
+    )
     assert redact("http://cam/a@b and rtsp://u@h/x") == "http://cam/a@b and rtsp://***@h/x"
     assert redact("no url here: a@b, ://") == "no url here: a@b, ://"
     t0 = time.monotonic()

@@ -36,8 +36,14 @@ HOST_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def edge_deploy(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "deploy", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [PY, "-m", "deploy", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def free_port() -> int:
@@ -49,11 +55,13 @@ def free_port() -> int:
 def write_config(path: Path, port: int, duration_s: float | None = None, model: str = "models/vision") -> Path:
     """The daemon without hardware: the camera reads the sample images in a loop, no microphone."""
     runtime = f"duration_s = {duration_s}\n" if duration_s else ""
-    path.write_text(f'[runtime]\nlog_level = "info"\n{runtime}\n'
-                    f'[camera]\nuri = "{IMAGES}"\nloop = true\n\n'
-                    f'[vision]\nmodel = "{model}"\nengine = "litert"\n\n'
-                    f'[sinks.jsonl]\npath = "-"\n\n'
-                    f'[sinks.http]\nhost = "127.0.0.1"\nport = {port}\n')
+    path.write_text(
+        f'[runtime]\nlog_level = "info"\n{runtime}\n'
+        f'[camera]\nuri = "{IMAGES}"\nloop = true\n\n'
+        f'[vision]\nmodel = "{model}"\nengine = "litert"\n\n'
+        f'[sinks.jsonl]\npath = "-"\n\n'
+        f'[sinks.http]\nhost = "127.0.0.1"\nport = {port}\n'
+    )
     return path
 
 
@@ -92,8 +100,19 @@ def x86_bundle(bundle_dir):
     """x86_64 for this machine's CPython, so it can really be installed here."""
     cfg = write_config(bundle_dir / "x86.toml", free_port())
     out = bundle_dir / "edge-runtime-x86_64.tar.gz"
-    r = edge_deploy("bundle", "--target", "x86_64", "--python", HOST_PY, "--models", *map(str, models()),
-                    "--config", str(cfg), "--out", str(out))
+    r = edge_deploy(
+        "bundle",
+        "--target",
+        "x86_64",
+        "--python",
+        HOST_PY,
+        "--models",
+        *map(str, models()),
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     return out
 
@@ -102,8 +121,19 @@ def x86_bundle(bundle_dir):
 def rpi4_bundle(bundle_dir):
     cfg = write_config(bundle_dir / "rpi4.toml", 8080)
     out = bundle_dir / "edge-runtime-rpi4.tar.gz"
-    r = edge_deploy("bundle", "--target", "rpi4", "--python", "3.11", "--models", *map(str, models()),
-                    "--config", str(cfg), "--out", str(out))
+    r = edge_deploy(
+        "bundle",
+        "--target",
+        "rpi4",
+        "--python",
+        "3.11",
+        "--models",
+        *map(str, models()),
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     return out
 
@@ -224,17 +254,36 @@ class FakeRoot:
     @property
     def env(self) -> dict[str, str]:
         p = self.path
-        return {"PREFIX": str(self.prefix), "ETC_DIR": str(p / "etc/edge-runtime"),
-                "UNIT_DIR": str(p / "etc/systemd/system"), "TMPFILES_DIR": str(p / "etc/tmpfiles.d"),
-                "SYSTEMCTL": str(p / "bin/systemctl"), "FAKE_SYSTEMD_STATE": str(p / "run/systemd"),
-                "TMPFILES": "true", "USERADD": "false", "GROUPADD": "false",
-                "SERVICE_USER": "nobody", "SERVICE_GROUP": "nogroup", "DEV_DIR": str(p / "dev"),
-                "PYTHON": PY, "HEALTH_INTERVAL": "1", "HEALTH_PASSES": "2", "HEALTH_TIMEOUT": "90", "TMPDIR": str(p / "tmp")}
+        return {
+            "PREFIX": str(self.prefix),
+            "ETC_DIR": str(p / "etc/edge-runtime"),
+            "UNIT_DIR": str(p / "etc/systemd/system"),
+            "TMPFILES_DIR": str(p / "etc/tmpfiles.d"),
+            "SYSTEMCTL": str(p / "bin/systemctl"),
+            "FAKE_SYSTEMD_STATE": str(p / "run/systemd"),
+            "TMPFILES": "true",
+            "USERADD": "false",
+            "GROUPADD": "false",
+            "SERVICE_USER": "nobody",
+            "SERVICE_GROUP": "nogroup",
+            "DEV_DIR": str(p / "dev"),
+            "PYTHON": PY,
+            "HEALTH_INTERVAL": "1",
+            "HEALTH_PASSES": "2",
+            "HEALTH_TIMEOUT": "90",
+            "TMPDIR": str(p / "tmp"),
+        }
 
-    def sh(self, *args: str, wrap: tuple[str, ...] = (), extra: dict[str, str] | None = None,
-           script: Path = INSTALL_SH) -> subprocess.CompletedProcess:
-        return subprocess.run([*wrap, "sh", str(script), *args], capture_output=True, text=True, timeout=600,
-                              env={**os.environ, **self.env, **(extra or {})})
+    def sh(
+        self, *args: str, wrap: tuple[str, ...] = (), extra: dict[str, str] | None = None, script: Path = INSTALL_SH
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*wrap, "sh", str(script), *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **self.env, **(extra or {})},
+        )
 
     def link(self, name: str) -> str:
         p = self.prefix / name
@@ -244,8 +293,11 @@ class FakeRoot:
         return sorted(p.name for p in (self.prefix / "releases").iterdir())
 
     def stop(self) -> None:
-        subprocess.run([str(self.path / "bin/systemctl"), "stop", "edge-runtime.service"], env={**os.environ, **self.env},
-                       capture_output=True)
+        subprocess.run(
+            [str(self.path / "bin/systemctl"), "stop", "edge-runtime.service"],
+            env={**os.environ, **self.env},
+            capture_output=True,
+        )
 
 
 def make_fake_root(path: Path) -> FakeRoot:
@@ -267,8 +319,12 @@ def fake_root(tmp_path):
 
 def assert_untouched_system():
     """What install.sh would write on a real board must not exist on this machine."""
-    for p in ("/opt/edge-runtime", "/etc/edge-runtime", "/etc/systemd/system/edge-runtime.service",
-              "/etc/tmpfiles.d/edge-runtime.conf"):
+    for p in (
+        "/opt/edge-runtime",
+        "/etc/edge-runtime",
+        "/etc/systemd/system/edge-runtime.service",
+        "/etc/tmpfiles.d/edge-runtime.conf",
+    ):
         assert not os.path.lexists(p), f"{p} was written on this machine"
 
 
@@ -296,8 +352,17 @@ def test_rpi4_bundle_holds_only_aarch64_or_pure_python_wheels_for_cp311(rpi4_bun
             else:
                 assert t.interpreter in ("cp311", "py3", "py2"), f
         assert "x86_64" not in f
-    base = {"numpy", "ai-edge-litert", "opencv-python-headless", "soxr", "soundfile", "sounddevice", "paho-mqtt",
-            "prometheus-client", "edge-runtime"}
+    base = {
+        "numpy",
+        "ai-edge-litert",
+        "opencv-python-headless",
+        "soxr",
+        "soundfile",
+        "sounddevice",
+        "paho-mqtt",
+        "prometheus-client",
+        "edge-runtime",
+    }
     assert base <= names
     assert "onnxruntime" not in names  # only with --with-onnx
     pins = b.read("wheelhouse/requirements.txt").decode().split()
@@ -330,19 +395,52 @@ def test_bundle_bad_input_is_one_line_and_writes_nothing(tmp_path):
     bad_cfg = tmp_path / "bad.toml"
     bad_cfg.write_text(good_cfg.read_text().replace("[vision]", "[vision]\nthreshhold = 0.5"))
     fails("--models", str(VISION), "--config", str(bad_cfg), "--out", str(out), want="bad.toml:")
-    fails("--models", str(VISION), "--config", str(write_config(tmp_path / "m.toml", 8080, model="models/kws9")),
-          "--out", str(out), want="models/kws9")
-    fails("--models", str(VISION), "--config", str(good_cfg), "--out", "/proc/edge-runtime.tar.gz",
-          want="/proc/edge-runtime.tar.gz")
-    fails("--models", str(VISION), "--config", str(good_cfg), "--out", str(tmp_path / "no/such/dir/b.tar.gz"),
-          want="does not exist")
+    fails(
+        "--models",
+        str(VISION),
+        "--config",
+        str(write_config(tmp_path / "m.toml", 8080, model="models/kws9")),
+        "--out",
+        str(out),
+        want="models/kws9",
+    )
+    fails(
+        "--models",
+        str(VISION),
+        "--config",
+        str(good_cfg),
+        "--out",
+        "/proc/edge-runtime.tar.gz",
+        want="/proc/edge-runtime.tar.gz",
+    )
+    fails(
+        "--models",
+        str(VISION),
+        "--config",
+        str(good_cfg),
+        "--out",
+        str(tmp_path / "no/such/dir/b.tar.gz"),
+        want="does not exist",
+    )
 
 
 def test_a_dependency_without_a_wheel_for_the_board_is_one_clear_line(tmp_path):
     """tflite-runtime publishes aarch64 wheels up to CPython 3.11 only."""
     out = tmp_path / "b.tar.gz"
-    r = edge_deploy("bundle", "--target", "rpi4", "--python", "3.12", "--tflite-runtime", "--models", str(VISION),
-                    "--config", str(write_config(tmp_path / "c.toml", 8080)), "--out", str(out))
+    r = edge_deploy(
+        "bundle",
+        "--target",
+        "rpi4",
+        "--python",
+        "3.12",
+        "--tflite-runtime",
+        "--models",
+        str(VISION),
+        "--config",
+        str(write_config(tmp_path / "c.toml", 8080)),
+        "--out",
+        str(out),
+    )
     assert r.returncode == 2
     err = r.stderr.strip().splitlines()[-1]
     assert err.startswith("edge-deploy: error: tflite-runtime has no wheel for rpi4 (linux aarch64"), err
@@ -352,8 +450,10 @@ def test_a_dependency_without_a_wheel_for_the_board_is_one_clear_line(tmp_path):
 
 # --- install.sh -----------------------------------------------------------------------------------------
 def test_x86_bundle_installs_offline_into_a_fresh_root_and_checks(fake_root, x86_bundle):
-    require(shutil.which("unshare") is not None and shutil.which("ip") is not None, "unshare / ip (util-linux, "
-                                                                                    "iproute2) missing")
+    require(
+        shutil.which("unshare") is not None and shutil.which("ip") is not None,
+        "unshare / ip (util-linux, iproute2) missing",
+    )
     probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
     require(probe.returncode == 0, f"cannot make a network namespace: {probe.stderr.decode().strip()}")
     nvmap = fake_root.path / "dev/nvmap"  # a Jetson node, to see the drop-in allow it by path
@@ -367,8 +467,13 @@ def test_x86_bundle_installs_offline_into_a_fresh_root_and_checks(fake_root, x86
     assert rel.startswith("releases/0.1.0-") and fake_root.link("previous") == ""
     current = fake_root.prefix / "current"
     assert (current / ".complete").is_file() and (current / "models/vision/manifest.json").is_file()
-    check = subprocess.run([str(current / "venv/bin/edge-runtime"), "check", "--config", str(fake_root.config)],
-                           capture_output=True, text=True, cwd=current, timeout=120)
+    check = subprocess.run(
+        [str(current / "venv/bin/edge-runtime"), "check", "--config", str(fake_root.config)],
+        capture_output=True,
+        text=True,
+        cwd=current,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stderr
     assert check.stdout.strip().splitlines()[-1] == f"{fake_root.config}: ok"
     assert "vision: efficientnet-lite0-imagenet on litert" in check.stdout
@@ -386,8 +491,11 @@ def test_x86_bundle_installs_offline_into_a_fresh_root_and_checks(fake_root, x86
     # the installed unit verifies too, with the real venv behind its ExecStart
     tool = shutil.which("systemd-analyze")
     require(tool is not None, "systemd-analyze is missing (apt-get install systemd)")
-    v = subprocess.run([tool, "verify", str(fake_root.path / "etc/systemd/system/edge-runtime.service")],
-                       capture_output=True, text=True)
+    v = subprocess.run(
+        [tool, "verify", str(fake_root.path / "etc/systemd/system/edge-runtime.service")],
+        capture_output=True,
+        text=True,
+    )
     assert v.returncode == 0, v.stderr
     assert_untouched_system()
 
@@ -473,18 +581,35 @@ def test_install_refuses_tampered_and_unsafe_bundles(fake_root, tmp_path):
     stage, good = _synthetic_bundle(tmp_path)
     victim = tmp_path / "victim"
     cases = {
-        "tampered": (_craft(tmp_path / "t.tar.gz", stage, replace={"config/edge-runtime.toml": b"# changed\n"}),
-                     "checksum mismatch: config/edge-runtime.toml"),
-        "traversal": (_craft(tmp_path / "p.tar.gz", stage, _member(f"{BUNDLE_TOP}/../victim/evil", size=1)),
-                      "(path traversal)"),
+        "tampered": (
+            _craft(tmp_path / "t.tar.gz", stage, replace={"config/edge-runtime.toml": b"# changed\n"}),
+            "checksum mismatch: config/edge-runtime.toml",
+        ),
+        "traversal": (
+            _craft(tmp_path / "p.tar.gz", stage, _member(f"{BUNDLE_TOP}/../victim/evil", size=1)),
+            "(path traversal)",
+        ),
         "absolute": (_craft(tmp_path / "a.tar.gz", stage, _member(f"{victim}/evil", size=1)), "(absolute path)"),
-        "symlink": (_craft(tmp_path / "s.tar.gz", stage, _member(f"{BUNDLE_TOP}/config/link", type=tarfile.SYMTYPE,
-                                                                  linkname=str(victim))), "link or special file"),
-        "hardlink": (_craft(tmp_path / "h.tar.gz", stage, _member(f"{BUNDLE_TOP}/config/hl", type=tarfile.LNKTYPE,
-                                                                   linkname=f"{BUNDLE_TOP}/install.sh")),
-                     "link or special file"),
-        "unlisted": (_craft(tmp_path / "u.tar.gz", stage, _member(f"{BUNDLE_TOP}/config/extra.toml", size=1)),
-                     "config/extra.toml is not listed in SHA256SUMS"),
+        "symlink": (
+            _craft(
+                tmp_path / "s.tar.gz",
+                stage,
+                _member(f"{BUNDLE_TOP}/config/link", type=tarfile.SYMTYPE, linkname=str(victim)),
+            ),
+            "link or special file",
+        ),
+        "hardlink": (
+            _craft(
+                tmp_path / "h.tar.gz",
+                stage,
+                _member(f"{BUNDLE_TOP}/config/hl", type=tarfile.LNKTYPE, linkname=f"{BUNDLE_TOP}/install.sh"),
+            ),
+            "link or special file",
+        ),
+        "unlisted": (
+            _craft(tmp_path / "u.tar.gz", stage, _member(f"{BUNDLE_TOP}/config/extra.toml", size=1)),
+            "config/extra.toml is not listed in SHA256SUMS",
+        ),
     }
     for what, (bundle, want) in cases.items():
         r = fake_root.sh(str(bundle))
@@ -501,10 +626,18 @@ def test_install_refuses_tampered_and_unsafe_bundles(fake_root, tmp_path):
 
 
 def test_verify_refuses_a_damaged_gzip_stream_and_a_malformed_bundle_json(tmp_path):
-    info = {"schema": "edge-runtime/bundle", "schema_version": 1, "target": "x86_64-debian12", "arch": "x86_64",
-            "python": HOST_PY, "edge_runtime": "0.0.0", "project_wheel": "edge_runtime-0.0.0-py3-none-any.whl",
-            "config": "config/edge-runtime.toml", "wheels": [{"file": "a.whl", "name": "a", "version": "1"}],
-            "models": [{"folder": "models/vision", "name": "m", "formats": ["tflite"]}]}
+    info = {
+        "schema": "edge-runtime/bundle",
+        "schema_version": 1,
+        "target": "x86_64-debian12",
+        "arch": "x86_64",
+        "python": HOST_PY,
+        "edge_runtime": "0.0.0",
+        "project_wheel": "edge_runtime-0.0.0-py3-none-any.whl",
+        "config": "config/edge-runtime.toml",
+        "wheels": [{"file": "a.whl", "name": "a", "version": "1"}],
+        "models": [{"folder": "models/vision", "name": "m", "formats": ["tflite"]}],
+    }
 
     def bundle(name: str, text: str) -> Path:
         stage = tmp_path / name
@@ -529,15 +662,17 @@ def test_verify_refuses_a_damaged_gzip_stream_and_a_malformed_bundle_json(tmp_pa
     truncated.write_bytes(raw[:-20])
     bad_crc = tmp_path / "crc.tar.gz"
     bad_crc.write_bytes(raw[:-8] + bytes(b ^ 0xFF for b in raw[-8:-4]) + raw[-4:])
-    cases = {truncated: "damaged gzip stream", bad_crc: "damaged gzip stream",
-             bundle("list", "[1, 2]"): "bundle.json must be a JSON object, got list",
-             bundle("missing", json.dumps({k: v for k, v in info.items() if k != "python"})):
-                 "bundle.json has no 'python'",
-             bundle("type", json.dumps({**info, "schema_version": "1"})): "schema_version must be an integer",
-             bundle("bool", json.dumps({**info, "schema_version": True})): "schema_version must be an integer",
-             bundle("wheels", json.dumps({**info, "wheels": [1]})): "wheels[0] must be an object",
-             bundle("schema", json.dumps({**info, "schema": "other"})): "not an edge-runtime bundle",
-             bundle("deep", "[" * 100_000 + "]" * 100_000): "damaged bundle"}
+    cases = {
+        truncated: "damaged gzip stream",
+        bad_crc: "damaged gzip stream",
+        bundle("list", "[1, 2]"): "bundle.json must be a JSON object, got list",
+        bundle("missing", json.dumps({k: v for k, v in info.items() if k != "python"})): "bundle.json has no 'python'",
+        bundle("type", json.dumps({**info, "schema_version": "1"})): "schema_version must be an integer",
+        bundle("bool", json.dumps({**info, "schema_version": True})): "schema_version must be an integer",
+        bundle("wheels", json.dumps({**info, "wheels": [1]})): "wheels[0] must be an object",
+        bundle("schema", json.dumps({**info, "schema": "other"})): "not an edge-runtime bundle",
+        bundle("deep", "[" * 100_000 + "]" * 100_000): "damaged bundle",
+    }
     for path, want in cases.items():
         v = edge_deploy("verify", str(path))
         assert v.returncode == 2 and "Traceback" not in v.stderr, (path.name, v.stderr[-2000:])
@@ -557,15 +692,19 @@ def sshd(tmp_path):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
     shutil.copy(d / "client.pub", d / "authorized_keys")
     port = free_port()
-    sftp = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server") if os.path.exists(p)),
-                "internal-sftp")
+    sftp = next(
+        (p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server") if os.path.exists(p)),
+        "internal-sftp",
+    )
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\nPidFile {d / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        f"UsePAM no\nPermitRootLogin prohibit-password\nStrictModes no\nSubsystem sftp {sftp}\nLogLevel ERROR\n")
+        f"UsePAM no\nPermitRootLogin prohibit-password\nStrictModes no\nSubsystem sftp {sftp}\nLogLevel ERROR\n"
+    )
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation folder
-    proc = subprocess.Popen([exe, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
-                            stderr=open(d / "sshd.log", "wb"))
+    proc = subprocess.Popen(
+        [exe, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "wb")
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -584,17 +723,37 @@ def test_push_installs_over_ssh(sshd, fake_root, x86_bundle, tmp_path):
     port = free_port()
     cfg = write_config(tmp_path / "board.toml", port)
     envs = [f"--env={k}={v}" for k, v in fake_root.env.items()]
-    r = edge_deploy("push", "127.0.0.1", str(x86_bundle), "--user", "root", "--port", str(sshd["port"]),
-                    "-i", str(sshd["key"]), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                    "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "--config", str(cfg), *envs)
+    r = edge_deploy(
+        "push",
+        "127.0.0.1",
+        str(x86_bundle),
+        "--user",
+        "root",
+        "--port",
+        str(sshd["port"]),
+        "-i",
+        str(sshd["key"]),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "--config",
+        str(cfg),
+        *envs,
+    )
     assert r.returncode == 0, r.stderr + r.stdout
     assert "installed " in r.stdout and "healthy" in r.stdout
     assert fake_root.link("current").startswith("releases/")
     assert fake_root.config.read_text() == cfg.read_text()
     assert healthz(port) == 200
     # the upload folder on the "board" is gone
-    assert not any(p.name.startswith("edge-deploy.") for p in Path("/tmp").iterdir() if p.is_dir()
-                   and (p / "install.sh").exists())
+    assert not any(
+        p.name.startswith("edge-deploy.") for p in Path("/tmp").iterdir() if p.is_dir() and (p / "install.sh").exists()
+    )
     assert_untouched_system()
 
 
@@ -610,23 +769,52 @@ def test_playbook_rolls_out_in_batches_and_rolls_back(x86_bundle, tmp_path):
     ports = {name: free_port() for name in boards}
     hosts = {}
     for name, root in boards.items():
-        hosts[name] = {"ansible_connection": "local", "ansible_python_interpreter": PY,
-                       "edge_remote_dir": str(root.path / "upload"),
-                       "edge_config": str(write_config(root.path / "board.toml", ports[name])),
-                       "edge_health_url": f"http://127.0.0.1:{ports[name]}/healthz", "edge_env": root.env}
+        hosts[name] = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": PY,
+            "edge_remote_dir": str(root.path / "upload"),
+            "edge_config": str(write_config(root.path / "board.toml", ports[name])),
+            "edge_health_url": f"http://127.0.0.1:{ports[name]}/healthz",
+            "edge_env": root.env,
+        }
     inventory = tmp_path / "inventory.json"
     inventory.write_text(json.dumps({"edge": {"hosts": hosts}}))
     # Belt and braces: were edge_env ever not applied, install.sh would land in this guard root.
     guard = make_fake_root(tmp_path / "guard")
-    env = {**os.environ, **guard.env, "SYSTEMCTL": "false", "HEALTH_TIMEOUT": "3",
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"), "ANSIBLE_REMOTE_TEMP": str(tmp_path / "ansible-remote"),
-           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOST_KEY_CHECKING": "False",
-           "ANSIBLE_STDOUT_CALLBACK": "default", "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        **guard.env,
+        "SYSTEMCTL": "false",
+        "HEALTH_TIMEOUT": "3",
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"),
+        "ANSIBLE_REMOTE_TEMP": str(tmp_path / "ansible-remote"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_STDOUT_CALLBACK": "default",
+        "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
     def play(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([exe, "-i", str(inventory), str(PLAYBOOK), "-e", f"bundle={x86_bundle}",
-                               "-e", "edge_become=false", "-e", "edge_health_delay=1", *extra],
-                              capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+        return subprocess.run(
+            [
+                exe,
+                "-i",
+                str(inventory),
+                str(PLAYBOOK),
+                "-e",
+                f"bundle={x86_bundle}",
+                "-e",
+                "edge_become=false",
+                "-e",
+                "edge_health_delay=1",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            cwd=tmp_path,
+        )
 
     try:
         r = play("-e", "edge_serial=2")
@@ -636,8 +824,16 @@ def test_playbook_rolls_out_in_batches_and_rolls_back(x86_bundle, tmp_path):
         assert all(healthz(p) == 200 for p in ports.values())
 
         moved = write_config(tmp_path / "moved.toml", free_port())
-        r = play("-e", "edge_serial=1", "-e", "edge_max_fail_percentage=0", "-e", "edge_health_retries=2",
-                 "-e", f"edge_config={moved}")
+        r = play(
+            "-e",
+            "edge_serial=1",
+            "-e",
+            "edge_max_fail_percentage=0",
+            "-e",
+            "edge_health_retries=2",
+            "-e",
+            f"edge_config={moved}",
+        )
         assert r.returncode != 0
         out = r.stdout
         assert "board1: health check" in out and "rolled back to" in out, out[-4000:]

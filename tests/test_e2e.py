@@ -39,9 +39,34 @@ class Stream:
 
     def start(self) -> Stream:
         self.proc = subprocess.Popen(
-            ["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-framerate", "4", "-pattern_type", "glob",
-             "-i", str(SAMPLES / "images" / "*.jpg"), "-vf", "scale=320:240", "-c:v", "mjpeg", "-q:v", "5",
-             "-f", "mpjpeg", "-listen", "1", self.url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-re",
+                "-stream_loop",
+                "-1",
+                "-framerate",
+                "4",
+                "-pattern_type",
+                "glob",
+                "-i",
+                str(SAMPLES / "images" / "*.jpg"),
+                "-vf",
+                "scale=320:240",
+                "-c:v",
+                "mjpeg",
+                "-q:v",
+                "5",
+                "-f",
+                "mpjpeg",
+                "-listen",
+                "1",
+                self.url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return self
 
     def stop(self) -> None:
@@ -90,7 +115,7 @@ device = "pulse"
 passthrough = true
 passthrough_cooldown_s = 1.0
 [sinks.jsonl]
-path = "{tmp_path / 'events.jsonl'}"
+path = "{tmp_path / "events.jsonl"}"
 [sinks.http]
 port = {http_port}
 [sinks.mqtt]
@@ -99,8 +124,14 @@ topic_prefix = "{prefix}"
 keepalive = 5
 """)
     sub = Subscriber(broker.port, [f"{prefix}/#"])
-    daemon = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "run", "--config", str(cfg)], cwd=ROOT,
-                              env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "edge_runtime.cli", "run", "--config", str(cfg)],
+        cwd=ROOT,
+        env=pulse,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         sub.wait(f"{prefix}/availability", "online", timeout=60)
         st = _wait(lambda: (s := _status(http_port))["sources"]["camera"]["online"] and s, 30)
@@ -111,8 +142,10 @@ keepalive = 5
         # Speech with keywords into the null sink: the daemon hears it through PortAudio.
         quiet = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
         assert not [e for e in quiet if e["decisions"][0]["modality"] == "audio"], "audio events before any speech"
-        subprocess.run(["paplay", "--device=virt", str(SAMPLES / "audio" / "keywords.wav")], env=pulse,
-                       check=True, timeout=60)
+        subprocess.run(
+            ["paplay", "--device=virt", str(SAMPLES / "audio" / "keywords.wav")], env=pulse, check=True, timeout=60
+        )
+
         def heard_on_mqtt() -> set[str]:
             return {json.loads(p)["event"] for t, p, _ in _drain(sub) if t.startswith(f"{prefix}/event/")}
 

@@ -46,14 +46,22 @@ def test_a_board_without_onnx_runtime_still_opens_litert():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    code = ("import sys; sys.modules['onnxruntime'] = None\n"
-            "from edge_runtime.engines import ENGINES, EngineError, open_engine\n"
-            "from edge_runtime.defaults import model_dir\n"
-            "from edge_runtime.manifest import load\n"
-            "m, f = load(model_dir('vision'))\n"
-            "assert set(ENGINES) == {'litert', 'onnx'} and open_engine(m, f).name == 'litert'\n"
-            "try:\n    open_engine(m, f, 'onnx')\nexcept EngineError as e:\n    assert 'not installed' in str(e)\n"
-            "else:\n    raise AssertionError('onnx opened without ONNX Runtime')\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120,
-                       env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from edge_runtime.engines import ENGINES, EngineError, open_engine\n"
+        "from edge_runtime.defaults import model_dir\n"
+        "from edge_runtime.manifest import load\n"
+        "m, f = load(model_dir('vision'))\n"
+        "assert set(ENGINES) == {'litert', 'onnx'} and open_engine(m, f).name == 'litert'\n"
+        "try:\n    open_engine(m, f, 'onnx')\nexcept EngineError as e:\n    assert 'not installed' in str(e)\n"
+        "else:\n    raise AssertionError('onnx opened without ONNX Runtime')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr

@@ -56,12 +56,14 @@ def get_json(url: str) -> dict:
 
 
 def _camera_config(tmp_path, uri: str, fps: float | None = None) -> Config:
-    return Config(runtime=RuntimeConfig(log_level="warning"),
-                  camera=CameraConfig(uri=uri, fps=fps, stall_timeout_s=STALL_S, loop=True),
-                  vision=VisionConfig(threshold=0.5),
-                  fusion=FusionConfig(passthrough=True, passthrough_cooldown_s=0.0),
-                  sinks=SinksConfig(jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl")), http=HttpConfig(port=0)),
-                  path="(test)")
+    return Config(
+        runtime=RuntimeConfig(log_level="warning"),
+        camera=CameraConfig(uri=uri, fps=fps, stall_timeout_s=STALL_S, loop=True),
+        vision=VisionConfig(threshold=0.5),
+        fusion=FusionConfig(passthrough=True, passthrough_cooldown_s=0.0),
+        sinks=SinksConfig(jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl")), http=HttpConfig(port=0)),
+        path="(test)",
+    )
 
 
 class Running:
@@ -99,8 +101,9 @@ def no_traceback(caplog) -> None:
 
 def _camera_comes_back(run: Running, server: LiveStream, before: int) -> None:
     d = run.d
-    assert wait_until(lambda: (server.ensure_running() or True) and d.status()["healthy"]
-                      and frames(d) > before + 3, 30, 0.1), d.status()
+    assert wait_until(
+        lambda: (server.ensure_running() or True) and d.status()["healthy"] and frames(d) > before + 3, 30, 0.1
+    ), d.status()
     code, body = healthz(d)
     assert code == 200 and body.strip() == "ok", (code, body)
     assert d.status()["sources"]["camera"]["reconnects"] >= 1
@@ -120,8 +123,9 @@ def _unhealthy_naming_the_camera(d: Daemon) -> str:
 def _started_on(server: LiveStream, tmp_path) -> Running:
     server.start()
     run = Running(_camera_config(tmp_path, server.url))
-    ok = wait_until(lambda: (server.ensure_running() or True) and frames(run.d) >= 5 and run.d.status()["healthy"],
-                    30, 0.1)
+    ok = wait_until(
+        lambda: (server.ensure_running() or True) and frames(run.d) >= 5 and run.d.status()["healthy"], 30, 0.1
+    )
     if not ok:
         status = run.d.status()
         run.stop()
@@ -210,9 +214,14 @@ class Cli:
         self.url = f"http://127.0.0.1:{port}"
         self.stderr_path = config.with_suffix(".stderr")
         self._err = open(self.stderr_path, "wb")  # noqa: SIM115 (closed in wait)
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "run", "--config", str(config)],
-                                     env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self._err)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_runtime.cli", "run", "--config", str(config)],
+            env={**env, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._err,
+        )
 
     def status(self) -> dict | None:
         try:
@@ -277,21 +286,27 @@ def _null_sink_module(env) -> str | None:
 def test_pulseaudio_source_removed_goes_offline_and_reopens(pulse, tmp_path):
     env = pulse
     port = free_port()
-    cfg = write_config(tmp_path / "mic.toml", {
-        "runtime": {"log_level": "info"},
-        "microphone": {"device": "pulse"},
-        "audio": {"model": "default"},
-        "fusion": {"passthrough": True},
-        "sinks.http": {"port": port},
-    })
+    cfg = write_config(
+        tmp_path / "mic.toml",
+        {
+            "runtime": {"log_level": "info"},
+            "microphone": {"device": "pulse"},
+            "audio": {"model": "default"},
+            "fusion": {"passthrough": True},
+            "sinks.http": {"port": port},
+        },
+    )
     cli = Cli(cfg, env, port)
     try:
+
         def mic():
             st = cli.status()
             return st["sources"]["microphone"] if st else None
 
-        assert wait_until(lambda: (mic() or {}).get("frames", 0) > 20 and cli.status()["healthy"], 60, 0.2), \
-            (cli.status(), cli.stderr()[-2000:])
+        assert wait_until(lambda: (mic() or {}).get("frames", 0) > 20 and cli.status()["healthy"], 60, 0.2), (
+            cli.status(),
+            cli.stderr()[-2000:],
+        )
         module = _null_sink_module(env)
         assert module is not None
         _pactl(env, "unload-module", module)
@@ -314,8 +329,9 @@ def test_pulseaudio_source_removed_goes_offline_and_reopens(pulse, tmp_path):
         _pactl(env, "load-module", "module-null-sink", "sink_name=virt")
         _pactl(env, "set-default-source", "virt.monitor")
         before = mic()["frames"]
-        assert wait_until(lambda: mic()["online"] and mic()["frames"] > before + 20 and cli.status()["healthy"],
-                          40, 0.2), (cli.status(), cli.stderr()[-2000:])
+        assert wait_until(
+            lambda: mic()["online"] and mic()["frames"] > before + 20 and cli.status()["healthy"], 40, 0.2
+        ), (cli.status(), cli.stderr()[-2000:])
         assert mic()["reconnects"] >= 1
         inferences = cli.status()["pipelines"]["audio"]["inferences"]
         assert wait_until(lambda: cli.status()["pipelines"]["audio"]["inferences"] > inferences, 10, 0.2)
@@ -337,8 +353,9 @@ def small_disk(tmp_path):
     where = tmp_path / "disk"
     where.mkdir()
     require(shutil.which("mount") is not None and os.geteuid() == 0, "mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True,
-                       text=True, timeout=30)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True, text=True, timeout=30
+    )
     require(r.returncode == 0, f"cannot mount a tmpfs: {r.stderr.strip()}")
     try:
         yield where
@@ -383,8 +400,9 @@ def test_jsonl_disk_full_counts_drops_writes_no_half_line_and_resumes(small_disk
         lines_full = len(full.splitlines())
         filler.unlink()  # space again: writing resumes by itself
         assert wait_until(lambda: len(events.read_bytes().splitlines()) > lines_full + 5, 20, 0.1), d.status()
-        assert wait_until(lambda: any("jsonl" in r.getMessage() and "writing again" in r.getMessage()
-                                      for r in caplog.records), 5)
+        assert wait_until(
+            lambda: any("jsonl" in r.getMessage() and "writing again" in r.getMessage() for r in caplog.records), 5
+        )
     finally:
         run.stop()
     written = [json.loads(x) for x in events.read_text().splitlines()]  # every line parses
@@ -408,54 +426,82 @@ def hanging_model(tmp_path_factory) -> Path:
     from edge_runtime import manifest as mf
 
     body = h.make_graph(
-        [h.make_node("Identity", ["cond_in"], ["cond_out"]), h.make_node("Identity", ["v_in"], ["v_out"])], "body",
-        [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("cond_in", T.BOOL, []),
-         h.make_tensor_value_info("v_in", T.FLOAT, [1, 2])],
-        [h.make_tensor_value_info("cond_out", T.BOOL, []), h.make_tensor_value_info("v_out", T.FLOAT, [1, 2])])
+        [h.make_node("Identity", ["cond_in"], ["cond_out"]), h.make_node("Identity", ["v_in"], ["v_out"])],
+        "body",
+        [
+            h.make_tensor_value_info("i", T.INT64, []),
+            h.make_tensor_value_info("cond_in", T.BOOL, []),
+            h.make_tensor_value_info("v_in", T.FLOAT, [1, 2]),
+        ],
+        [h.make_tensor_value_info("cond_out", T.BOOL, []), h.make_tensor_value_info("v_out", T.FLOAT, [1, 2])],
+    )
     graph = h.make_graph(
-        [h.make_node("Constant", [], ["trips"], value=h.make_tensor("trips", T.INT64, [], [2**62])),
-         h.make_node("Constant", [], ["go"], value=h.make_tensor("go", T.BOOL, [], [True])),
-         h.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2], keepdims=0),
-         h.make_node("Slice", ["mean", "start", "end", "axis"], ["first"]),
-         h.make_node("Loop", ["trips", "go", "first"], ["scores"], body=body)],
-        "hang", [h.make_tensor_value_info("image", T.FLOAT, [1, 8, 8, 3])],
+        [
+            h.make_node("Constant", [], ["trips"], value=h.make_tensor("trips", T.INT64, [], [2**62])),
+            h.make_node("Constant", [], ["go"], value=h.make_tensor("go", T.BOOL, [], [True])),
+            h.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2], keepdims=0),
+            h.make_node("Slice", ["mean", "start", "end", "axis"], ["first"]),
+            h.make_node("Loop", ["trips", "go", "first"], ["scores"], body=body),
+        ],
+        "hang",
+        [h.make_tensor_value_info("image", T.FLOAT, [1, 8, 8, 3])],
         [h.make_tensor_value_info("scores", T.FLOAT, [1, 2])],
-        [h.make_tensor("start", T.INT64, [1], [0]), h.make_tensor("end", T.INT64, [1], [2]),
-         h.make_tensor("axis", T.INT64, [1], [1])])
+        [
+            h.make_tensor("start", T.INT64, [1], [0]),
+            h.make_tensor("end", T.INT64, [1], [2]),
+            h.make_tensor("axis", T.INT64, [1], [1]),
+        ],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     folder = tmp_path_factory.mktemp("hang")
     onnx.save(model, str(folder / "model.onnx"))
-    art = mf.Artifact(id="onnx-float32", format="onnx", precision="float32",
-                      file=mf.file_ref(folder, "model.onnx"),
-                      inputs=[mf.TensorSpec("image", [1, 8, 8, 3], "float32")],
-                      outputs=[mf.TensorSpec("scores", [1, 2], "float32")])
-    mf.save(mf.Manifest(name="hangs-forever", task="image-classification", target="generic", artifacts=[art],
-                        labels=["yes", "no"],
-                        preprocessing=mf.Preprocessing(image=mf.ImagePreprocessing(size=[8, 8]))), folder)
+    art = mf.Artifact(
+        id="onnx-float32",
+        format="onnx",
+        precision="float32",
+        file=mf.file_ref(folder, "model.onnx"),
+        inputs=[mf.TensorSpec("image", [1, 8, 8, 3], "float32")],
+        outputs=[mf.TensorSpec("scores", [1, 2], "float32")],
+    )
+    mf.save(
+        mf.Manifest(
+            name="hangs-forever",
+            task="image-classification",
+            target="generic",
+            artifacts=[art],
+            labels=["yes", "no"],
+            preprocessing=mf.Preprocessing(image=mf.ImagePreprocessing(size=[8, 8])),
+        ),
+        folder,
+    )
     mf.load(folder)  # a valid artifact folder: the hashes verify
     return folder
 
 
-def test_a_model_that_hangs_is_stuck_stops_the_watchdog_and_stop_is_bounded(hanging_model, tmp_path,
-                                                                             notify_socket):
+def test_a_model_that_hangs_is_stuck_stops_the_watchdog_and_stop_is_bounded(hanging_model, tmp_path, notify_socket):
     path, messages = notify_socket
     port = free_port()
-    cfg = write_config(tmp_path / "hang.toml", {
-        "runtime": {"log_level": "info"},
-        "camera": {"uri": str(SAMPLES / "images"), "fps": 8.0, "loop": True},
-        "vision": {"model": str(hanging_model), "engine": "onnx", "threads": 1},
-        "fusion": {"passthrough": True},
-        "sinks.http": {"port": port},
-    })
+    cfg = write_config(
+        tmp_path / "hang.toml",
+        {
+            "runtime": {"log_level": "info"},
+            "camera": {"uri": str(SAMPLES / "images"), "fps": 8.0, "loop": True},
+            "vision": {"model": str(hanging_model), "engine": "onnx", "threads": 1},
+            "fusion": {"passthrough": True},
+            "sinks.http": {"port": port},
+        },
+    )
     env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}  # ping every 0.2 s, stale after 0.8 s
     env.pop("WATCHDOG_PID", None)
     cli = Cli(cfg, env, port)
     try:
         assert wait_until(lambda: any(m == "READY=1" for _, m in messages), 60, 0.1), cli.stderr()[-2000:]
-        assert wait_until(lambda: (cli.status() or {}).get("reason", "").startswith("stuck: vision"), 20, 0.1), \
-            (cli.status(), cli.stderr()[-2000:])
+        assert wait_until(lambda: (cli.status() or {}).get("reason", "").startswith("stuck: vision"), 20, 0.1), (
+            cli.status(),
+            cli.stderr()[-2000:],
+        )
         st = cli.status()
         assert not st["healthy"] and st["pipelines"]["vision"]["inferences"] == 0
         code, body = cli.healthz()

@@ -61,26 +61,37 @@ def test_weighted_fusion_over_a_shared_label_map():
 
 
 def test_passthrough_with_cooldown():
-    cfg = config.parse('[microphone]\n[audio]\n').fusion
+    cfg = config.parse("[microphone]\n[audio]\n").fusion
     f = Fusion(cfg)
     assert [e.name for e in f.add(_d("audio", "go", 0.9, 1.0))] == ["go"]
     assert f.add(_d("audio", "go", 0.9, 1.5)) == []
     assert [e.name for e in f.add(_d("audio", "go", 0.9, 3.5))] == ["go"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ('[camera]\n[vision]\nthreshold = 1.5\n', "edge.toml:3: vision.threshold: must be between 0 and 1, got 1.5"),
-    ('[camera]\n[vision]\nthreshhold = 0.5\n', "edge.toml:3: vision.threshhold: unknown key"),
-    ('[microphone]\n[audio]\nengine = "tpu"\n', "edge.toml:3: audio.engine: must be one of auto, litert, onnx"),
-    ('[microphone]\n[audio]\n[sinks.mqtt]\nport = "x"\n', "edge.toml:4: sinks.mqtt.port: must be an integer"),
-    *[(f'[microphone]\n[audio]\nfalse_accepts_per_hour = {v}\n', "edge.toml:3: audio.false_accepts_per_hour: must be "
-       f"a number of false accepts per hour from 0 to 1000, got {v}") for v in ("-0.5", "inf", "nan", "1001.0")],
-    ('[microphone]\n[audio]\nfalse_accepts_per_hour = true\n',
-     "edge.toml:3: audio.false_accepts_per_hour: must be a number, got True"),
-    ('[vision]\n', "edge.toml:1: vision: needs a [camera] section"),
-    ('[runtime]\n', "edge.toml: configure at least one of [vision]"),
-    ('x = [', "edge.toml: not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[camera]\n[vision]\nthreshold = 1.5\n", "edge.toml:3: vision.threshold: must be between 0 and 1, got 1.5"),
+        ("[camera]\n[vision]\nthreshhold = 0.5\n", "edge.toml:3: vision.threshhold: unknown key"),
+        ('[microphone]\n[audio]\nengine = "tpu"\n', "edge.toml:3: audio.engine: must be one of auto, litert, onnx"),
+        ('[microphone]\n[audio]\n[sinks.mqtt]\nport = "x"\n', "edge.toml:4: sinks.mqtt.port: must be an integer"),
+        *[
+            (
+                f"[microphone]\n[audio]\nfalse_accepts_per_hour = {v}\n",
+                "edge.toml:3: audio.false_accepts_per_hour: must be "
+                f"a number of false accepts per hour from 0 to 1000, got {v}",
+            )
+            for v in ("-0.5", "inf", "nan", "1001.0")
+        ],
+        (
+            "[microphone]\n[audio]\nfalse_accepts_per_hour = true\n",
+            "edge.toml:3: audio.false_accepts_per_hour: must be a number, got True",
+        ),
+        ("[vision]\n", "edge.toml:1: vision: needs a [camera] section"),
+        ("[runtime]\n", "edge.toml: configure at least one of [vision]"),
+        ("x = [", "edge.toml: not valid TOML"),
+    ],
+)
 def test_config_errors_name_file_line_and_key(text, message):
     with pytest.raises(config.ConfigError) as e:
         config.parse(text, "edge.toml")
@@ -89,14 +100,14 @@ def test_config_errors_name_file_line_and_key(text, message):
 
 
 def test_config_types():
-    cfg = config.parse(RULES + '\n[sinks.http]\nport = 0\n[sinks.jsonl]\n', "edge.toml")
+    cfg = config.parse(RULES + "\n[sinks.http]\nport = 0\n[sinks.jsonl]\n", "edge.toml")
     assert cfg.fusion.rules[0].all[1].label == "stop"
     assert cfg.sinks.http.port == 0 and cfg.sinks.jsonl.path == "-"
     assert cfg.camera.uri == "0" and cfg.vision.threshold == 0.5
     assert cfg.audio.false_accepts_per_hour == 0.5 and cfg.audio.threshold is None
-    cfg = config.parse('[microphone]\n[audio]\nfalse_accepts_per_hour = 2\n[sinks.jsonl]\n', "edge.toml")
+    cfg = config.parse("[microphone]\n[audio]\nfalse_accepts_per_hour = 2\n[sinks.jsonl]\n", "edge.toml")
     assert cfg.audio.false_accepts_per_hour == 2.0 and isinstance(cfg.audio.false_accepts_per_hour, float)
-    assert config.parse('[microphone]\n[audio]\nfalse_accepts_per_hour = 0\n').audio.false_accepts_per_hour == 0.0
+    assert config.parse("[microphone]\n[audio]\nfalse_accepts_per_hour = 0\n").audio.false_accepts_per_hour == 0.0
 
 
 def test_the_shipped_example_config_is_valid():
@@ -109,7 +120,7 @@ def test_the_shipped_example_config_is_valid():
 
 
 def test_http_off_loopback_needs_a_token_file(tmp_path):
-    base = '[microphone]\n[audio]\n[sinks.http]\n'
+    base = "[microphone]\n[audio]\n[sinks.http]\n"
     for host in ("0.0.0.0", "192.168.1.20", "::", "", "edge.local"):
         with pytest.raises(config.ConfigError) as e:
             config.parse(base + f'host = "{host}"\n', "edge.toml")
@@ -121,8 +132,10 @@ def test_http_off_loopback_needs_a_token_file(tmp_path):
     cfg = config.parse(base + f'host = "0.0.0.0"\ntoken_file = "{token}"\n', "edge.toml")
     assert config.read_token(cfg.sinks.http.token_file) == "s3cret-token"
     (tmp_path / "empty").write_text("\n")
-    for bad, why in ((tmp_path / "missing", "cannot read the token file"),
-                     (tmp_path / "empty", "the token file must hold one token")):
+    for bad, why in (
+        (tmp_path / "missing", "cannot read the token file"),
+        (tmp_path / "empty", "the token file must hold one token"),
+    ):
         with pytest.raises(config.ConfigError) as e:
             config.parse(base + f'host = "0.0.0.0"\ntoken_file = "{bad}"\n', "edge.toml")
         assert str(e.value).startswith(f"edge.toml:5: sinks.http.token_file: {bad}: {why}"), str(e.value)
@@ -141,26 +154,46 @@ def test_check_and_run_both_refuse_an_open_http_side_without_a_token(tmp_path):
     cfg = tmp_path / "edge.toml"
     cfg.write_text('[microphone]\n[audio]\n[sinks.http]\nhost = "0.0.0.0"\nport = 0\n')
     for cmd in ("check", "run"):
-        r = subprocess.run([sys.executable, "-m", "edge_runtime.cli", cmd, "--config", str(cfg)], capture_output=True,
-                           text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        r = subprocess.run(
+            [sys.executable, "-m", "edge_runtime.cli", cmd, "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         assert r.returncode != 0 and "Traceback" not in r.stderr, (cmd, r.stderr)
         assert f"{cfg}:4: sinks.http.host: 0.0.0.0 is not a loopback address" in r.stderr, (cmd, r.stderr)
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("[microphone]\n[audio]\nthreads = 9223372036854775807\n", "audio.threads: must be greater than 0 and at most 256"),
-    ("[microphone]\n[audio]\nsmoothing_steps = 99999999999999999999\n", "audio.smoothing_steps"),
-    ("[microphone]\n[audio]\n[[fusion.rules]]\nname = 'r'\nwithin_s = inf\n"
-     "[[fusion.rules.all]]\nmodality = 'audio'\nlabel = 'yes'\n", "fusion.rules[0].within_s"),
-    ("[microphone]\n[audio]\n[fusion]\npassthrough_cooldown_s = inf\n", "fusion.passthrough_cooldown_s"),
-    ("[microphone]\n[audio]\n[fusion.weighted]\nwindow_s = 1e308\n", "fusion.weighted.window_s"),
-    ("[microphone]\n[audio]\n[fusion.weighted]\nweights = {vision = -10.0, audio = 1.0}\n", "weights.vision: must be 0"),
-    ("[microphone]\n[audio]\n[fusion.weighted]\nweights = {vision = nan, audio = 1.0}\n", "weights.vision"),
-    ("[microphone]\n[audio]\n[sinks.jsonl]\npath = 'x.jsonl'\nmax_bytes = 200\nbackups = 1000000000000000\n",
-     "sinks.jsonl.backups: must be from 0 to 1000"),
-    ("[microphone]\n[audio]\n[runtime]\nqueue_size = 1e300\n", "runtime.queue_size"),
-    ("[microphone]\nx = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        (
+            "[microphone]\n[audio]\nthreads = 9223372036854775807\n",
+            "audio.threads: must be greater than 0 and at most 256",
+        ),
+        ("[microphone]\n[audio]\nsmoothing_steps = 99999999999999999999\n", "audio.smoothing_steps"),
+        (
+            "[microphone]\n[audio]\n[[fusion.rules]]\nname = 'r'\nwithin_s = inf\n"
+            "[[fusion.rules.all]]\nmodality = 'audio'\nlabel = 'yes'\n",
+            "fusion.rules[0].within_s",
+        ),
+        ("[microphone]\n[audio]\n[fusion]\npassthrough_cooldown_s = inf\n", "fusion.passthrough_cooldown_s"),
+        ("[microphone]\n[audio]\n[fusion.weighted]\nwindow_s = 1e308\n", "fusion.weighted.window_s"),
+        (
+            "[microphone]\n[audio]\n[fusion.weighted]\nweights = {vision = -10.0, audio = 1.0}\n",
+            "weights.vision: must be 0",
+        ),
+        ("[microphone]\n[audio]\n[fusion.weighted]\nweights = {vision = nan, audio = 1.0}\n", "weights.vision"),
+        (
+            "[microphone]\n[audio]\n[sinks.jsonl]\npath = 'x.jsonl'\nmax_bytes = 200\nbackups = 1000000000000000\n",
+            "sinks.jsonl.backups: must be from 0 to 1000",
+        ),
+        ("[microphone]\n[audio]\n[runtime]\nqueue_size = 1e300\n", "runtime.queue_size"),
+        ("[microphone]\nx = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ],
+)
 def test_hostile_values_are_one_line_errors(text, needle):
     with pytest.raises(config.ConfigError) as e:
         config.parse(text, "edge.toml")
@@ -177,12 +210,15 @@ def test_an_endless_or_huge_file_is_refused_unread(tmp_path):
 
 
 def test_a_long_line_does_not_stall_the_error_locator():
-    """A multi-line string holding one line of a million spaces: the locator is linear (was quadratic: 54 s for 10^5)."""
+    """A multi-line string holding one line of a million spaces: the locator is linear
+    (was quadratic: 54 s for 10^5)."""
     import subprocess
     import sys
 
-    code = ("from edge_runtime import config\n"
-            "text = '[microphone]\\n[audio]\\nnote = \"\"\"' + ' ' * 1000000 + 'x\"\"\"\\nthreads = 0\\n'\n"
-            "try:\n    config.parse(text, 'edge.toml')\nexcept config.ConfigError as e:\n    print(e)\n")
+    code = (
+        "from edge_runtime import config\n"
+        "text = '[microphone]\\n[audio]\\nnote = \"\"\"' + ' ' * 1000000 + 'x\"\"\"\\nthreads = 0\\n'\n"
+        "try:\n    config.parse(text, 'edge.toml')\nexcept config.ConfigError as e:\n    print(e)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "audio.note: unknown key" in proc.stdout or "audio.threads" in proc.stdout, (proc.stdout, proc.stderr[-500:])

@@ -36,8 +36,13 @@ AUDIO = ROOT / "edge_runtime/data/samples/audio/keywords.wav"
 VISION_LABELS = json.loads((MODELS / "vision/manifest.json").read_text())["labels"]
 KWS_LABELS = json.loads((MODELS / "kws/manifest.json").read_text())["labels"]
 
-FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), database=None,
-                derandomize=os.environ.get("EDGE_FUZZ_RANDOM") != "1", print_blob=True)
+FUZZ = settings(
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    derandomize=os.environ.get("EDGE_FUZZ_RANDOM") != "1",
+    print_blob=True,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,8 +65,13 @@ def closed_port() -> int:
 
 # --- generic mutation of nested data ------------------------------------------------
 NAME = st.text("abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=10)
-SCALAR = st.one_of(st.integers(-(2**64), 2**64), st.floats(), st.text(max_size=12), st.booleans(),
-                   st.sampled_from([0, -1, 1, 2**31, 2**63 - 1, 1e308, -0.0, "", " ", "0", "-", "../x"]))
+SCALAR = st.one_of(
+    st.integers(-(2**64), 2**64),
+    st.floats(),
+    st.text(max_size=12),
+    st.booleans(),
+    st.sampled_from([0, -1, 1, 2**31, 2**63 - 1, 1e308, -0.0, "", " ", "0", "-", "../x"]),
+)
 VALUE = st.recursive(SCALAR, lambda c: st.lists(c, max_size=3) | st.dictionaries(NAME, c, max_size=3), max_leaves=6)
 
 
@@ -101,15 +111,21 @@ def mutate_text(data, text: bytes) -> bytes:
     if op == "cut":
         return text[:i]
     if op == "delete":
-        return text[:i] + text[i + data.draw(st.integers(1, 64)):]
+        return text[:i] + text[i + data.draw(st.integers(1, 64)) :]
     if op == "insert":
-        return text[:i] + data.draw(st.binary(min_size=1, max_size=16) | st.sampled_from(
-            [b"[", b"]", b'"', b"=", b"\n", b"{", b"\x00", b"\xff", b"#", b"[[x]]\n", b" " * 300])) + text[i:]
+        return (
+            text[:i]
+            + data.draw(
+                st.binary(min_size=1, max_size=16)
+                | st.sampled_from([b"[", b"]", b'"', b"=", b"\n", b"{", b"\x00", b"\xff", b"#", b"[[x]]\n", b" " * 300])
+            )
+            + text[i:]
+        )
     if op == "duplicate":
         lines = text.splitlines(keepends=True) or [b""]
         j = data.draw(st.integers(0, len(lines) - 1))
-        return b"".join(lines[: j + 1] + [lines[j]] + lines[j + 1:])
-    return text[:i] + bytes([text[i] ^ data.draw(st.integers(1, 255))]) + text[i + 1:] if n else text
+        return b"".join(lines[: j + 1] + [lines[j]] + lines[j + 1 :])
+    return text[:i] + bytes([text[i] ^ data.draw(st.integers(1, 255))]) + text[i + 1 :] if n else text
 
 
 # --- configs: check against run --------------------------------------------------------
@@ -121,15 +137,31 @@ def base_config(work: Path) -> dict:
         "vision": {"model": "default", "engine": "litert", "top_k": 3, "threshold": 0.5},
         "microphone": {"file": str(AUDIO), "realtime": False, "loop": True, "block_ms": 20},
         "audio": {"model": "default", "engine": "onnx", "false_accepts_per_hour": 0.5},
-        "fusion": {"passthrough": True, "passthrough_cooldown_s": 2.0,
-                   "rules": [{"name": "dog_stop", "within_s": 2.5, "cooldown_s": 2.0,
-                              "all": [{"modality": "vision", "label": "Pekingese", "min_score": 0.5},
-                                      {"modality": "audio", "label": "stop"}]}],
-                   "weighted": {"labels": {"go_dog": {"vision": "Pekingese", "audio": "go"}},
-                                "weights": {"vision": 0.5, "audio": 0.5}, "threshold": 0.6}},
-        "sinks": {"jsonl": {"path": str(work / "events.jsonl"), "max_bytes": 1 << 20, "backups": 2},
-                  "http": {"host": "127.0.0.1", "port": 0},
-                  "mqtt": {"host": "127.0.0.1", "port": closed_port(), "qos": 1, "spool_dir": str(work / "spool")}},
+        "fusion": {
+            "passthrough": True,
+            "passthrough_cooldown_s": 2.0,
+            "rules": [
+                {
+                    "name": "dog_stop",
+                    "within_s": 2.5,
+                    "cooldown_s": 2.0,
+                    "all": [
+                        {"modality": "vision", "label": "Pekingese", "min_score": 0.5},
+                        {"modality": "audio", "label": "stop"},
+                    ],
+                }
+            ],
+            "weighted": {
+                "labels": {"go_dog": {"vision": "Pekingese", "audio": "go"}},
+                "weights": {"vision": 0.5, "audio": 0.5},
+                "threshold": 0.6,
+            },
+        },
+        "sinks": {
+            "jsonl": {"path": str(work / "events.jsonl"), "max_bytes": 1 << 20, "backups": 2},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "mqtt": {"host": "127.0.0.1", "port": closed_port(), "qos": 1, "spool_dir": str(work / "spool")},
+        },
     }
 
 
@@ -176,13 +208,23 @@ VALID = {
     ("sinks", "mqtt", "qos"): st.sampled_from([1, 2]),
     ("sinks", "mqtt", "keepalive"): st.integers(1, 65535),
     ("sinks", "mqtt", "topic_prefix"): st.text("abcxyz/_-0123456789", min_size=1, max_size=20).filter(
-        lambda s: not s.startswith("/") and not s.endswith("/") and "//" not in s),
+        lambda s: not s.startswith("/") and not s.endswith("/") and "//" not in s
+    ),
     ("sinks", "mqtt", "spool_max_mb"): st.floats(0.001, 100000),
     ("sinks", "mqtt", "spool_max_age_days"): st.floats(0.001, 3650),
 }
-OPTIONAL = [("sinks", "mqtt"), ("sinks", "http"), ("sinks", "jsonl"), ("fusion", "weighted"), ("fusion", "rules"),
-            ("runtime",), ("camera", "fps"), ("camera", "stride"), ("vision", "top_k"), ("audio",
-            "false_accepts_per_hour")]
+OPTIONAL = [
+    ("sinks", "mqtt"),
+    ("sinks", "http"),
+    ("sinks", "jsonl"),
+    ("fusion", "weighted"),
+    ("fusion", "rules"),
+    ("runtime",),
+    ("camera", "fps"),
+    ("camera", "stride"),
+    ("vision", "top_k"),
+    ("audio", "false_accepts_per_hour"),
+]
 NOT_A_NUMBER = st.sampled_from([math.nan, math.inf, -math.inf, "1", True, [1], {"a": 1}])
 # Broken values, key by key: out of range, wrong type, not finite, or a value the models cannot meet.
 BROKEN_VALUES = {
@@ -250,8 +292,11 @@ def start_and_stop(path: Path) -> tuple[bool, str]:
             return False, str(e)
         try:
             deadline = time.monotonic() + 3.0
-            while time.monotonic() < deadline and not daemon.dead_workers and not all(
-                    s.inferences for s in daemon.stats.values()):
+            while (
+                time.monotonic() < deadline
+                and not daemon.dead_workers
+                and not all(s.inferences for s in daemon.stats.values())
+            ):
                 time.sleep(0.02)
             time.sleep(0.05)  # fusion and the sinks see the first decisions
             dead = dict(daemon.dead_workers)
@@ -267,8 +312,9 @@ def test_config_check_refuses_what_run_refuses(data, work):
     from edge_runtime.cli import main
 
     cfg = base_config(work)
-    op = data.draw(st.sampled_from(["valid", "valid", "broken", "broken", "any", "drop", "unknown", "text", "garbage"]),
-                   label="op")
+    op = data.draw(
+        st.sampled_from(["valid", "valid", "broken", "broken", "any", "drop", "unknown", "text", "garbage"]), label="op"
+    )
     expect = {"valid": OK, "broken": BROKEN, "unknown": BROKEN, "garbage": BROKEN}.get(op, ANY)
     if op == "valid":
         for key in data.draw(st.lists(st.sampled_from(sorted(VALID, key=str)), max_size=4, unique=True)):
@@ -293,8 +339,11 @@ def test_config_check_refuses_what_run_refuses(data, work):
         table = data.draw(st.sampled_from([t for t in tables(cfg) if t[-1:] not in (("labels",), ("weights",))]))
         name = data.draw(NAME.filter(lambda k: k not in get(cfg, table)))
         get(cfg, table)[name] = data.draw(SCALAR)
-    text = tomli_w.dumps(cfg).encode() if op != "garbage" else data.draw(st.binary(max_size=200) | st.text(
-        max_size=200).map(str.encode))
+    text = (
+        tomli_w.dumps(cfg).encode()
+        if op != "garbage"
+        else data.draw(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+    )
     if op == "text":
         text = mutate_text(data, text)
     path = work / "fuzz.toml"
@@ -302,8 +351,10 @@ def test_config_check_refuses_what_run_refuses(data, work):
     checked = call(main, ["check", "--config", str(path)])
     started, why = start_and_stop(path)
     TALLY.seconds("config", checked.seconds)
-    assert (checked.code == 0) == started, (f"check {'accepted' if checked.code == 0 else 'refused'} but run "
-                                            f"{'started' if started else 'refused: ' + why}:\n{text.decode(errors='replace')}")
+    assert (checked.code == 0) == started, (
+        f"check {'accepted' if checked.code == 0 else 'refused'} but run "
+        f"{'started' if started else 'refused: ' + why}:\n{text.decode(errors='replace')}"
+    )
     judge("config", expect, started, text.decode(errors="replace"))
 
 
@@ -323,8 +374,9 @@ def manifest_broken(m: dict, data) -> str | None:
         lambda: m.update(artifacts=[]),
         lambda: m.update(artifacts=data.draw(st.sampled_from([None, {}, "x"]))),
         # every artifact's files are verified on load, whichever engine runs
-        lambda: art["file"].update(path=data.draw(st.sampled_from(["../x", "/etc/passwd", None, "missing.tflite",
-                                                                   "", "."]))),
+        lambda: art["file"].update(
+            path=data.draw(st.sampled_from(["../x", "/etc/passwd", None, "missing.tflite", "", "."]))
+        ),
         lambda: art["file"].update(sha256="0" * 64),
         lambda: art["file"].update(size=data.draw(st.sampled_from([1, -1, "x", 2**70]))),
         lambda: art.update(extra_files=[{"path": "../../x", "sha256": "0" * 64, "size": 1}]),
@@ -356,9 +408,24 @@ def manifest_broken(m: dict, data) -> str | None:
             lambda: audio.update(n_mels=data.draw(st.sampled_from([0, 41, 10**6]))),
             lambda: audio.update(fmax=1e9),
             lambda: audio.update(frames_per_step=data.draw(st.sampled_from([0, 3, 5, 10**6]))),
-            lambda: m["metrics"].setdefault("detector", {}).update(
-                data.draw(st.sampled_from([{"threshold": 5}, {"lanes": 10**6}, {"smoothing_steps": "x"},
-                                           {"threshold": math.nan}, {"refractory_s": -1}, {"lanes": 0}]))),
+            lambda: (
+                m["metrics"]
+                .setdefault("detector", {})
+                .update(
+                    data.draw(
+                        st.sampled_from(
+                            [
+                                {"threshold": 5},
+                                {"lanes": 10**6},
+                                {"smoothing_steps": "x"},
+                                {"threshold": math.nan},
+                                {"refractory_s": -1},
+                                {"lanes": 0},
+                            ]
+                        )
+                    )
+                )
+            ),
         ]
     if data.draw(st.booleans(), label="one artifact"):
         fmt = art["format"]
@@ -387,7 +454,9 @@ def test_manifests_are_refused_in_one_line_or_run(data, work):
 
     kind = data.draw(st.sampled_from(["vision", "kws"]), label="model")
     m = json.loads((MODELS / kind / "manifest.json").read_text())
-    op = data.draw(st.sampled_from(["valid", "broken", "broken", "broken", "any", "drop", "text", "garbage"]), label="op")
+    op = data.draw(
+        st.sampled_from(["valid", "broken", "broken", "broken", "any", "drop", "text", "garbage"]), label="op"
+    )
     expect = {"valid": OK, "broken": BROKEN, "garbage": BROKEN}.get(op, ANY)
     if op == "valid":  # what a manifest may say differently and still be the same model
         m["name"] = data.draw(st.text(min_size=1, max_size=40))
@@ -446,9 +515,14 @@ def wav_bytes(path: Path, data, subtype: str | None = None) -> tuple[int, int, i
 def riff_patch(raw: bytes, field: str, value: int) -> bytes:
     """``raw`` with one field of its fmt chunk (or the data chunk's size) set to ``value``."""
     fmt = raw.index(b"fmt ") + 8
-    offset, size = {"channels": (fmt + 2, 2), "rate": (fmt + 4, 4), "bits": (fmt + 14, 2),
-                    "data_size": (raw.index(b"data") + 4, 4), "format": (fmt, 2)}[field]
-    return raw[:offset] + value.to_bytes(size, "little") + raw[offset + size:]
+    offset, size = {
+        "channels": (fmt + 2, 2),
+        "rate": (fmt + 4, 4),
+        "bits": (fmt + 14, 2),
+        "data_size": (raw.index(b"data") + 4, 4),
+        "format": (fmt, 2),
+    }[field]
+    return raw[:offset] + value.to_bytes(size, "little") + raw[offset + size :]
 
 
 def read_all_wav(path: Path, rate: int = 16000):
@@ -477,14 +551,29 @@ def test_wav_reader_decodes_or_refuses_in_one_line(data, work):
     if op == "valid":
         rate, channels, frames = wav_bytes(path, data)
     elif op == "broken":
-        how = data.draw(st.sampled_from(["truncated", "rate", "channels", "nan", "empty", "no_data", "bits",
-                                         "header_only", "promises_gigabytes", "long"]), label="how")
+        how = data.draw(
+            st.sampled_from(
+                [
+                    "truncated",
+                    "rate",
+                    "channels",
+                    "nan",
+                    "empty",
+                    "no_data",
+                    "bits",
+                    "header_only",
+                    "promises_gigabytes",
+                    "long",
+                ]
+            ),
+            label="how",
+        )
         if how == "nan":
             wav_bytes(path, data, "FLOAT")
             raw = bytearray(path.read_bytes())
             start = raw.index(b"data") + 8
             i = start + 4 * data.draw(st.integers(0, (len(raw) - start) // 4 - 1))
-            raw[i:i + 4] = struct.pack("<f", data.draw(st.sampled_from([math.nan, math.inf, -math.inf])))
+            raw[i : i + 4] = struct.pack("<f", data.draw(st.sampled_from([math.nan, math.inf, -math.inf])))
             path.write_bytes(bytes(raw))
         elif how == "long":  # an 11-minute file: longer than a file source takes
             import soundfile
@@ -495,8 +584,9 @@ def test_wav_reader_decodes_or_refuses_in_one_line(data, work):
             raw = path.read_bytes()
             header = raw.index(b"data") + 8
             raw = {
-                "truncated": lambda: raw[: data.draw(st.integers(header, len(raw) - 1))] if len(raw) - header > 16
-                else raw[:header],
+                "truncated": lambda: (
+                    raw[: data.draw(st.integers(header, len(raw) - 1))] if len(raw) - header > 16 else raw[:header]
+                ),
                 "rate": lambda: riff_patch(raw, "rate", data.draw(st.sampled_from([0, 1, 999, 400_000, 2**32 - 1]))),
                 "channels": lambda: riff_patch(raw, "channels", data.draw(st.sampled_from([0, 33, 65535]))),
                 "empty": lambda: b"",
@@ -526,6 +616,7 @@ def test_wav_reader_decodes_or_refuses_in_one_line(data, work):
 # --- images: the reader -------------------------------------------------------------------
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header (with a right CRC) claims ``width`` x ``height`` over one tiny IDAT."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -538,8 +629,12 @@ def image_bytes(data) -> tuple[bytes, int, int]:
 
     h, w = data.draw(st.integers(1, 64), label="h"), data.draw(st.integers(1, 64), label="w")
     channels = data.draw(st.sampled_from([1, 3, 4]), label="channels")
-    ext = data.draw(st.sampled_from([".png", ".jpg", ".bmp", ".webp", ".tiff"]) if channels != 4
-                    else st.sampled_from([".png", ".webp", ".tiff"]), label="format")
+    ext = data.draw(
+        st.sampled_from([".png", ".jpg", ".bmp", ".webp", ".tiff"])
+        if channels != 4
+        else st.sampled_from([".png", ".webp", ".tiff"]),
+        label="format",
+    )
     dtype = np.uint16 if ext in (".png", ".tiff") and data.draw(st.booleans()) else np.uint8
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     img = rng.integers(0, np.iinfo(dtype).max, (h, w, channels) if channels > 1 else (h, w), dtype=dtype)
@@ -596,16 +691,42 @@ def test_image_reader_decodes_or_refuses_in_one_line(data, work):
 
 # --- command lines ---------------------------------------------------------------------------
 def cli_files(work: Path) -> dict[str, Path]:
-    files = {"image": IMAGES / "cat.jpg", "wav": AUDIO, "vision": MODELS / "vision", "kws": MODELS / "kws",
-             "folder": work, "missing": work / "missing", "devnull": Path("/dev/null"),
-             "text": work / "notes.txt", "toml": work / "broken.toml"}
+    files = {
+        "image": IMAGES / "cat.jpg",
+        "wav": AUDIO,
+        "vision": MODELS / "vision",
+        "kws": MODELS / "kws",
+        "folder": work,
+        "missing": work / "missing",
+        "devnull": Path("/dev/null"),
+        "text": work / "notes.txt",
+        "toml": work / "broken.toml",
+    }
     files["text"].write_text("not an image, a WAV or a model\n")
     files["toml"].write_text("[vision]\nthreshold = 2\n")
     return files
 
 
-NUMBER = st.sampled_from(["0", "-1", "1", "3", "nan", "inf", "-inf", "1e308", "1e-300", "0.5", "x", "", "2**64",
-                          "99999999999999999999", "256", "257"])
+NUMBER = st.sampled_from(
+    [
+        "0",
+        "-1",
+        "1",
+        "3",
+        "nan",
+        "inf",
+        "-inf",
+        "1e308",
+        "1e-300",
+        "0.5",
+        "x",
+        "",
+        "2**64",
+        "99999999999999999999",
+        "256",
+        "257",
+    ]
+)
 
 
 def bad_number(flag: str, text: str) -> bool:
@@ -619,12 +740,20 @@ def bad_number(flag: str, text: str) -> bool:
             return not 1 <= int(text) <= (256 if flag == "--threads" else 100000)
         except ValueError:
             return True
-    low_open, high = {"--chunk-ms": (True, 10000), "--threshold": (True, 1), "--false-accepts-per-hour": (False, 1000)}[flag]
+    low_open, high = {"--chunk-ms": (True, 10000), "--threshold": (True, 1), "--false-accepts-per-hour": (False, 1000)}[
+        flag
+    ]
     return not (math.isfinite(x) and (0 < x if low_open else 0 <= x) and x <= high)
 
 
-GOOD_NUMBERS = {"--top": ["1", "5"], "--threads": ["1", "2"], "--chunk-ms": ["10", "100", "1000"],
-                "--threshold": ["0.5", "1"], "--false-accepts-per-hour": ["0", "0.5", "10"], "--bogus": ["1"]}
+GOOD_NUMBERS = {
+    "--top": ["1", "5"],
+    "--threads": ["1", "2"],
+    "--chunk-ms": ["10", "100", "1000"],
+    "--threshold": ["0.5", "1"],
+    "--false-accepts-per-hour": ["0", "0.5", "10"],
+    "--bogus": ["1"],
+}
 
 
 LAST_COUNTS = ("--threshold", "--false-accepts-per-hour")
@@ -643,8 +772,12 @@ def argv_for(data, files: dict[str, Path]) -> tuple[list[str], bool]:
     whether it is broken by construction; every other one must work."""
     key = st.sampled_from(sorted(files))
     engines = st.sampled_from(["auto", "litert", "onnx", "gpu", ""])
-    command = data.draw(st.sampled_from(["classify", "listen", "check", "run", "devices", "demo --help", "--version",
-                                         "--help", "bogus", ""]), label="command")
+    command = data.draw(
+        st.sampled_from(
+            ["classify", "listen", "check", "run", "devices", "demo --help", "--version", "--help", "bogus", ""]
+        ),
+        label="command",
+    )
     if command not in ("classify", "listen", "check", "run", "devices"):
         return command.split(), command in ("bogus", "")
     argv, broken = [command], False
@@ -654,7 +787,8 @@ def argv_for(data, files: dict[str, Path]) -> tuple[list[str], bool]:
         argv += [str(files[k]) for k in inputs]
         broken, wrong_model, last = not inputs or any(k != good for k in inputs), False, {}
         flags = ["--model", "--engine", "--threads", "--json", "--bogus"] + (
-            ["--top"] if command == "classify" else ["--threshold", "--false-accepts-per-hour", "--chunk-ms"])
+            ["--top"] if command == "classify" else ["--threshold", "--false-accepts-per-hour", "--chunk-ms"]
+        )
         for flag in data.draw(st.lists(st.sampled_from(flags), max_size=4), label="flags"):
             if flag == "--json":
                 argv.append(flag)
@@ -712,10 +846,18 @@ def stage_bundle(root: Path, info: dict) -> Path:
     return stage
 
 
-BUNDLE_INFO = {"schema": "edge-runtime/bundle", "schema_version": 1, "target": "rpi4-bookworm", "arch": "aarch64",
-               "python": "3.11", "edge_runtime": "0.1.0", "project_wheel": "edge_runtime-0.1.0-py3-none-any.whl",
-               "config": "edge-runtime.toml.dist", "wheels": [{"file": "a.whl", "name": "a", "version": "1"}],
-               "models": [{"folder": "models/vision", "name": "x"}]}
+BUNDLE_INFO = {
+    "schema": "edge-runtime/bundle",
+    "schema_version": 1,
+    "target": "rpi4-bookworm",
+    "arch": "aarch64",
+    "python": "3.11",
+    "edge_runtime": "0.1.0",
+    "project_wheel": "edge_runtime-0.1.0-py3-none-any.whl",
+    "config": "edge-runtime.toml.dist",
+    "wheels": [{"file": "a.whl", "name": "a", "version": "1"}],
+    "models": [{"folder": "models/vision", "name": "x"}],
+}
 
 
 def tar_of(stage: Path, out: Path, data, how: str | None) -> None:
@@ -733,19 +875,28 @@ def tar_of(stage: Path, out: Path, data, how: str | None) -> None:
     elif how == "missing":
         (stage / "install.sh").unlink()
     elif how == "sums":
-        (stage / "SHA256SUMS").write_text(data.draw(st.sampled_from(["", "x\n", "0" * 64 + "  ../../etc/passwd\n",
-                                                                     "0" * 63 + "  install.sh\n"])))
+        (stage / "SHA256SUMS").write_text(
+            data.draw(st.sampled_from(["", "x\n", "0" * 64 + "  ../../etc/passwd\n", "0" * 63 + "  install.sh\n"]))
+        )
     with tarfile.open(out, "w:gz") as tar:  # by hand: write_archive itself refuses all of these
         for f in sorted(stage.rglob("*")):
             tar.add(f, arcname=f"{BUNDLE_TOP}/{f.relative_to(stage)}", recursive=False)
         if how in ("content", "unlisted", "missing", "sums"):
             return
-        member = tarfile.TarInfo({"symlink": f"{BUNDLE_TOP}/link", "hardlink": f"{BUNDLE_TOP}/hard",
-                                  "traversal": f"{BUNDLE_TOP}/../evil", "absolute": "/tmp/evil",
-                                  "outside": "elsewhere/file", "device": f"{BUNDLE_TOP}/dev",
-                                  "twice": f"{BUNDLE_TOP}/install.sh"}[how])
+        member = tarfile.TarInfo(
+            {
+                "symlink": f"{BUNDLE_TOP}/link",
+                "hardlink": f"{BUNDLE_TOP}/hard",
+                "traversal": f"{BUNDLE_TOP}/../evil",
+                "absolute": "/tmp/evil",
+                "outside": "elsewhere/file",
+                "device": f"{BUNDLE_TOP}/dev",
+                "twice": f"{BUNDLE_TOP}/install.sh",
+            }[how]
+        )
         member.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "device": tarfile.CHRTYPE}.get(
-            how, tarfile.REGTYPE)
+            how, tarfile.REGTYPE
+        )
         member.linkname = "/etc/passwd" if how in ("symlink", "hardlink") else ""
         tar.addfile(member, io_bytes(b"") if member.type == tarfile.REGTYPE else None)
 
@@ -766,15 +917,35 @@ def test_bundles_are_verified_or_refused_in_one_line(data, work):
     expect = {"valid": OK, "member": BROKEN, "info": BROKEN, "garbage": BROKEN}.get(op, ANY)
     how = None
     if op == "member":
-        how = data.draw(st.sampled_from(["content", "unlisted", "missing", "sums", "symlink", "hardlink", "traversal",
-                                         "absolute", "outside", "device", "twice"]), label="how")
+        how = data.draw(
+            st.sampled_from(
+                [
+                    "content",
+                    "unlisted",
+                    "missing",
+                    "sums",
+                    "symlink",
+                    "hardlink",
+                    "traversal",
+                    "absolute",
+                    "outside",
+                    "device",
+                    "twice",
+                ]
+            ),
+            label="how",
+        )
     elif op == "info":
         key = data.draw(st.sampled_from(sorted(BUNDLE_INFO)), label="key")
         if data.draw(st.booleans()):
             del info[key]
         else:
-            info[key] = data.draw(st.sampled_from([None, 1.5, True, {}, "x", -1]).filter(
-                lambda v: type(v) is not type(BUNDLE_INFO[key]) or key in ("schema", "wheels", "models")), label="value")
+            info[key] = data.draw(
+                st.sampled_from([None, 1.5, True, {}, "x", -1]).filter(
+                    lambda v: type(v) is not type(BUNDLE_INFO[key]) or key in ("schema", "wheels", "models")
+                ),
+                label="value",
+            )
             if key in ("wheels", "models"):
                 info[key] = [info[key]]  # an item that is not an object with string fields
     elif op == "info_any":

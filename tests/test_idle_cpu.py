@@ -81,13 +81,19 @@ def check(what: str, calls: int, call_cpu: float, before: CpuSample, after: CpuS
     python = sum(c - before.python_threads_s.get(i, 0.0) for i, c in after.python_threads_s.items())
     pools = max(0.0, process - python)
     ratio, pool_ratio = process / call_cpu, pools / call_cpu
-    print(f"{what}: {calls} engine calls, {call_cpu * 1e3:.1f} ms CPU in them; process {process * 1e3:.1f} ms "
-          f"(ratio {ratio:.2f}), threads Python did not start {pools * 1e3:.1f} ms (ratio {pool_ratio:.2f})")
-    assert ratio <= MAX_RATIO, (f"{what}: the process used {ratio:.1f}x the CPU time of its {calls} engine calls "
-                                f"({process * 1e3:.0f} ms vs {call_cpu * 1e3:.0f} ms): something spins")
-    assert pool_ratio <= POOL_SHARE, (f"{what}: threads Python did not start (engine or BLAS pools) used "
-                                      f"{pool_ratio:.1f}x the CPU time of the engine calls ({pools * 1e3:.0f} ms): "
-                                      "a pool spins between calls")
+    print(
+        f"{what}: {calls} engine calls, {call_cpu * 1e3:.1f} ms CPU in them; process {process * 1e3:.1f} ms "
+        f"(ratio {ratio:.2f}), threads Python did not start {pools * 1e3:.1f} ms (ratio {pool_ratio:.2f})"
+    )
+    assert ratio <= MAX_RATIO, (
+        f"{what}: the process used {ratio:.1f}x the CPU time of its {calls} engine calls "
+        f"({process * 1e3:.0f} ms vs {call_cpu * 1e3:.0f} ms): something spins"
+    )
+    assert pool_ratio <= POOL_SHARE, (
+        f"{what}: threads Python did not start (engine or BLAS pools) used "
+        f"{pool_ratio:.1f}x the CPU time of the engine calls ({pools * 1e3:.0f} ms): "
+        "a pool spins between calls"
+    )
 
 
 def test_keyword_stream_on_onnx_does_not_spin(monkeypatch):
@@ -110,7 +116,7 @@ def test_keyword_stream_on_onnx_does_not_spin(monkeypatch):
         if i == warmup:
             before, (calls0, cpu0) = CpuSample.now(), meter.snapshot()
         start = (i * chunk) % (len(audio) - chunk)
-        kws.process(audio[start:start + chunk])
+        kws.process(audio[start : start + chunk])
         wait = t0 + (i + 1) * 0.02 - time.monotonic()
         if wait > 0:
             gate.wait(wait)
@@ -129,9 +135,12 @@ def test_demo_daemon_does_not_spin(tmp_path, monkeypatch, engine):
 
     cfg = demo_config()  # the sample photos at 1 fps, the keyword recording in real time, HTTP status on
     cfg = dataclasses.replace(
-        cfg, runtime=dataclasses.replace(cfg.runtime, duration_s=None),
-        vision=dataclasses.replace(cfg.vision, engine=engine), audio=dataclasses.replace(cfg.audio, engine=engine),
-        sinks=dataclasses.replace(cfg.sinks, jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl"))))
+        cfg,
+        runtime=dataclasses.replace(cfg.runtime, duration_s=None),
+        vision=dataclasses.replace(cfg.vision, engine=engine),
+        audio=dataclasses.replace(cfg.audio, engine=engine),
+        sinks=dataclasses.replace(cfg.sinks, jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl"))),
+    )
     meter = CallMeter(monkeypatch)
     d = Daemon(cfg)
     d.start()
@@ -147,8 +156,14 @@ def test_demo_daemon_does_not_spin(tmp_path, monkeypatch, engine):
         d.request_stop()
         runner.join(5.0)
     assert d.stats["vision"].inferences >= 2 and d.stats["audio"].inferences >= 50
-    check(f"demo daemon ({engine}): vision on {d.models.vision.engine.placement.device}, keywords on "
-          f"{d.models.audio.engine.placement.device}", calls1 - calls0, cpu1 - cpu0, before, after)
+    check(
+        f"demo daemon ({engine}): vision on {d.models.vision.engine.placement.device}, keywords on "
+        f"{d.models.audio.engine.placement.device}",
+        calls1 - calls0,
+        cpu1 - cpu0,
+        before,
+        after,
+    )
 
 
 def test_auto_picks_the_streaming_artifact_with_the_least_cpu_per_step(caplog):

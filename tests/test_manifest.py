@@ -12,18 +12,32 @@ from edge_runtime import manifest as mf
 def _manifest(folder):
     (folder / "model.tflite").write_bytes(b"\x00model-bytes" * 100)
     art = mf.Artifact(
-        id="tflite-int8", format="tflite", precision="int8", file=mf.file_ref(folder, "model.tflite"),
-        inputs=[mf.TensorSpec("features", [1, 4, 40], "int8", mf.Quantization([0.05], [-3])),
-                mf.TensorSpec("state_h", [1, 64], "int8", mf.Quantization([0.01], [0]))],
-        outputs=[mf.TensorSpec("output_0", [1, 12], "int8", mf.Quantization([1 / 256], [-128])),
-                 mf.TensorSpec("output_1", [1, 64], "int8", mf.Quantization([0.01], [0]))],
+        id="tflite-int8",
+        format="tflite",
+        precision="int8",
+        file=mf.file_ref(folder, "model.tflite"),
+        inputs=[
+            mf.TensorSpec("features", [1, 4, 40], "int8", mf.Quantization([0.05], [-3])),
+            mf.TensorSpec("state_h", [1, 64], "int8", mf.Quantization([0.01], [0])),
+        ],
+        outputs=[
+            mf.TensorSpec("output_0", [1, 12], "int8", mf.Quantization([1 / 256], [-128])),
+            mf.TensorSpec("output_1", [1, 64], "int8", mf.Quantization([0.01], [0])),
+        ],
         state=[mf.StatePair("state_h", "output_1", [1, 64], "int8", 0.0)],
     )
     return mf.Manifest(
-        name="kws", task="streaming-audio", target="rpi", artifacts=[art], labels=["yes", "no"],
+        name="kws",
+        task="streaming-audio",
+        target="rpi",
+        artifacts=[art],
+        labels=["yes", "no"],
         preprocessing=mf.Preprocessing(audio=mf.AudioPreprocessing(frames_per_step=4)),
-        source={"file": "kws.keras", "format": "keras", "sha256": "0" * 64}, tools={"tensorflow": "2.21.0"},
-        metrics={"agreement": 0.995}, fastest_on_host="tflite-int8", created="2026-11-27T00:00:00+00:00",
+        source={"file": "kws.keras", "format": "keras", "sha256": "0" * 64},
+        tools={"tensorflow": "2.21.0"},
+        metrics={"agreement": 0.995},
+        fastest_on_host="tflite-int8",
+        created="2026-11-27T00:00:00+00:00",
     )
 
 
@@ -84,12 +98,22 @@ def test_atomic_write_leaves_no_temp_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
-@pytest.mark.parametrize("bad, needle", [
-    ({"resize": "bogus"}, "resize"), ({"size": [0, 0]}, "size"), ({"size": [224]}, "size"),
-    ({"size": [10 ** 6, 224]}, "size"), ({"color": "cmyk"}, "color"), ({"layout": "nwhc"}, "layout"),
-    ({"std": [0, 0, 0]}, "std"), ({"mean": [127.5]}, "mean"), ({"mean": [float("nan")] * 3}, "mean"),
-    ({"color": "gray"}, "mean"), ({"channel_order": "GBR"}, "channel_order"),
-])
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ({"resize": "bogus"}, "resize"),
+        ({"size": [0, 0]}, "size"),
+        ({"size": [224]}, "size"),
+        ({"size": [10**6, 224]}, "size"),
+        ({"color": "cmyk"}, "color"),
+        ({"layout": "nwhc"}, "layout"),
+        ({"std": [0, 0, 0]}, "std"),
+        ({"mean": [127.5]}, "mean"),
+        ({"mean": [float("nan")] * 3}, "mean"),
+        ({"color": "gray"}, "mean"),
+        ({"channel_order": "GBR"}, "channel_order"),
+    ],
+)
 def test_image_preprocessing_out_of_range_is_refused(tmp_path, bad, needle):
     m = _manifest(tmp_path)
     d = m.to_dict()

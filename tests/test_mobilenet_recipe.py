@@ -1,4 +1,5 @@
-"""The MobileNet recipe (python -m models.mobilenet): knowledge distillation on real digits, structured pruning, bad input."""
+"""The MobileNet recipe (python -m models.mobilenet): knowledge distillation on real digits, structured
+pruning, bad input."""
 
 from __future__ import annotations
 
@@ -50,8 +51,26 @@ def test_distillation_one_command(digits_subset, tmp_path, capsys):
     from models import mobilenet
 
     out = tmp_path / "student"
-    code = mobilenet.main(["--data", str(digits_subset), "--out", str(out), "--arch", "v3small", "--alpha", "0.75",
-                           "--size", "32", "--teacher", str(TEACHER), "--epochs", "2", "--seed", "0"])
+    code = mobilenet.main(
+        [
+            "--data",
+            str(digits_subset),
+            "--out",
+            str(out),
+            "--arch",
+            "v3small",
+            "--alpha",
+            "0.75",
+            "--size",
+            "32",
+            "--teacher",
+            str(TEACHER),
+            "--epochs",
+            "2",
+            "--seed",
+            "0",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert (out / "model.keras").is_file()
@@ -66,8 +85,7 @@ def test_distillation_one_command(digits_subset, tmp_path, capsys):
     # 2 epochs of a from-scratch student: far from the teacher, but well above chance (10 %) on held-out digits.
     assert t["val_agreement"] > 0.3 and info["val_accuracy"] > 0.3
     assert "student agrees with it on" in printed
-    print(f"student val accuracy {info['val_accuracy']:.3f}, agreement with teacher {t['val_agreement']:.3f}, "
-          f"kd {kd}")
+    print(f"student val accuracy {info['val_accuracy']:.3f}, agreement with teacher {t['val_agreement']:.3f}, kd {kd}")
 
     # The saved student is an ordinary softmax classifier again (the logits were only for training).
     import keras
@@ -130,8 +148,14 @@ def _tiny_v2(seed: int = 0):
     for la in mobilenet.backbone(model).layers:
         if isinstance(la, keras.layers.BatchNormalization):
             gamma, beta, mean, var = la.get_weights()
-            la.set_weights([rng.uniform(0.2, 2, gamma.shape), rng.normal(0, 0.5, beta.shape),
-                            rng.normal(0, 0.5, mean.shape), rng.uniform(0.5, 2, var.shape)])
+            la.set_weights(
+                [
+                    rng.uniform(0.2, 2, gamma.shape),
+                    rng.normal(0, 0.5, beta.shape),
+                    rng.normal(0, 0.5, mean.shape),
+                    rng.uniform(0.5, 2, var.shape),
+                ]
+            )
     return model
 
 
@@ -160,12 +184,16 @@ def test_prune_narrows_every_block_and_keeps_the_kept_weights():
 
     # The ranking: L1 of each expansion output channel's kernel times |gamma| / sqrt(var + eps), by hand.
     conv, bn = old.get_layer("block_5_expand"), old.get_layer("block_5_expand_BN")
-    folded = np.abs(conv.kernel.numpy()).sum((0, 1, 2)) * np.abs(bn.gamma.numpy()) / np.sqrt(
-        bn.moving_variance.numpy() + bn.epsilon)
-    kept5 = np.sort(np.argsort(-folded)[:target["block_5"]])
+    folded = (
+        np.abs(conv.kernel.numpy()).sum((0, 1, 2))
+        * np.abs(bn.gamma.numpy())
+        / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    )
+    kept5 = np.sort(np.argsort(-folded)[: target["block_5"]])
     np.testing.assert_array_equal(new.get_layer("block_5_expand").kernel.numpy(), conv.kernel.numpy()[..., kept5])
-    np.testing.assert_array_equal(new.get_layer("block_5_project").kernel.numpy(),
-                                  old.get_layer("block_5_project").kernel.numpy()[:, :, kept5])
+    np.testing.assert_array_equal(
+        new.get_layer("block_5_project").kernel.numpy(), old.get_layer("block_5_project").kernel.numpy()[:, :, kept5]
+    )
 
     # Same outputs as the unpruned network whose removed channels are cut off (projection inputs zeroed).
     x = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
@@ -204,8 +232,9 @@ def test_taylor_importance_scores_a_cut_off_channel_zero_and_prunes_it_first():
     pruned = mobilenet.prune(model, {"block_3": 40}, {"block_3": score})
     kept = np.sort(np.argsort(-score, kind="stable")[:40])
     assert top not in kept
-    np.testing.assert_array_equal(mobilenet.backbone(pruned).get_layer("block_3_project").kernel.numpy(),
-                                  kernel[:, :, kept])
+    np.testing.assert_array_equal(
+        mobilenet.backbone(pruned).get_layer("block_3_project").kernel.numpy(), kernel[:, :, kept]
+    )
 
 
 def test_prune_one_command_iterative_schedule(digits_subset, tmp_path):
@@ -214,8 +243,24 @@ def test_prune_one_command_iterative_schedule(digits_subset, tmp_path):
     init = tmp_path / "tiny.keras"
     mobilenet.save(_tiny_v2(), init)
     out = tmp_path / "pruned"
-    code = mobilenet.main(["--data", str(digits_subset), "--out", str(out), "--init", str(init), "--prune", "0.5",
-                           "--prune-steps", "2", "--prune-epochs", "1", "--seed", "0"])
+    code = mobilenet.main(
+        [
+            "--data",
+            str(digits_subset),
+            "--out",
+            str(out),
+            "--init",
+            str(init),
+            "--prune",
+            "0.5",
+            "--prune-steps",
+            "2",
+            "--prune-epochs",
+            "1",
+            "--seed",
+            "0",
+        ]
+    )
     assert code == 0
     info = json.loads((out / "training.json").read_text())["prune"]
     assert [s["fraction"] for s in info["schedule"]] == [0.25, 0.5]

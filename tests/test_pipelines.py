@@ -73,11 +73,14 @@ class FakeCamera:
 
 
 def _config(tmp_path) -> Config:
-    return Config(runtime=RuntimeConfig(log_level="warning"),
-                  camera=CameraConfig(uri="fake://", stall_timeout_s=1.0),
-                  vision=VisionConfig(threshold=0.0),
-                  fusion=FusionConfig(passthrough=True, passthrough_cooldown_s=0.0),
-                  sinks=SinksConfig(jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl"))), path="(test)")
+    return Config(
+        runtime=RuntimeConfig(log_level="warning"),
+        camera=CameraConfig(uri="fake://", stall_timeout_s=1.0),
+        vision=VisionConfig(threshold=0.0),
+        fusion=FusionConfig(passthrough=True, passthrough_cooldown_s=0.0),
+        sinks=SinksConfig(jsonl=JsonlConfig(path=str(tmp_path / "events.jsonl"))),
+        path="(test)",
+    )
 
 
 def test_injected_source_runs_to_its_end(tmp_path):

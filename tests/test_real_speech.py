@@ -16,8 +16,12 @@ from models import real_speech as rs
 
 SHIPPED = ROOT / "edge_runtime" / "data" / "models" / "kws"
 LOCAL_SOURCES = ("asterisk", "codec2", "alsa")  # Debian packages; the pocketsphinx sdist would need a download
-PACKAGES = {rs.ASTERISK_SOUNDS: "asterisk-core-sounds-en-wav", rs.ASTERISK_TRANSCRIPTS: "asterisk-core-sounds-en",
-            rs.CODEC2_RAW: "codec2-examples", rs.ALSA_SOUNDS: "alsa-utils"}
+PACKAGES = {
+    rs.ASTERISK_SOUNDS: "asterisk-core-sounds-en-wav",
+    rs.ASTERISK_TRANSCRIPTS: "asterisk-core-sounds-en",
+    rs.CODEC2_RAW: "codec2-examples",
+    rs.ALSA_SOUNDS: "alsa-utils",
+}
 
 
 @pytest.fixture(scope="module")
@@ -85,18 +89,39 @@ def test_existing_output_and_bad_source_are_one_line_errors(built, capsys, tmp_p
 
 
 def _entry(i: str, split: str, dur: float, transcript: str) -> rs.Entry:
-    return rs.Entry(i, f"{i}.wav", "test", "none", transcript, "test", dur, 16000, 8000, split,
-                    rs.keyword_counts(transcript), rs.homophone_counts(transcript))
+    return rs.Entry(
+        i,
+        f"{i}.wav",
+        "test",
+        "none",
+        transcript,
+        "test",
+        dur,
+        16000,
+        8000,
+        split,
+        rs.keyword_counts(transcript),
+        rs.homophone_counts(transcript),
+    )
 
 
 def test_scoring_a_known_case() -> None:
-    entries = [_entry("a", "val", 2.0, "no more messages"), _entry("b", "val", 360.0, "please hold the line"),
-               _entry("c", "val", 3.0, "I don't know"), _entry("d", "test", 4.0, "left brace, left")]
+    entries = [
+        _entry("a", "val", 2.0, "no more messages"),
+        _entry("b", "val", 360.0, "please hold the line"),
+        _entry("c", "val", 3.0, "I don't know"),
+        _entry("d", "test", 4.0, "left brace, left"),
+    ]
+
     def det(label, t):
         return SimpleNamespace(label=label, t=t)
 
-    dets = {"a": [det("no", 1.0), det("no", 1.9), det("up", 2.5)], "b": [det("left", 10.0)],
-            "c": [det("no", 1.0)], "d": [det("left", 1.0)]}
+    dets = {
+        "a": [det("no", 1.0), det("no", 1.9), det("up", 2.5)],
+        "b": [det("left", 10.0)],
+        "c": [det("no", 1.0)],
+        "d": [det("left", 1.0)],
+    }
     r = kws_real.score(entries, dets)
     v, t = r["val"], r["test"]
     assert (v["keyword_occurrences"], v["hits"], v["detection_rate"]) == (1, 1, 1.0)
@@ -107,9 +132,11 @@ def test_scoring_a_known_case() -> None:
     assert (t["keyword_occurrences"], t["hits"], t["detection_rate"], t["false_accepts"]) == (2, 1, 0.5, 0)
     assert t["fa_per_hour"] is None  # no keyword-free audio in that split
     assert r["all"]["hits"] == 2
-    rows = [{"threshold": 0.5, "val": {"detection_rate": 1.0, "fa_per_hour": 10.0, "false_accepts": 2}},
-            {"threshold": 0.7, "val": {"detection_rate": 0.5, "fa_per_hour": 0.0, "false_accepts": 0}},
-            {"threshold": 0.9, "val": {"detection_rate": 0.5, "fa_per_hour": 0.0, "false_accepts": 0}}]
+    rows = [
+        {"threshold": 0.5, "val": {"detection_rate": 1.0, "fa_per_hour": 10.0, "false_accepts": 2}},
+        {"threshold": 0.7, "val": {"detection_rate": 0.5, "fa_per_hour": 0.0, "false_accepts": 0}},
+        {"threshold": 0.9, "val": {"detection_rate": 0.5, "fa_per_hour": 0.0, "false_accepts": 0}},
+    ]
     assert kws_real.choose(rows, 0.5)["threshold"] == 0.9  # ties go to the stricter setting
     assert kws_real.choose(rows, 20.0)["threshold"] == 0.5
 
@@ -118,8 +145,8 @@ def test_padding_is_low_noise_not_zeros() -> None:
     x = np.full(1600, 0.1, np.float32)
     y = kws_real.padded(x, "some/id")
     assert len(y) == len(x) + int((kws_real.LEAD_S + kws_real.TAIL_S) * 16000)
-    tail = y[-int(kws_real.TAIL_S * 16000):]
-    assert np.all(tail != 0.0) and 20 * np.log10(np.sqrt(np.mean(tail ** 2))) == pytest.approx(-70, abs=1)
+    tail = y[-int(kws_real.TAIL_S * 16000) :]
+    assert np.all(tail != 0.0) and 20 * np.log10(np.sqrt(np.mean(tail**2))) == pytest.approx(-70, abs=1)
     np.testing.assert_array_equal(y, kws_real.padded(x, "some/id"))
 
 
@@ -139,7 +166,7 @@ def test_our_spotter_on_real_files_matches_the_daemon_path(built) -> None:
         for e in some:
             sp.reset()
             x = kws_real.audio(out, e)
-            live = [d for i in range(0, len(x), 1600) for d in sp.process(x[i: i + 1600])]
+            live = [d for i in range(0, len(x), 1600) for d in sp.process(x[i : i + 1600])]
             assert [(d.label, round(d.t, 3)) for d in swept[e.id]] == [(d.label, round(d.t, 3)) for d in live], e.id
     assert p.cpu_s > 0 and p.audio_s == pytest.approx(sum(e.duration_s + 2.0 for e in some), abs=0.01)
     r = kws_real.score(some, swept)
@@ -164,6 +191,10 @@ def test_pocketsphinx_hears_keywords_in_real_prompts(built) -> None:
 def test_peer_detections_pass_the_same_refractory_rule() -> None:
     from models.kws_peer import PeerDetection, refractory
 
-    d = [PeerDetection("up", 0.8, 2.5), PeerDetection("no", 0.9, 1.0), PeerDetection("on", 0.8, 1.5),
-         PeerDetection("go", 0.8, 2.0)]
+    d = [
+        PeerDetection("up", 0.8, 2.5),
+        PeerDetection("no", 0.9, 1.0),
+        PeerDetection("on", 0.8, 1.5),
+        PeerDetection("go", 0.8, 2.0),
+    ]
     assert [(x.label, x.t) for x in refractory(d, 1.0)] == [("no", 1.0), ("go", 2.0)]

@@ -30,7 +30,7 @@ def _config(path: Path, model: Path, port: int, threshold: float) -> None:
 [runtime]
 log_level = "info"
 [camera]
-uri = "{SAMPLES / 'images'}"
+uri = "{SAMPLES / "images"}"
 fps = 5
 loop = true
 [vision]
@@ -70,8 +70,13 @@ def test_sighup_reload_good_and_broken_then_sigterm(tmp_path):
     cfg = tmp_path / "edge.toml"
     port = _free_port()
     _config(cfg, model_dir("vision"), port, 0.5)
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "run", "--config", str(cfg)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_runtime.cli", "run", "--config", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         st = _status(port)
         assert st["healthy"] and st["pipelines"]["vision"]["model"] == "efficientnet-lite0-imagenet"

@@ -80,8 +80,10 @@ def test_a_sink_in_one_file_with_its_own_table_gets_the_daemon_s_events(tmp_path
             config.parse(base + '[sinks.webhook]\nurl = "ftp://x"\n', "edge.toml")
         with pytest.raises(config.ConfigError, match=r"sinks\.webhook\.queue_size: must be from 1 to 100000"):
             config.parse(base + '[sinks.webhook]\nurl = "http://x"\nqueue_size = 0\n', "edge.toml")
-        cfg = config.parse(base + f'[sinks.webhook]\nurl = "http://127.0.0.1:{server.server_port}/events"\n',
-                           str(tmp_path / "edge.toml"))
+        cfg = config.parse(
+            base + f'[sinks.webhook]\nurl = "http://127.0.0.1:{server.server_port}/events"\n',
+            str(tmp_path / "edge.toml"),
+        )
         daemon = Daemon(cfg)
         daemon.start()
         try:

@@ -27,15 +27,16 @@ from conftest import ROOT, require
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_runtime.events import Decision, Event
-from edge_runtime.sinks import Sink, SinkError
 from edge_runtime.observe.http import HttpServer
-from edge_runtime.sinks.jsonl import JsonlSink
 from edge_runtime.observe.metrics import Metrics
+from edge_runtime.sinks import Sink, SinkError
+from edge_runtime.sinks.jsonl import JsonlSink
 
 
 def _which(name: str) -> str | None:
-    return shutil.which(name) or next((p for d in ("/usr/sbin", "/usr/bin") if os.access(p := f"{d}/{name}", os.X_OK)),
-                                      None)
+    return shutil.which(name) or next(
+        (p for d in ("/usr/sbin", "/usr/bin") if os.access(p := f"{d}/{name}", os.X_OK)), None
+    )
 
 
 MOSQUITTO = _which("mosquitto")
@@ -43,8 +44,13 @@ MOSQUITTO_PASSWD = _which("mosquitto_passwd")
 NEED_BROKER = "mosquitto is not installed (apt-get install mosquitto mosquitto-clients)"
 
 
-def decision(label: str = "person", modality: str = "vision", score: float = 0.9, latency_ms: float = 12.0,
-             source: str = "camera") -> Decision:
+def decision(
+    label: str = "person",
+    modality: str = "vision",
+    score: float = 0.9,
+    latency_ms: float = 12.0,
+    source: str = "camera",
+) -> Decision:
     now = time.monotonic_ns()
     return Decision(modality, label, score, now - int(latency_ms * 1e6), now, source)
 
@@ -69,17 +75,20 @@ class Broker:
         self.workdir = workdir
         self.port = port or free_port()
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\n"
-                             f"user {getpass.getuser()}\n"  # as root: do not drop to 'mosquitto'
-                             "log_dest stderr\n"
-                             "log_type error\nlog_type warning\n" + extra)
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            f"user {getpass.getuser()}\n"  # as root: do not drop to 'mosquitto'
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\n" + extra
+        )
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Broker:
         with open(self.log, "ab") as log:  # the broker keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log,
-                                         cwd=self.workdir)
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log, cwd=self.workdir
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -128,8 +137,15 @@ def auth_broker(tmp_path_factory):
 class Subscriber:
     """A plain paho client that records every message it receives."""
 
-    def __init__(self, port: int, topics: list[str], username: str | None = None, password: str | None = None,
-                 client_id: str = "", clean_session: bool = True) -> None:
+    def __init__(
+        self,
+        port: int,
+        topics: list[str],
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str = "",
+        clean_session: bool = True,
+    ) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -137,8 +153,9 @@ class Subscriber:
         self.seen: list = []
         self.subscribed = threading.Event()
         self.topics = topics
-        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                             clean_session=clean_session)
+        self.c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+        )
         if username:
             self.c.username_pw_set(username, password)
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics]) if not rc.is_failure else None
@@ -277,8 +294,14 @@ def test_mqtt_last_will_when_the_process_dies(broker, how):
     cfg = mqtt_cfg(broker.port)
     sub = Subscriber(broker.port, [f"{cfg.topic_prefix}/availability"])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", WILL_CHILD, str(broker.port), cfg.topic_prefix, cfg.client_id],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    child = subprocess.Popen(
+        [sys.executable, "-c", WILL_CHILD, str(broker.port), cfg.topic_prefix, cfg.client_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         line = child.stdout.readline()
         assert line.strip() == "ready", child.stderr.read() if child.poll() is not None else line
@@ -337,11 +360,20 @@ def test_mqtt_queues_while_the_broker_is_away_reconnects_and_counts_drops(tmp_pa
 
 
 def test_mqtt_import_is_lazy_and_config_validates():
-    code = ("import sys, edge_runtime.sinks, edge_runtime.sinks.mqtt as m, edge_runtime.sinks.jsonl;"
-            "assert 'paho' not in sys.modules and 'prometheus_client' not in sys.modules, sorted(sys.modules);"
-            "c = m.MqttConfig(); assert c.client_id.startswith('edge-runtime-') and c.qos == 1")
-    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    code = (
+        "import sys, edge_runtime.sinks, edge_runtime.sinks.mqtt as m, edge_runtime.sinks.jsonl;"
+        "assert 'paho' not in sys.modules and 'prometheus_client' not in sys.modules, sorted(sys.modules);"
+        "c = m.MqttConfig(); assert c.client_id.startswith('edge-runtime-') and c.qos == 1"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     from edge_runtime.sinks.mqtt import MqttConfig
 
@@ -389,8 +421,11 @@ def test_http_healthz_status_metrics():
 
         assert fetch(base + "/nope")[0] == 404
 
-        for d in (decision("person", latency_ms=5), decision("person", latency_ms=40),
-                  decision("yes", "audio", latency_ms=150, source="mic")):
+        for d in (
+            decision("person", latency_ms=5),
+            decision("person", latency_ms=40),
+            decision("yes", "audio", latency_ms=150, source="mic"),
+        ):
             metrics.observe_decision(d)
         metrics.observe_event(event("person"))
         metrics.observe_event(event("person"))
@@ -420,9 +455,17 @@ def test_http_healthz_status_metrics():
         assert s[("edge_source_up", (("source", "camera"),))] == 1
         assert s[("edge_pipeline_fps", (("pipeline", "vision"),))] == 14.5
         engines = {k: v for k, v in s.items() if k[0] == "edge_engine_info"}
-        assert engines == {("edge_engine_info", (("device", "cpu/xnnpack"), ("engine", "litert"),
-                                                 ("fallback", "GPU delegate failed to load"),
-                                                 ("pipeline", "vision"))): 1.0}
+        assert engines == {
+            (
+                "edge_engine_info",
+                (
+                    ("device", "cpu/xnnpack"),
+                    ("engine", "litert"),
+                    ("fallback", "GPU delegate failed to load"),
+                    ("pipeline", "vision"),
+                ),
+            ): 1.0
+        }
         assert s[("edge_sink_dropped_total", (("sink", "mqtt"),))] == 2
 
         # a second daemon's metrics in the same process: its own registry, nothing shared
@@ -534,8 +577,10 @@ def test_jsonl_rotates_and_every_line_parses(tmp_path):
     path = tmp_path / "logs" / "events.jsonl"  # the folder is made
     sink = JsonlSink(str(path), max_bytes=4000, backups=2)
     n = 120
-    threads = [threading.Thread(target=lambda k=k: [sink.publish(event("person", k * 1000 + i)) for i in range(n // 4)])
-               for k in range(4)]
+    threads = [
+        threading.Thread(target=lambda k=k: [sink.publish(event("person", k * 1000 + i)) for i in range(n // 4)])
+        for k in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -26,8 +26,16 @@ SHORT_RSS_SLOPE_MB_PER_H = 100.0
 
 
 def test_short_soak_stays_flat_and_stops_cleanly(tmp_path):
-    r = soak(WARMUP_MIN + MEASURED_MIN, WARMUP_MIN, INTERVAL_S, tmp_path, fps=20.0, max_bytes=MAX_BYTES,
-             backups=BACKUPS, rss_goal_mb_per_h=SHORT_RSS_SLOPE_MB_PER_H)
+    r = soak(
+        WARMUP_MIN + MEASURED_MIN,
+        WARMUP_MIN,
+        INTERVAL_S,
+        tmp_path,
+        fps=20.0,
+        max_bytes=MAX_BYTES,
+        backups=BACKUPS,
+        rss_goal_mb_per_h=SHORT_RSS_SLOPE_MB_PER_H,
+    )
     print(summary(r))  # the figures, with pytest -s
     text = summary(r) + "\nlast samples: " + repr(r["samples"][-3:]) + "\nlog:\n" + r["log_tail"]
     assert r["sigterm"]["exit_code"] == 0, text

@@ -29,9 +29,29 @@ from edge_runtime.sources.files import WavFileSource
 def test_video(ffmpeg, tmp_path_factory) -> Path:
     """2 s of testsrc, 320x240 at 15 fps: 30 frames."""
     path = tmp_path_factory.mktemp("video") / "testsrc.mp4"
-    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi",
-                    "-i", "testsrc=size=320x240:rate=15", "-t", "2", "-pix_fmt", "yuv420p", "-c:v", "mpeg4",
-                    str(path)], check=True, timeout=60)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=15",
+            "-t",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "mpeg4",
+            str(path),
+        ],
+        check=True,
+        timeout=60,
+    )
     return path
 
 
@@ -71,8 +91,11 @@ def test_camera_live_stream_latest_wins_and_reconnects(ffmpeg, caplog):
         assert cam.stats().last_error
 
         def warnings():  # logged by the camera's threads, just after the state flips
-            return [r.getMessage() for r in caplog.records[n_records:]
-                    if r.levelno == logging.WARNING and "offline" in r.getMessage()]
+            return [
+                r.getMessage()
+                for r in caplog.records[n_records:]
+                if r.levelno == logging.WARNING and "offline" in r.getMessage()
+            ]
 
         assert wait_until(lambda: len(warnings()) > 0, 5)
         time.sleep(0.5)  # reconnect attempts fail meanwhile: still one warning for the whole outage
@@ -104,7 +127,7 @@ def test_camera_video_file_plays_ends_and_loops(test_video):
     cam = CameraSource("file", str(test_video), fps=100).start()  # paced fast for the test
     got = []
     try:
-        assert wait_until(lambda: (got.append(cam.latest(timeout=0.2)) or cam.ended), 20)
+        assert wait_until(lambda: got.append(cam.latest(timeout=0.2)) or cam.ended, 20)
         while (f := cam.latest(timeout=0)) is not None:
             got.append(f)
     finally:
@@ -236,11 +259,17 @@ print("RESULT " + json.dumps(out))
 def test_microphone_hears_a_tone_through_pulseaudio(pulse, tmp_path, device, device_rate):
     wav = tone_wav(tmp_path / "tone.wav")
     env = {**pulse, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", MIC_SCRIPT, device, str(device_rate), str(wav)], env=env,
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-c", MIC_SCRIPT, device, str(device_rate), str(wav)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     assert r.returncode == 0 and lines, f"rc={r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = json.loads(lines[-1][len("RESULT ") :])
     # a missing device names itself and lists the inputs there are
     assert "no-such-mic-xyz" in out["missing"] and "pulse" in out["missing"] and "\n" not in out["missing"]
     assert out["paplay_rc"] == 0
@@ -374,16 +403,27 @@ class ScriptedSource(Source):
 
 def test_source_supervisor_backs_off_and_warns_once_per_outage(caplog):
     caplog.set_level(logging.DEBUG, logger="edge_runtime.sources")
-    src = ScriptedSource([SourceError("no device"), RuntimeError("boom"), SourceError("no device"),
-                          SourceError("no device"), (True, "stalled"), (False, REOPEN), (False, "still stalled"),
-                          (True, None)])
+    src = ScriptedSource(
+        [
+            SourceError("no device"),
+            RuntimeError("boom"),
+            SourceError("no device"),
+            SourceError("no device"),
+            (True, "stalled"),
+            (False, REOPEN),
+            (False, "still stalled"),
+            (True, None),
+        ]
+    )
     src._supervise()
     assert src._stop.waits == [0.25, 0.5, 1.0, 1.0, 0.25, 0.5]  # doubled, capped; reset once data flowed
     assert src.released == 4 and not src.steps
     msgs = [(r.levelno, r.getMessage()) for r in caplog.records]
     warnings = [m for level, m in msgs if level == logging.WARNING]
-    assert warnings == ["fake 'x' offline: no device; reconnecting (backoff 0.25..1 s)",
-                        "fake 'x' offline: stalled; reconnecting (backoff 0.25..1 s)"]
+    assert warnings == [
+        "fake 'x' offline: no device; reconnecting (backoff 0.25..1 s)",
+        "fake 'x' offline: stalled; reconnecting (backoff 0.25..1 s)",
+    ]
     assert "fake 'x' still offline: cannot open fake://device: RuntimeError: boom" in [m for _, m in msgs]
     assert [m for _, m in msgs if "online again" in m] == ["fake 'x': online again (fake://device)"] * 2
     st = src.stats()

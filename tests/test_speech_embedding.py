@@ -47,14 +47,14 @@ def test_mel_front_end_matches_the_pretrained_melspectrogram_on_real_speech():
         ours = log_mel(x, SPEECH_EMBEDDING)
         # The ONNX model floors bins at 80 dB below the maximum of its whole input; fed one frame
         # at a time that is each frame's own maximum, which is what a stream can compute.
-        frames = np.stack([x[k * 160: k * 160 + 512] * 32768 for k in range(len(ours))]).astype(np.float32)
+        frames = np.stack([x[k * 160 : k * 160 + 512] * 32768 for k in range(len(ours))]).astype(np.float32)
         ref = np.concatenate([sess.run(None, {"input": f[None]})[0].reshape(-1, 32) for f in frames]) / 10 + 2
         assert ref.shape == ours.shape
         diffs.append(np.abs(ours - ref).ravel())
         near.append((ours - ours.max(axis=1, keepdims=True) > -6.0).ravel())  # within 60 dB of the peak
         # streaming in odd chunks gives the very same frames
         lm = LogMel(SPEECH_EMBEDDING)
-        chunked = np.concatenate([lm.process(x[i: i + 777]) for i in range(0, len(x), 777)])
+        chunked = np.concatenate([lm.process(x[i : i + 777]) for i in range(0, len(x), 777)])
         np.testing.assert_array_equal(chunked, ours)
     d, m = np.concatenate(diffs), np.concatenate(near)
     assert m.mean() > 0.9
@@ -72,7 +72,7 @@ def test_keras_port_matches_the_onnx_embedding_and_runs_fully_convolutional():
     net = se.model(None)
     for m in mels[:6]:
         t = se.WINDOW + se.STRIDE * ((len(m) - se.WINDOW) // se.STRIDE)
-        windows = np.stack([m[j: j + se.WINDOW] for j in range(0, t - se.WINDOW + 1, se.STRIDE)])
+        windows = np.stack([m[j : j + se.WINDOW] for j in range(0, t - se.WINDOW + 1, se.STRIDE)])
         ref = sess.run(None, {"input_1": windows[..., None]})[0].reshape(-1, se.DIM)
         ours = se.embed_frames(m[None, :t], net)[0]  # all windows in one pass
         assert ours.shape == ref.shape
@@ -103,7 +103,7 @@ def test_embedding_step_model_chunk_by_chunk_equals_whole_sequence():
         h = np.zeros((1, 16), np.float32)
         c = np.zeros((1, 16), np.float32)
         for k in range(0, t - se.WINDOW + 1, se.STRIDE):
-            scores, h, c = (np.asarray(o) for o in step([x[i: i + 1, k: k + se.WINDOW], h, c], training=False))
+            scores, h, c = (np.asarray(o) for o in step([x[i : i + 1, k : k + se.WINDOW], h, c], training=False))
         assert np.abs(scores[0] - whole[i]).max() <= 1e-4
 
 

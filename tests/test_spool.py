@@ -110,7 +110,7 @@ def test_spool_refuses_damaged_and_foreign_files(tmp_path):
         for i in range(400):
             sp.append("t", f"{i}" * 200)
     data = bytearray(damaged.read_bytes())
-    data[4096 * 3: 4096 * 3 + 2048] = os.urandom(2048)  # a b-tree page in the middle overwritten
+    data[4096 * 3 : 4096 * 3 + 2048] = os.urandom(2048)  # a b-tree page in the middle overwritten
     damaged.write_bytes(bytes(data))
     with pytest.raises(SpoolError, match="damaged.sqlite3: (the spool file is damaged|cannot use it as a spool)"):
         Spool(damaged)
@@ -133,8 +133,14 @@ def test_mqtt_sink_spool_survives_the_sink_and_counts_what_it_drops(tmp_path):
     spool = str(tmp_path / "state" / "mqtt-spool.sqlite3")
     sent = [event("person", i) for i in range(40)]
     size = len(MqttSink.event_payload(sent[0])) + len(mqtt_cfg(b.port).topic_prefix) + len("/event/person") + 8
-    cfg = mqtt_cfg(b.port, discovery=False, spool_path=spool, spool_max_bytes=25 * size, reconnect_min_delay=1,
-                   reconnect_max_delay=1)
+    cfg = mqtt_cfg(
+        b.port,
+        discovery=False,
+        spool_path=spool,
+        spool_max_bytes=25 * size,
+        reconnect_min_delay=1,
+        reconnect_max_delay=1,
+    )
     metrics = Metrics()
     sink = MqttSink(cfg, metrics=metrics)
     for e in sent:
@@ -152,9 +158,11 @@ def test_mqtt_sink_spool_survives_the_sink_and_counts_what_it_drops(tmp_path):
     metrics = Metrics()
     again = MqttSink(cfg, metrics=metrics)
     try:
-        ids = [json.loads(sub.wait(f"{cfg.topic_prefix}/event/person", timeout=15)[1])["id"]
-               for _ in range(40 - int(dropped))]
-        assert ids == [e.id for e in sent[int(dropped):]]  # the newest survived, in order
+        ids = [
+            json.loads(sub.wait(f"{cfg.topic_prefix}/event/person", timeout=15)[1])["id"]
+            for _ in range(40 - int(dropped))
+        ]
+        assert ids == [e.id for e in sent[int(dropped) :]]  # the newest survived, in order
         deadline = time.monotonic() + 5
         while again.spool.count and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -177,7 +185,7 @@ def _daemon_config(path: Path, tmp_path: Path, port: int, prefix: str, extra: st
 [runtime]
 log_level = "info"
 [camera]
-uri = "{SAMPLES / 'images'}"
+uri = "{SAMPLES / "images"}"
 fps = 10
 loop = true
 [vision]
@@ -186,7 +194,7 @@ threshold = 0.3
 passthrough = true
 passthrough_cooldown_s = 0.0
 [sinks.jsonl]
-path = "{tmp_path / 'events.jsonl'}"
+path = "{tmp_path / "events.jsonl"}"
 [sinks.mqtt]
 port = {port}
 topic_prefix = "{prefix}"
@@ -207,8 +215,13 @@ class Daemon:
             env["STATE_DIRECTORY"] = str(state)
         self.log = log
         with open(log, "a") as f:
-            self.proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "run", "--config", str(config)],
-                                         cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edge_runtime.cli", "run", "--config", str(config)],
+                cwd=ROOT,
+                env=env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         if self.proc.poll() is None:
@@ -283,8 +296,12 @@ def test_sigkill_in_a_broker_outage_loses_no_event(tmp_path):
         _wait_for(lambda: len(_ids(jsonl)) >= len(killed) + 5, 90, "the restarted daemon wrote no events", log)
         b.start()
         before_return = _ids(jsonl)
-        got = _wait_for(lambda: (r := _received(sub, prefix)) and set(before_return) <= set(r) and r, 60,
-                        "not every event reached the subscriber after the broker came back", log)
+        got = _wait_for(
+            lambda: (r := _received(sub, prefix)) and set(before_return) <= set(r) and r,
+            60,
+            "not every event reached the subscriber after the broker came back",
+            log,
+        )
         firsts = [i for i in _first_seen(got) if i in set(before_return)]
         assert firsts == before_return  # each event once at least, the first copies in the order they happened
         assert second.stop() == 0
@@ -325,8 +342,12 @@ def test_sigterm_in_a_broker_outage_discards_nothing(tmp_path):
         b.start()
         sub = Subscriber(b.port, [f"{prefix}/event/#"])
         d = Daemon(cfg, None, log)
-        got = _wait_for(lambda: (r := _received(sub, prefix)) and set(written) <= set(r) and r, 60,
-                        "the spooled events were not delivered after the restart", log)
+        got = _wait_for(
+            lambda: (r := _received(sub, prefix)) and set(written) <= set(r) and r,
+            60,
+            "the spooled events were not delivered after the restart",
+            log,
+        )
         assert [i for i in _first_seen(got) if i in set(written)] == written
         assert d.stop() == 0
         sub.close()
@@ -345,17 +366,25 @@ def test_check_and_run_refuse_an_unusable_spool_in_one_line(tmp_path):
     (damaged / "mqtt-spool.sqlite3").write_bytes(b"this is no SQLite database" * 200)
     cfg = _daemon_config(tmp_path / "edge.toml", tmp_path, free_port(), "spool/bad")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cases = ((tmp_path / "a-file" / "state", "cannot create its folder"),
-             (damaged, "cannot use it as a spool (file is not a database); move it away"))
+    cases = (
+        (tmp_path / "a-file" / "state", "cannot create its folder"),
+        (damaged, "cannot use it as a spool (file is not a database); move it away"),
+    )
     for state, why in cases:
         for cmd in ("check", "run"):
-            r = subprocess.run([sys.executable, "-m", "edge_runtime.cli", cmd, "--config", str(cfg)],
-                               capture_output=True, text=True, timeout=120, cwd=ROOT,
-                               env={**env, "STATE_DIRECTORY": str(state)})
+            r = subprocess.run(
+                [sys.executable, "-m", "edge_runtime.cli", cmd, "--config", str(cfg)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=ROOT,
+                env={**env, "STATE_DIRECTORY": str(state)},
+            )
             last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
             assert r.returncode == 2 and "Traceback" not in r.stderr, (cmd, r.stderr)
-            assert last.startswith(f"edge-runtime: error: {cfg}: sinks.mqtt spool: {state / 'mqtt-spool.sqlite3'}: "
-                                   f"{why}"), (cmd, last)
+            assert last.startswith(
+                f"edge-runtime: error: {cfg}: sinks.mqtt spool: {state / 'mqtt-spool.sqlite3'}: {why}"
+            ), (cmd, last)
             assert "spool_dir" in last
     assert (damaged / "mqtt-spool.sqlite3").read_bytes() == b"this is no SQLite database" * 200  # untouched
     assert not (tmp_path / "events.jsonl").exists() or not _ids(tmp_path / "events.jsonl")
@@ -367,9 +396,16 @@ def test_spool_config_keys_defaults_and_errors(tmp_path):
     from edge_runtime.sinks import SinkError
 
     base = "[microphone]\n[audio]\n[sinks.mqtt]\n"
-    for key, value in (("spool_max_mb", "0"), ("spool_max_mb", "inf"), ("spool_max_mb", "nan"),
-                       ("spool_max_mb", "1e9"), ("spool_max_age_days", "0"), ("spool_max_age_days", "inf"),
-                       ("spool_max_age_days", "-1"), ("spool_max_age_days", "1e6")):
+    for key, value in (
+        ("spool_max_mb", "0"),
+        ("spool_max_mb", "inf"),
+        ("spool_max_mb", "nan"),
+        ("spool_max_mb", "1e9"),
+        ("spool_max_age_days", "0"),
+        ("spool_max_age_days", "inf"),
+        ("spool_max_age_days", "-1"),
+        ("spool_max_age_days", "1e6"),
+    ):
         with pytest.raises(config.ConfigError, match=f"^edge.toml:4: sinks.mqtt.{key}: must be"):
             config.parse(base + f"{key} = {value}\n", "edge.toml")
     with pytest.raises(config.ConfigError, match="^edge.toml:5: sinks.mqtt.spool: needs qos 1 or 2"):
@@ -404,8 +440,14 @@ def test_check_reports_the_spool_and_refuses_what_run_refuses(tmp_path):
     state = tmp_path / "state"
     with Spool(state / "mqtt-spool.sqlite3") as sp:
         sp.append("t", "left from before")
-    r = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "check", "--config", str(cfg)], capture_output=True,
-                       text=True, timeout=120, cwd=ROOT, env={**env, "STATE_DIRECTORY": str(state)})
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "check", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**env, "STATE_DIRECTORY": str(state)},
+    )
     assert r.returncode == 0, r.stderr
     assert f"spool {state / 'mqtt-spool.sqlite3'}, 1 events pending" in r.stdout
     with Spool(state / "mqtt-spool.sqlite3") as sp:
@@ -413,8 +455,17 @@ def test_check_reports_the_spool_and_refuses_what_run_refuses(tmp_path):
 
     cfg.write_text(cfg.read_text() + "spool = true\n")  # asked for, and no folder
     for cmd in ("check", "run"):
-        r = subprocess.run([sys.executable, "-m", "edge_runtime.cli", cmd, "--config", str(cfg)], capture_output=True,
-                           text=True, timeout=120, cwd=ROOT, env=env)
+        r = subprocess.run(
+            [sys.executable, "-m", "edge_runtime.cli", cmd, "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env=env,
+        )
         assert r.returncode == 2 and "Traceback" not in r.stderr, (cmd, r.stderr)
-        assert r.stderr.strip().splitlines()[-1].startswith(
-            f"edge-runtime: error: {cfg}: sinks.mqtt.spool: no folder for the spool"), (cmd, r.stderr)
+        assert (
+            r.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"edge-runtime: error: {cfg}: sinks.mqtt.spool: no folder for the spool")
+        ), (cmd, r.stderr)

@@ -71,22 +71,38 @@ def test_unit_has_the_required_directives():
     assert one["Type"] == "notify" and one["NotifyAccess"] == "main" and one["WatchdogSec"] == "30s"
     assert one["Restart"] == "on-failure" and one["RestartSec"] == "2" and one["TimeoutStopSec"] == "5"
     assert "StartLimitIntervalSec" in one and "StartLimitBurst" in one
-    assert one["ExecStartPre"] == ("/opt/edge-runtime/current/venv/bin/edge-runtime check "
-                                   "--config /etc/edge-runtime/edge-runtime.toml")
-    assert one["ExecStart"] == ("/opt/edge-runtime/current/venv/bin/edge-runtime run "
-                                "--config /etc/edge-runtime/edge-runtime.toml")
+    assert one["ExecStartPre"] == (
+        "/opt/edge-runtime/current/venv/bin/edge-runtime check --config /etc/edge-runtime/edge-runtime.toml"
+    )
+    assert one["ExecStart"] == (
+        "/opt/edge-runtime/current/venv/bin/edge-runtime run --config /etc/edge-runtime/edge-runtime.toml"
+    )
     assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert one["User"] == "edge-runtime" and "DynamicUser" not in one
     assert set(one["SupplementaryGroups"].split()) >= {"video", "audio", "plugdev"}
     assert one["DevicePolicy"] == "closed"
     allow = {d.split()[0] for d in v["DeviceAllow"]}
     assert {"char-video4linux", "char-alsa", "char-usb_device", "char-apex", "char-drm"} <= allow
-    for k, want in {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes", "NoNewPrivileges": "yes",
-                    "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
-                    "ProtectControlGroups": "yes", "ProtectClock": "yes", "ProtectHostname": "yes",
-                    "RestrictNamespaces": "yes", "LockPersonality": "yes", "RestrictRealtime": "yes",
-                    "RestrictSUIDSGID": "yes", "SystemCallArchitectures": "native", "CapabilityBoundingSet": "",
-                    "UMask": "0077", "Environment": "XDG_CACHE_HOME=/var/cache/edge-runtime"}.items():
+    for k, want in {
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "NoNewPrivileges": "yes",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes",
+        "ProtectClock": "yes",
+        "ProtectHostname": "yes",
+        "RestrictNamespaces": "yes",
+        "LockPersonality": "yes",
+        "RestrictRealtime": "yes",
+        "RestrictSUIDSGID": "yes",
+        "SystemCallArchitectures": "native",
+        "CapabilityBoundingSet": "",
+        "UMask": "0077",
+        "Environment": "XDG_CACHE_HOME=/var/cache/edge-runtime",
+    }.items():
         assert one[k] == want, k
     assert "PYTHONUNBUFFERED=1" in v["Environment"]
     assert set(one["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
@@ -108,8 +124,12 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
 def security_report() -> tuple[float, list[tuple[str, float]]]:
     tool = need_systemd_analyze()
     # The C locale makes the marks ASCII ("-" for an exposed item instead of "✗") whatever the machine's locale.
-    r = subprocess.run([tool, "security", "--offline=true", "--no-pager", str(UNIT)], capture_output=True,
-                       text=True, env={**os.environ, "SYSTEMD_COLORS": "0", "LC_ALL": "C", "LANG": "C"})
+    r = subprocess.run(
+        [tool, "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYSTEMD_COLORS": "0", "LC_ALL": "C", "LANG": "C"},
+    )
     assert r.returncode == 0, r.stderr
     m = re.search(r"Overall exposure level for edge-runtime\.service: (\d+\.\d+)", r.stdout)
     assert m, r.stdout[-500:]
@@ -133,8 +153,9 @@ def test_tmpfiles_conf_creates_the_folders(tmp_path):
     require(tool is not None, "systemd-tmpfiles is missing (apt-get install systemd)")
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
-                                     "edge-runtime:x:990:990::/var/lib/edge-runtime:/usr/sbin/nologin\n")
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nedge-runtime:x:990:990::/var/lib/edge-runtime:/usr/sbin/nologin\n"
+    )
     (root / "etc/group").write_text("root:x:0:\nedge-runtime:x:990:\n")
     r = subprocess.run([tool, "--create", f"--root={root}", str(TMPFILES_CONF)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -204,8 +225,14 @@ def seccomp():
 
     def run(*cmd: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
         env = {**os.environ, "HOME": str(cwd or ROOT)}
-        return subprocess.run([PY, "-c", SECCOMP_RUNNER, ",".join(sorted(allowed)), action, lib, *cmd],
-                              capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+        return subprocess.run(
+            [PY, "-c", SECCOMP_RUNNER, ",".join(sorted(allowed)), action, lib, *cmd],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=cwd,
+        )
 
     # the filter is real: a call outside the list fails (setuid is in @privileged)
     r = run(PY, "-c", "import os; os.setuid(0)")
@@ -223,8 +250,9 @@ def test_engines_run_under_the_units_syscall_filter(seccomp, engine, tmp_path):
         require(have("onnxruntime"), "onnxruntime is not installed (pip install -e '.[onnx]')")
     images = sorted(str(p) for p in (ROOT / "edge_runtime/data/samples/images").glob("*.jpg"))[:3]
     cmd = [str(VENV_BIN / "edge-runtime"), "classify", "--engine", engine, "--json", *images]
-    plain = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                           env={**os.environ, "HOME": str(tmp_path)})
+    plain = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)}
+    )
     assert plain.returncode == 0, plain.stderr
     filtered = seccomp(*cmd, cwd=tmp_path)
     assert filtered.returncode == 0, f"rc={filtered.returncode}: {filtered.stderr[-2000:]}"
@@ -236,9 +264,11 @@ def test_daemon_runs_under_the_units_syscall_filter(seccomp, tmp_path):
     """The whole daemon (camera thread, workers, HTTP server, JSON lines) for a few seconds."""
     images = ROOT / "edge_runtime/data/samples/images"
     cfg = tmp_path / "edge.toml"
-    cfg.write_text(f'[runtime]\nduration_s = 4.0\n\n[camera]\nuri = "{images}"\n\n'
-                   f'[vision]\nengine = "litert"\nthreshold = 0.0\n\n'
-                   f'[sinks.jsonl]\npath = "{tmp_path / "events.jsonl"}"\n\n[sinks.http]\nport = 0\n')
+    cfg.write_text(
+        f'[runtime]\nduration_s = 4.0\n\n[camera]\nuri = "{images}"\n\n'
+        f'[vision]\nengine = "litert"\nthreshold = 0.0\n\n'
+        f'[sinks.jsonl]\npath = "{tmp_path / "events.jsonl"}"\n\n[sinks.http]\nport = 0\n'
+    )
     r = seccomp(str(VENV_BIN / "edge-runtime"), "run", "--config", str(cfg), cwd=tmp_path, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "ready: vision" in r.stderr
@@ -277,8 +307,12 @@ def test_dependency_markers_are_evaluated_for_the_board_not_this_host(tmp_path):
     from deploy.targets import TARGETS, marker_environment
 
     wheels = {}
-    for args in [("app", "1.0", ["tomli>=2; python_version < '3.11'", "numpy>=1.23", "extra-a; extra == 'a'"]),
-                 ("numpy", "2.0", []), ("tomli", "2.0", []), ("extra_a", "1.0", [])]:
+    for args in [
+        ("app", "1.0", ["tomli>=2; python_version < '3.11'", "numpy>=1.23", "extra-a; extra == 'a'"]),
+        ("numpy", "2.0", []),
+        ("tomli", "2.0", []),
+        ("extra_a", "1.0", []),
+    ]:
         w = Wheel.read(_fake_wheel(tmp_path, *args))
         wheels[w.name] = w
     roots = [Requirement("app")]
@@ -295,8 +329,15 @@ def test_dependency_markers_are_evaluated_for_the_board_not_this_host(tmp_path):
 
 
 # --- archive safety ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name, why", [("/etc/passwd", "absolute"), (f"{BUNDLE_TOP}/../../evil", "traversal"),
-                                       ("elsewhere/file", "outside"), (f"{BUNDLE_TOP}/a\\b", "backslash")])
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("/etc/passwd", "absolute"),
+        (f"{BUNDLE_TOP}/../../evil", "traversal"),
+        ("elsewhere/file", "outside"),
+        (f"{BUNDLE_TOP}/a\\b", "backslash"),
+    ],
+)
 def test_member_names_are_checked(name, why):
     with pytest.raises(DeployError, match="unsafe path"):
         check_member_name(name)
@@ -401,14 +442,26 @@ def test_push_command_lines():
     from deploy.push import Remote, install_command, parse_env
 
     r = Remote("board.local", "pi", 2222, Path("/k/id"), ["StrictHostKeyChecking=accept-new"])
-    assert r.ssh("true") == ["ssh", "-p", "2222", "-i", "/k/id", "-o", "StrictHostKeyChecking=accept-new",
-                             "pi@board.local", "true"]
+    assert r.ssh("true") == [
+        "ssh",
+        "-p",
+        "2222",
+        "-i",
+        "/k/id",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "pi@board.local",
+        "true",
+    ]
     assert r.scp([Path("/b.tar.gz")], "/tmp/x")[:4] == ["scp", "-q", "-P", "2222"]
     assert r.scp([Path("/b.tar.gz")], "/tmp/x")[-1] == "pi@board.local:/tmp/x/"
     assert Remote("fe80::1", "pi").scp([Path("/b")], "/d")[-1] == "pi@[fe80::1]:/d/"
     cmd = install_command("/tmp/edge-deploy.abc", "bundle.tar.gz", {"KEEP_RELEASES": "5"}, True, None, "auto")
-    assert 'sudo -n' in cmd and "env KEEP_RELEASES=5 sh /tmp/edge-deploy.abc/install.sh --replace-config " \
-                                "/tmp/edge-deploy.abc/bundle.tar.gz" in cmd
+    assert (
+        "sudo -n" in cmd
+        and "env KEEP_RELEASES=5 sh /tmp/edge-deploy.abc/install.sh --replace-config /tmp/edge-deploy.abc/bundle.tar.gz"
+        in cmd
+    )
     assert cmd.endswith("rm -rf /tmp/edge-deploy.abc; exit $rc")
     cmd = install_command("/tmp/d", "bundle.tar.gz", {}, False, "edge-runtime.toml", "never")
     assert cmd.startswith("sh /tmp/d/install.sh --config /tmp/d/edge-runtime.toml /tmp/d/bundle.tar.gz")
@@ -418,10 +471,19 @@ def test_push_command_lines():
 
 
 def test_edge_deploy_bad_arguments_are_one_line():
-    r = subprocess.run([PY, "-m", "deploy", "bundle", "--target", "rpi9", "--config", "x", "--out", "y"],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [PY, "-m", "deploy", "bundle", "--target", "rpi9", "--config", "x", "--out", "y"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "rpi9" in r.stderr
-    r = subprocess.run([PY, "-m", "deploy", "bundle", "--target", "rpi4", "--python", "3.9", "--config", "x",
-                        "--out", "y"], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and r.stderr.strip() == ("edge-deploy: error: --python 3.9: edge-runtime runs on "
-                                                     "CPython 3.10, 3.11, 3.12, 3.13")
+    r = subprocess.run(
+        [PY, "-m", "deploy", "bundle", "--target", "rpi4", "--python", "3.9", "--config", "x", "--out", "y"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "edge-deploy: error: --python 3.9: edge-runtime runs on CPython 3.10, 3.11, 3.12, 3.13"
+    )

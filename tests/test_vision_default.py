@@ -42,8 +42,10 @@ MIN_SCORE = 0.3  # the right label is also a clear top-1, not a near-tie
 def _engine_available(engine: str) -> tuple[bool, str]:
     if engine == "onnx":
         return have("onnxruntime"), "onnxruntime is not installed (pip install 'edge-runtime[onnx]')"
-    return (have("ai_edge_litert") or have("tflite_runtime") or have("tensorflow"),
-            "no LiteRT package is installed (pip install ai-edge-litert)")
+    return (
+        have("ai_edge_litert") or have("tflite_runtime") or have("tensorflow"),
+        "no LiteRT package is installed (pip install ai-edge-litert)",
+    )
 
 
 # --- the shipped artifact ---------------------------------------------------------------------
@@ -160,16 +162,24 @@ def _example(torch):
     shared = _Storage("0", np.concatenate([w.reshape(-1), fc.reshape(-1)]), "FloatStorage")
     half = _Storage("1", rng.normal(size=7).astype(np.float16), "HalfStorage")
     longs = _Storage("2", np.array([3, 1, 4, 1, 5], np.int64), "LongStorage")
-    sd = collections.OrderedDict([
-        ("conv.weight", _Tensor(shared, 0, (4, 3, 3, 3), (27, 9, 3, 1))),
-        ("fc.weight", _Tensor(shared, w.size, (5, 6), (6, 1))),
-        ("fc.weight_t", _Tensor(shared, w.size, (6, 5), (1, 6))),  # non-contiguous view
-        ("bn.running_var", _Tensor(half, 0, (7,), (1,))),
-        ("ids", _Tensor(longs, 1, (2, 2), (2, 1))),
-        ("bn.num_batches_tracked", _Tensor(longs, 4, (), ())),
-    ])
-    expected = {"conv.weight": w, "fc.weight": fc, "fc.weight_t": fc.T, "bn.running_var": half.data,
-                "ids": np.array([[1, 4], [1, 5]], np.int64), "bn.num_batches_tracked": np.array(5, np.int64)}
+    sd = collections.OrderedDict(
+        [
+            ("conv.weight", _Tensor(shared, 0, (4, 3, 3, 3), (27, 9, 3, 1))),
+            ("fc.weight", _Tensor(shared, w.size, (5, 6), (6, 1))),
+            ("fc.weight_t", _Tensor(shared, w.size, (6, 5), (1, 6))),  # non-contiguous view
+            ("bn.running_var", _Tensor(half, 0, (7,), (1,))),
+            ("ids", _Tensor(longs, 1, (2, 2), (2, 1))),
+            ("bn.num_batches_tracked", _Tensor(longs, 4, (), ())),
+        ]
+    )
+    expected = {
+        "conv.weight": w,
+        "fc.weight": fc,
+        "fc.weight_t": fc.T,
+        "bn.running_var": half.data,
+        "ids": np.array([[1, 4], [1, 5]], np.int64),
+        "bn.num_batches_tracked": np.array(5, np.int64),
+    }
     return sd, [shared, half, longs], expected
 
 
@@ -231,4 +241,3 @@ def test_tf_same_padding_of_the_port():
     assert same_padding(224, 3, 2) == (0, 1)  # stem: PyTorch's symmetric (1, 1) would shift every pixel
     assert same_padding(56, 5, 2) == (1, 2)
     assert same_padding(14, 5, 1) == (2, 2)
-

@@ -13,8 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_ships_defaults_and_runs_outside_the_repo(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = (tmp_path / "dist").glob("edge_runtime-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for kind in ("vision", "kws"):
@@ -26,15 +30,32 @@ def test_wheel_ships_defaults_and_runs_outside_the_repo(tmp_path):
     assert size <= 20 * 1024 * 1024, f"default artifacts take {size / 1e6:.1f} MB"
 
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
     sample = site / "edge_runtime" / "data" / "samples" / "images" / "orange.jpg"
-    proc = subprocess.run([sys.executable, "-c", "import edge_runtime.cli as c, sys; print(c.__file__, file=sys.stderr);"
-                           " sys.argv[0] = 'edge-runtime'; sys.exit(c.main())", "classify", str(sample), "--json"],
-                          cwd=outside, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import edge_runtime.cli as c, sys; print(c.__file__, file=sys.stderr);"
+            " sys.argv[0] = 'edge-runtime'; sys.exit(c.main())",
+            "classify",
+            str(sample),
+            "--json",
+        ],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert str(site) in proc.stderr.splitlines()[0]  # the installed copy, not the repository
     assert json.loads(proc.stdout)["top"][0]["label"] == "orange"

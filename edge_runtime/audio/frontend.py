@@ -40,14 +40,31 @@ import numpy as np
 from ..manifest import AudioPreprocessing
 
 NORMALIZATIONS = ("none", "running_mean")
-CHOICES = {"window_align": ("start", "center"), "mel_scale": ("htk", "slaney"), "mel_norm": ("none", "slaney"),
-           "log": ("ln", "db")}
+CHOICES = {
+    "window_align": ("start", "center"),
+    "mel_scale": ("htk", "slaney"),
+    "mel_norm": ("none", "slaney"),
+    "log": ("ln", "db"),
+}
 # The front end of Google's speech embedding (its mel spectrogram, then x/10 + 2): 16 kHz at int16
 # scale, 512-point frames every 10 ms with a centred 25 ms Hann window, 32 Slaney mel bins 60-3800 Hz.
-SPEECH_EMBEDDING = AudioPreprocessing(n_mels=32, window_ms=25.0, hop_ms=10.0, n_fft=512, fmin=60.0, fmax=3800.0,
-                                      window_align="center", mel_scale="slaney", mel_norm="slaney", log="db",
-                                      log_floor=1e-10, top_db=80.0, input_scale=32768.0, feature_scale=0.1,
-                                      feature_offset=2.0)
+SPEECH_EMBEDDING = AudioPreprocessing(
+    n_mels=32,
+    window_ms=25.0,
+    hop_ms=10.0,
+    n_fft=512,
+    fmin=60.0,
+    fmax=3800.0,
+    window_align="center",
+    mel_scale="slaney",
+    mel_norm="slaney",
+    log="db",
+    log_floor=1e-10,
+    top_db=80.0,
+    input_scale=32768.0,
+    feature_scale=0.1,
+    feature_offset=2.0,
+)
 _BLOCK = 1024  # frames per FFT batch; bounds memory on long clips, results are per frame
 
 
@@ -71,8 +88,7 @@ def _hz_to_mel(f: np.ndarray | np.float64, scale: str) -> np.ndarray:
     if scale == "htk":
         return 2595.0 * np.log10(1.0 + f / 700.0)
     # Slaney: linear (200/3 Hz per mel) below 1 kHz, logarithmic above (as librosa, htk=False)
-    return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0),
-                    f / (200.0 / 3.0))
+    return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), f / (200.0 / 3.0))
 
 
 def _mel_to_hz(m: np.ndarray, scale: str) -> np.ndarray:
@@ -82,10 +98,12 @@ def _mel_to_hz(m: np.ndarray, scale: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float, scale: str = "htk",
-                norm: str = "none") -> np.ndarray:
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.float64(fmin), scale), _hz_to_mel(np.float64(fmax), scale),
-                                   n_mels + 2), scale)
+def _filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float, scale: str = "htk", norm: str = "none"
+) -> np.ndarray:
+    edges = _mel_to_hz(
+        np.linspace(_hz_to_mel(np.float64(fmin), scale), _hz_to_mel(np.float64(fmax), scale), n_mels + 2), scale
+    )
     freqs = np.arange(n_fft // 2 + 1) * (sample_rate / n_fft)
     lo, mid, hi = edges[:-2], edges[1:-1], edges[2:]
     rise = (freqs[:, None] - lo) / (mid - lo)
@@ -137,17 +155,23 @@ class LogMel:
         self.p = p
         self.win, self.hop = _win_hop(p)
         if self.win < 1 or self.hop < 1:
-            raise ValueError(f"audio preprocessing: window_ms={p.window_ms} and hop_ms={p.hop_ms} must give "
-                             f"at least one sample at {p.sample_rate} Hz")
+            raise ValueError(
+                f"audio preprocessing: window_ms={p.window_ms} and hop_ms={p.hop_ms} must give "
+                f"at least one sample at {p.sample_rate} Hz"
+            )
         if self.win > p.n_fft:
             raise ValueError(f"audio preprocessing: window of {self.win} samples is longer than n_fft={p.n_fft}")
         if not 0 <= p.fmin < p.fmax <= p.sample_rate / 2:
-            raise ValueError(f"audio preprocessing: need 0 <= fmin < fmax <= sample_rate/2, "
-                             f"got fmin={p.fmin} fmax={p.fmax} sample_rate={p.sample_rate}")
+            raise ValueError(
+                f"audio preprocessing: need 0 <= fmin < fmax <= sample_rate/2, "
+                f"got fmin={p.fmin} fmax={p.fmax} sample_rate={p.sample_rate}"
+            )
         for key, allowed in CHOICES.items():
             if getattr(p, key) not in allowed:
-                raise ValueError(f"audio preprocessing: {key} {getattr(p, key)!r} is not one of "
-                                 f"{', '.join(allowed)}; upgrade edge-runtime or re-convert the model")
+                raise ValueError(
+                    f"audio preprocessing: {key} {getattr(p, key)!r} is not one of "
+                    f"{', '.join(allowed)}; upgrade edge-runtime or re-convert the model"
+                )
         if not p.log_floor > 0:
             raise ValueError(f"audio preprocessing: log_floor must be > 0, got {p.log_floor}")
         self.span = _frame_len(p)
@@ -184,12 +208,13 @@ class LogMel:
         out = np.empty((n, self.p.n_mels), dtype=np.float32)
         if n == 0:
             return out
-        buf = np.ascontiguousarray(buf[self._offset:])
+        buf = np.ascontiguousarray(buf[self._offset :])
         step = buf.strides[0]
         # A centred window inside an n_fft frame gives the power spectrum of the window alone
         # (a shift only turns the phase), so each frame is its window, zero-padded to n_fft.
-        windows = np.lib.stride_tricks.as_strided(buf, shape=(n, self.win), strides=(self.hop * step, step),
-                                                  writeable=False)
+        windows = np.lib.stride_tricks.as_strided(
+            buf, shape=(n, self.win), strides=(self.hop * step, step), writeable=False
+        )
         idx, w = _gather(*self._key)
         p = self.p
         for s in range(0, n, _BLOCK):
@@ -231,14 +256,17 @@ class FeatureNorm:
 
     def __init__(self, p: AudioPreprocessing) -> None:
         if p.normalization not in NORMALIZATIONS:
-            raise ValueError(f"audio preprocessing: normalization {p.normalization!r} is not one of "
-                             f"{', '.join(NORMALIZATIONS)}; upgrade edge-runtime or re-convert the model")
+            raise ValueError(
+                f"audio preprocessing: normalization {p.normalization!r} is not one of "
+                f"{', '.join(NORMALIZATIONS)}; upgrade edge-runtime or re-convert the model"
+            )
         if p.normalization == "running_mean" and not p.normalization_time_s > 0:
             raise ValueError("audio preprocessing: running_mean normalization needs normalization_time_s > 0")
         self.p = p
         hop_s = p.hop_ms / 1000.0
-        self.alpha = np.float32(1.0 - np.exp(-hop_s / p.normalization_time_s)) if p.normalization_time_s > 0 \
-            else np.float32(0.0)
+        self.alpha = (
+            np.float32(1.0 - np.exp(-hop_s / p.normalization_time_s)) if p.normalization_time_s > 0 else np.float32(0.0)
+        )
         self.reset()
 
     def reset(self) -> None:

@@ -123,10 +123,14 @@ def _riff_problem(path: Path) -> str | None:
     tag, channels = int.from_bytes(fmt[0:2], "little"), int.from_bytes(fmt[2:4], "little")
     block, bits = int.from_bytes(fmt[12:14], "little"), int.from_bytes(fmt[14:16], "little")
     if tag in _PLAIN_FORMATS and (bits not in (8, 16, 24, 32, 64) or block != channels * bits // 8):
-        return f"the header's sample format is inconsistent ({channels} channel(s) of {bits} bits in {block}-byte frames)"
+        return (
+            f"the header's sample format is inconsistent ({channels} channel(s) of {bits} bits in {block}-byte frames)"
+        )
     if length != _UNKNOWN_SIZE and length > size - data_start:
-        return (f"truncated: the header promises {length} bytes of audio but the file holds "
-                f"{max(0, size - data_start)}; copy it again")
+        return (
+            f"truncated: the header promises {length} bytes of audio but the file holds "
+            f"{max(0, size - data_start)}; copy it again"
+        )
     return None
 
 
@@ -152,8 +156,10 @@ def wav_info(path: str | os.PathLike[str], sample_rate: int = 16000, max_seconds
     except OSError as e:
         raise AudioError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from None
     if not MIN_RATE <= i.samplerate <= MAX_RATE or not 1 <= i.channels <= MAX_CHANNELS:
-        raise AudioError(f"{path}: the header says {i.samplerate} Hz, {i.channels} channel(s), which no recording "
-                         f"has; {_convert_hint(path, sample_rate)}")
+        raise AudioError(
+            f"{path}: the header says {i.samplerate} Hz, {i.channels} channel(s), which no recording "
+            f"has; {_convert_hint(path, sample_rate)}"
+        )
     if i.frames <= 0:
         raise AudioError(f"{path}: contains no audio samples; record or copy it again")
     problem = _riff_problem(path)
@@ -182,8 +188,9 @@ def wav_blocks(info: WavInfo, sample_rate: int, block_s: float = BLOCK_S) -> Ite
                 last = len(x) < block
                 if not np.isfinite(x).all():
                     t = (done + int(np.argmax(~np.isfinite(x).all(axis=1)))) / info.sample_rate
-                    raise AudioError(f"{info.path}: holds NaN or infinite samples (first at {t:.2f} s); "
-                                     "re-export it as 16-bit PCM")
+                    raise AudioError(
+                        f"{info.path}: holds NaN or infinite samples (first at {t:.2f} s); re-export it as 16-bit PCM"
+                    )
                 done += len(x)
                 y = resampler.process(to_mono(np.clip(x, -1.0, 1.0)), last=last)  # float files may hold 1e38
                 if len(y):

@@ -60,8 +60,13 @@ class Acceleration:
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def open_artifact(artifact: Artifact, folder: str | Path, threads: int | None = None,
-                  accel: Acceleration | None = None, check_io: bool = True) -> Engine:
+def open_artifact(
+    artifact: Artifact,
+    folder: str | Path,
+    threads: int | None = None,
+    accel: Acceleration | None = None,
+    check_io: bool = True,
+) -> Engine:
     """Open one artifact of a manifest on the engine for its format; its inputs and outputs must be
     the model's own (``check_io=False``: take them from the model, as the converter does when it
     writes the manifest)."""
@@ -71,8 +76,13 @@ def open_artifact(artifact: Artifact, folder: str | Path, threads: int | None = 
     return cls.from_artifact(artifact, Path(folder), threads, accel or Acceleration(), check_io)
 
 
-def open_engine(manifest: Manifest, folder: str | Path, engine: str = "auto", threads: int | None = None,
-                accel: Acceleration | None = None) -> Engine:
+def open_engine(
+    manifest: Manifest,
+    folder: str | Path,
+    engine: str = "auto",
+    threads: int | None = None,
+    accel: Acceleration | None = None,
+) -> Engine:
     """Open the manifest's artifact for ``engine``. ``auto``: for a streaming model the artifact with the
     least CPU time per step, probed here (:func:`cpu_per_step`); else the converter's fastest on its host,
     else the first that loads."""
@@ -96,8 +106,13 @@ def open_engine(manifest: Manifest, folder: str | Path, engine: str = "auto", th
         return opened[0]
     cpu = cpu_per_step(opened)
     best = min(range(len(opened)), key=cpu.__getitem__)
-    log.info("%s: auto engine %s (%s), %s", manifest.name, opened[best].name, opened[best].placement.device,
-             ", ".join(f"{e.name} {c * 1e3:.3f} ms" for e, c in zip(opened, cpu)) + " CPU per step")
+    log.info(
+        "%s: auto engine %s (%s), %s",
+        manifest.name,
+        opened[best].name,
+        opened[best].placement.device,
+        ", ".join(f"{e.name} {c * 1e3:.3f} ms" for e, c in zip(opened, cpu)) + " CPU per step",
+    )
     return opened[best]
 
 
@@ -121,5 +136,14 @@ def cpu_per_step(engines: list[Engine], calls: int = PROBE_CALLS, idle_s: float 
     return [statistics.median(s) for s in samples]
 
 
-__all__ = ["ENGINES", "Acceleration", "Delegate", "Engine", "EngineError", "Placement", "cpu_per_step", "open_artifact",
-           "open_engine"]
+__all__ = [
+    "ENGINES",
+    "Acceleration",
+    "Delegate",
+    "Engine",
+    "EngineError",
+    "Placement",
+    "cpu_per_step",
+    "open_artifact",
+    "open_engine",
+]

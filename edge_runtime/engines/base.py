@@ -30,17 +30,26 @@ def check_io(model: str, kind: str, wanted: list[TensorSpec], have: list[TensorS
     by position, for a model whose tensor order is the contract)."""
     names = {t.name: t for t in have}
     if len(wanted) != len(have):
-        raise EngineError(f"{model}: the manifest lists {len(wanted)} {kind}(s), the model has {len(have)} "
-                          f"({', '.join(names)}); re-convert the model")
+        raise EngineError(
+            f"{model}: the manifest lists {len(wanted)} {kind}(s), the model has {len(have)} "
+            f"({', '.join(names)}); re-convert the model"
+        )
     for want, own in zip(wanted, have):
         own = names.get(want.name, own) if by_name else own
         if by_name and want.name not in names:
-            raise EngineError(f"{model}: the manifest names {kind} {want.name!r}, which the model does not have "
-                              f"(has: {', '.join(names)}); re-convert the model")
-        if want.dtype != own.dtype or len(want.shape) != len(own.shape) or any(
-                o not in (-1, w) for w, o in zip(want.shape, own.shape)):
-            raise EngineError(f"{model}: {kind} {want.name!r} is {own.dtype} {own.shape} in the model but "
-                              f"{want.dtype} {want.shape} in the manifest; re-convert the model")
+            raise EngineError(
+                f"{model}: the manifest names {kind} {want.name!r}, which the model does not have "
+                f"(has: {', '.join(names)}); re-convert the model"
+            )
+        if (
+            want.dtype != own.dtype
+            or len(want.shape) != len(own.shape)
+            or any(o not in (-1, w) for w, o in zip(want.shape, own.shape))
+        ):
+            raise EngineError(
+                f"{model}: {kind} {want.name!r} is {own.dtype} {own.shape} in the model but "
+                f"{want.dtype} {want.shape} in the manifest; re-convert the model"
+            )
 
 
 @dataclass(frozen=True)
@@ -99,8 +108,9 @@ class Engine:
     _quantizers: tuple[list[Quantizer], list[Quantizer]] | None = None
 
     @classmethod
-    def from_artifact(cls, artifact: Artifact, folder: Path, threads: int | None, accel: Acceleration,
-                      check_io: bool = True) -> Engine:
+    def from_artifact(
+        cls, artifact: Artifact, folder: Path, threads: int | None, accel: Acceleration, check_io: bool = True
+    ) -> Engine:
         """Open ``artifact`` (its files below ``folder``) with the given threads and acceleration; its
         inputs and outputs checked against the model's own (``check_io=False``: taken from the model)."""
         raise NotImplementedError
@@ -110,8 +120,10 @@ class Engine:
         if len(arrays) != len(self.inputs):
             raise EngineError(f"model takes {len(self.inputs)} inputs, got {len(arrays)}")
         if self._quantizers is None:
-            self._quantizers = ([Quantizer(t.quantization, t.dtype) for t in self.inputs],
-                                [Quantizer(t.quantization, t.dtype) for t in self.outputs])
+            self._quantizers = (
+                [Quantizer(t.quantization, t.dtype) for t in self.inputs],
+                [Quantizer(t.quantization, t.dtype) for t in self.outputs],
+            )
         qin, qout = self._quantizers
         outs = self._invoke([q.quantize(a) for q, a in zip(qin, arrays)])
         return [q.dequantize(o) for q, o in zip(qout, outs)]

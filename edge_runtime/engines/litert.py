@@ -69,8 +69,16 @@ def _spec(detail: dict, name: str) -> TensorSpec:
     qp = detail.get("quantization_parameters") or {}
     scales = [float(s) for s in np.ravel(qp.get("scales", []))]
     zps = [int(z) for z in np.ravel(qp.get("zero_points", []))]
-    q = Quantization(scale=scales, zero_point=zps, axis=int(qp.get("quantized_dimension", 0)) if len(scales) > 1 else None) if scales else None
-    return TensorSpec(name=name, shape=[int(s) for s in detail["shape"]], dtype=np.dtype(detail["dtype"]).name, quantization=q)
+    q = (
+        Quantization(
+            scale=scales, zero_point=zps, axis=int(qp.get("quantized_dimension", 0)) if len(scales) > 1 else None
+        )
+        if scales
+        else None
+    )
+    return TensorSpec(
+        name=name, shape=[int(s) for s in detail["shape"]], dtype=np.dtype(detail["dtype"]).name, quantization=q
+    )
 
 
 @register
@@ -79,23 +87,37 @@ class LiteRTEngine(Engine):
     format = "tflite"
 
     @classmethod
-    def from_artifact(cls, artifact: Artifact, folder: Path, threads: int | None, accel: Acceleration,
-                      check_io: bool = True) -> LiteRTEngine:
+    def from_artifact(
+        cls, artifact: Artifact, folder: Path, threads: int | None, accel: Acceleration, check_io: bool = True
+    ) -> LiteRTEngine:
         """An Edge TPU compilation shipped beside the model (``*_edgetpu.tflite``) is used by that delegate."""
         edgetpu = next((folder / f.path for f in artifact.extra_files if f.path.endswith("_edgetpu.tflite")), None)
-        return cls(folder / artifact.file.path, threads=threads, input_specs=artifact.inputs,
-                   output_specs=artifact.outputs, delegates=list(accel.delegates), edgetpu_model=edgetpu,
-                   check=check_io)
+        return cls(
+            folder / artifact.file.path,
+            threads=threads,
+            input_specs=artifact.inputs,
+            output_specs=artifact.outputs,
+            delegates=list(accel.delegates),
+            edgetpu_model=edgetpu,
+            check=check_io,
+        )
 
-    def __init__(self, model_path: str | Path, threads: int | None = None,
-                 input_specs: list[TensorSpec] | None = None, output_specs: list[TensorSpec] | None = None,
-                 delegates: list[Delegate] | None = None, edgetpu_model: str | Path | None = None,
-                 check: bool = True):
+    def __init__(
+        self,
+        model_path: str | Path,
+        threads: int | None = None,
+        input_specs: list[TensorSpec] | None = None,
+        output_specs: list[TensorSpec] | None = None,
+        delegates: list[Delegate] | None = None,
+        edgetpu_model: str | Path | None = None,
+        check: bool = True,
+    ):
         """``input_specs`` / ``output_specs``: the manifest's tensors, in its order, checked against the
         model's own (``check=False``: only their order and names are taken)."""
         model = Path(model_path)
-        self._interp, self.placement = self._open(model, threads, delegates or [],
-                                                  Path(edgetpu_model) if edgetpu_model else None)
+        self._interp, self.placement = self._open(
+            model, threads, delegates or [], Path(edgetpu_model) if edgetpu_model else None
+        )
         sigs = self._interp.get_signature_list()
         if sigs:
             key = next(iter(sigs))
@@ -125,19 +147,25 @@ class LiteRTEngine(Engine):
             if d.kind == "xnnpack":
                 break  # the CPU path below
             if d.kind not in DELEGATE_KINDS or not d.lib:
-                reasons.append(f"{d.kind}: unknown delegate (use {', '.join(DELEGATE_KINDS)}; external needs a library)")
+                reasons.append(
+                    f"{d.kind}: unknown delegate (use {', '.join(DELEGATE_KINDS)}; external needs a library)"
+                )
                 continue
             path = model
             if d.kind == "edgetpu":
                 if edgetpu_model is None:
-                    reasons.append("edgetpu: the artifact has no *_edgetpu.tflite (convert with --target coral "
-                                   "where edgetpu_compiler is installed)")
+                    reasons.append(
+                        "edgetpu: the artifact has no *_edgetpu.tflite (convert with --target coral "
+                        "where edgetpu_compiler is installed)"
+                    )
                     continue
                 path = edgetpu_model
             try:
                 # A missing or foreign library fails here, before LiteRT half-builds a delegate object.
                 if not hasattr(ctypes.CDLL(d.lib), "tflite_plugin_create_delegate"):
-                    reasons.append(f"{d.kind}: {d.lib} is not a LiteRT delegate library (no tflite_plugin_create_delegate)")
+                    reasons.append(
+                        f"{d.kind}: {d.lib} is not a LiteRT delegate library (no tflite_plugin_create_delegate)"
+                    )
                     continue
                 delegate = load_delegate(d.lib, {k: str(v) for k, v in d.options.items()})
                 interp = Interpreter(model_path=str(path), experimental_delegates=[delegate], num_threads=threads)

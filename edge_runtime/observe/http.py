@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-         b"Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n")
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
+)
 
 
 class _Server(HTTPServer):
@@ -50,8 +52,7 @@ class _Server(HTTPServer):
                 pass
             self.shutdown_request(request)
             return
-        threading.Thread(target=self._work, args=(request, client_address), name="edge-http-conn",
-                         daemon=True).start()
+        threading.Thread(target=self._work, args=(request, client_address), name="edge-http-conn", daemon=True).start()
 
     def _work(self, request: Any, client_address: Any) -> None:
         try:
@@ -102,8 +103,12 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, value = got.partition(" ")
         ok = scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode("utf-8", "replace"), token)
         if not ok:
-            self._send(401, b"unauthorized: send Authorization: Bearer <token from [sinks.http] token_file>\n",
-                       "text/plain; charset=utf-8", {"WWW-Authenticate": 'Bearer realm="edge-runtime"'})
+            self._send(
+                401,
+                b"unauthorized: send Authorization: Bearer <token from [sinks.http] token_file>\n",
+                "text/plain; charset=utf-8",
+                {"WWW-Authenticate": 'Bearer realm="edge-runtime"'},
+            )
         return ok
 
     def do_GET(self) -> None:
@@ -149,9 +154,16 @@ class HttpServer:
     connections are served at once, each socket read waiting at most ``timeout_s``.
     """
 
-    def __init__(self, status: Callable[[], dict[str, Any]], metrics: Metrics, host: str = "127.0.0.1",
-                 port: int = 8080, token: str | None = None, timeout_s: float = 5.0,
-                 max_connections: int = 16) -> None:
+    def __init__(
+        self,
+        status: Callable[[], dict[str, Any]],
+        metrics: Metrics,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        token: str | None = None,
+        timeout_s: float = 5.0,
+        max_connections: int = 16,
+    ) -> None:
         self.status = status
         self.metrics = metrics
         self.host = host
@@ -171,8 +183,9 @@ class HttpServer:
             token = read_token(h.token_file) if h.token_file is not None else None
         except ValueError as e:
             raise SinkError(f"sinks.http.token_file: {e}") from None  # changed since it was loaded
-        return cls(status, metrics, h.host, h.port, token=token, timeout_s=h.timeout_s,
-                   max_connections=h.max_connections)
+        return cls(
+            status, metrics, h.host, h.port, token=token, timeout_s=h.timeout_s, max_connections=h.max_connections
+        )
 
     @property
     def server_port(self) -> int:
@@ -193,19 +206,24 @@ class HttpServer:
         try:
             server = cls((self.host, self.port), _Handler)
         except OSError as e:
-            raise SinkError(f"http: cannot listen on {self.host}:{self.port}: {e.strerror or e}; "
-                            "choose another [http] port or host") from e
+            raise SinkError(
+                f"http: cannot listen on {self.host}:{self.port}: {e.strerror or e}; choose another [http] port or host"
+            ) from e
         server.status_fn = self.status
         server.metrics = self.metrics
         server.token = self.token.encode("utf-8") if self.token is not None else None
         server.conn_timeout_s = self.timeout_s
         server.slots = threading.BoundedSemaphore(self.max_connections)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="edge-http", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="edge-http", daemon=True
+        )
         self._thread.start()
-        log.info("http: serving /healthz /status /metrics on %s (%s)", self.url,
-                 "bearer token required" if self.token is not None else "no token")
+        log.info(
+            "http: serving /healthz /status /metrics on %s (%s)",
+            self.url,
+            "bearer token required" if self.token is not None else "no token",
+        )
         return self
 
     def close(self) -> None:

@@ -18,8 +18,7 @@ if TYPE_CHECKING:
     from ..events import Decision, Event
 
 # capture -> decision: 1 ms .. 2 s
-DECISION_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
-                    1.5, 2.0)
+DECISION_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 # earliest capture -> fused event: fusion windows can hold decisions a little longer
 EVENT_BUCKETS = DECISION_BUCKETS + (3.0, 5.0)
 
@@ -44,28 +43,50 @@ class Metrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.events = Counter("edge_events_total", "Fused events published", ["event"], registry=r)
         self.decisions = Counter("edge_decisions_total", "Pipeline decisions", ["modality", "label"], registry=r)
-        self.decision_latency = Histogram("edge_decision_latency_seconds", "Capture to decision",
-                                          ["modality"], buckets=DECISION_BUCKETS, registry=r)
-        self.event_latency = Histogram("edge_event_latency_seconds", "Earliest capture to fused event",
-                                       buckets=EVENT_BUCKETS, registry=r)
+        self.decision_latency = Histogram(
+            "edge_decision_latency_seconds", "Capture to decision", ["modality"], buckets=DECISION_BUCKETS, registry=r
+        )
+        self.event_latency = Histogram(
+            "edge_event_latency_seconds", "Earliest capture to fused event", buckets=EVENT_BUCKETS, registry=r
+        )
         self.frames = Counter("edge_frames_total", "Frames / audio chunks captured", ["source"], registry=r)
-        self.frames_dropped = Counter("edge_frames_dropped_total", "Frames dropped because the model was busy",
-                                      ["source"], registry=r)
+        self.frames_dropped = Counter(
+            "edge_frames_dropped_total", "Frames dropped because the model was busy", ["source"], registry=r
+        )
         self.audio_overflows = Counter("edge_audio_overflows_total", "Audio input overflows", ["source"], registry=r)
         self.source_up_gauge = Gauge("edge_source_up", "1 while the source delivers", ["source"], registry=r)
-        self.fps = Gauge("edge_pipeline_fps", f"Inferences per second of a pipeline over the last {FPS_WINDOW_S:g} s",
-                         ["pipeline"], registry=r)
-        self.engine = Gauge("edge_engine_info", "What a pipeline's engine actually runs on (value is always 1)",
-                            ["pipeline", "engine", "device", "fallback"], registry=r)
-        self.sink_drops = Counter("edge_sink_dropped_total", "Events a sink had to drop, for any reason "
-                                  "(edge_spool_dropped_total included)", ["sink"], registry=r)
+        self.fps = Gauge(
+            "edge_pipeline_fps",
+            f"Inferences per second of a pipeline over the last {FPS_WINDOW_S:g} s",
+            ["pipeline"],
+            registry=r,
+        )
+        self.engine = Gauge(
+            "edge_engine_info",
+            "What a pipeline's engine actually runs on (value is always 1)",
+            ["pipeline", "engine", "device", "fallback"],
+            registry=r,
+        )
+        self.sink_drops = Counter(
+            "edge_sink_dropped_total",
+            "Events a sink had to drop, for any reason (edge_spool_dropped_total included)",
+            ["sink"],
+            registry=r,
+        )
         self.spool_pending_gauge = Gauge(
-            "edge_spool_pending", "Events stored in a sink's spool (on disk, or in memory without a spool file) "
-            "that the broker has not acknowledged yet, in flight included", ["sink"], registry=r)
+            "edge_spool_pending",
+            "Events stored in a sink's spool (on disk, or in memory without a spool file) "
+            "that the broker has not acknowledged yet, in flight included",
+            ["sink"],
+            registry=r,
+        )
         self.spool_drops = Counter(
-            "edge_spool_dropped_total", "Events removed unsent from a sink's spool, oldest first, because it was "
-            "over its size or age limit (spool_max_mb, spool_max_age_days; in memory: max_queued)", ["sink"],
-            registry=r)
+            "edge_spool_dropped_total",
+            "Events removed unsent from a sink's spool, oldest first, because it was "
+            "over its size or age limit (spool_max_mb, spool_max_age_days; in memory: max_queued)",
+            ["sink"],
+            registry=r,
+        )
         self._engine_labels: dict[str, tuple[str, str, str, str]] = {}
         self._source_totals: dict[str, tuple[int, int, int]] = {}
         self._lock = threading.Lock()

@@ -124,10 +124,16 @@ class OperatingPoint:
     budget: float | None = None  # false accepts per hour asked for (source "false_accepts_per_hour")
 
     def describe(self) -> str:
-        expected = ("; no validation figures at it" if self.false_accepts_per_hour is None else
-                    f"; validation curve: {self.false_accepts_per_hour:.2f} false accepts per hour, "
-                    + (f"{100 * self.false_reject_rate:.1f}% false rejects" if self.false_reject_rate is not None
-                       else "false rejects not measured"))
+        expected = (
+            "; no validation figures at it"
+            if self.false_accepts_per_hour is None
+            else f"; validation curve: {self.false_accepts_per_hour:.2f} false accepts per hour, "
+            + (
+                f"{100 * self.false_reject_rate:.1f}% false rejects"
+                if self.false_reject_rate is not None
+                else "false rejects not measured"
+            )
+        )
         return f"threshold {self.threshold:g} ({self.detail}){expected}"
 
 
@@ -136,18 +142,24 @@ def read_curve(det: dict[str, Any], name: str) -> list[CurvePoint]:
     raw = det.get("curve")
     if raw is None:
         return []
-    bad = ManifestError(f"{name!r}: metrics.detector.curve must be a list of 1 to {MAX_CURVE_POINTS} points "
-                        "{threshold, false_accepts_per_hour, false_reject_rate}; re-run python -m models.kws_eval "
-                        "evaluate --write")
+    bad = ManifestError(
+        f"{name!r}: metrics.detector.curve must be a list of 1 to {MAX_CURVE_POINTS} points "
+        "{threshold, false_accepts_per_hour, false_reject_rate}; re-run python -m models.kws_eval "
+        "evaluate --write"
+    )
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_CURVE_POINTS:
         raise bad
     try:
-        curve = [CurvePoint(float(p["threshold"]), float(p["false_accepts_per_hour"]), float(p["false_reject_rate"]))
-                 for p in raw]
+        curve = [
+            CurvePoint(float(p["threshold"]), float(p["false_accepts_per_hour"]), float(p["false_reject_rate"]))
+            for p in raw
+        ]
     except (TypeError, KeyError, ValueError):
         raise bad from None
-    if not all(0 <= p.threshold <= 1 and 0 <= p.false_reject_rate <= 1 and 0 <= p.false_accepts_per_hour < math.inf
-               for p in curve):
+    if not all(
+        0 <= p.threshold <= 1 and 0 <= p.false_reject_rate <= 1 and 0 <= p.false_accepts_per_hour < math.inf
+        for p in curve
+    ):
         raise bad
     return sorted(curve, key=lambda p: p.threshold)
 
@@ -163,8 +175,13 @@ def within_budget(curve: list[CurvePoint], budget: float) -> CurvePoint | None:
     return best
 
 
-DETECTOR_BOUNDS = {"smoothing_steps": (1, 1000), "refractory_s": (0, 3600), "lanes": (1, 16),
-                   "state_reset_s": (0, 3600), "threshold": (0, 1)}
+DETECTOR_BOUNDS = {
+    "smoothing_steps": (1, 1000),
+    "refractory_s": (0, 3600),
+    "lanes": (1, 16),
+    "state_reset_s": (0, 3600),
+    "threshold": (0, 1),
+}
 
 
 def detector_settings(manifest: Manifest) -> dict[str, Any]:
@@ -174,29 +191,44 @@ def detector_settings(manifest: Manifest) -> dict[str, Any]:
         raise ManifestError(f"{manifest.name!r}: metrics.detector must be a table; re-convert the model")
     for key, (lo, hi) in DETECTOR_BOUNDS.items():
         v = det.get(key)
-        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                                  and lo <= v <= hi):
-            raise ManifestError(f"{manifest.name!r}: metrics.detector.{key} {v!r} must be a number from {lo} to "
-                                f"{hi}; re-run python -m models.kws_eval or re-convert the model")
+        if v is not None and not (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+        ):
+            raise ManifestError(
+                f"{manifest.name!r}: metrics.detector.{key} {v!r} must be a number from {lo} to "
+                f"{hi}; re-run python -m models.kws_eval or re-convert the model"
+            )
     return dict(det)
 
 
-def operating_point(det: dict[str, Any], name: str, threshold: float | None, budget: float, smoothing: int,
-                    refractory_s: float) -> OperatingPoint:
+def operating_point(
+    det: dict[str, Any], name: str, threshold: float | None, budget: float, smoothing: int, refractory_s: float
+) -> OperatingPoint:
     """A given ``threshold``, else the lowest within ``budget`` on the validation curve, else the manifest's."""
     if not (math.isfinite(budget) and budget >= 0):
         raise ValueError(f"false_accepts_per_hour must be a finite number >= 0, got {budget}")
     curve = read_curve(det, name)
     measured = (int(det.get("smoothing_steps", smoothing)), float(det.get("refractory_s", refractory_s)))
     if curve and measured != (smoothing, refractory_s):
-        log.warning("%s: the validation curve was measured with smoothing_steps %d and refractory_s %g, not %d and "
-                    "%g: it does not apply", name, *measured, smoothing, refractory_s)
+        log.warning(
+            "%s: the validation curve was measured with smoothing_steps %d and refractory_s %g, not %d and "
+            "%g: it does not apply",
+            name,
+            *measured,
+            smoothing,
+            refractory_s,
+        )
         curve = []
     if threshold is not None:  # the curve's figures at it, interpolated, where it was measured
         t, ts = float(threshold), [p.threshold for p in curve]
         at = (lambda ys: float(np.interp(t, ts, ys))) if curve and ts[0] <= t <= ts[-1] else (lambda ys: None)
-        return OperatingPoint(t, "threshold", "given as threshold, overriding the false-accept budget",
-                              at([p.false_accepts_per_hour for p in curve]), at([p.false_reject_rate for p in curve]))
+        return OperatingPoint(
+            t,
+            "threshold",
+            "given as threshold, overriding the false-accept budget",
+            at([p.false_accepts_per_hour for p in curve]),
+            at([p.false_reject_rate for p in curve]),
+        )
     if not curve:
         return OperatingPoint(float(det.get("threshold", DEFAULT_THRESHOLD)), "manifest", "the model's manifest")
     p = within_budget(curve, budget)
@@ -204,24 +236,45 @@ def operating_point(det: dict[str, Any], name: str, threshold: float | None, bud
     if p is None:
         p = curve[-1]
         detail = f"the highest on the validation curve: none is within {budget:g} false accepts per hour"
-        log.warning("%s: no threshold on the validation curve keeps within %g false accepts per hour; using the "
-                    "highest, %g (%.2f per hour, %.1f%% false rejects)", name, budget, p.threshold,
-                    p.false_accepts_per_hour, 100 * p.false_reject_rate)
-    return OperatingPoint(p.threshold, "false_accepts_per_hour", detail, p.false_accepts_per_hour,
-                          p.false_reject_rate, budget)
+        log.warning(
+            "%s: no threshold on the validation curve keeps within %g false accepts per hour; using the "
+            "highest, %g (%.2f per hour, %.1f%% false rejects)",
+            name,
+            budget,
+            p.threshold,
+            p.false_accepts_per_hour,
+            100 * p.false_reject_rate,
+        )
+    return OperatingPoint(
+        p.threshold, "false_accepts_per_hour", detail, p.false_accepts_per_hour, p.false_reject_rate, budget
+    )
+
+
+def lane_ages(n: int, lanes: int, reset_steps: int) -> list[int | None]:
+    """Each lane's state age (steps already in its state) before step ``n``; None = not started.
+    Lane ``i`` starts at step ``i * reset_steps // lanes`` and restarts every ``reset_steps``."""
+    if reset_steps <= 0:
+        return [n] + [None] * (lanes - 1)
+    ages: list[int | None] = []
+    for i in range(lanes):
+        start = i * reset_steps // lanes
+        ages.append(None if n < start else (n - start) % reset_steps)
+    return ages
 
 
 class KeywordSpotter:
     """Streaming keyword spotting with a manifest's step model; see the module docstring."""
 
     def __init__(self, manifest: Manifest, folder: str | Path, engine: str = "auto", threads: int | None = None,
-                 threshold: float | None = None, smoothing: int | None = None,
-                 refractory_s: float | None = None, accel: Acceleration | None = None,
-                 false_accepts_per_hour: float = DEFAULT_FALSE_ACCEPTS_PER_HOUR) -> None:
+                 threshold: float | None = None, smoothing: int | None = None, refractory_s: float | None = None,
+                 accel: Acceleration | None = None,
+                 false_accepts_per_hour: float = DEFAULT_FALSE_ACCEPTS_PER_HOUR) -> None:  # fmt: skip
         p = manifest.preprocessing.audio
         if p is None or not manifest.streaming or p.frames_per_step < 1:
-            raise ManifestError(f"{manifest.name!r} is a {manifest.task} model, not a streaming audio model "
-                                "(needs preprocessing.audio.frames_per_step and state pairs)")
+            raise ManifestError(
+                f"{manifest.name!r} is a {manifest.task} model, not a streaming audio model "
+                "(needs preprocessing.audio.frames_per_step and state pairs)"
+            )
         self.manifest, self.p = manifest, p
         self.engine = open_engine(manifest, folder, engine, threads=threads, accel=accel)
         self.artifact = manifest.artifact(ENGINES[self.engine.name])
@@ -229,23 +282,29 @@ class KeywordSpotter:
         labels = manifest.labels or [str(i) for i in range(int(np.prod(self.engine.outputs[self._score_idx].shape)))]
         n_scores = int(np.prod(self.engine.outputs[self._score_idx].shape))
         if manifest.labels and len(manifest.labels) != n_scores:
-            raise ManifestError(f"{manifest.name!r}: {len(manifest.labels)} labels for {n_scores} scores; "
-                                "re-convert the model with one label per output")
+            raise ManifestError(
+                f"{manifest.name!r}: {len(manifest.labels)} labels for {n_scores} scores; "
+                "re-convert the model with one label per output"
+            )
         det = detector_settings(manifest)
         self.smoothing = int(smoothing if smoothing is not None else det.get("smoothing_steps", DEFAULT_SMOOTHING))
-        self.refractory_s = float(refractory_s if refractory_s is not None
-                                  else det.get("refractory_s", DEFAULT_REFRACTORY_S))
-        self.operating_point = operating_point(det, manifest.name, threshold, false_accepts_per_hour,
-                                               self.smoothing, self.refractory_s)
+        self.refractory_s = float(
+            refractory_s if refractory_s is not None else det.get("refractory_s", DEFAULT_REFRACTORY_S)
+        )
+        self.operating_point = operating_point(
+            det, manifest.name, threshold, false_accepts_per_hour, self.smoothing, self.refractory_s
+        )
         self.threshold = self.operating_point.threshold
         self.lanes = max(1, int(det.get("lanes", 1)))
         self.frames_per_step = p.frames_per_step
         self.window_frames = max(p.window_frames, p.frames_per_step)
         feat_shape = spec[self._feat_name].shape
         if list(feat_shape) != [1, self.window_frames, p.n_mels]:
-            raise ManifestError(f"{manifest.name!r}: the front end makes {self.window_frames} frames of {p.n_mels} "
-                                f"mel bins per step, the model's {self._feat_name!r} takes {feat_shape}; "
-                                "re-convert the model")
+            raise ManifestError(
+                f"{manifest.name!r}: the front end makes {self.window_frames} frames of {p.n_mels} "
+                f"mel bins per step, the model's {self._feat_name!r} takes {feat_shape}; "
+                "re-convert the model"
+            )
         step_s = p.frames_per_step * p.hop_ms / 1000.0
         self.reset_steps = round(float(det.get("state_reset_s", 0.0)) / step_s)
         self.flush_s = max(self.smoothing * step_s, self.refractory_s)  # flush() pads this long
@@ -279,6 +338,7 @@ class KeywordSpotter:
         # The state stays in the engine's stored form (int16 for a 16x8 model) from one step to the
         # next; it is only converted where an output's quantization differs from its input's.
         spec = {t.name: t for t in [*self.engine.inputs, *self.engine.outputs]}
+
         def q(name: str) -> Quantizer:
             return Quantizer(spec[name].quantization, spec[name].dtype)
 
@@ -287,14 +347,16 @@ class KeywordSpotter:
 
         self._q_feat, self._q_scores = q(feats[0]), q(out_names[scores[0]])
         self._q_state = {s.input: q(s.input) for s in pairs}
-        self._requantize = {s.input: None if stored(s.input) == stored(s.output) else q(s.output)
-                            for s in pairs}  # None: carried as is
+        self._requantize = {
+            s.input: None if stored(s.input) == stored(s.output) else q(s.output) for s in pairs
+        }  # None: carried as is
         return spec
 
     # ------------------------------------------------------------------ state
     def _initial(self) -> dict[str, np.ndarray]:
-        return {s.input: self._q_state[s.input].quantize(np.full(s.shape, s.initial, dtype=np.float32))
-                for s in self._pairs}
+        return {
+            s.input: self._q_state[s.input].quantize(np.full(s.shape, s.initial, dtype=np.float32)) for s in self._pairs
+        }
 
     def _carry(self, name: str, out: np.ndarray) -> np.ndarray:
         """An output state, stored as the matching input expects it."""
@@ -316,18 +378,9 @@ class KeywordSpotter:
         self._recent_n = 0
 
     # ------------------------------------------------------------------ running
-    def _lane_ages(self, n: int) -> list[int | None]:
-        """Each lane's state age (steps already in its state) before step ``n``; None = not started."""
-        if self.reset_steps <= 0:
-            return [n] + [None] * (self.lanes - 1)
-        ages: list[int | None] = []
-        for i in range(self.lanes):
-            start = i * self.reset_steps // self.lanes
-            ages.append(None if n < start else (n - start) % self.reset_steps)
-        return ages
 
     def _run_step(self, chunk: np.ndarray) -> np.ndarray:
-        ages = self._lane_ages(self._step)
+        ages = lane_ages(self._step, self.lanes, self.reset_steps)
         best_age, best_scores = -1, None
         x = self._q_feat.quantize(chunk[None])
         for i, age in enumerate(ages):
@@ -338,8 +391,9 @@ class KeywordSpotter:
             st = self._states[i]
             feeds = [x if n == self._feat_name else st[n] for n in self._in_names]
             outs = self.engine.run_raw(*feeds)
-            self._states[i] = {name: self._carry(name, outs[j]).reshape(st[name].shape)
-                               for name, j in self._out_idx.items()}
+            self._states[i] = {
+                name: self._carry(name, outs[j]).reshape(st[name].shape) for name, j in self._out_idx.items()
+            }
             if age > best_age:
                 best_age, best_scores = age, outs[self._score_idx]
         self._step += 1
@@ -359,11 +413,11 @@ class KeywordSpotter:
         n = 0 if len(pending) < w else (len(pending) - w) // f + 1
         ts, scores = [], []
         for k in range(n):
-            scores.append(self._run_step(pending[k * f: k * f + w]))
+            scores.append(self._run_step(pending[k * f : k * f + w]))
             end = (self._frames + k * f + w - 1) * self._hop + self._span + self._offset
             ts.append(end / self.p.sample_rate)
         self._frames += n * f
-        self._pending = pending[n * f:].copy()
+        self._pending = pending[n * f :].copy()
         n_cls = len(self.labels)
         return np.asarray(ts, np.float64), (np.stack(scores) if scores else np.zeros((0, n_cls), np.float32))
 
@@ -378,7 +432,7 @@ class KeywordSpotter:
         return out
 
     def _remember(self, x: np.ndarray) -> None:
-        tail = x[-self._history:].copy()
+        tail = x[-self._history :].copy()
         self._recent.append(tail)
         self._recent_n += len(tail)
         while self._recent_n - len(self._recent[0]) >= self._history:
@@ -400,10 +454,10 @@ class KeywordSpotter:
         """
         if not self._recent_n:
             return []
-        x = np.concatenate(self._recent)[-self._history:]
+        x = np.concatenate(self._recent)[-self._history :]
         b = min(len(x), round(FLUSH_BLOCK_S * self.p.sample_rate))
         energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
         start = int(np.argmin(energy[b:] - energy[:-b]))
-        quiet = x[start: start + b]
+        quiet = x[start : start + b]
         n = math.ceil(self.flush_s * self.p.sample_rate)
         return self.process(np.resize(np.concatenate([quiet, quiet[::-1]]), n))

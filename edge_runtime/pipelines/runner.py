@@ -44,8 +44,11 @@ def accel_of(section: Any) -> Acceleration:
     from ..engines.onnx import check_providers
 
     check_providers(list(section.providers) + list(section.provider_options))
-    return Acceleration(delegates=tuple(Delegate(d.kind, d.library, dict(d.options)) for d in section.delegates),
-                        providers=tuple(section.providers), provider_options=dict(section.provider_options))
+    return Acceleration(
+        delegates=tuple(Delegate(d.kind, d.library, dict(d.options)) for d in section.delegates),
+        providers=tuple(section.providers),
+        provider_options=dict(section.provider_options),
+    )
 
 
 def model_folder(spec: str, kind: str) -> Path:
@@ -77,10 +80,16 @@ class PipelineStats:
     def snapshot(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms, dtype=np.float64)
         elapsed = max(1e-9, self.clock() - self.started)
-        return {"inferences": self.inferences, "decisions": self.decisions, "dropped": self.dropped,
-                "rate_per_s": round(self.inferences / elapsed, 2),
-                "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
-                               "p99": round(float(np.percentile(lat, 99)), 3) if lat.size else None}}
+        return {
+            "inferences": self.inferences,
+            "decisions": self.decisions,
+            "dropped": self.dropped,
+            "rate_per_s": round(self.inferences / elapsed, 2),
+            "latency_ms": {
+                "p50": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
+                "p99": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
+            },
+        }
 
 
 class LatestSlot:
@@ -117,8 +126,15 @@ class Pipeline:
     name: ClassVar[str]
     source_name: ClassVar[str]
 
-    def __init__(self, source: Any, model: Any, section: Any, emit: Callable[[Decision], None], clock: Any = time,
-                 stall_s: float = DEFAULT_STALL_S) -> None:
+    def __init__(
+        self,
+        source: Any,
+        model: Any,
+        section: Any,
+        emit: Callable[[Decision], None],
+        clock: Any = time,
+        stall_s: float = DEFAULT_STALL_S,
+    ) -> None:
         self.source = source
         self.loaded = (model, section)  # one pair: a reload swaps both at once
         self.emit = emit
@@ -129,11 +145,18 @@ class Pipeline:
         self._marks: deque = deque()  # (time, inferences) over the fps window
 
     @classmethod
-    def build(cls, cfg: Any, model: Any, emit: Callable[[Decision], None], source: Any = None,
-              clock: Any = time) -> Pipeline:
+    def build(
+        cls, cfg: Any, model: Any, emit: Callable[[Decision], None], source: Any = None, clock: Any = time
+    ) -> Pipeline:
         """The pipeline of ``model`` on ``source``, else on the source its config describes (opened here)."""
-        return cls(source if source is not None else cls.open_source(cfg), model, getattr(cfg, cls.name), emit,
-                   clock, cls.stall_of(cfg))
+        return cls(
+            source if source is not None else cls.open_source(cfg),
+            model,
+            getattr(cfg, cls.name),
+            emit,
+            clock,
+            cls.stall_of(cfg),
+        )
 
     # --- per modality ------------------------------------------------------------------
     @staticmethod
@@ -184,13 +207,26 @@ class Pipeline:
     def status(self) -> dict[str, Any]:
         m = self.model
         pl = m.engine.placement
-        return {"model": m.manifest.name, "engine": pl.engine, "device": pl.device,
-                "fallback_reason": pl.fallback_reason, **self.extra_status(m), **self.stats.snapshot()}
+        return {
+            "model": m.manifest.name,
+            "engine": pl.engine,
+            "device": pl.device,
+            "fallback_reason": pl.fallback_reason,
+            **self.extra_status(m),
+            **self.stats.snapshot(),
+        }
 
     def source_status(self) -> dict[str, Any]:
         s = self.source.stats()
-        return {"online": s.online, "frames": s.frames, "dropped": s.dropped, "overflows": s.overflows,
-                "reconnects": s.reconnects, "fps": round(s.fps, 2), "last_error": s.last_error}
+        return {
+            "online": s.online,
+            "frames": s.frames,
+            "dropped": s.dropped,
+            "overflows": s.overflows,
+            "reconnects": s.reconnects,
+            "fps": round(s.fps, 2),
+            "last_error": s.last_error,
+        }
 
     def update_gauges(self, metrics: Any, now: float, window_s: float) -> None:
         """The source's gauges, when it went offline, and the recent inference rate (not the lifetime average)."""
@@ -227,8 +263,9 @@ class VisionPipeline(Pipeline):
         from ..sources.camera import CameraSource
 
         c = cfg.camera
-        return CameraSource(cls.source_name, c.uri, c.width, c.height, c.fps, c.fourcc, c.stride, c.stall_timeout_s,
-                            loop=c.loop).start()
+        return CameraSource(
+            cls.source_name, c.uri, c.width, c.height, c.fps, c.fourcc, c.stride, c.stall_timeout_s, loop=c.loop
+        ).start()
 
     @classmethod
     def stall_of(cls, cfg: Any) -> float:
@@ -236,8 +273,9 @@ class VisionPipeline(Pipeline):
 
     def run(self, stop: threading.Event) -> None:
         slot, done = LatestSlot(), threading.Event()
-        prep = threading.Thread(target=self._prepare, args=(stop, slot, done), name=f"edge-{self.name}-prepare",
-                                daemon=True)
+        prep = threading.Thread(
+            target=self._prepare, args=(stop, slot, done), name=f"edge-{self.name}-prepare", daemon=True
+        )
         prep.start()
         while not stop.is_set():
             self.stats.beat()
@@ -269,8 +307,17 @@ class VisionPipeline(Pipeline):
         t_dec = self.observe(frame.t_capture)
         if top and top[0].score >= section.threshold:
             self.stats.decisions += 1
-            self.emit(Decision(self.name, top[0].label, top[0].score, frame.t_capture, t_dec, self.source_name,
-                               {"top": [[t.label, round(t.score, 4)] for t in top]}))
+            self.emit(
+                Decision(
+                    self.name,
+                    top[0].label,
+                    top[0].score,
+                    frame.t_capture,
+                    t_dec,
+                    self.source_name,
+                    {"top": [[t.label, round(t.score, 4)] for t in top]},
+                )
+            )
 
 
 class AudioPipeline(Pipeline):
@@ -284,9 +331,17 @@ class AudioPipeline(Pipeline):
         from .audio import KeywordSpotter
 
         man, folder = load(model_folder(section.model, "kws"))
-        return KeywordSpotter(man, folder, section.engine, section.threads, section.threshold,
-                              section.smoothing_steps, section.refractory_s, accel=accel_of(section),
-                              false_accepts_per_hour=section.false_accepts_per_hour)
+        return KeywordSpotter(
+            man,
+            folder,
+            section.engine,
+            section.threads,
+            section.threshold,
+            section.smoothing_steps,
+            section.refractory_s,
+            accel=accel_of(section),
+            false_accepts_per_hour=section.false_accepts_per_hour,
+        )
 
     @classmethod
     def open_source(cls, cfg: Any) -> Any:
@@ -294,8 +349,7 @@ class AudioPipeline(Pipeline):
         if m.file:
             from ..sources.files import WavFileSource
 
-            return WavFileSource(cls.source_name, m.file, realtime=m.realtime, block_ms=m.block_ms,
-                                 loop=m.loop).start()
+            return WavFileSource(cls.source_name, m.file, realtime=m.realtime, block_ms=m.block_ms, loop=m.loop).start()
         from ..sources.microphone import MicrophoneSource
 
         return MicrophoneSource(cls.source_name, m.device, block_ms=m.block_ms).start()
@@ -333,16 +387,20 @@ class AudioPipeline(Pipeline):
         for det in dets:
             t_cap = chunk.t_capture - int(max(0.0, end_s - det.t) * 1e9)
             self.stats.decisions += 1
-            self.emit(Decision(self.name, det.label, det.score, t_cap, t_dec, self.source_name,
-                               {"t_stream_s": round(det.t, 3)}))
+            self.emit(
+                Decision(
+                    self.name, det.label, det.score, t_cap, t_dec, self.source_name, {"t_stream_s": round(det.t, 3)}
+                )
+            )
 
 
 PIPELINES: tuple[type[Pipeline], ...] = (VisionPipeline, AudioPipeline)  # in the order they load, start and report
 KINDS = {p.name: p for p in PIPELINES}
 
 
-def build_pipelines(cfg: Any, models: Any, emit: Callable[[Decision], None], sources: dict[str, Any] | None = None,
-                    clock: Any = time) -> list[Pipeline]:
+def build_pipelines(
+    cfg: Any, models: Any, emit: Callable[[Decision], None], sources: dict[str, Any] | None = None, clock: Any = time
+) -> list[Pipeline]:
     """One pipeline per loaded model, in ``PIPELINES`` order, each on its source from ``sources`` (by source
     name) or the one its config describes, opened here; if one fails, those already open are closed again."""
     built: list[Pipeline] = []

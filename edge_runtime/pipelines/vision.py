@@ -22,8 +22,14 @@ class Scored:
 class ImageClassifier:
     """Classifies RGB uint8 frames with an image model's artifact."""
 
-    def __init__(self, manifest: Manifest, folder: str | Path, engine: str = "auto", threads: int | None = None,
-                 accel: Acceleration | None = None):
+    def __init__(
+        self,
+        manifest: Manifest,
+        folder: str | Path,
+        engine: str = "auto",
+        threads: int | None = None,
+        accel: Acceleration | None = None,
+    ):
         if manifest.preprocessing.image is None:
             raise ManifestError(f"{manifest.name!r} is a {manifest.task} model, not an image model")
         self.manifest = manifest
@@ -32,17 +38,24 @@ class ImageClassifier:
         self.labels = manifest.labels
         n_scores = int(np.prod(self.engine.outputs[0].shape))
         if self.labels and len(self.labels) != n_scores:
-            raise ManifestError(f"{manifest.name!r}: {len(self.labels)} labels for {n_scores} scores; re-convert "
-                                "the model with one label per output")
+            raise ManifestError(
+                f"{manifest.name!r}: {len(self.labels)} labels for {n_scores} scores; re-convert "
+                "the model with one label per output"
+            )
         want, got = self.spec.input_shape(), list(self.engine.inputs[0].shape)
         if got != want:
-            raise ManifestError(f"{manifest.name!r}: its image preprocessing makes {want} but the model takes {got}; "
-                                "re-convert the model")
+            raise ManifestError(
+                f"{manifest.name!r}: its image preprocessing makes {want} but the model takes {got}; "
+                "re-convert the model"
+            )
         # Quantized input: one table lookup replaces normalise + quantize (same numbers, no float pass).
         t = self.engine.inputs[0]
         q = t.quantization
-        self._lut = (quantized_lut(self.spec, q.scale[0], q.zero_point[0], t.dtype)
-                     if q is not None and len(q.scale) == 1 and t.dtype in ("int8", "uint8") else None)
+        self._lut = (
+            quantized_lut(self.spec, q.scale[0], q.zero_point[0], t.dtype)
+            if q is not None and len(q.scale) == 1 and t.dtype in ("int8", "uint8")
+            else None
+        )
         self._q_in = Quantizer(t.quantization, t.dtype)
         self._q_out = Quantizer(self.engine.outputs[0].quantization, self.engine.outputs[0].dtype)
 

@@ -42,8 +42,13 @@ class JsonlSink(Sink):
 
     name = "jsonl"
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, max_bytes: int = 10 * MiB, backups: int = 3,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        max_bytes: int = 10 * MiB,
+        backups: int = 3,
+        metrics: Metrics | None = None,
+    ) -> None:
         super().__init__(metrics)
         if max_bytes < 0 or backups < 0:
             raise SinkError(f"jsonl sink: max_bytes and backups must be >= 0 (got {max_bytes}, {backups})")
@@ -62,8 +67,9 @@ class JsonlSink(Sink):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._open()
             except OSError as e:
-                raise SinkError(f"jsonl sink: cannot write {self.path}: {e.strerror or e}; "
-                                "choose a writable path") from e
+                raise SinkError(
+                    f"jsonl sink: cannot write {self.path}: {e.strerror or e}; choose a writable path"
+                ) from e
 
     def _open(self) -> None:
         assert self.path is not None
@@ -138,9 +144,14 @@ class JsonlSink(Sink):
         now = time.monotonic()
         if now - self._last_warn >= WARN_EVERY_S:
             self._last_warn, self._warned = now, True
-            log.warning("jsonl sink: cannot write %s: %s; dropping events (%d so far, counted in "
-                        "edge_sink_dropped_total), at most one such warning per %g s", self.path, why, self.dropped,
-                        WARN_EVERY_S)
+            log.warning(
+                "jsonl sink: cannot write %s: %s; dropping events (%d so far, counted in "
+                "edge_sink_dropped_total), at most one such warning per %g s",
+                self.path,
+                why,
+                self.dropped,
+                WARN_EVERY_S,
+            )
 
     def _write_worked(self) -> None:
         if self._warned:

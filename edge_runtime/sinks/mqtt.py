@@ -110,8 +110,9 @@ class MqttConfig:
         for key in ("topic_prefix", "discovery_prefix"):
             v = getattr(self, key)
             if not v.strip("/") or any(c in v for c in "+#\0") or v != v.strip("/") or "//" in v:
-                problems.append(f"{key} {v!r} must be a non-empty topic without + or #, empty levels, "
-                                "or a leading or trailing /")
+                problems.append(
+                    f"{key} {v!r} must be a non-empty topic without + or #, empty levels, or a leading or trailing /"
+                )
         if int(self.max_queued) < 1:
             problems.append(f"max_queued {self.max_queued} must be >= 1")
         if int(self.spool_max_bytes) < 1 or not (math.isfinite(self.spool_max_age_s) and self.spool_max_age_s > 0):
@@ -142,8 +143,10 @@ class MqttConfig:
             if self.cert_file:
                 ctx.load_cert_chain(self.cert_file, self.key_file)
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-            return [f"cannot set up TLS from ca_file={self.ca_file}, cert_file={self.cert_file}, "
-                    f"key_file={self.key_file} ({getattr(e, 'strerror', None) or e}); check the files"]
+            return [
+                f"cannot set up TLS from ca_file={self.ca_file}, cert_file={self.cert_file}, "
+                f"key_file={self.key_file} ({getattr(e, 'strerror', None) or e}); check the files"
+            ]
         return []
 
 
@@ -157,8 +160,10 @@ def open_spool(cfg: MqttConfig) -> Spool:
             return Spool(":memory:", cfg.spool_max_bytes, cfg.spool_max_age_s, max_rows=cfg.max_queued)
         return Spool(cfg.spool_path, cfg.spool_max_bytes, cfg.spool_max_age_s)
     except SpoolError as e:
-        raise SinkError(f"sinks.mqtt spool: {e} (the folder is [sinks.mqtt] spool_dir, else $STATE_DIRECTORY; "
-                        "spool = false turns the spool off)") from None
+        raise SinkError(
+            f"sinks.mqtt spool: {e} (the folder is [sinks.mqtt] spool_dir, else $STATE_DIRECTORY; "
+            "spool = false turns the spool off)"
+        ) from None
 
 
 def _version() -> str:
@@ -222,16 +227,22 @@ def make_client(cfg: MqttConfig, will_topic: str) -> Any:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
-                    clean_session=True, protocol=mqtt.MQTTv311)
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=cfg.client_id,
+        clean_session=True,
+        protocol=mqtt.MQTTv311,
+    )
     if cfg.username is not None:
         c.username_pw_set(cfg.username, cfg.password)
     if cfg.use_tls:
         try:
             c.tls_set(ca_certs=cfg.ca_file, certfile=cfg.cert_file, keyfile=cfg.key_file)
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-            raise SinkError(f"mqtt: cannot set up TLS (ca_file={cfg.ca_file}, cert_file={cfg.cert_file}, "
-                            f"key_file={cfg.key_file}): {e}; check the files") from e
+            raise SinkError(
+                f"mqtt: cannot set up TLS (ca_file={cfg.ca_file}, cert_file={cfg.cert_file}, "
+                f"key_file={cfg.key_file}): {e}; check the files"
+            ) from e
         if cfg.tls_insecure:
             c.tls_insecure_set(True)
     c.will_set(will_topic, "offline", qos=1, retain=True)
@@ -251,8 +262,14 @@ class Relay:
     ``warn`` (a message), ``drop`` (the sink's count) and ``gauge`` (the spool's size) report.
     """
 
-    def __init__(self, spool: Spool, publish: Callable[[str, bytes], Any], warn: Callable[[str], None],
-                 drop: Callable[..., None], gauge: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        publish: Callable[[str, bytes], Any],
+        warn: Callable[[str], None],
+        drop: Callable[..., None],
+        gauge: Callable[[], None],
+    ) -> None:
         self.spool = spool
         self._publish, self._warn, self._drop, self._gauge = publish, warn, drop, gauge
         self.connected = threading.Event()
@@ -296,8 +313,11 @@ class Relay:
 
     def _done(self) -> bool:
         """Closing, and nothing more can or need be sent."""
-        return self.closing.is_set() and (not self.connected.is_set() or time.monotonic() >= self._close_by
-                                          or (not self._inflight and not self._unsent()))
+        return self.closing.is_set() and (
+            not self.connected.is_set()
+            or time.monotonic() >= self._close_by
+            or (not self._inflight and not self._unsent())
+        )
 
     def _ready(self) -> bool:
         """Whether the relay's thread has something to do (called under ``changed``)."""
@@ -368,9 +388,13 @@ class MqttSink(Sink):
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         self.spool = open_spool(cfg)
-        self._relay = Relay(self.spool, lambda topic, payload: c.publish(topic, payload, qos=cfg.qos,
-                                                                         retain=cfg.retain_events),
-                            self._warn_once, self._drop, self._gauge)
+        self._relay = Relay(
+            self.spool,
+            lambda topic, payload: c.publish(topic, payload, qos=cfg.qos, retain=cfg.retain_events),
+            self._warn_once,
+            self._drop,
+            self._gauge,
+        )
         self._connected = self._relay.connected
         try:
             self._spool_dropped(self.spool.prune())  # rows left from before that are over the limits now
@@ -382,8 +406,11 @@ class MqttSink(Sink):
             self.spool.close()
             raise SinkError(f"mqtt: cannot connect to {cfg.host}:{cfg.port}: {e}") from e
         if self.spool.count:
-            log.info("mqtt: %d events left in the spool %s from before; sending them first", self.spool.count,
-                     self.spool.path)
+            log.info(
+                "mqtt: %d events left in the spool %s from before; sending them first",
+                self.spool.count,
+                self.spool.path,
+            )
         self._gauge()
         c.loop_start()
         self._relay.thread.start()
@@ -397,9 +424,15 @@ class MqttSink(Sink):
         return self._connected.wait(timeout)
 
     def status(self) -> dict[str, Any]:
-        return {"connected": self.connected, "broker": f"{self.cfg.host}:{self.cfg.port}",
-                "spool": None if self.spool.in_memory else self.spool.path, "queued": self.spool.count,
-                "spool_dropped": self.spool.dropped, "dropped": self.dropped, "last_error": self.last_error}
+        return {
+            "connected": self.connected,
+            "broker": f"{self.cfg.host}:{self.cfg.port}",
+            "spool": None if self.spool.in_memory else self.spool.path,
+            "queued": self.spool.count,
+            "spool_dropped": self.spool.dropped,
+            "dropped": self.dropped,
+            "last_error": self.last_error,
+        }
 
     # -- paho callbacks (paho's network thread) --------------------------------------------
     def _warn_once(self, msg: str) -> None:
@@ -412,14 +445,21 @@ class MqttSink(Sink):
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            self._warn_once(f"mqtt: {self.cfg.host}:{self.cfg.port} refused the connection: {reason_code}; "
-                            "check username / password / client id; retrying")
+            self._warn_once(
+                f"mqtt: {self.cfg.host}:{self.cfg.port} refused the connection: {reason_code}; "
+                "check username / password / client id; retrying"
+            )
             return
         q = self.cfg.qos if self.cfg.qos > 0 else 1  # availability and discovery should arrive
         for topic, payload in self.topics.announcements():
             client.publish(topic, payload, qos=q, retain=True)
-        log.info("mqtt: %s %s:%s as %s", "reconnected to" if self._ever_connected else "connected to",
-                 self.cfg.host, self.cfg.port, self.cfg.client_id)
+        log.info(
+            "mqtt: %s %s:%s as %s",
+            "reconnected to" if self._ever_connected else "connected to",
+            self.cfg.host,
+            self.cfg.port,
+            self.cfg.client_id,
+        )
         self._ever_connected = True
         self._warned = None
         self.last_error = None
@@ -428,16 +468,20 @@ class MqttSink(Sink):
             self._relay.changed.notify_all()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        where = (f"in memory, up to {self.cfg.max_queued}" if self.spool.in_memory else
-                 f"in {self.spool.path}, up to {self.cfg.spool_max_bytes / 2**20:g} MiB")
+        where = (
+            f"in memory, up to {self.cfg.max_queued}"
+            if self.spool.in_memory
+            else f"in {self.spool.path}, up to {self.cfg.spool_max_bytes / 2**20:g} MiB"
+        )
         self._warn_once(f"mqtt: cannot reach {self.cfg.host}:{self.cfg.port}; retrying (events wait {where})")
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
         if was and not self._relay.closing.is_set():
-            self._warn_once(f"mqtt: lost the connection to {self.cfg.host}:{self.cfg.port} ({reason_code}); "
-                            "reconnecting")
+            self._warn_once(
+                f"mqtt: lost the connection to {self.cfg.host}:{self.cfg.port} ({reason_code}); reconnecting"
+            )
         self._relay.wake()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
@@ -459,9 +503,12 @@ class MqttSink(Sink):
 
     def _spool_dropped(self, n: int) -> None:
         if n:
-            limits = (f"max_queued {self.cfg.max_queued} in memory" if self.spool.in_memory else
-                      f"spool_max_mb {self.cfg.spool_max_bytes / 2**20:g}, spool_max_age_days "
-                      f"{self.cfg.spool_max_age_s / 86400:g}")
+            limits = (
+                f"max_queued {self.cfg.max_queued} in memory"
+                if self.spool.in_memory
+                else f"spool_max_mb {self.cfg.spool_max_bytes / 2**20:g}, spool_max_age_days "
+                f"{self.cfg.spool_max_age_s / 86400:g}"
+            )
             self._drop(n, why=f"the spool is over its limits ({limits}): the oldest events go")
             if self._metrics is not None:
                 self._metrics.spool_dropped(self.name, n)

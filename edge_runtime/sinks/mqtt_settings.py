@@ -30,8 +30,24 @@ def mqtt_config(cfg: Config, event_names: list[str] | tuple[str, ...] = (), envi
     if m is None:
         raise SinkError("there is no [sinks.mqtt] table to take MQTT settings from")
     env = os.environ if environ is None else environ
-    kw = {k: getattr(m, k) for k in ("host", "port", "username", "password", "tls", "ca_file", "cert_file",
-                                      "key_file", "tls_insecure", "qos", "keepalive", "discovery", "discovery_prefix")}
+    kw = {
+        k: getattr(m, k)
+        for k in (
+            "host",
+            "port",
+            "username",
+            "password",
+            "tls",
+            "ca_file",
+            "cert_file",
+            "key_file",
+            "tls_insecure",
+            "qos",
+            "keepalive",
+            "discovery",
+            "discovery_prefix",
+        )
+    }
     for key in ("client_id", "topic_prefix"):  # unset: the host's; set (even empty): checked as given
         if getattr(m, key) is not None:
             kw[key] = getattr(m, key)
@@ -39,11 +55,16 @@ def mqtt_config(cfg: Config, event_names: list[str] | tuple[str, ...] = (), envi
     on = m.spool if m.spool is not None else (m.qos >= 1 and folder is not None)
     if on:
         if folder is None:
-            raise SinkError("sinks.mqtt.spool: no folder for the spool: set [sinks.mqtt] spool_dir, or run under "
-                            "systemd with StateDirectory=, or set spool = false")
+            raise SinkError(
+                "sinks.mqtt.spool: no folder for the spool: set [sinks.mqtt] spool_dir, or run under "
+                "systemd with StateDirectory=, or set spool = false"
+            )
         kw["spool_path"] = str(Path(folder) / SPOOL_FILE)
-    kw.update(spool_max_bytes=max(1, round(m.spool_max_mb * 2**20)), spool_max_age_s=m.spool_max_age_days * 86400.0,
-              event_names=list(event_names))
+    kw.update(
+        spool_max_bytes=max(1, round(m.spool_max_mb * 2**20)),
+        spool_max_age_s=m.spool_max_age_days * 86400.0,
+        event_names=list(event_names),
+    )
     try:
         return MqttConfig(**kw)
     except ValueError as e:

@@ -157,9 +157,15 @@ class Source:
 
     def stats(self) -> SourceStats:
         with self._cond:
-            return SourceStats(frames=self._frames, dropped=self._dropped, overflows=self._overflow_total(),
-                               reconnects=self._reconnects, online=self._online, last_error=self._last_error,
-                               fps=round(self._rate.rate(), 2))
+            return SourceStats(
+                frames=self._frames,
+                dropped=self._dropped,
+                overflows=self._overflow_total(),
+                reconnects=self._reconnects,
+                online=self._online,
+                last_error=self._last_error,
+                fps=round(self._rate.rate(), 2),
+            )
 
     def close(self) -> None:
         """Stop the threads and release the device; returns within about a second. Safe to call twice."""
@@ -270,8 +276,15 @@ class Source:
             first = not self._outage
             self._outage = True
         if first:
-            log.warning("%s %r offline: %s; %s (backoff %g..%g s)", self.noun, self.name, reason, self.retry,
-                        self.backoff_initial_s, self.backoff_max_s)
+            log.warning(
+                "%s %r offline: %s; %s (backoff %g..%g s)",
+                self.noun,
+                self.name,
+                reason,
+                self.retry,
+                self.backoff_initial_s,
+                self.backoff_max_s,
+            )
         else:
             log.debug("%s %r still offline: %s", self.noun, self.name, reason)
 

@@ -47,12 +47,13 @@ def classify_uri(uri: int | str) -> tuple[str, int | str]:
     m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
     if m:
         if m.group(1).lower() == "file":
-            text = text[len("file://"):]
+            text = text[len("file://") :]
         elif m.group(1).lower() in URL_SCHEMES:
             return "url", text
         else:
-            raise SourceError(f"camera uri {redact(text)!r}: unsupported scheme {m.group(1)!r}; "
-                              f"use one of {', '.join(URL_SCHEMES)}")
+            raise SourceError(
+                f"camera uri {redact(text)!r}: unsupported scheme {m.group(1)!r}; use one of {', '.join(URL_SCHEMES)}"
+            )
     if text.startswith("/dev/"):
         return "device", text  # may appear later (hot-plug): opened with backoff
     path = Path(text).expanduser()
@@ -64,8 +65,10 @@ def classify_uri(uri: int | str) -> tuple[str, int | str]:
         return "folder", str(path)
     if path.is_file():
         if not _decodes(str(path)):
-            raise SourceError(f"camera uri {text!r}: not a video file OpenCV can decode; give a video, an image "
-                              "folder, a device or a URL")
+            raise SourceError(
+                f"camera uri {text!r}: not a video file OpenCV can decode; give a video, an image "
+                "folder, a device or a URL"
+            )
         return "file", str(path)
     raise SourceError(f"camera uri {text!r}: no such file, folder or device; check the path")
 
@@ -167,10 +170,20 @@ class CameraSource(Source):
     noun = "camera"
     thread_prefix = "camera"
 
-    def __init__(self, name: str, uri: int | str, width: int | None = None, height: int | None = None,
-                 fps: float | None = None, fourcc: str | None = None, stride: int = 1,
-                 stall_timeout_s: float = 2.0, backoff_initial_s: float = 0.5, backoff_max_s: float = 10.0,
-                 loop: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        uri: int | str,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+        fourcc: str | None = None,
+        stride: int = 1,
+        stall_timeout_s: float = 2.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        loop: bool = False,
+    ) -> None:
         if int(stride) < 1:
             raise SourceError(f"camera {name!r}: stride must be >= 1, got {stride}")
         if fps is not None and not fps > 0:
@@ -249,8 +262,15 @@ class CameraSource(Source):
         if not self._described:
             self._described = True
             w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-            log.info("camera %r: opened %s (%s, %dx%d, %.3g fps)", self.name, self._label, self.kind, w, h,
-                     1.0 / self._period_s if self._period_s else cap.get(cv2.CAP_PROP_FPS))
+            log.info(
+                "camera %r: opened %s (%s, %dx%d, %.3g fps)",
+                self.name,
+                self._label,
+                self.kind,
+                w,
+                h,
+                1.0 / self._period_s if self._period_s else cap.get(cv2.CAP_PROP_FPS),
+            )
         return _CvReader(cap)
 
     def _open_device(self) -> Any:
@@ -335,14 +355,14 @@ class CameraSource(Source):
                 limit = self.stall_timeout_s
                 if self._period_s:
                     limit = max(limit, 3 * self._period_s * self.stride)
-                stalled = (self._online and not self._ended
-                           and time.monotonic_ns() - self._last_grab_ns > limit * 1e9)
+                stalled = self._online and not self._ended and time.monotonic_ns() - self._last_grab_ns > limit * 1e9
             if stalled:
                 self._set_offline(f"no frame from {self._label} for {limit:g} s (stalled)")
 
 
-def _configure(cap: Any, name: str, width: int | None, height: int | None, fps: float | None,
-               fourcc: str | None) -> None:
+def _configure(
+    cap: Any, name: str, width: int | None, height: int | None, fps: float | None, fourcc: str | None
+) -> None:
     """Request format, size and rate from a V4L2 device (fourcc first: it decides the sizes on offer)."""
     import cv2
 

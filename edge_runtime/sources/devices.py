@@ -36,8 +36,12 @@ def _querycap(path: str) -> dict[str, Any] | None:
     def text(b: bytes) -> str:
         return b.split(b"\0", 1)[0].decode("utf-8", "replace")
 
-    return {"driver": text(driver), "card": text(card), "bus": text(bus),
-            "capture": bool(effective & (V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_VIDEO_CAPTURE_MPLANE))}
+    return {
+        "driver": text(driver),
+        "card": text(card),
+        "bus": text(bus),
+        "capture": bool(effective & (V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_VIDEO_CAPTURE_MPLANE)),
+    }
 
 
 def cameras(dev: str | Path = "/dev", sysfs: str | Path = "/sys/class/video4linux") -> list[dict[str, Any]]:
@@ -51,9 +55,16 @@ def cameras(dev: str | Path = "/dev", sysfs: str | Path = "/sys/class/video4linu
         except OSError:
             name = None
         cap = _querycap(str(node))
-        out.append({"path": str(node), "index": int(node.name[5:]), "name": name or (cap or {}).get("card"),
-                    "driver": (cap or {}).get("driver"), "bus": (cap or {}).get("bus"),
-                    "capture": None if cap is None else cap["capture"]})
+        out.append(
+            {
+                "path": str(node),
+                "index": int(node.name[5:]),
+                "name": name or (cap or {}).get("card"),
+                "driver": (cap or {}).get("driver"),
+                "bus": (cap or {}).get("bus"),
+                "capture": None if cap is None else cap["capture"],
+            }
+        )
     return out
 
 
@@ -64,11 +75,17 @@ def microphones() -> list[dict[str, Any]]:
     sd = import_sounddevice()
     default = default_input(sd)
     apis = [a["name"] for a in sd.query_hostapis()]
-    return [{"index": i, "name": d["name"], "channels": int(d["max_input_channels"]),
-             "default_samplerate": float(d["default_samplerate"]),
-             "hostapi": apis[d["hostapi"]] if 0 <= d["hostapi"] < len(apis) else None,
-             "default": i == default}
-            for i, d in input_devices(sd)]
+    return [
+        {
+            "index": i,
+            "name": d["name"],
+            "channels": int(d["max_input_channels"]),
+            "default_samplerate": float(d["default_samplerate"]),
+            "hostapi": apis[d["hostapi"]] if 0 <= d["hostapi"] < len(apis) else None,
+            "default": i == default,
+        }
+        for i, d in input_devices(sd)
+    ]
 
 
 def devices() -> dict[str, Any]:

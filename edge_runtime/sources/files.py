@@ -28,8 +28,15 @@ class WavFileSource(Source):
     is held in memory, so it may be at most ``MAX_WAV_SECONDS`` long.
     """
 
-    def __init__(self, name: str, path: str | Path, realtime: bool = True, block_ms: float = 100,
-                 loop: bool = False, sample_rate: int = 16000) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: str | Path,
+        realtime: bool = True,
+        block_ms: float = 100,
+        loop: bool = False,
+        sample_rate: int = 16000,
+    ) -> None:
         if block_ms <= 0:
             raise SourceError(f"audio file source {name!r}: block_ms must be > 0, got {block_ms}")
         super().__init__(name)
@@ -90,7 +97,7 @@ class WavFileSource(Source):
                 t_capture = due_ns  # the last sample "arrives" at its place on the wall clock
             else:
                 t_capture = time.monotonic_ns()
-            samples = self._audio[self._pos:self._pos + n].copy()
+            samples = self._audio[self._pos : self._pos + n].copy()
             chunk = AudioChunk(samples=samples, t_capture=t_capture, start_sample=self._emitted, source=self.name)
             self._pos += n
             self._emitted += n

@@ -34,8 +34,9 @@ def import_sounddevice() -> Any:
     try:
         import sounddevice
     except OSError:  # the module is there but libportaudio is not
-        raise SourceError("PortAudio library not found: install it (Debian/Raspberry Pi OS: "
-                          "apt install libportaudio2)") from None
+        raise SourceError(
+            "PortAudio library not found: install it (Debian/Raspberry Pi OS: apt install libportaudio2)"
+        ) from None
     return sounddevice
 
 
@@ -66,8 +67,10 @@ def resolve_input(sd: Any, device: int | str | None, owner: str = "microphone") 
     inputs = input_devices(sd)
     listing = ", ".join(f"{i} {d['name']!r}" for i, d in inputs) or "none"
     if not inputs:
-        raise SourceError(f"{owner}: no audio input devices found; plug in a microphone, check 'arecord -l' "
-                          f"and that the user is in the 'audio' group")
+        raise SourceError(
+            f"{owner}: no audio input devices found; plug in a microphone, check 'arecord -l' "
+            f"and that the user is in the 'audio' group"
+        )
     if isinstance(device, str) and device.strip().lstrip("-").isdigit():
         device = int(device.strip())
     if device is None or device == "":
@@ -205,7 +208,8 @@ class MicrophoneSource(Source):
 
     def __init__(self, name: str, device: int | str | None = None, sample_rate: int = 16000, block_ms: float = 20,
                  channels: int = 1, queue_seconds: float = 5.0, *, device_rate: int | None = None,
-                 backoff_initial_s: float = 0.5, backoff_max_s: float = 10.0, stall_timeout_s: float = 2.0) -> None:
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 10.0,
+                 stall_timeout_s: float = 2.0) -> None:  # fmt: skip
         if sample_rate <= 0 or block_ms <= 0 or channels < 1 or queue_seconds <= 0:
             raise SourceError(f"microphone {name!r}: sample_rate, block_ms, channels and queue_seconds must be > 0")
         super().__init__(name, backoff_initial_s, backoff_max_s)
@@ -300,18 +304,20 @@ class MicrophoneSource(Source):
         try:
             stream = sd.InputStream(device=index, samplerate=rate, channels=channels, dtype="float32",
                                     blocksize=blocksize, callback=self._callback(state, rate, blocksize),
-                                    finished_callback=state.finish)
+                                    finished_callback=state.finish)  # fmt: skip
             stream.start()
         except Exception as e:
-            raise SourceError(f"microphone {self.name!r}: cannot open input {index} {info['name']!r} at {rate} Hz "
-                              f"x {channels} ch: {e}") from None
+            raise SourceError(
+                f"microphone {self.name!r}: cannot open input {index} {info['name']!r} at {rate} Hz "
+                f"x {channels} ch: {e}"
+            ) from None
         with self._cond:
             self._stream = stream
             self.device_index, self.device_name, self.device_rate = index, info["name"], rate
             self._online = True  # open; the outage (if any) ends once audio flows
         how = "" if rate == self.sample_rate else f", resampled to {self.sample_rate} Hz"
-        log.info("microphone %r: input %d %r at %d Hz x %d ch, %d-frame blocks%s", self.name, index, info["name"],
-                 rate, channels, blocksize, how)
+        log.info("microphone %r: input %d %r at %d Hz x %d ch, %d-frame blocks%s",
+                 self.name, index, info["name"], rate, channels, blocksize, how)  # fmt: skip
         return state
 
     def _callback(self, state: _StreamState, rate: int, blocksize: int) -> Any:
@@ -382,4 +388,4 @@ class MicrophoneSource(Source):
             self._last_warn = time.monotonic()
             log.warning("microphone %r: audio lost: %d PortAudio input overflow(s) (the system could not keep up), "
                         "%d queue overflow(s) (the consumer read too slowly; queue %g s) so far",
-                        self.name, counts[0], counts[1], self.queue_seconds)
+                        self.name, counts[0], counts[1], self.queue_seconds)  # fmt: skip
