@@ -554,7 +554,7 @@ def _describe(art_id: str, fmt: str, path: Path, folder: Path, source: SourceMod
                        inputs=[mf.TensorSpec(s.name, s.shape, "float32") for s in source.inputs],
                        outputs=[mf.TensorSpec(s.name, s.shape, "float32") for s in source.outputs])
     try:
-        eng = open_artifact(stub, folder)
+        eng = _open_to_describe(stub, folder)
     except EngineError as e:
         raise ConvertError(f"{path.name}: the converted model does not load ({e})") from None
     inputs, outputs = eng.inputs, eng.outputs
@@ -564,6 +564,17 @@ def _describe(art_id: str, fmt: str, path: Path, folder: Path, source: SourceMod
             state.append(mf.StatePair(input=i.name, output=o.name, shape=i.shape, dtype=i.dtype, initial=0.0))
     return mf.Artifact(id=art_id, format=fmt, precision=precision, file=stub.file, inputs=inputs, outputs=outputs,
                        state=state, notes=notes)
+
+
+def _open_to_describe(stub: mf.Artifact, folder: Path):
+    """The engine of a file just made, to read its I/O from. A TFLite file's own tensors are what the
+    manifest will say (int8 or uint8 I/O), so the stub's float32 placeholders are not checked against
+    them; ONNX takes the stub's (QDQ graphs have float I/O, and the engine keeps the manifest's shapes)."""
+    if stub.format == "tflite":
+        from edge_runtime.engines.litert import LiteRTEngine
+
+        return LiteRTEngine(Path(folder) / stub.file.path)
+    return open_artifact(stub, folder)
 
 
 def _run(eng, ds: data_mod.Dataset, streaming: bool, chunk: int, state_shapes: list[list[int]], desc: str,
