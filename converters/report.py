@@ -677,6 +677,10 @@ def _page(report: Mapping) -> str:
 
 def write_html(report: dict, path: Path) -> None:
     """Render ``report`` (the report.json dict) as one self-contained HTML page at ``path``, atomically."""
+    from .results import Report
+
+    if isinstance(report, Report):
+        report = report.to_json()
     rep = report if isinstance(report, Mapping) else {}
     with atomic_write(Path(path), "w", encoding="utf-8", newline="\n") as f:
         f.write(_page(rep))
