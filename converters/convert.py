@@ -678,7 +678,7 @@ def _describe(art_id: str, fmt: str, path: Path, folder: Path, source: SourceMod
         eng = _open_to_describe(stub, folder)
     except EngineError as e:
         raise ConvertError(f"{path.name}: the converted model does not load ({e})") from None
-    inputs, outputs = eng.inputs, eng.outputs
+    inputs, outputs = _in_order(eng.inputs, stub.inputs), _in_order(eng.outputs, stub.outputs)
     state = []
     if streaming:
         for i, o in zip(inputs[1:], outputs[1:]):
@@ -696,6 +696,15 @@ def _open_to_describe(stub: mf.Artifact, folder: Path):
 
         return LiteRTEngine(Path(folder) / stub.file.path)
     return open_artifact(stub, folder)
+
+
+def _in_order(tensors: list[mf.TensorSpec], wanted: list[mf.TensorSpec]) -> list[mf.TensorSpec]:
+    """A file's tensors in the source model's order (a TFLite signature lists them by name), when the
+    names match; else as the file has them (a model without signatures: its order is the contract)."""
+    by_name = {t.name: t for t in tensors}
+    if len(tensors) == len(wanted) and all(w.name in by_name for w in wanted):
+        return [by_name[w.name] for w in wanted]
+    return tensors
 
 
 def _run(eng, ds: data_mod.Dataset, streaming: bool, chunk: int, state_shapes: list[list[int]], desc: str,
