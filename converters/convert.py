@@ -72,6 +72,10 @@ class Options:
     eval_limit: int | None = 1000
     threads: int | None = None
     hop_frames: int | None = None  # streaming: frames between steps when each step sees a longer window
+    # Python API only: the audio front end the manifest records (default: steps and window from the model),
+    # and more manifest metrics (e.g. a detector's settings, the training run)
+    audio: AudioPreprocessing | None = None
+    extra_metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def tool_versions() -> dict[str, str]:
@@ -203,7 +207,7 @@ def run(opts: Options) -> Report:
         aid, figure, f = report.first_failure()
         flag = "--max-kl" if figure == "top-k KL" else "--max-accuracy-drop"
         raise AccuracyError(f"{aid}: {figure} {f.value:.3g} is over {flag} {f.limit:g}; no model written, "
-                            f"see {opts.out / 'report.html'}")
+                            f"see {opts.out / 'report.html'}", report)
     return report
 
 
@@ -583,8 +587,9 @@ def _report(ctx: _Context, rows: list[ArtifactResult], edgetpu: EdgeTpuResult | 
 
 def _manifest(ctx: _Context, report: Report, artifacts: list[mf.Artifact]) -> mf.Manifest:
     metrics = {"eval_data": report.eval_data, "float": report.float_ref.to_json(),
-               "accuracy_drop_pp": report.accuracy_drop_pp, "artifacts": {r.id: r.metrics() for r in report.artifacts}}
-    audio = ctx.audio if ctx.streaming or ctx.is_wav else None
+               "accuracy_drop_pp": report.accuracy_drop_pp, "artifacts": {r.id: r.metrics() for r in report.artifacts},
+               **ctx.opts.extra_metrics}
+    audio = ctx.opts.audio or (ctx.audio if ctx.streaming or ctx.is_wav else None)
     return mf.Manifest(name=report.name, task=report.task, target=report.target, artifacts=artifacts,
                        labels=report.labels, preprocessing=mf.Preprocessing(image=ctx.image, audio=audio),
                        source=report.source, tools=report.tools, metrics=metrics,
