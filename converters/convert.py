@@ -1,5 +1,9 @@
 """The conversion pipeline: source -> calibrated int8 artifacts -> evaluation -> manifest and report.
 
+Each artifact measured is an :class:`~converters.results.ArtifactResult` and the whole run one
+:class:`~converters.results.Report`, built here once; report.json is its JSON and report.html is
+rendered from it.
+
 Everything is built in a staging folder beside ``--out`` and renamed into place
 at the end, so a failed, interrupted (SIGINT) or terminated (SIGTERM) run leaves no
 partial artifact and no temporary folder behind.
@@ -7,6 +11,7 @@ partial artifact and no temporary folder behind.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import importlib.metadata
@@ -33,6 +38,7 @@ from .fidelity import (FULL_INTEGER_TARGETS, GATE_WITHOUT_LABELS, LATENCY_BUDGET
                        fidelity_gate, float_layer_counts)
 from . import onnx_quant, tflite
 from .errors import AccuracyError, ConvertError
+from .results import ArtifactResult, EdgeTpuResult, Fidelity, FloatReference, Latency, Report
 from .source import SourceModel, load_source
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,10 @@ class Options:
     eval_limit: int | None = 1000
     threads: int | None = None
     hop_frames: int | None = None  # streaming: frames between steps when each step sees a longer window
+    # Python API only: the audio front end the manifest records (default: steps and window from the model),
+    # and more manifest metrics (e.g. a detector's settings, the training run)
+    audio: AudioPreprocessing | None = None
+    extra_metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def tool_versions() -> dict[str, str]:
@@ -166,8 +176,8 @@ def _examples(ds: data_mod.Dataset) -> list[list[np.ndarray]]:
 
 
 # --- the pipeline ------------------------------------------------------------------------
-def run(opts: Options) -> dict[str, Any]:
-    """Convert, evaluate, write the artifact folder; returns the report dict."""
+def run(opts: Options) -> Report:
+    """Convert, evaluate, write the artifact folder; returns the report (report.json is its JSON)."""
     if opts.target not in TARGET_FORMATS:
         raise ConvertError(f"--target {opts.target}: use one of {', '.join(TARGET_FORMATS)}")
     formats = opts.formats or TARGET_FORMATS[opts.target]
@@ -183,7 +193,7 @@ def run(opts: Options) -> dict[str, Any]:
         work = Path(tempfile.mkdtemp(prefix="edge-convert-"))
         try:
             report = _convert(opts, formats, labels_file, staging, work)
-            if not report["passed"]:
+            if not report.passed:
                 for f in staging.iterdir():  # a failed conversion ships no model, only its report
                     if f.name not in ("report.json", "report.html"):
                         shutil.rmtree(f) if f.is_dir() else f.unlink()
@@ -193,30 +203,154 @@ def run(opts: Options) -> dict[str, Any]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if not report["passed"]:
-        aid, g = next((aid, g) for aid, g in report["gate"].items() if not g["passed"])
-        figure, f = next((k, f) for k, f in g["figures"].items() if f["value"] > f["limit"] + 1e-9)
+    if not report.passed:
+        aid, figure, f = report.first_failure()
         flag = "--max-kl" if figure == "top-k KL" else "--max-accuracy-drop"
-        raise AccuracyError(f"{aid}: {figure} {f['value']:.3g} is over {flag} {f['limit']:g}; no model written, "
-                            f"see {opts.out / 'report.html'}")
+        raise AccuracyError(f"{aid}: {figure} {f.value:.3g} is over {flag} {f.limit:g}; no model written, "
+                            f"see {opts.out / 'report.html'}", report)
     return report
 
 
-def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, staging: Path, work: Path) -> dict[str, Any]:
+def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, staging: Path, work: Path) -> Report:
     source = load_source(opts.source, opts.size)
+    formats = _formats_for(source, opts, formats)
+    n_out = int(np.prod(source.outputs[0].shape[1:]))
+    if labels_file and len(labels_file) != n_out:
+        raise ConvertError(f"--labels {opts.labels}: {len(labels_file)} labels but the model outputs {n_out} scores; "
+                           "give one label per output, in output order")
+    ctx = _prepare(opts, source, labels_file, staging, work)
+    rows, artifacts, edgetpu = _measure_formats(ctx, formats)
+    rows, artifacts = _keep_best_candidates(rows, artifacts, staging)
+    _relative_to_float(rows)
+    report = _report(ctx, rows, edgetpu)
+    mf.save(_manifest(ctx, report, artifacts), staging)
+    mf.write_json_atomic(staging / "report.json", report.to_json())
+    from .report import write_html
+
+    write_html(report, staging / "report.html")
+    return report
+
+
+def _formats_for(source: SourceModel, opts: Options, formats: list[str]) -> list[str]:
     if source.kind == "onnx" and opts.formats is None:  # TFLite is made from TensorFlow models only
         formats = [f for f in formats if f != "tflite"]
         if not formats:
             raise ConvertError(f"{source.path}: --target {opts.target} runs TFLite, which is made from a Keras or "
                                "SavedModel source; pass the model this ONNX file came from, or --target generic/jetson")
-    n_out = int(np.prod(source.outputs[0].shape[1:]))
-    if labels_file and len(labels_file) != n_out:
-        raise ConvertError(f"--labels {opts.labels}: {len(labels_file)} labels but the model outputs {n_out} scores; "
-                           "give one label per output, in output order")
+    return formats
+
+
+@dataclass
+class _Context:
+    """What the stages after loading share: the source, its data, the float reference, and how to judge.
+
+    ``measure`` opens and measures one converted file; ``passes``, ``on_target`` and ``score`` judge
+    what it measured (the gate, the converter's target, and the order of candidates).
+    """
+
+    opts: Options
+    source: SourceModel
+    staging: Path
+    work: Path
+    calib: data_mod.Dataset
+    evald: data_mod.Dataset
+    image: ImagePreprocessing | None
+    audio: AudioPreprocessing
+    chunk: int
+    hop: int
+    samples: list[list[np.ndarray]]
+    ref: ev.Scores
+    labels: list[str]
+    precision: str
+    io_dtype: str
+    float_ref: FloatReference = field(default_factory=FloatReference)
+
+    @property
+    def streaming(self) -> bool:
+        return self.source.is_streaming
+
+    @property
+    def state_shapes(self) -> list[list[int]]:
+        return [s.shape for s in self.source.inputs[1:]] if self.streaming else []
+
+    @property
+    def labelled(self) -> bool:
+        return self.evald.labels is not None
+
+    @property
+    def onnx_method(self) -> str:
+        return "minmax" if self.opts.calibration_method == "auto" else self.opts.calibration_method
+
+    def describe(self, art_id: str, fmt: str, path: Path, folder: Path, notes: dict[str, Any]) -> mf.Artifact:
+        return _describe(art_id, fmt, path, folder, self.source, self.streaming, notes)
+
+    def measure(self, art_id: str, fmt: str, path: Path, shipped: bool,
+                notes: dict[str, Any]) -> tuple[ArtifactResult, mf.Artifact]:
+        folder = self.staging if shipped else path.parent
+        art = self.describe(art_id, fmt, path, folder, notes)
+        try:
+            eng = open_artifact(art, folder, threads=self.opts.threads)
+        except EngineError as e:
+            raise ConvertError(f"{path.name}: the converted model does not load ({e})") from None
+        got = _run(eng, self.evald, self.streaming, self.chunk, self.state_shapes, art_id, self.hop)
+        example = _latency_example(self.evald, self.streaming, self.chunk, self.state_shapes)
+        row = ArtifactResult(id=art_id, format=fmt, precision=art.precision, shipped=shipped, file=path.name,
+                             size_bytes=path.stat().st_size, latency=Latency(**ev.latency_ms(eng, example)),
+                             placement=eng.placement.device, notes=notes,
+                             fidelity=Fidelity(**ev.compare(self.ref, got, self.evald.labels, self.labels or None)),
+                             ops=tflite.op_histogram(path) if fmt == "tflite" else onnx_quant.op_histogram(path))
+        return row, art
+
+    def passes(self, row: ArtifactResult) -> bool:
+        return fidelity_gate([dataclasses.replace(row, shipped=True)], self.float_ref, self.labelled,
+                             self.opts.max_accuracy_drop, self.opts.max_kl)[row.id].passed
+
+    def on_target(self, row: ArtifactResult) -> bool:
+        """As faithful as the converter aims for: the gate, and without labels the overall figures too."""
+        m = row.fidelity
+        return self.passes(row) and (self.labelled or (m.agreement >= TARGET_AGREEMENT and m.kl_top_k <= TARGET_KL))
+
+    def score(self, row: ArtifactResult) -> tuple:
+        """Candidates compare by this: passing first, then accuracy (agreement without labels), then top-k KL."""
+        m = row.fidelity
+        return self.passes(row), m.accuracy if self.labelled else m.agreement, -m.kl_top_k
+
+    @property
+    def is_wav(self) -> bool:
+        return any(str(f).lower().endswith(".wav") for f in (self.calib.files or []))
+
+    def can_improve(self, fmt: str) -> bool:
+        if self.precision != "int8":
+            return False
+        if self.source.keras_model is not None:  # bias correction
+            return True
+        if fmt == "onnx":
+            return self.opts.calibration_method == "auto"
+        return self.mixed_precision_applies()
+
+    def mixed_precision_applies(self) -> bool:
+        return (self.opts.mixed_precision and self.opts.target not in FULL_INTEGER_TARGETS
+                and len(self.source.inputs) == 1)
+
+    @property
+    def bias_work(self) -> Path:
+        return self.work / "bias-corrected"
+
+    @functools.cached_property
+    def bias_corrected(self):
+        """The bias-corrected copy of a Keras source, made once for every format; (None, None) otherwise."""
+        if self.source.keras_model is None:
+            return None, None
+        self.bias_work.mkdir(exist_ok=True)
+        return _bias_corrected(self.source, self.samples)
+
+
+def _prepare(opts: Options, source: SourceModel, labels_file: list[str] | None, staging: Path,
+             work: Path) -> _Context:
+    """Preprocessing, calibration and eval data, the float model's reference run, and the labels."""
     streaming = source.is_streaming
-    in0 = source.inputs[0]
     image = image_preprocessing(source, opts)
-    chunk = in0.shape[1]
+    chunk = source.inputs[0].shape[1]
     hop = opts.hop_frames or chunk
     if opts.hop_frames is not None and not (streaming and 1 <= hop <= chunk):
         raise ConvertError(f"--hop-frames {opts.hop_frames}: needs a streaming model and 1..{chunk} "
@@ -227,23 +361,7 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
                           limit=opts.calibration_limit)
     evald = (data_mod.load(opts.eval, "--eval", source.inputs, image, audio, streaming, limit=opts.eval_limit)
              if opts.eval else calib)
-    is_wav = any(str(f).lower().endswith(".wav") for f in (calib.files or []))
-
-    # Reference run of the float model, and (streaming) the real states for calibration.
-    state_shapes = [s.shape for s in source.inputs[1:]] if streaming else []
-    if streaming:
-        _, seen = ev.run_streaming(ev.float_step(source), calib.inputs[0], chunk, state_shapes,
-                                   "float states for calibration", collect_states=True, hop=hop)
-        rng = np.random.default_rng(0)
-        pick = rng.choice(len(seen), size=min(len(seen), opts.calibration_limit), replace=False)
-        samples = [seen[i] for i in sorted(pick)]
-        ref_steps, _ = ev.run_streaming(ev.float_step(source), evald.inputs[0], chunk, state_shapes, "float (eval)",
-                                        hop=hop)
-        ref = ev.Scores(ref_steps[:, -1], ref_steps)
-    else:
-        samples = _examples(calib)
-        batch = 16 if source.keras_model is not None else 1
-        ref = ev.Scores(ev.run_classifier(ev.float_step(source), evald, "float (eval)", batch=batch))
+    samples, ref = _reference(opts, source, calib, evald, chunk, hop)
     n_classes = ref.final.shape[-1]
 
     labels = labels_file or evald.classes or calib.classes or []
@@ -253,241 +371,251 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
                            "give one label per output, in output order")
     if labels:
         _align_labels(evald, labels, "--eval" if opts.eval else "--calibration")
+    return _Context(opts=opts, source=source, staging=staging, work=work, calib=calib, evald=evald, image=image,
+                    audio=audio, chunk=chunk, hop=hop, samples=samples, ref=ref, labels=labels,
+                    precision="int16x8" if opts.activations == "int16" else "int8",
+                    io_dtype="uint8" if opts.target == "coral" else "int8",
+                    float_ref=FloatReference(**ev.accuracy_metrics(ref.final, evald.labels, labels or None)))
 
-    precision = "int16x8" if opts.activations == "int16" else "int8"
-    io_dtype = "uint8" if opts.target == "coral" else "int8"
-    rows, artifacts = [], []
+
+def _reference(opts: Options, source: SourceModel, calib: data_mod.Dataset, evald: data_mod.Dataset, chunk: int,
+               hop: int) -> tuple[list[list[np.ndarray]], ev.Scores]:
+    """The calibration samples, and the float model's scores on the eval data.
+
+    Streaming: the samples carry the states the float model really reached on the calibration data.
+    """
+    if not source.is_streaming:
+        batch = 16 if source.keras_model is not None else 1
+        return _examples(calib), ev.Scores(ev.run_classifier(ev.float_step(source), evald, "float (eval)", batch=batch))
+    state_shapes = [s.shape for s in source.inputs[1:]]
+    _, seen = ev.run_streaming(ev.float_step(source), calib.inputs[0], chunk, state_shapes,
+                               "float states for calibration", collect_states=True, hop=hop)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(seen), size=min(len(seen), opts.calibration_limit), replace=False)
+    samples = [seen[i] for i in sorted(pick)]
+    ref_steps, _ = ev.run_streaming(ev.float_step(source), evald.inputs[0], chunk, state_shapes, "float (eval)",
+                                    hop=hop)
+    return samples, ev.Scores(ref_steps[:, -1], ref_steps)
+
+
+def _measure_formats(ctx: _Context, formats: list[str]):
+    """Every artifact of every format, measured: (rows, shipped manifest entries, Edge TPU result)."""
+    rows: list[ArtifactResult] = []
+    artifacts: list[mf.Artifact] = []
     edgetpu = None
-    float_acc = ev.accuracy_metrics(ref.final, evald.labels, labels or None)
-    labelled = evald.labels is not None
-    onnx_method = "minmax" if opts.calibration_method == "auto" else opts.calibration_method
-
-    def can_improve(fmt: str) -> bool:
-        if precision != "int8":
-            return False
-        if source.keras_model is not None:  # bias correction
-            return True
-        if fmt == "onnx":
-            return opts.calibration_method == "auto"
-        return opts.mixed_precision and opts.target not in FULL_INTEGER_TARGETS and len(source.inputs) == 1
-
-    def measure(art_id: str, fmt: str, path: Path, shipped: bool, notes: dict[str, Any]):
-        folder = staging if shipped else path.parent
-        art = _describe(art_id, fmt, path, folder, source, streaming, notes)
-        try:
-            eng = open_artifact(art, folder, threads=opts.threads)
-        except EngineError as e:
-            raise ConvertError(f"{path.name}: the converted model does not load ({e})") from None
-        got = _run(eng, evald, streaming, chunk, state_shapes, art_id, hop)
-        row: dict[str, Any] = {"id": art_id, "format": fmt, "precision": art.precision, "shipped": shipped,
-                               "file": path.name, "size_bytes": path.stat().st_size,
-                               "latency_ms": ev.latency_ms(eng, _latency_example(evald, streaming, chunk, state_shapes)),
-                               "placement": eng.placement.device, "notes": notes}
-        row.update(ev.compare(ref, got, evald.labels, labels or None))
-        row["ops"] = tflite.op_histogram(path) if fmt == "tflite" else onnx_quant.op_histogram(path)
-        return row, art
-
-    def passes(row: dict[str, Any]) -> bool:
-        return fidelity_gate([{**row, "shipped": True}], float_acc, labelled, opts.max_accuracy_drop,
-                             opts.max_kl)[row["id"]]["passed"]
-
-    def on_target(row: dict[str, Any]) -> bool:
-        """As faithful as the converter aims for: the gate, and without labels the overall figures too."""
-        return passes(row) and (labelled or (row["agreement"] >= TARGET_AGREEMENT and row["kl_top_k"] <= TARGET_KL))
-
-    bias_work = work / "bias-corrected"
-
-    @functools.cache
-    def bias_corrected():
-        """The bias-corrected copy of a Keras source, made once for every format; (None, None) otherwise."""
-        if source.keras_model is None:
-            return None, None
-        bias_work.mkdir(exist_ok=True)
-        return _bias_corrected(source, samples)
-
-    def fidelity(row: dict[str, Any]) -> tuple:
-        return passes(row), row["accuracy"] if labelled else row["agreement"], -row["kl_top_k"]
-
-    def better(fmt: str, full: dict[str, Any], path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Candidates beyond plain full-integer minmax, tried in turn: (the one to ship, every row tried).
-
-        Keras sources first get bias correction (full integer still). Then, on the better of the
-        two, TFLite leaves the fewest ops that quantization damages most float (mixed precision; the
-        float layers keep their own bias), and ONNX tries ONNX Runtime's other calibration methods.
-        The candidate on target with the fewest float ops is shipped; else the most faithful one that
-        fits (:func:`fits`), when it beats full integer.
-        """
-        names = [s.name for s in source.inputs]
-        tried: list[dict[str, Any]] = []
-        hit: list[int] = []
-
-        def attempt(tag: str, notes: dict[str, Any], make) -> dict[str, Any]:
-            cand = work / f"{path.stem}_{tag}{path.suffix}"
-            make(cand)
-            row, _ = measure(f"{fmt}-{precision}-{tag}", fmt, cand, False, notes)
-            notes["latency_vs_full_integer"] = row["latency_ms"]["median"] / full["latency_ms"]["median"]
-            row["candidate_file"] = cand
-            tried.append(row)
-            return row
-
-        def fits(row: dict[str, Any]) -> bool:
-            """Passes the gate, and costs no more than the budget: bias correction and calibration methods
-            keep the full-integer graph (the same cost, whatever a noisy host measures); float layers do not."""
-            return passes(row) and (not row["notes"].get("float_layers")
-                                    or row["notes"]["latency_vs_full_integer"] <= LATENCY_BUDGET)
-
-        preprocessed: dict[int, Path] = {}  # ONNX: quant_pre_process once per source model
-
-        def quantize(src: SourceModel, wdir: Path, out: Path, layers: list[str] | None = None,
-                     method: str = onnx_method) -> None:
-            if fmt == "tflite":
-                tflite.convert(src, wdir, out, precision, samples, io_dtype, float_layers=layers)
-                return
-            if id(src) not in preprocessed:
-                preprocessed[id(src)] = onnx_quant.preprocess(src.float_onnx(wdir), wdir / "float_pre.onnx")
-            onnx_quant.quantize_static(preprocessed[id(src)], out, names, samples, method, opts.activations,
-                                       _symmetric(opts))
-
-        src, wdir, base = source, work, full
-        corrected, info = bias_corrected()
-        if corrected is not None and info.layers:  # nothing to correct (e.g. only recurrent layers): no candidate
-            notes = {**full["notes"], "bias_correction": f"{info.layers} layers' biases moved to cancel the mean "
-                                                         "shift of int8 weight rounding"}
-            row = attempt("bias-corrected", notes, lambda out: quantize(corrected, bias_work, out))
-            if fidelity(row) > fidelity(full):
-                src, wdir, base = corrected, bias_work, row
-        on_target_now = any(on_target(r) and fits(r) for r in tried)
-        if not on_target_now and fmt == "tflite" and opts.mixed_precision and opts.target not in FULL_INTEGER_TARGETS \
-                and len(source.inputs) == 1:
-            corrected_base = src is not source
-            ranked = tflite.layer_sensitivity(src, wdir, samples, io_dtype)
-            what = base["notes"]["quantization"].replace("full-integer ", "")
-
-            def make_mixed(k: int, out: Path) -> None:
-                if not corrected_base:
-                    quantize(source, work, out, ranked[:k])
-                    return
-                # a layer left float must keep its own bias: correct again without the float ones
-                wk = work / f"bias-corrected-mixed{k}"
-                wk.mkdir(exist_ok=True)
-                again, _ = _bias_corrected(source, samples, skip=lambda name: tflite.names_layer(ranked[:k], name))
-                quantize(again, wk, out, ranked[:k])
-
-            for k in float_layer_counts(len(ranked), passes_at=lambda k: k in hit):
-                notes = {**base["notes"], "quantization": f"{what}; the {k} of {len(ranked)} ops that quantization "
-                                                          "damages most left float (mixed precision)",
-                         "float_layers": ranked[:k]}
-                row = attempt(f"mixed{k}", notes, lambda out, k=k: make_mixed(k, out))
-                if on_target(row) and fits(row):
-                    hit.append(k)
-        elif not on_target_now and fmt == "onnx" and opts.calibration_method == "auto":
-            for method in (m for m in onnx_quant.AUTO_METHODS if m != onnx_method):
-                row = attempt(method, {**base["notes"], "calibration": method},
-                              lambda out, m=method: quantize(src, wdir, out, method=m))
-                if on_target(row) and fits(row):
-                    break
-        on = [r for r in tried if on_target(r) and fits(r)]
-        ok = [r for r in tried if fits(r)]
-        pick = (min(on, key=lambda r: len(r["notes"].get("float_layers", []))) if on
-                else max(ok, key=fidelity) if ok else None)
-        chosen = full
-        if pick is not None and fidelity(pick) > fidelity(full):
-            pick["candidate_file"].replace(path)
-            chosen = {**pick, "id": full["id"], "file": path.name, "shipped": True}
-        return chosen, [{k: v for k, v in r.items() if k != "candidate_file"}
-                        for r in tried if r is not pick or chosen is full]
-
     for fmt in formats:
-        for art_id, path, shipped, notes in _make_format(fmt, source, work, staging, precision, io_dtype, samples, opts):
-            row, art = measure(art_id, fmt, path, shipped, notes)
-            if shipped and can_improve(fmt) and "dynamic" not in notes["quantization"] and not on_target(row):
-                full_file = work / f"full_integer_{path.name}"
-                shutil.copy2(path, full_file)
-                chosen, tried = better(fmt, row, path)
-                if chosen is not row:  # the full-integer minmax model stays in the report as a reference
-                    rows.append({**row, "id": f"{art_id}-full-integer", "shipped": False, "file": full_file.name})
-                    row = {k: v for k, v in chosen.items() if k != "candidate_file"}
-                    art = _describe(art_id, fmt, path, staging, source, streaming, row["notes"])
-                rows.extend(tried)
+        for art_id, path, shipped, notes in _make_format(fmt, ctx.source, ctx.work, ctx.staging, ctx.precision,
+                                                         ctx.io_dtype, ctx.samples, ctx.opts):
+            row, art = ctx.measure(art_id, fmt, path, shipped, notes)
+            if shipped and ctx.can_improve(fmt) and "dynamic" not in notes["quantization"] and not ctx.on_target(row):
+                row, art = _improve(ctx, fmt, row, art, path, rows)
             rows.append(row)
             if shipped:
                 artifacts.append(art)
-        if fmt == "tflite" and opts.target == "coral":
-            edgetpu = tflite.edgetpu_compile(staging / f"model_{precision}.tflite", staging)
-            if edgetpu.get("compiled"):
+        if fmt == "tflite" and ctx.opts.target == "coral":
+            edgetpu = EdgeTpuResult(**tflite.edgetpu_compile(ctx.staging / f"model_{ctx.precision}.tflite",
+                                                             ctx.staging))
+            if edgetpu.compiled:
                 art = artifacts[-1]
-                artifacts[-1] = mf.Artifact(**{**art.__dict__, "extra_files": [mf.file_ref(staging, edgetpu["file"])]})
+                artifacts[-1] = mf.Artifact(**{**art.__dict__,
+                                               "extra_files": [mf.file_ref(ctx.staging, edgetpu.file)]})
+    return rows, artifacts, edgetpu
 
-    rows, artifacts = _keep_best_candidates(rows, artifacts, staging)
-    ops = {r["id"]: r.pop("ops") for r in rows}
-    # Size ratio and speed-up against the float artifact of the same format.
+
+def _improve(ctx: _Context, fmt: str, row: ArtifactResult, art: mf.Artifact, path: Path,
+             rows: list[ArtifactResult]) -> tuple[ArtifactResult, mf.Artifact]:
+    """Search beyond full-integer minmax (:class:`_Search`); the candidates tried go to ``rows``."""
+    full_file = ctx.work / f"full_integer_{path.name}"
+    shutil.copy2(path, full_file)
+    chosen, tried = _Search(ctx, fmt, row, path).run()
+    if chosen is not row:  # the full-integer minmax model stays in the report as a reference
+        rows.append(dataclasses.replace(row, id=f"{row.id}-full-integer", shipped=False, file=full_file.name))
+        art = ctx.describe(row.id, fmt, path, ctx.staging, chosen.notes)
+        row = chosen
+    rows.extend(tried)
+    return row, art
+
+
+class _Search:
+    """Candidates beyond plain full-integer minmax, tried in turn: (the one to ship, every row tried).
+
+    Keras sources first get bias correction (full integer still). Then, on the better of the
+    two, TFLite leaves the fewest ops that quantization damages most float (mixed precision; the
+    float layers keep their own bias), and ONNX tries ONNX Runtime's other calibration methods.
+    The candidate on target with the fewest float ops is shipped; else the most faithful one that
+    fits (:meth:`fits`), when it beats full integer.
+    """
+
+    def __init__(self, ctx: _Context, fmt: str, full: ArtifactResult, path: Path):
+        self.ctx, self.fmt, self.full, self.path = ctx, fmt, full, path
+        self.tried: list[ArtifactResult] = []
+        self.preprocessed: dict[int, Path] = {}  # ONNX: quant_pre_process once per source model
+        # what the later candidates start from: the source, its work folder, and its row
+        self.src, self.wdir, self.base = ctx.source, ctx.work, full
+
+    def run(self) -> tuple[ArtifactResult, list[ArtifactResult]]:
+        ctx = self.ctx
+        self.try_bias_correction()
+        on_target_now = any(ctx.on_target(r) and self.fits(r) for r in self.tried)
+        if not on_target_now and self.fmt == "tflite" and ctx.mixed_precision_applies():
+            self.try_mixed_precision()
+        elif not on_target_now and self.fmt == "onnx" and ctx.opts.calibration_method == "auto":
+            self.try_calibration_methods()
+        return self.pick()
+
+    def attempt(self, tag: str, notes: dict[str, Any], make) -> ArtifactResult:
+        cand = self.ctx.work / f"{self.path.stem}_{tag}{self.path.suffix}"
+        make(cand)
+        row, _ = self.ctx.measure(f"{self.fmt}-{self.ctx.precision}-{tag}", self.fmt, cand, False, notes)
+        notes["latency_vs_full_integer"] = row.median_ms / self.full.median_ms
+        row.candidate_file = cand
+        self.tried.append(row)
+        return row
+
+    def fits(self, row: ArtifactResult) -> bool:
+        """Passes the gate, and costs no more than the budget: bias correction and calibration methods
+        keep the full-integer graph (the same cost, whatever a noisy host measures); float layers do not."""
+        return self.ctx.passes(row) and (not row.notes.get("float_layers")
+                                         or row.notes["latency_vs_full_integer"] <= LATENCY_BUDGET)
+
+    def good(self, row: ArtifactResult) -> bool:
+        return self.ctx.on_target(row) and self.fits(row)
+
+    def quantize(self, src: SourceModel, wdir: Path, out: Path, layers: list[str] | None = None,
+                 method: str | None = None) -> None:
+        ctx = self.ctx
+        if self.fmt == "tflite":
+            tflite.convert(src, wdir, out, ctx.precision, ctx.samples, ctx.io_dtype, float_layers=layers)
+            return
+        if id(src) not in self.preprocessed:
+            self.preprocessed[id(src)] = onnx_quant.preprocess(src.float_onnx(wdir), wdir / "float_pre.onnx")
+        onnx_quant.quantize_static(self.preprocessed[id(src)], out, [s.name for s in ctx.source.inputs], ctx.samples,
+                                   method or ctx.onnx_method, ctx.opts.activations, _symmetric(ctx.opts))
+
+    def try_bias_correction(self) -> None:
+        ctx = self.ctx
+        corrected, info = ctx.bias_corrected
+        if corrected is None or not info.layers:  # nothing to correct (e.g. only recurrent layers): no candidate
+            return
+        notes = {**self.full.notes, "bias_correction": f"{info.layers} layers' biases moved to cancel the mean "
+                                                       "shift of int8 weight rounding"}
+        row = self.attempt("bias-corrected", notes, lambda out: self.quantize(corrected, ctx.bias_work, out))
+        if ctx.score(row) > ctx.score(self.full):
+            self.src, self.wdir, self.base = corrected, ctx.bias_work, row
+
+    def try_mixed_precision(self) -> None:
+        ctx, source = self.ctx, self.ctx.source
+        corrected_base = self.src is not source
+        ranked = tflite.layer_sensitivity(self.src, self.wdir, ctx.samples, ctx.io_dtype)
+        what = self.base.notes["quantization"].replace("full-integer ", "")
+        hit: list[int] = []
+
+        def make_mixed(k: int, out: Path) -> None:
+            if not corrected_base:
+                self.quantize(source, ctx.work, out, ranked[:k])
+                return
+            # a layer left float must keep its own bias: correct again without the float ones
+            wk = ctx.work / f"bias-corrected-mixed{k}"
+            wk.mkdir(exist_ok=True)
+            again, _ = _bias_corrected(source, ctx.samples, skip=lambda name: tflite.names_layer(ranked[:k], name))
+            self.quantize(again, wk, out, ranked[:k])
+
+        for k in float_layer_counts(len(ranked), passes_at=lambda k: k in hit):
+            notes = {**self.base.notes, "quantization": f"{what}; the {k} of {len(ranked)} ops that quantization "
+                                                        "damages most left float (mixed precision)",
+                     "float_layers": ranked[:k]}
+            row = self.attempt(f"mixed{k}", notes, lambda out, k=k: make_mixed(k, out))
+            if self.good(row):
+                hit.append(k)
+
+    def try_calibration_methods(self) -> None:
+        for method in (m for m in onnx_quant.AUTO_METHODS if m != self.ctx.onnx_method):
+            row = self.attempt(method, {**self.base.notes, "calibration": method},
+                               lambda out, m=method: self.quantize(self.src, self.wdir, out, method=m))
+            if self.good(row):
+                break
+
+    def pick(self) -> tuple[ArtifactResult, list[ArtifactResult]]:
+        """The candidate on target with the fewest float ops, else the most faithful that fits, if it beats
+        full integer: (the row to ship, the other rows tried, without their candidate files)."""
+        ctx, full = self.ctx, self.full
+        on = [r for r in self.tried if self.good(r)]
+        ok = [r for r in self.tried if self.fits(r)]
+        pick = (min(on, key=lambda r: len(r.notes.get("float_layers", []))) if on
+                else max(ok, key=ctx.score) if ok else None)
+        chosen = full
+        if pick is not None and ctx.score(pick) > ctx.score(full):
+            pick.candidate_file.replace(self.path)
+            chosen = dataclasses.replace(pick, id=full.id, file=self.path.name, shipped=True, candidate_file=None)
+        return chosen, [dataclasses.replace(r, candidate_file=None)
+                        for r in self.tried if r is not pick or chosen is full]
+
+
+def _relative_to_float(rows: list[ArtifactResult]) -> None:
+    """Size ratio and speed-up against the float artifact of the same format."""
     for row in rows:
-        base = next((r for r in rows if r["format"] == row["format"] and r["precision"] == "float32"), None)
+        base = next((r for r in rows if r.format == row.format and r.precision == "float32"), None)
         if base:
-            row["size_ratio"] = row["size_bytes"] / base["size_bytes"]
-            row["speedup_vs_float"] = base["latency_ms"]["median"] / row["latency_ms"]["median"]
-    warnings = [f"{r['id']} is slower than {r['format']}-float32 on this host "
-                f"({r['latency_ms']['median']:.3f} ms vs "
-                f"{r['latency_ms']['median'] * r['speedup_vs_float']:.3f} ms); measure on the board before choosing it"
-                for r in rows if r["shipped"] and r.get("speedup_vs_float", 1) < 1]
-    fastest = min((r for r in rows if r["shipped"]), key=lambda r: r["latency_ms"]["median"])["id"]
-
-    gate = fidelity_gate(rows, float_acc, labelled, opts.max_accuracy_drop, opts.max_kl)
-    drops = {aid: g["drop_pp"] for aid, g in gate.items()}
-    passed = all(g["passed"] for g in gate.values())
-    basis = "labels" if labelled else GATE_WITHOUT_LABELS
-
-    task = ("image-classification" if image else "streaming-audio" if streaming
-            else "audio-classification" if is_wav else "classification")
-    name = opts.name or source.path.stem
-    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    src_info = {"file": source.path.name, "format": source.kind, "sha256": source.sha256}
-    report = {
-        "name": name, "created": created, "source": src_info, "target": opts.target, "task": task,
-        "calibration_data": calib.origin, "eval_data": evald.origin if opts.eval else f"{calib.origin} (no --eval given)",
-        "calibration_method": {"tflite": "minmax (the TFLite converter's only method)", "onnx": opts.calibration_method},
-        "fidelity_target": {"agreement": TARGET_AGREEMENT, "kl_top_k": TARGET_KL, "latency_budget": LATENCY_BUDGET},
-        "labels": labels, "has_labels": evald.labels is not None, "float": float_acc,
-        "artifacts": rows, "fastest_on_host": fastest, "max_accuracy_drop_pp": opts.max_accuracy_drop,
-        "accuracy_drop_pp": drops, "drop_basis": basis, "gate": gate, "max_kl": opts.max_kl, "passed": passed, "warnings": warnings,
-        "ops": ops, "edgetpu": edgetpu, "tools": tool_versions(),
-    }
-    metrics = {"eval_data": report["eval_data"], "float": float_acc, "accuracy_drop_pp": drops,
-               "artifacts": {r["id"]: {k: r.get(k) for k in ("accuracy", "agreement", "kl_mean", "size_bytes",
-                                                             "size_ratio", "latency_ms", "speedup_vs_float",
-                                                             "step_agreement", "step_score_max_abs_diff")}
-                             for r in rows}}
-    man = mf.Manifest(name=name, task=task, target=opts.target, artifacts=artifacts, labels=labels,
-                      preprocessing=mf.Preprocessing(image=image, audio=audio if (streaming or is_wav) else None),
-                      source=src_info, tools=report["tools"], metrics=metrics, fastest_on_host=fastest, created=created)
-    mf.save(man, staging)
-    mf.write_json_atomic(staging / "report.json", report)
-    from .report import write_html
-
-    write_html(report, staging / "report.html")
-    return report
+            row.size_ratio = row.size_bytes / base.size_bytes
+            row.speedup_vs_float = base.median_ms / row.median_ms
 
 
-def _keep_best_candidates(rows: list[dict[str, Any]], artifacts: list[mf.Artifact], staging: Path):
+def _report(ctx: _Context, rows: list[ArtifactResult], edgetpu: EdgeTpuResult | None) -> Report:
+    opts, source, calib = ctx.opts, ctx.source, ctx.calib
+    shipped = [r for r in rows if r.shipped]
+    warnings = [f"{r.id} is slower than {r.format}-float32 on this host "
+                f"({r.median_ms:.3f} ms vs {r.median_ms * r.speedup_vs_float:.3f} ms); "
+                "measure on the board before choosing it"
+                for r in shipped if r.speedup_vs_float is not None and r.speedup_vs_float < 1]
+    gate = fidelity_gate(rows, ctx.float_ref, ctx.labelled, opts.max_accuracy_drop, opts.max_kl)
+    task = ("image-classification" if ctx.image else "streaming-audio" if ctx.streaming
+            else "audio-classification" if ctx.is_wav else "classification")
+    return Report(
+        name=opts.name or source.path.stem, created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        source={"file": source.path.name, "format": source.kind, "sha256": source.sha256}, target=opts.target,
+        task=task, calibration_data=calib.origin,
+        eval_data=ctx.evald.origin if opts.eval else f"{calib.origin} (no --eval given)",
+        calibration_method={"tflite": "minmax (the TFLite converter's only method)", "onnx": opts.calibration_method},
+        fidelity_target={"agreement": TARGET_AGREEMENT, "kl_top_k": TARGET_KL, "latency_budget": LATENCY_BUDGET},
+        labels=ctx.labels, has_labels=ctx.labelled, float_ref=ctx.float_ref, artifacts=rows,
+        fastest_on_host=min(shipped, key=lambda r: r.median_ms).id, max_accuracy_drop_pp=opts.max_accuracy_drop,
+        accuracy_drop_pp={aid: g.drop_pp for aid, g in gate.items()},
+        drop_basis="labels" if ctx.labelled else GATE_WITHOUT_LABELS, gate=gate, max_kl=opts.max_kl,
+        passed=all(g.passed for g in gate.values()), warnings=warnings, ops={r.id: r.ops for r in rows},
+        edgetpu=edgetpu, tools=tool_versions())
+
+
+def _manifest(ctx: _Context, report: Report, artifacts: list[mf.Artifact]) -> mf.Manifest:
+    metrics = {"eval_data": report.eval_data, "float": report.float_ref.to_json(),
+               "accuracy_drop_pp": report.accuracy_drop_pp, "artifacts": {r.id: r.metrics() for r in report.artifacts},
+               **ctx.opts.extra_metrics}
+    audio = ctx.opts.audio or (ctx.audio if ctx.streaming or ctx.is_wav else None)
+    return mf.Manifest(name=report.name, task=report.task, target=report.target, artifacts=artifacts,
+                       labels=report.labels, preprocessing=mf.Preprocessing(image=ctx.image, audio=audio),
+                       source=report.source, tools=report.tools, metrics=metrics,
+                       fastest_on_host=report.fastest_on_host, created=report.created)
+
+
+def _keep_best_candidates(rows: list[ArtifactResult], artifacts: list[mf.Artifact], staging: Path):
     """Where two quantizations compete for one format (ONNX static vs dynamic), keep the better agreement.
 
     Each keeps the id of what it is ("onnx-int16x8" static, "onnx-int8" dynamic), so the manifest
     names the winner's real precision.
     """
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[str, ArtifactResult] = {}
     for r in rows:
-        f = r["format"]
-        if r["shipped"] and (f not in best or r["agreement"] > best[f]["agreement"]):
+        f = r.format
+        if r.shipped and (f not in best or r.fidelity.agreement > best[f].fidelity.agreement):
             best[f] = r
     kept_rows, kept_files = [], set()
     for r in rows:
-        if not r["shipped"] or best[r["format"]] is r:
+        if not r.shipped or best[r.format] is r:
             kept_rows.append(r)
-            kept_files.add(r["file"])
+            kept_files.add(r.file)
         else:
-            best[r["format"]]["notes"]["rejected_alternative"] = (f"{r['notes'].get('quantization')}: "
-                                                                 f"agreement {r['agreement']:.4f}")
-            (staging / r["file"]).unlink()
+            best[r.format].notes["rejected_alternative"] = (f"{r.notes.get('quantization')}: "
+                                                           f"agreement {r.fidelity.agreement:.4f}")
+            (staging / r.file).unlink()
     return kept_rows, [a for a in artifacts if a.file.path in kept_files]
 
 
@@ -529,8 +657,6 @@ def _make_format(fmt: str, source: SourceModel, work: Path, staging: Path, preci
 def _bias_corrected(source: SourceModel, samples: list[list[np.ndarray]], skip=None):
     """A copy of a Keras source with bias correction for int8 weights (converters.bias_correction);
     ``skip(layer name)`` says which layers stay float, and so keep their bias."""
-    import dataclasses
-
     import keras
 
     from . import bias_correction
@@ -554,7 +680,7 @@ def _describe(art_id: str, fmt: str, path: Path, folder: Path, source: SourceMod
                        inputs=[mf.TensorSpec(s.name, s.shape, "float32") for s in source.inputs],
                        outputs=[mf.TensorSpec(s.name, s.shape, "float32") for s in source.outputs])
     try:
-        eng = open_artifact(stub, folder, check_io=False)
+        eng = open_artifact(stub, folder, check_io=False)  # its I/O as the file has it, in the source's order
     except EngineError as e:
         raise ConvertError(f"{path.name}: the converted model does not load ({e})") from None
     inputs, outputs = eng.inputs, eng.outputs
@@ -580,27 +706,30 @@ def _latency_example(ds: data_mod.Dataset, streaming: bool, chunk: int, state_sh
     return [x[:1] for x in ds.inputs]
 
 
-def summary_lines(report: dict[str, Any]) -> list[str]:
+def summary_lines(report: Report) -> list[str]:
     """The report as a few lines for the terminal."""
-    lines = [f"{report['name']}: {report['task']}, target {report['target']}, eval on {report['eval_data']}"]
-    if report["float"].get("accuracy") is not None:
-        lines.append(f"  float accuracy {100 * report['float']['accuracy']:.2f}%")
-    for r in report["artifacts"]:
-        acc = f"acc {100 * r['accuracy']:.2f}%  " if r.get("accuracy") is not None else ""
+    lines = [f"{report.name}: {report.task}, target {report.target}, eval on {report.eval_data}"]
+    if report.float_ref.accuracy is not None:
+        lines.append(f"  float accuracy {100 * report.float_ref.accuracy:.2f}%")
+    for r in report.artifacts:
+        m = r.fidelity
+        acc = f"acc {100 * m.accuracy:.2f}%  " if m.accuracy is not None else ""
+        ratio = 1 if r.size_ratio is None else r.size_ratio
+        speedup = 1 if r.speedup_vs_float is None else r.speedup_vs_float
         lines.append(
-            f"  {r['id']:<16} {r['size_bytes'] / 1e6:7.2f} MB (x{r.get('size_ratio', 1):.2f})  "
-            f"{r['latency_ms']['median']:8.3f} ms (x{r.get('speedup_vs_float', 1):.2f} vs float)  {acc}"
-            f"agree {100 * r['agreement']:.2f}%  top-{r['top_k']} {100 * r['top_k_agreement']:.2f}%  "
-            f"KL top-{r['top_k']} {r['kl_top_k']:.3f}" + ("  <- fastest" if r["id"] == report["fastest_on_host"] else "")
+            f"  {r.id:<16} {r.size_bytes / 1e6:7.2f} MB (x{ratio:.2f})  "
+            f"{r.median_ms:8.3f} ms (x{speedup:.2f} vs float)  {acc}"
+            f"agree {100 * m.agreement:.2f}%  top-{m.top_k} {100 * m.top_k_agreement:.2f}%  "
+            f"KL top-{m.top_k} {m.kl_top_k:.3f}" + ("  <- fastest" if r.id == report.fastest_on_host else "")
         )
-    for w in report["warnings"]:
+    for w in report.warnings:
         lines.append(f"  warning: {w}")
-    lines.append(f"  gate ({'labels' if report['has_labels'] else 'fidelity to float, no labels'}):")
-    for aid, g in report["gate"].items():
-        figures = ", ".join(f"{k} {f['value']:.3g} (limit {f['limit']:g})" for k, f in g["figures"].items())
-        lines.append(f"    {'PASS' if g['passed'] else 'FAIL'} {aid}: {figures}")
+    lines.append(f"  gate ({'labels' if report.has_labels else 'fidelity to float, no labels'}):")
+    for aid, g in report.gate.items():
+        figures = ", ".join(f"{k} {f.value:.3g} (limit {f.limit:g})" for k, f in g.figures.items())
+        lines.append(f"    {'PASS' if g.passed else 'FAIL'} {aid}: {figures}")
     return lines
 
 
-def dumps(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2)
+def dumps(report: Report) -> str:
+    return json.dumps(report.to_json(), indent=2)

@@ -10,6 +10,11 @@ class ConvertError(Exception):
 
 
 class AccuracyError(Exception):
-    """int8 lost more accuracy than --max-accuracy-drop allows: exit code 3."""
+    """int8 lost more accuracy than --max-accuracy-drop allows: exit code 3. ``report``: the
+    :class:`converters.results.Report` written (report.json), when there is one."""
 
     exit_code = 3
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report

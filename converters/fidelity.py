@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .results import ArtifactResult, Figure, FloatReference, GateVerdict
+
 # What the converter aims for before shipping int8 (beyond the gate, which only refuses): without labels,
 # overall top-1 agreement with float and top-k KL, at no more than LATENCY_BUDGET x the full-integer latency.
 TARGET_AGREEMENT = 0.90
@@ -45,8 +47,8 @@ GATE_WITHOUT_LABELS = ("fidelity to float (no labels): agreement where float is 
                        "artifact's top-k, top-k KL; overall agreement is reported, not gated")
 
 
-def fidelity_gate(rows: list[dict[str, Any]], float_acc: dict[str, Any], labelled: bool, max_drop_pp: float,
-                  max_kl: float) -> dict[str, dict[str, Any]]:
+def fidelity_gate(rows: list[ArtifactResult], float_ref: FloatReference, labelled: bool, max_drop_pp: float,
+                  max_kl: float) -> dict[str, GateVerdict]:
     """What the gate judged for each shipped artifact: the figures, their limits, and the verdict.
 
     With labels: the accuracy drop. Without: where float is confident, the share of predictions
@@ -56,18 +58,17 @@ def fidelity_gate(rows: list[dict[str, Any]], float_acc: dict[str, Any], labelle
     """
     out = {}
     for r in rows:
-        if not r["shipped"]:
+        if not r.shipped:
             continue
+        m = r.fidelity
         if labelled:
-            figures = {"accuracy drop (pp)": (100 * (float_acc["accuracy"] - r["accuracy"]), max_drop_pp)}
+            figures = {"accuracy drop (pp)": Figure(100 * (float_ref.accuracy - m.accuracy), max_drop_pp)}
         else:
-            figures = {f"float top-1 outside top-{r['top_k']} (pp)": (100 * (1 - r["top_k_agreement"]),
-                                                                     max_drop_pp),
-                       "top-k KL": (r["kl_top_k"], max_kl)}
-            if r["agreement_confident"] is not None:
-                figures["confident predictions changed (pp)"] = (100 * (1 - r["agreement_confident"]),
-                                                                 max_drop_pp)
-        out[r["id"]] = {"figures": {k: {"value": v, "limit": lim} for k, (v, lim) in figures.items()},
-                        "passed": all(v <= lim + 1e-9 for v, lim in figures.values()),
-                        "drop_pp": max(v for k, (v, _) in figures.items() if k.endswith("(pp)"))}
+            figures = {f"float top-1 outside top-{m.top_k} (pp)": Figure(100 * (1 - m.top_k_agreement), max_drop_pp),
+                       "top-k KL": Figure(m.kl_top_k, max_kl)}
+            if m.agreement_confident is not None:
+                figures["confident predictions changed (pp)"] = Figure(100 * (1 - m.agreement_confident),
+                                                                       max_drop_pp)
+        out[r.id] = GateVerdict(figures=figures, passed=all(f.value <= f.limit + 1e-9 for f in figures.values()),
+                                drop_pp=max(f.value for k, f in figures.items() if k.endswith("(pp)")))
     return out

@@ -144,7 +144,7 @@ class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
             raise TorchWeightsError(f"{self.where}: unsupported persistent id {pid!r:.60}")
-        stype, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+        stype, key, numel = pid[1], str(pid[2]), int(pid[4])  # pid[3]: the device it was saved from
         view = pid[5] if len(pid) > 5 else None
         if not isinstance(stype, _StorageType):
             raise TorchWeightsError(f"{self.where}: storage {key} has unknown type {stype!r:.60}")

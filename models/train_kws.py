@@ -73,15 +73,15 @@ every epoch then starts each sequence at a random step between 2 s and 1 s befor
 its end (masking the rest), which is what the runtime's two lanes see. The step
 model is embedding + head, fed the last 76 mel frames every 8 frames.
 
-The exported step model takes 4 frames (40 ms) + (h, c) per call (log-mel). ``edge-convert``
-(``converters.cli.main``) turns it into int8 TFLite and int8 ONNX, calibrated on
+The exported step model takes 4 frames (40 ms) + (h, c) per call (log-mel). The converter
+(``converters.convert.run``, what ``edge-convert`` runs) turns it into int8 TFLite and int8 ONNX, calibrated on
 real streaming states. With ``--activations auto`` (default), when int8 activations
 lose more than ``--max-accuracy-drop`` (default 1 pp, on 200 test sequences) the
 recipe converts again with 16x8 (int8 weights, int16 activations) and records the
-rejected int8 drop in the manifest. The artifact folder gets ``labels.txt`` and a
-manifest whose ``preprocessing.audio`` carries the normalisation and whose
-``metrics["detector"]`` carries the detector's operating point (defaults here;
-``models.kws_eval`` tunes them on held-out streams).
+rejected int8 drop in the manifest. The converter writes the manifest with the
+front end's ``preprocessing.audio`` (the normalisation), ``metrics["training"]``
+and ``metrics["detector"]``, the detector's operating point (defaults here;
+``models.kws_eval`` tunes them on held-out streams); the folder also gets ``labels.txt``.
 """
 
 from __future__ import annotations
@@ -596,8 +596,9 @@ def _voices(data: Path) -> dict[str, Any]:
 
 
 def export(model, args, labels, splits, fixed, head_in, info: dict[str, Any]) -> None:
-    from converters.cli import main as convert
-    from edge_runtime import manifest as mf
+    from converters.cli import QuietNative
+    from converters.convert import Options, run, summary_lines
+    from converters.errors import AccuracyError, ConvertError
     from models import kws
 
     work = args.work or args.out.parent / f".{args.out.name}-work"
@@ -618,27 +619,28 @@ def export(model, args, labels, splits, fixed, head_in, info: dict[str, Any]) ->
     np.savez(work / "calib.npz", features=fixed["train"][pick])
     np.savez(work / "eval.npz", features=fixed[ev], labels=splits[ev].labels)
     tries = ["int8", "int16"] if args.activations == "auto" else [args.activations]
+    detector = dict(DEFAULT_DETECTOR, source="defaults (not tuned; run python -m models.kws_eval)")
     for i, act in enumerate(tries):
-        code = convert([str(work / "kws_step.keras"), "--out", str(args.out), "--calibration", str(work / "calib.npz"),
-                        "--eval", str(work / "eval.npz"), "--labels", str(work / "labels.txt"), "--name", args.name,
-                        "--calibration-limit", "1000", "--eval-limit", "60" if args.smoke else "200",
-                        "--max-accuracy-drop", str(args.max_accuracy_drop), "--activations", act,
-                        "--hop-frames", str(pre.frames_per_step)])
-        if code == 0:
-            break
-        if code == 3 and i + 1 < len(tries):
+        opts = Options(source=work / "kws_step.keras", out=args.out, calibration=work / "calib.npz",
+                       eval=work / "eval.npz", labels=work / "labels.txt", name=args.name, calibration_limit=1000,
+                       eval_limit=60 if args.smoke else 200, max_accuracy_drop=args.max_accuracy_drop,
+                       activations=act, hop_frames=pre.frames_per_step, audio=pre,
+                       extra_metrics={"detector": detector, "training": info})
+        try:
+            with QuietNative(True):
+                report = run(opts)
+        except ConvertError as e:
+            raise TrainError(f"edge-convert: {e}") from None
+        except AccuracyError as e:
+            if i + 1 == len(tries):
+                raise TrainError(f"edge-convert: accuracy check failed: {e}") from None
             print(f"train_kws: {act} activations lost more than {args.max_accuracy_drop} pp; trying {tries[i + 1]}",
                   file=sys.stderr)
-            info["rejected_activations"] = {act: json.loads((args.out / "report.json").read_text())["accuracy_drop_pp"]}
+            info["rejected_activations"] = {act: e.report.accuracy_drop_pp}
             continue
-        raise TrainError(f"edge-convert failed with exit code {code}; see {args.out}/report.html if written")
-    m, folder = mf.load(args.out)
-    metrics = dict(m.metrics)
-    metrics["detector"] = dict(DEFAULT_DETECTOR, source="defaults (not tuned; run python -m models.kws_eval)")
-    metrics["training"] = info
-    m = dataclasses.replace(m, preprocessing=mf.Preprocessing(audio=pre), metrics=metrics)
-    mf.save(m, folder)
-    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+        print("\n".join(summary_lines(report)))
+        break
+    (args.out / "labels.txt").write_text("\n".join(labels) + "\n")
     print(f"wrote {args.out}/ (manifest.json, model files, report.json, report.html, labels.txt); float models in {work}")
 
 

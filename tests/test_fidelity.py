@@ -6,6 +6,7 @@ import numpy as np
 
 from converters.evaluate import kl_top_k, probabilities
 from converters.fidelity import fidelity_gate, float_layer_counts
+from converters.results import ArtifactResult, Fidelity, FloatReference
 
 
 def _schedule(n: int, threshold: float) -> list[int]:
@@ -22,27 +23,26 @@ def test_float_layer_counts_double_then_halve_back():
     assert _schedule(1, float("inf")) == [1]
 
 
-def _row(**kw):
-    base = {"id": "tflite-int8", "shipped": True, "top_k": 5, "top_k_agreement": 1.0, "kl_top_k": 0.01,
-            "agreement_confident": 1.0, "accuracy": 0.9}
-    return {**base, **kw}
+def _row(id="tflite-int8", shipped=True, **kw):
+    base = {"top_k": 5, "top_k_agreement": 1.0, "kl_top_k": 0.01, "agreement_confident": 1.0, "accuracy": 0.9}
+    return ArtifactResult(id=id, shipped=shipped, fidelity=Fidelity(**{**base, **kw}))
 
 
 def test_gate_without_labels_judges_confident_top_k_and_kl_not_overall_agreement():
-    ok = fidelity_gate([_row(agreement=0.5)], {}, False, 1.0, 0.05)["tflite-int8"]
-    assert ok["passed"] and set(ok["figures"]) == {"float top-1 outside top-5 (pp)", "top-k KL",
+    ok = fidelity_gate([_row(agreement=0.5)], FloatReference(), False, 1.0, 0.05)["tflite-int8"]
+    assert ok.passed and set(ok.figures) == {"float top-1 outside top-5 (pp)", "top-k KL",
                                                    "confident predictions changed (pp)"}
     for bad in (dict(top_k_agreement=0.98), dict(kl_top_k=0.06), dict(agreement_confident=0.95)):
-        assert not fidelity_gate([_row(**bad)], {}, False, 1.0, 0.05)["tflite-int8"]["passed"], bad
-    no_confident = fidelity_gate([_row(agreement_confident=None)], {}, False, 1.0, 0.05)["tflite-int8"]
-    assert no_confident["passed"] and "confident predictions changed (pp)" not in no_confident["figures"]
+        assert not fidelity_gate([_row(**bad)], FloatReference(), False, 1.0, 0.05)["tflite-int8"].passed, bad
+    no_confident = fidelity_gate([_row(agreement_confident=None)], FloatReference(), False, 1.0, 0.05)["tflite-int8"]
+    assert no_confident.passed and "confident predictions changed (pp)" not in no_confident.figures
 
 
 def test_gate_with_labels_is_the_accuracy_drop():
-    g = fidelity_gate([_row(accuracy=0.885), _row(id="onnx-int8", accuracy=0.9)], {"accuracy": 0.9}, True, 1.0, 0.05)
-    assert not g["tflite-int8"]["passed"] and g["onnx-int8"]["passed"]
-    assert abs(g["tflite-int8"]["drop_pp"] - 1.5) < 1e-9
-    assert fidelity_gate([_row(shipped=False)], {"accuracy": 0.9}, True, 1.0, 0.05) == {}
+    g = fidelity_gate([_row(accuracy=0.885), _row(id="onnx-int8", accuracy=0.9)], FloatReference(accuracy=0.9), True, 1.0, 0.05)
+    assert not g["tflite-int8"].passed and g["onnx-int8"].passed
+    assert abs(g["tflite-int8"].drop_pp - 1.5) < 1e-9
+    assert fidelity_gate([_row(shipped=False)], FloatReference(accuracy=0.9), True, 1.0, 0.05) == {}
 
 
 def test_top_k_kl_ignores_the_tail_that_int8_rounds_to_zero():

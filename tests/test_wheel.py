@@ -25,6 +25,7 @@ def test_wheel_ships_defaults_and_runs_outside_the_repo(tmp_path):
         assert f"edge_runtime/data/models/{kind}/manifest.json" in names
     assert "edge_runtime/data/edge-runtime.example.toml" in names
     assert "edge_runtime/data/samples/audio/keywords.wav" in names
+    assert "converters/templates/report.html.j2" in names  # edge-convert's report.html
     assert not any(n.startswith(("models/", "tests/")) for n in names)  # recipes and tests stay in the repo
     size = sum(i.file_size for i in zipfile.ZipFile(wheel).infolist() if "/data/models/" in i.filename)
     assert size <= 20 * 1024 * 1024, f"default artifacts take {size / 1e6:.1f} MB"
