@@ -52,7 +52,7 @@ def _targets(model):
             nested.append(layer)
         elif isinstance(layer, weighted) and not isinstance(layer, keras.layers.Conv2DTranspose):
             bn = None
-            for later in layers[i + 1:]:
+            for later in layers[i + 1 :]:
                 if isinstance(later, keras.layers.BatchNormalization) and _reads(later, layer):
                     bn = later
                     break
@@ -112,11 +112,13 @@ def _shift_op(layer, delta: np.ndarray):
 
     ops = keras.ops
     if _is_depthwise(layer):
-        return lambda x: ops.depthwise_conv(x, delta, strides=layer.strides, padding=layer.padding,
-                                            dilation_rate=layer.dilation_rate)
+        return lambda x: ops.depthwise_conv(
+            x, delta, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate
+        )
     if isinstance(layer, keras.layers.Conv2D):
-        return lambda x: ops.conv(x, delta, strides=layer.strides, padding=layer.padding,
-                                  dilation_rate=layer.dilation_rate)
+        return lambda x: ops.conv(
+            x, delta, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate
+        )
     return lambda x: ops.matmul(x, delta)
 
 
@@ -144,7 +146,7 @@ def _shifts(model, targets, inputs: list[np.ndarray]) -> list[np.ndarray]:
     sums = [np.zeros(scale.size) for _, scale in ops]
     count = [0] * len(ops)
     for start in range(0, len(inputs[0]), BATCH):
-        batch = [x[start:start + BATCH] for x in inputs]
+        batch = [x[start : start + BATCH] for x in inputs]
         outs = probe(batch if len(batch) > 1 else batch[0], training=False)
         for i, (x, (op, _)) in enumerate(zip(outs if isinstance(outs, (list, tuple)) else [outs], ops)):
             y = np.asarray(op(x), np.float64).reshape(-1, sums[i].size)
@@ -183,9 +185,19 @@ def correct(model, inputs: list[np.ndarray], skip=None) -> Corrected:
         for sub in nested:  # a nested model's own layers, fed with what reaches it
             try:
                 reach = keras.Model(m.inputs, _called_with(m, sub))
-                arrays = [np.concatenate([np.asarray(reach([x[s:s + BATCH] for x in xs] if len(xs) > 1
-                                                            else xs[0][s:s + BATCH], training=False))
-                                          for s in range(0, len(xs[0]), BATCH)])]
+                arrays = [
+                    np.concatenate(
+                        [
+                            np.asarray(
+                                reach(
+                                    [x[s : s + BATCH] for x in xs] if len(xs) > 1 else xs[0][s : s + BATCH],
+                                    training=False,
+                                )
+                            )
+                            for s in range(0, len(xs[0]), BATCH)
+                        ]
+                    )
+                ]
             except Exception as e:  # noqa: BLE001 - an optional refinement: a layer it cannot probe stays as it is
                 log.info("bias correction skipped %s (%s)", sub.name, str(e).splitlines()[0][:120])
                 result.skipped += len(_targets(sub)[0])

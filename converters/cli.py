@@ -35,41 +35,85 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="edge-convert", description=__doc__, epilog=EXAMPLES,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(
+        prog="edge-convert", description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("source", type=Path, help=".keras, legacy .h5, SavedModel folder or float .onnx")
-    p.add_argument("--out", type=Path, required=True, help="artifact folder to write (created; replaced if it is an earlier output)")
-    p.add_argument("--calibration", type=Path, required=True, metavar="DATA",
-                   help="folder of images / WAV files (class sub-folders = labels) or .npz of input tensors")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="artifact folder to write (created; replaced if it is an earlier output)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        required=True,
+        metavar="DATA",
+        help="folder of images / WAV files (class sub-folders = labels) or .npz of input tensors",
+    )
     p.add_argument("--eval", type=Path, metavar="DATA", help="evaluation data (default: the calibration data)")
     p.add_argument("--labels", type=Path, metavar="FILE", help="text file, one label per output, in output order")
-    p.add_argument("--format", nargs="+", choices=["tflite", "onnx"], dest="formats",
-                   help="artifacts to make (default by target: generic both, rpi/coral/android tflite, jetson onnx)")
+    p.add_argument(
+        "--format",
+        nargs="+",
+        choices=["tflite", "onnx"],
+        dest="formats",
+        help="artifacts to make (default by target: generic both, rpi/coral/android tflite, jetson onnx)",
+    )
     p.add_argument("--target", choices=TARGETS, default="generic")
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="image input size (rebuilds a convolutional model)")
+    p.add_argument(
+        "--size", nargs=2, type=int, metavar=("H", "W"), help="image input size (rebuilds a convolutional model)"
+    )
     p.add_argument("--resize", choices=RESIZE_MODES, default="squash", help="how images are fitted to the input size")
-    p.add_argument("--mean", nargs="+", type=float, default=[127.5], help="pixel mean, one or three values (0..255 scale)")
-    p.add_argument("--std", nargs="+", type=float, default=[127.5], help="pixel std, one or three values (0..255 scale)")
+    p.add_argument(
+        "--mean", nargs="+", type=float, default=[127.5], help="pixel mean, one or three values (0..255 scale)"
+    )
+    p.add_argument(
+        "--std", nargs="+", type=float, default=[127.5], help="pixel std, one or three values (0..255 scale)"
+    )
     p.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB")
-    p.add_argument("--calibration-method", choices=["auto", "minmax", "percentile", "entropy", "distribution"],
-                   default="auto", help="ONNX Runtime calibration; auto: minmax, and when that misses the fidelity "
-                                        "target the others too, keeping the most faithful (TFLite always uses min/max)")
+    p.add_argument(
+        "--calibration-method",
+        choices=["auto", "minmax", "percentile", "entropy", "distribution"],
+        default="auto",
+        help="ONNX Runtime calibration; auto: minmax, and when that misses the fidelity "
+        "target the others too, keeping the most faithful (TFLite always uses min/max)",
+    )
     p.add_argument("--activations", choices=["int8", "int16"], default="int8", help="int16 gives 16x8 models (audio)")
-    p.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
-                   help="fail (exit 3) when int8 loses more than this many percentage points (default 1.0): "
-                        "accuracy with labelled --eval data; without labels, the share of confident float "
-                        "predictions int8 changes and of float top-1s outside int8's top-k")
-    p.add_argument("--max-kl", type=float, default=0.05, metavar="NATS",
-                   help="without labels, also fail when the mean top-k KL(float || int8) is over this (default 0.05)")
-    p.add_argument("--mixed-precision", choices=["auto", "off"], default="auto",
-                   help="auto: when full-integer TFLite int8 misses the fidelity target, leave the fewest ops that "
-                        "quantization damages most float (never for --target coral/android); off: full integer only")
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=1.0,
+        metavar="PP",
+        help="fail (exit 3) when int8 loses more than this many percentage points (default 1.0): "
+        "accuracy with labelled --eval data; without labels, the share of confident float "
+        "predictions int8 changes and of float top-1s outside int8's top-k",
+    )
+    p.add_argument(
+        "--max-kl",
+        type=float,
+        default=0.05,
+        metavar="NATS",
+        help="without labels, also fail when the mean top-k KL(float || int8) is over this (default 0.05)",
+    )
+    p.add_argument(
+        "--mixed-precision",
+        choices=["auto", "off"],
+        default="auto",
+        help="auto: when full-integer TFLite int8 misses the fidelity target, leave the fewest ops that "
+        "quantization damages most float (never for --target coral/android); off: full integer only",
+    )
     p.add_argument("--name", help="model name in the manifest (default: the source file name)")
     p.add_argument("--calibration-limit", type=int, default=300, metavar="N", help="at most N calibration examples")
     p.add_argument("--eval-limit", type=int, default=1000, metavar="N", help="at most N evaluation examples")
-    p.add_argument("--hop-frames", type=int, metavar="N",
-                   help="streaming models whose step takes a window of frames: N new frames per step "
-                        "(default: the whole input, no overlap)")
+    p.add_argument(
+        "--hop-frames",
+        type=int,
+        metavar="N",
+        help="streaming models whose step takes a window of frames: N new frames per step "
+        "(default: the whole input, no overlap)",
+    )
     p.add_argument("--threads", type=int, help="engine threads for evaluation and latency (default: all cores)")
     p.add_argument("--json", action="store_true", help="print report.json instead of the summary")
     p.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow's own logs")
@@ -91,13 +135,30 @@ def main(argv: list[str] | None = None) -> int:
         for flag, v in (("--calibration-limit", args.calibration_limit), ("--eval-limit", args.eval_limit)):
             if v is not None and v < 1:
                 raise ConvertError(f"{flag}: must be at least 1")
-        opts = Options(source=args.source, out=args.out, calibration=args.calibration, eval=args.eval,
-                       labels=args.labels, formats=args.formats, target=args.target,
-                       size=tuple(args.size) if args.size else None, resize=args.resize, mean=args.mean, std=args.std,
-                       channel_order=args.channel_order, calibration_method=args.calibration_method,
-                       activations=args.activations, max_accuracy_drop=args.max_accuracy_drop, max_kl=args.max_kl, mixed_precision=args.mixed_precision == "auto", name=args.name,
-                       calibration_limit=args.calibration_limit, eval_limit=args.eval_limit, threads=args.threads,
-                       hop_frames=args.hop_frames)
+        opts = Options(
+            source=args.source,
+            out=args.out,
+            calibration=args.calibration,
+            eval=args.eval,
+            labels=args.labels,
+            formats=args.formats,
+            target=args.target,
+            size=tuple(args.size) if args.size else None,
+            resize=args.resize,
+            mean=args.mean,
+            std=args.std,
+            channel_order=args.channel_order,
+            calibration_method=args.calibration_method,
+            activations=args.activations,
+            max_accuracy_drop=args.max_accuracy_drop,
+            max_kl=args.max_kl,
+            mixed_precision=args.mixed_precision == "auto",
+            name=args.name,
+            calibration_limit=args.calibration_limit,
+            eval_limit=args.eval_limit,
+            threads=args.threads,
+            hop_frames=args.hop_frames,
+        )
         with QuietNative(not args.verbose):
             report = run(opts)
     except ConvertError as e:

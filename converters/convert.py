@@ -34,17 +34,29 @@ from edge_runtime.manifest import AudioPreprocessing, ImagePreprocessing
 
 from . import data as data_mod
 from . import evaluate as ev
-from .fidelity import (FULL_INTEGER_TARGETS, GATE_WITHOUT_LABELS, LATENCY_BUDGET, TARGET_AGREEMENT, TARGET_KL,
-                       fidelity_gate, float_layer_counts)
 from . import onnx_quant, tflite
 from .errors import AccuracyError, ConvertError
+from .fidelity import (
+    FULL_INTEGER_TARGETS,
+    GATE_WITHOUT_LABELS,
+    LATENCY_BUDGET,
+    TARGET_AGREEMENT,
+    TARGET_KL,
+    fidelity_gate,
+    float_layer_counts,
+)
 from .results import ArtifactResult, EdgeTpuResult, Fidelity, FloatReference, Latency, Report
 from .source import SourceModel, load_source
 
 log = logging.getLogger(__name__)
 
-TARGET_FORMATS = {"generic": ["tflite", "onnx"], "rpi": ["tflite"], "coral": ["tflite"],
-                  "jetson": ["onnx"], "android": ["tflite"]}
+TARGET_FORMATS = {
+    "generic": ["tflite", "onnx"],
+    "rpi": ["tflite"],
+    "coral": ["tflite"],
+    "jetson": ["onnx"],
+    "android": ["tflite"],
+}
 TOOL_PACKAGES = ["edge-runtime", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy"]
 
 
@@ -93,8 +105,14 @@ def prepare_out(out: Path) -> Path:
     """A staging folder beside ``out``; refuses files, unrelated folders and unwritable places."""
     if out.exists() and not out.is_dir():
         raise ConvertError(f"--out {out}: is a file; pass a folder")
-    if out.is_dir() and any(out.iterdir()) and not ((out / mf.MANIFEST_NAME).exists() or (out / "report.json").exists()):
-        raise ConvertError(f"--out {out}: folder exists and is not an edge-convert output; choose a new or empty folder")
+    if (
+        out.is_dir()
+        and any(out.iterdir())
+        and not ((out / mf.MANIFEST_NAME).exists() or (out / "report.json").exists())
+    ):
+        raise ConvertError(
+            f"--out {out}: folder exists and is not an edge-convert output; choose a new or empty folder"
+        )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -119,8 +137,10 @@ def _expand(values: list[float], flag: str, channels: int) -> list[float]:
     if len(values) == 1:
         return values * channels
     if len(values) != channels:
-        raise ConvertError(f"{flag}: give one value or {channels} (one per channel of this "
-                           f"{'grayscale' if channels == 1 else 'RGB'} model), got {len(values)}")
+        raise ConvertError(
+            f"{flag}: give one value or {channels} (one per channel of this "
+            f"{'grayscale' if channels == 1 else 'RGB'} model), got {len(values)}"
+        )
     return values
 
 
@@ -140,18 +160,28 @@ def image_preprocessing(source: SourceModel, opts: Options) -> ImagePreprocessin
     layout = "nchw" if nchw and (source.kind == "onnx" or not nhwc) else "nhwc"
     channels, size = (shape[1], shape[2:4]) if layout == "nchw" else (shape[3], shape[1:3])
     try:
-        return ImagePreprocessing(size=list(size), resize=opts.resize, channel_order=opts.channel_order,
-                                  mean=_expand(opts.mean, "--mean", channels), std=_expand(opts.std, "--std", channels),
-                                  color="gray" if channels == 1 else "rgb", layout=layout)
+        return ImagePreprocessing(
+            size=list(size),
+            resize=opts.resize,
+            channel_order=opts.channel_order,
+            mean=_expand(opts.mean, "--mean", channels),
+            std=_expand(opts.std, "--std", channels),
+            color="gray" if channels == 1 else "rgb",
+            layout=layout,
+        )
     except ValueError as e:
-        raise ConvertError(f"{source.path}: {e}; check --mean/--std or export the model with another input size") from None
+        raise ConvertError(
+            f"{source.path}: {e}; check --mean/--std or export the model with another input size"
+        ) from None
 
 
 def _read_labels(path: Path) -> list[str]:
     try:
         lines = [ln.strip() for ln in path.read_text().splitlines()]
     except (OSError, UnicodeDecodeError) as e:
-        raise ConvertError(f"--labels {path}: cannot read it ({getattr(e, 'strerror', e)}); pass a text file, one label per line") from None
+        raise ConvertError(
+            f"--labels {path}: cannot read it ({getattr(e, 'strerror', e)}); pass a text file, one label per line"
+        ) from None
     labels = [ln for ln in lines if ln]
     if not labels:
         raise ConvertError(f"--labels {path}: file has no labels; write one label per line")
@@ -164,8 +194,10 @@ def _align_labels(ds: data_mod.Dataset, labels: list[str], flag: str) -> None:
         return
     missing = [c for c in ds.classes if c not in labels]
     if missing:
-        raise ConvertError(f"{flag}: class folders {', '.join(missing[:5])} are not among the model's labels; "
-                           "rename the folders or fix --labels")
+        raise ConvertError(
+            f"{flag}: class folders {', '.join(missing[:5])} are not among the model's labels; "
+            "rename the folders or fix --labels"
+        )
     remap = np.asarray([labels.index(c) for c in ds.classes])
     ds.labels = remap[ds.labels]
     ds.classes = labels
@@ -206,8 +238,11 @@ def run(opts: Options) -> Report:
     if not report.passed:
         aid, figure, f = report.first_failure()
         flag = "--max-kl" if figure == "top-k KL" else "--max-accuracy-drop"
-        raise AccuracyError(f"{aid}: {figure} {f.value:.3g} is over {flag} {f.limit:g}; no model written, "
-                            f"see {opts.out / 'report.html'}", report)
+        raise AccuracyError(
+            f"{aid}: {figure} {f.value:.3g} is over {flag} {f.limit:g}; no model written, "
+            f"see {opts.out / 'report.html'}",
+            report,
+        )
     return report
 
 
@@ -216,8 +251,10 @@ def _convert(opts: Options, formats: list[str], labels_file: list[str] | None, s
     formats = _formats_for(source, opts, formats)
     n_out = int(np.prod(source.outputs[0].shape[1:]))
     if labels_file and len(labels_file) != n_out:
-        raise ConvertError(f"--labels {opts.labels}: {len(labels_file)} labels but the model outputs {n_out} scores; "
-                           "give one label per output, in output order")
+        raise ConvertError(
+            f"--labels {opts.labels}: {len(labels_file)} labels but the model outputs {n_out} scores; "
+            "give one label per output, in output order"
+        )
     ctx = _prepare(opts, source, labels_file, staging, work)
     rows, artifacts, edgetpu = _measure_formats(ctx, formats)
     rows, artifacts = _keep_best_candidates(rows, artifacts, staging)
@@ -235,8 +272,10 @@ def _formats_for(source: SourceModel, opts: Options, formats: list[str]) -> list
     if source.kind == "onnx" and opts.formats is None:  # TFLite is made from TensorFlow models only
         formats = [f for f in formats if f != "tflite"]
         if not formats:
-            raise ConvertError(f"{source.path}: --target {opts.target} runs TFLite, which is made from a Keras or "
-                               "SavedModel source; pass the model this ONNX file came from, or --target generic/jetson")
+            raise ConvertError(
+                f"{source.path}: --target {opts.target} runs TFLite, which is made from a Keras or "
+                "SavedModel source; pass the model this ONNX file came from, or --target generic/jetson"
+            )
     return formats
 
 
@@ -284,8 +323,9 @@ class _Context:
     def describe(self, art_id: str, fmt: str, path: Path, folder: Path, notes: dict[str, Any]) -> mf.Artifact:
         return _describe(art_id, fmt, path, folder, self.source, self.streaming, notes)
 
-    def measure(self, art_id: str, fmt: str, path: Path, shipped: bool,
-                notes: dict[str, Any]) -> tuple[ArtifactResult, mf.Artifact]:
+    def measure(
+        self, art_id: str, fmt: str, path: Path, shipped: bool, notes: dict[str, Any]
+    ) -> tuple[ArtifactResult, mf.Artifact]:
         folder = self.staging if shipped else path.parent
         art = self.describe(art_id, fmt, path, folder, notes)
         try:
@@ -294,16 +334,29 @@ class _Context:
             raise ConvertError(f"{path.name}: the converted model does not load ({e})") from None
         got = _run(eng, self.evald, self.streaming, self.chunk, self.state_shapes, art_id, self.hop)
         example = _latency_example(self.evald, self.streaming, self.chunk, self.state_shapes)
-        row = ArtifactResult(id=art_id, format=fmt, precision=art.precision, shipped=shipped, file=path.name,
-                             size_bytes=path.stat().st_size, latency=Latency(**ev.latency_ms(eng, example)),
-                             placement=eng.placement.device, notes=notes,
-                             fidelity=Fidelity(**ev.compare(self.ref, got, self.evald.labels, self.labels or None)),
-                             ops=tflite.op_histogram(path) if fmt == "tflite" else onnx_quant.op_histogram(path))
+        row = ArtifactResult(
+            id=art_id,
+            format=fmt,
+            precision=art.precision,
+            shipped=shipped,
+            file=path.name,
+            size_bytes=path.stat().st_size,
+            latency=Latency(**ev.latency_ms(eng, example)),
+            placement=eng.placement.device,
+            notes=notes,
+            fidelity=Fidelity(**ev.compare(self.ref, got, self.evald.labels, self.labels or None)),
+            ops=tflite.op_histogram(path) if fmt == "tflite" else onnx_quant.op_histogram(path),
+        )
         return row, art
 
     def passes(self, row: ArtifactResult) -> bool:
-        return fidelity_gate([dataclasses.replace(row, shipped=True)], self.float_ref, self.labelled,
-                             self.opts.max_accuracy_drop, self.opts.max_kl)[row.id].passed
+        return fidelity_gate(
+            [dataclasses.replace(row, shipped=True)],
+            self.float_ref,
+            self.labelled,
+            self.opts.max_accuracy_drop,
+            self.opts.max_kl,
+        )[row.id].passed
 
     def on_target(self, row: ArtifactResult) -> bool:
         """As faithful as the converter aims for: the gate, and without labels the overall figures too."""
@@ -329,8 +382,9 @@ class _Context:
         return self.mixed_precision_applies()
 
     def mixed_precision_applies(self) -> bool:
-        return (self.opts.mixed_precision and self.opts.target not in FULL_INTEGER_TARGETS
-                and len(self.source.inputs) == 1)
+        return (
+            self.opts.mixed_precision and self.opts.target not in FULL_INTEGER_TARGETS and len(self.source.inputs) == 1
+        )
 
     @property
     def bias_work(self) -> Path:
@@ -345,41 +399,61 @@ class _Context:
         return _bias_corrected(self.source, self.samples)
 
 
-def _prepare(opts: Options, source: SourceModel, labels_file: list[str] | None, staging: Path,
-             work: Path) -> _Context:
+def _prepare(opts: Options, source: SourceModel, labels_file: list[str] | None, staging: Path, work: Path) -> _Context:
     """Preprocessing, calibration and eval data, the float model's reference run, and the labels."""
     streaming = source.is_streaming
     image = image_preprocessing(source, opts)
     chunk = source.inputs[0].shape[1]
     hop = opts.hop_frames or chunk
     if opts.hop_frames is not None and not (streaming and 1 <= hop <= chunk):
-        raise ConvertError(f"--hop-frames {opts.hop_frames}: needs a streaming model and 1..{chunk} "
-                           f"(the frames of its feature input)")
+        raise ConvertError(
+            f"--hop-frames {opts.hop_frames}: needs a streaming model and 1..{chunk} (the frames of its feature input)"
+        )
     audio = AudioPreprocessing(frames_per_step=hop if streaming else 0, window_frames=chunk if hop != chunk else 0)
 
-    calib = data_mod.load(opts.calibration, "--calibration", source.inputs, image, audio, streaming,
-                          limit=opts.calibration_limit)
-    evald = (data_mod.load(opts.eval, "--eval", source.inputs, image, audio, streaming, limit=opts.eval_limit)
-             if opts.eval else calib)
+    calib = data_mod.load(
+        opts.calibration, "--calibration", source.inputs, image, audio, streaming, limit=opts.calibration_limit
+    )
+    evald = (
+        data_mod.load(opts.eval, "--eval", source.inputs, image, audio, streaming, limit=opts.eval_limit)
+        if opts.eval
+        else calib
+    )
     samples, ref = _reference(opts, source, calib, evald, chunk, hop)
     n_classes = ref.final.shape[-1]
 
     labels = labels_file or evald.classes or calib.classes or []
     if labels and len(labels) != n_classes:
         flag = "--labels" if labels_file else ("--eval" if evald.classes else "--calibration")
-        raise ConvertError(f"{flag}: {len(labels)} labels but the model outputs {n_classes} scores; "
-                           "give one label per output, in output order")
+        raise ConvertError(
+            f"{flag}: {len(labels)} labels but the model outputs {n_classes} scores; "
+            "give one label per output, in output order"
+        )
     if labels:
         _align_labels(evald, labels, "--eval" if opts.eval else "--calibration")
-    return _Context(opts=opts, source=source, staging=staging, work=work, calib=calib, evald=evald, image=image,
-                    audio=audio, chunk=chunk, hop=hop, samples=samples, ref=ref, labels=labels,
-                    precision="int16x8" if opts.activations == "int16" else "int8",
-                    io_dtype="uint8" if opts.target == "coral" else "int8",
-                    float_ref=FloatReference(**ev.accuracy_metrics(ref.final, evald.labels, labels or None)))
+    return _Context(
+        opts=opts,
+        source=source,
+        staging=staging,
+        work=work,
+        calib=calib,
+        evald=evald,
+        image=image,
+        audio=audio,
+        chunk=chunk,
+        hop=hop,
+        samples=samples,
+        ref=ref,
+        labels=labels,
+        precision="int16x8" if opts.activations == "int16" else "int8",
+        io_dtype="uint8" if opts.target == "coral" else "int8",
+        float_ref=FloatReference(**ev.accuracy_metrics(ref.final, evald.labels, labels or None)),
+    )
 
 
-def _reference(opts: Options, source: SourceModel, calib: data_mod.Dataset, evald: data_mod.Dataset, chunk: int,
-               hop: int) -> tuple[list[list[np.ndarray]], ev.Scores]:
+def _reference(
+    opts: Options, source: SourceModel, calib: data_mod.Dataset, evald: data_mod.Dataset, chunk: int, hop: int
+) -> tuple[list[list[np.ndarray]], ev.Scores]:
     """The calibration samples, and the float model's scores on the eval data.
 
     Streaming: the samples carry the states the float model really reached on the calibration data.
@@ -388,13 +462,21 @@ def _reference(opts: Options, source: SourceModel, calib: data_mod.Dataset, eval
         batch = 16 if source.keras_model is not None else 1
         return _examples(calib), ev.Scores(ev.run_classifier(ev.float_step(source), evald, "float (eval)", batch=batch))
     state_shapes = [s.shape for s in source.inputs[1:]]
-    _, seen = ev.run_streaming(ev.float_step(source), calib.inputs[0], chunk, state_shapes,
-                               "float states for calibration", collect_states=True, hop=hop)
+    _, seen = ev.run_streaming(
+        ev.float_step(source),
+        calib.inputs[0],
+        chunk,
+        state_shapes,
+        "float states for calibration",
+        collect_states=True,
+        hop=hop,
+    )
     rng = np.random.default_rng(0)
     pick = rng.choice(len(seen), size=min(len(seen), opts.calibration_limit), replace=False)
     samples = [seen[i] for i in sorted(pick)]
-    ref_steps, _ = ev.run_streaming(ev.float_step(source), evald.inputs[0], chunk, state_shapes, "float (eval)",
-                                    hop=hop)
+    ref_steps, _ = ev.run_streaming(
+        ev.float_step(source), evald.inputs[0], chunk, state_shapes, "float (eval)", hop=hop
+    )
     return samples, ev.Scores(ref_steps[:, -1], ref_steps)
 
 
@@ -404,8 +486,9 @@ def _measure_formats(ctx: _Context, formats: list[str]):
     artifacts: list[mf.Artifact] = []
     edgetpu = None
     for fmt in formats:
-        for art_id, path, shipped, notes in _make_format(fmt, ctx.source, ctx.work, ctx.staging, ctx.precision,
-                                                         ctx.io_dtype, ctx.samples, ctx.opts):
+        for art_id, path, shipped, notes in _make_format(
+            fmt, ctx.source, ctx.work, ctx.staging, ctx.precision, ctx.io_dtype, ctx.samples, ctx.opts
+        ):
             row, art = ctx.measure(art_id, fmt, path, shipped, notes)
             if shipped and ctx.can_improve(fmt) and "dynamic" not in notes["quantization"] and not ctx.on_target(row):
                 row, art = _improve(ctx, fmt, row, art, path, rows)
@@ -413,17 +496,18 @@ def _measure_formats(ctx: _Context, formats: list[str]):
             if shipped:
                 artifacts.append(art)
         if fmt == "tflite" and ctx.opts.target == "coral":
-            edgetpu = EdgeTpuResult(**tflite.edgetpu_compile(ctx.staging / f"model_{ctx.precision}.tflite",
-                                                             ctx.staging))
+            edgetpu = EdgeTpuResult(
+                **tflite.edgetpu_compile(ctx.staging / f"model_{ctx.precision}.tflite", ctx.staging)
+            )
             if edgetpu.compiled:
                 art = artifacts[-1]
-                artifacts[-1] = mf.Artifact(**{**art.__dict__,
-                                               "extra_files": [mf.file_ref(ctx.staging, edgetpu.file)]})
+                artifacts[-1] = mf.Artifact(**{**art.__dict__, "extra_files": [mf.file_ref(ctx.staging, edgetpu.file)]})
     return rows, artifacts, edgetpu
 
 
-def _improve(ctx: _Context, fmt: str, row: ArtifactResult, art: mf.Artifact, path: Path,
-             rows: list[ArtifactResult]) -> tuple[ArtifactResult, mf.Artifact]:
+def _improve(
+    ctx: _Context, fmt: str, row: ArtifactResult, art: mf.Artifact, path: Path, rows: list[ArtifactResult]
+) -> tuple[ArtifactResult, mf.Artifact]:
     """Search beyond full-integer minmax (:class:`_Search`); the candidates tried go to ``rows``."""
     full_file = ctx.work / f"full_integer_{path.name}"
     shutil.copy2(path, full_file)
@@ -475,30 +559,41 @@ class _Search:
     def fits(self, row: ArtifactResult) -> bool:
         """Passes the gate, and costs no more than the budget: bias correction and calibration methods
         keep the full-integer graph (the same cost, whatever a noisy host measures); float layers do not."""
-        return self.ctx.passes(row) and (not row.notes.get("float_layers")
-                                         or row.notes["latency_vs_full_integer"] <= LATENCY_BUDGET)
+        return self.ctx.passes(row) and (
+            not row.notes.get("float_layers") or row.notes["latency_vs_full_integer"] <= LATENCY_BUDGET
+        )
 
     def good(self, row: ArtifactResult) -> bool:
         return self.ctx.on_target(row) and self.fits(row)
 
-    def quantize(self, src: SourceModel, wdir: Path, out: Path, layers: list[str] | None = None,
-                 method: str | None = None) -> None:
+    def quantize(
+        self, src: SourceModel, wdir: Path, out: Path, layers: list[str] | None = None, method: str | None = None
+    ) -> None:
         ctx = self.ctx
         if self.fmt == "tflite":
             tflite.convert(src, wdir, out, ctx.precision, ctx.samples, ctx.io_dtype, float_layers=layers)
             return
         if id(src) not in self.preprocessed:
             self.preprocessed[id(src)] = onnx_quant.preprocess(src.float_onnx(wdir), wdir / "float_pre.onnx")
-        onnx_quant.quantize_static(self.preprocessed[id(src)], out, [s.name for s in ctx.source.inputs], ctx.samples,
-                                   method or ctx.onnx_method, ctx.opts.activations, _symmetric(ctx.opts))
+        onnx_quant.quantize_static(
+            self.preprocessed[id(src)],
+            out,
+            [s.name for s in ctx.source.inputs],
+            ctx.samples,
+            method or ctx.onnx_method,
+            ctx.opts.activations,
+            _symmetric(ctx.opts),
+        )
 
     def try_bias_correction(self) -> None:
         ctx = self.ctx
         corrected, info = ctx.bias_corrected
         if corrected is None or not info.layers:  # nothing to correct (e.g. only recurrent layers): no candidate
             return
-        notes = {**self.full.notes, "bias_correction": f"{info.layers} layers' biases moved to cancel the mean "
-                                                       "shift of int8 weight rounding"}
+        notes = {
+            **self.full.notes,
+            "bias_correction": f"{info.layers} layers' biases moved to cancel the mean shift of int8 weight rounding",
+        }
         row = self.attempt("bias-corrected", notes, lambda out: self.quantize(corrected, ctx.bias_work, out))
         if ctx.score(row) > ctx.score(self.full):
             self.src, self.wdir, self.base = corrected, ctx.bias_work, row
@@ -521,17 +616,23 @@ class _Search:
             self.quantize(again, wk, out, ranked[:k])
 
         for k in float_layer_counts(len(ranked), passes_at=lambda k: k in hit):
-            notes = {**self.base.notes, "quantization": f"{what}; the {k} of {len(ranked)} ops that quantization "
-                                                        "damages most left float (mixed precision)",
-                     "float_layers": ranked[:k]}
+            notes = {
+                **self.base.notes,
+                "quantization": f"{what}; the {k} of {len(ranked)} ops that quantization "
+                "damages most left float (mixed precision)",
+                "float_layers": ranked[:k],
+            }
             row = self.attempt(f"mixed{k}", notes, lambda out, k=k: make_mixed(k, out))
             if self.good(row):
                 hit.append(k)
 
     def try_calibration_methods(self) -> None:
         for method in (m for m in onnx_quant.AUTO_METHODS if m != self.ctx.onnx_method):
-            row = self.attempt(method, {**self.base.notes, "calibration": method},
-                               lambda out, m=method: self.quantize(self.src, self.wdir, out, method=m))
+            row = self.attempt(
+                method,
+                {**self.base.notes, "calibration": method},
+                lambda out, m=method: self.quantize(self.src, self.wdir, out, method=m),
+            )
             if self.good(row):
                 break
 
@@ -541,14 +642,20 @@ class _Search:
         ctx, full = self.ctx, self.full
         on = [r for r in self.tried if self.good(r)]
         ok = [r for r in self.tried if self.fits(r)]
-        pick = (min(on, key=lambda r: len(r.notes.get("float_layers", []))) if on
-                else max(ok, key=ctx.score) if ok else None)
+        pick = (
+            min(on, key=lambda r: len(r.notes.get("float_layers", [])))
+            if on
+            else max(ok, key=ctx.score)
+            if ok
+            else None
+        )
         chosen = full
         if pick is not None and ctx.score(pick) > ctx.score(full):
             pick.candidate_file.replace(self.path)
             chosen = dataclasses.replace(pick, id=full.id, file=self.path.name, shipped=True, candidate_file=None)
-        return chosen, [dataclasses.replace(r, candidate_file=None)
-                        for r in self.tried if r is not pick or chosen is full]
+        return chosen, [
+            dataclasses.replace(r, candidate_file=None) for r in self.tried if r is not pick or chosen is full
+        ]
 
 
 def _relative_to_float(rows: list[ArtifactResult]) -> None:
@@ -563,37 +670,73 @@ def _relative_to_float(rows: list[ArtifactResult]) -> None:
 def _report(ctx: _Context, rows: list[ArtifactResult], edgetpu: EdgeTpuResult | None) -> Report:
     opts, source, calib = ctx.opts, ctx.source, ctx.calib
     shipped = [r for r in rows if r.shipped]
-    warnings = [f"{r.id} is slower than {r.format}-float32 on this host "
-                f"({r.median_ms:.3f} ms vs {r.median_ms * r.speedup_vs_float:.3f} ms); "
-                "measure on the board before choosing it"
-                for r in shipped if r.speedup_vs_float is not None and r.speedup_vs_float < 1]
+    warnings = [
+        f"{r.id} is slower than {r.format}-float32 on this host "
+        f"({r.median_ms:.3f} ms vs {r.median_ms * r.speedup_vs_float:.3f} ms); "
+        "measure on the board before choosing it"
+        for r in shipped
+        if r.speedup_vs_float is not None and r.speedup_vs_float < 1
+    ]
     gate = fidelity_gate(rows, ctx.float_ref, ctx.labelled, opts.max_accuracy_drop, opts.max_kl)
-    task = ("image-classification" if ctx.image else "streaming-audio" if ctx.streaming
-            else "audio-classification" if ctx.is_wav else "classification")
+    task = (
+        "image-classification"
+        if ctx.image
+        else "streaming-audio"
+        if ctx.streaming
+        else "audio-classification"
+        if ctx.is_wav
+        else "classification"
+    )
     return Report(
-        name=opts.name or source.path.stem, created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        source={"file": source.path.name, "format": source.kind, "sha256": source.sha256}, target=opts.target,
-        task=task, calibration_data=calib.origin,
+        name=opts.name or source.path.stem,
+        created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        source={"file": source.path.name, "format": source.kind, "sha256": source.sha256},
+        target=opts.target,
+        task=task,
+        calibration_data=calib.origin,
         eval_data=ctx.evald.origin if opts.eval else f"{calib.origin} (no --eval given)",
         calibration_method={"tflite": "minmax (the TFLite converter's only method)", "onnx": opts.calibration_method},
         fidelity_target={"agreement": TARGET_AGREEMENT, "kl_top_k": TARGET_KL, "latency_budget": LATENCY_BUDGET},
-        labels=ctx.labels, has_labels=ctx.labelled, float_ref=ctx.float_ref, artifacts=rows,
-        fastest_on_host=min(shipped, key=lambda r: r.median_ms).id, max_accuracy_drop_pp=opts.max_accuracy_drop,
+        labels=ctx.labels,
+        has_labels=ctx.labelled,
+        float_ref=ctx.float_ref,
+        artifacts=rows,
+        fastest_on_host=min(shipped, key=lambda r: r.median_ms).id,
+        max_accuracy_drop_pp=opts.max_accuracy_drop,
         accuracy_drop_pp={aid: g.drop_pp for aid, g in gate.items()},
-        drop_basis="labels" if ctx.labelled else GATE_WITHOUT_LABELS, gate=gate, max_kl=opts.max_kl,
-        passed=all(g.passed for g in gate.values()), warnings=warnings, ops={r.id: r.ops for r in rows},
-        edgetpu=edgetpu, tools=tool_versions())
+        drop_basis="labels" if ctx.labelled else GATE_WITHOUT_LABELS,
+        gate=gate,
+        max_kl=opts.max_kl,
+        passed=all(g.passed for g in gate.values()),
+        warnings=warnings,
+        ops={r.id: r.ops for r in rows},
+        edgetpu=edgetpu,
+        tools=tool_versions(),
+    )
 
 
 def _manifest(ctx: _Context, report: Report, artifacts: list[mf.Artifact]) -> mf.Manifest:
-    metrics = {"eval_data": report.eval_data, "float": report.float_ref.to_json(),
-               "accuracy_drop_pp": report.accuracy_drop_pp, "artifacts": {r.id: r.metrics() for r in report.artifacts},
-               **ctx.opts.extra_metrics}
+    metrics = {
+        "eval_data": report.eval_data,
+        "float": report.float_ref.to_json(),
+        "accuracy_drop_pp": report.accuracy_drop_pp,
+        "artifacts": {r.id: r.metrics() for r in report.artifacts},
+        **ctx.opts.extra_metrics,
+    }
     audio = ctx.opts.audio or (ctx.audio if ctx.streaming or ctx.is_wav else None)
-    return mf.Manifest(name=report.name, task=report.task, target=report.target, artifacts=artifacts,
-                       labels=report.labels, preprocessing=mf.Preprocessing(image=ctx.image, audio=audio),
-                       source=report.source, tools=report.tools, metrics=metrics,
-                       fastest_on_host=report.fastest_on_host, created=report.created)
+    return mf.Manifest(
+        name=report.name,
+        task=report.task,
+        target=report.target,
+        artifacts=artifacts,
+        labels=report.labels,
+        preprocessing=mf.Preprocessing(image=ctx.image, audio=audio),
+        source=report.source,
+        tools=report.tools,
+        metrics=metrics,
+        fastest_on_host=report.fastest_on_host,
+        created=report.created,
+    )
 
 
 def _keep_best_candidates(rows: list[ArtifactResult], artifacts: list[mf.Artifact], staging: Path):
@@ -613,22 +756,34 @@ def _keep_best_candidates(rows: list[ArtifactResult], artifacts: list[mf.Artifac
             kept_rows.append(r)
             kept_files.add(r.file)
         else:
-            best[r.format].notes["rejected_alternative"] = (f"{r.notes.get('quantization')}: "
-                                                           f"agreement {r.fidelity.agreement:.4f}")
+            best[r.format].notes["rejected_alternative"] = (
+                f"{r.notes.get('quantization')}: agreement {r.fidelity.agreement:.4f}"
+            )
             (staging / r.file).unlink()
     return kept_rows, [a for a in artifacts if a.file.path in kept_files]
 
 
-def _make_format(fmt: str, source: SourceModel, work: Path, staging: Path, precision: str, io_dtype: str,
-                 samples: list[list[np.ndarray]], opts: Options) -> list[tuple[str, Path, bool, dict[str, Any]]]:
+def _make_format(
+    fmt: str,
+    source: SourceModel,
+    work: Path,
+    staging: Path,
+    precision: str,
+    io_dtype: str,
+    samples: list[list[np.ndarray]],
+    opts: Options,
+) -> list[tuple[str, Path, bool, dict[str, Any]]]:
     """(id, path, shipped, notes) for the float reference file and the quantized artifact of one format."""
     if fmt == "tflite":
         fpath = work / "model_float32.tflite"
         tflite.convert(source, work, fpath, "float32")
         qpath = staging / f"model_{precision}.tflite"
         tflite.convert(source, work, qpath, precision, samples, io_dtype)
-        notes = {"quantization": f"full-integer {precision}, per-channel weights, {io_dtype} I/O",
-                 "calibration": "minmax", "calibration_samples": len(samples)}
+        notes = {
+            "quantization": f"full-integer {precision}, per-channel weights, {io_dtype} I/O",
+            "calibration": "minmax",
+            "calibration_samples": len(samples),
+        }
         return [("tflite-float32", fpath, False, {}), (f"tflite-{precision}", qpath, True, notes)]
     if fmt == "onnx":
         fpath = source.float_onnx(work)
@@ -636,19 +791,25 @@ def _make_format(fmt: str, source: SourceModel, work: Path, staging: Path, preci
         qpath = staging / f"model_{precision}.onnx"
         symmetric = _symmetric(opts)
         method = "minmax" if opts.calibration_method == "auto" else opts.calibration_method
-        onnx_quant.quantize_static(pre, qpath, [s.name for s in source.inputs], samples, method,
-                                   opts.activations, symmetric)
-        notes = {"quantization": f"static QDQ, per-channel int8 weights, {opts.activations} activations"
-                                 + (", symmetric for TensorRT" if symmetric else ""),
-                 "calibration": method, "calibration_samples": len(samples)}
+        onnx_quant.quantize_static(
+            pre, qpath, [s.name for s in source.inputs], samples, method, opts.activations, symmetric
+        )
+        notes = {
+            "quantization": f"static QDQ, per-channel int8 weights, {opts.activations} activations"
+            + (", symmetric for TensorRT" if symmetric else ""),
+            "calibration": method,
+            "calibration_samples": len(samples),
+        }
         made = [("onnx-float32", fpath, False, {}), (f"onnx-{precision}", qpath, True, notes)]
         rnn = onnx_quant.recurrent_ops(pre)
         if rnn:  # static QDQ leaves LSTM/GRU float; dynamic int8 quantizes their weights. Both are evaluated.
             notes["recurrent_ops"] = rnn
             dpath = staging / "model_int8_dynamic.onnx"
             onnx_quant.quantize_dynamic(pre, dpath)
-            dnotes = {"quantization": "dynamic int8 (weights int8, activations quantized at run time)",
-                      "recurrent_ops": rnn}
+            dnotes = {
+                "quantization": "dynamic int8 (weights int8, activations quantized at run time)",
+                "recurrent_ops": rnn,
+            }
             made.append(("onnx-int8", dpath, True, dnotes))  # int8 whatever --activations asked for
         return made
     raise ConvertError(f"--format {fmt}: use tflite and/or onnx")
@@ -672,13 +833,19 @@ def _symmetric(opts: Options) -> bool:
     return opts.target == "jetson"  # TensorRT takes symmetric (zero-point 0) int8 activations
 
 
-def _describe(art_id: str, fmt: str, path: Path, folder: Path, source: SourceModel, streaming: bool,
-              notes: dict[str, Any]) -> mf.Artifact:
+def _describe(
+    art_id: str, fmt: str, path: Path, folder: Path, source: SourceModel, streaming: bool, notes: dict[str, Any]
+) -> mf.Artifact:
     """The manifest entry of an artifact, with I/O read from the file by its engine."""
     precision = art_id.split("-", 1)[1]
-    stub = mf.Artifact(id=art_id, format=fmt, precision=precision, file=mf.file_ref(folder, path.name),
-                       inputs=[mf.TensorSpec(s.name, s.shape, "float32") for s in source.inputs],
-                       outputs=[mf.TensorSpec(s.name, s.shape, "float32") for s in source.outputs])
+    stub = mf.Artifact(
+        id=art_id,
+        format=fmt,
+        precision=precision,
+        file=mf.file_ref(folder, path.name),
+        inputs=[mf.TensorSpec(s.name, s.shape, "float32") for s in source.inputs],
+        outputs=[mf.TensorSpec(s.name, s.shape, "float32") for s in source.outputs],
+    )
     try:
         eng = open_artifact(stub, folder, check_io=False)  # its I/O as the file has it, in the source's order
     except EngineError as e:
@@ -688,19 +855,30 @@ def _describe(art_id: str, fmt: str, path: Path, folder: Path, source: SourceMod
     if streaming:
         for i, o in zip(inputs[1:], outputs[1:]):
             state.append(mf.StatePair(input=i.name, output=o.name, shape=i.shape, dtype=i.dtype, initial=0.0))
-    return mf.Artifact(id=art_id, format=fmt, precision=precision, file=stub.file, inputs=inputs, outputs=outputs,
-                       state=state, notes=notes)
+    return mf.Artifact(
+        id=art_id,
+        format=fmt,
+        precision=precision,
+        file=stub.file,
+        inputs=inputs,
+        outputs=outputs,
+        state=state,
+        notes=notes,
+    )
 
 
-def _run(eng, ds: data_mod.Dataset, streaming: bool, chunk: int, state_shapes: list[list[int]], desc: str,
-         hop: int) -> ev.Scores:
+def _run(
+    eng, ds: data_mod.Dataset, streaming: bool, chunk: int, state_shapes: list[list[int]], desc: str, hop: int
+) -> ev.Scores:
     if streaming:
         steps, _ = ev.run_streaming(ev.engine_step(eng), ds.inputs[0], chunk, state_shapes, desc, hop=hop)
         return ev.Scores(steps[:, -1], steps)
     return ev.Scores(ev.run_classifier(ev.engine_step(eng), ds, desc))
 
 
-def _latency_example(ds: data_mod.Dataset, streaming: bool, chunk: int, state_shapes: list[list[int]]) -> list[np.ndarray]:
+def _latency_example(
+    ds: data_mod.Dataset, streaming: bool, chunk: int, state_shapes: list[list[int]]
+) -> list[np.ndarray]:
     if streaming:
         return [ds.inputs[0][:1, :chunk], *[np.zeros(s, np.float32) for s in state_shapes]]
     return [x[:1] for x in ds.inputs]

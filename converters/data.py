@@ -43,8 +43,9 @@ def progress(it, desc: str, total: int | None = None):
         from tqdm import tqdm
     except ImportError:
         return it
-    return tqdm(it, desc=desc, total=total, unit="item", leave=False, dynamic_ncols=True,
-                file=_progress_stream(), disable=None)  # None: only on a terminal
+    return tqdm(
+        it, desc=desc, total=total, unit="item", leave=False, dynamic_ncols=True, file=_progress_stream(), disable=None
+    )  # None: only on a terminal
 
 
 def _progress_stream():
@@ -66,9 +67,16 @@ def _walk(folder: Path, suffixes: tuple[str, ...]) -> tuple[list[Path], list[str
     return files, None, None
 
 
-def load(path: str | Path, flag: str, inputs: list[IOSpec], image: ImagePreprocessing | None,
-         audio: AudioPreprocessing | None, streaming: bool = False, limit: int | None = None,
-         seed: int = 0) -> Dataset:
+def load(
+    path: str | Path,
+    flag: str,
+    inputs: list[IOSpec],
+    image: ImagePreprocessing | None,
+    audio: AudioPreprocessing | None,
+    streaming: bool = False,
+    limit: int | None = None,
+    seed: int = 0,
+) -> Dataset:
     """Load DATA for ``flag`` (--calibration / --eval), checked against the model inputs."""
     p = Path(path)
     if not p.exists():
@@ -80,17 +88,23 @@ def load(path: str | Path, flag: str, inputs: list[IOSpec], image: ImagePreproce
     from edge_runtime.preprocess import IMAGE_SUFFIXES
 
     if len(inputs) > 1 and not streaming:
-        raise ConvertError(f"{flag} {p}: the model takes {len(inputs)} inputs ({', '.join(s.name for s in inputs)}) "
-                           "and a folder feeds one; pass an .npz with one array per input, named after it")
+        raise ConvertError(
+            f"{flag} {p}: the model takes {len(inputs)} inputs ({', '.join(s.name for s in inputs)}) "
+            "and a folder feeds one; pass an .npz with one array per input, named after it"
+        )
     img_files, classes, labels = _walk(p, IMAGE_SUFFIXES)
     if img_files:
         if image is None:
-            raise ConvertError(f"{flag} {p}: holds images but the model input {inputs[0].shape} is not an image "
-                               "(N, H, W, 1|3) or (N, 1|3, H, W); pass an .npz of input tensors")
+            raise ConvertError(
+                f"{flag} {p}: holds images but the model input {inputs[0].shape} is not an image "
+                "(N, H, W, 1|3) or (N, 1|3, H, W); pass an .npz of input tensors"
+            )
         return _load_images(p, flag, img_files, classes, labels, image, limit, seed)
     wav_files, classes, labels = _walk(p, WAV_SUFFIXES)
     if wav_files:
-        return _load_wavs(p, flag, wav_files, classes, labels, inputs, audio or AudioPreprocessing(), streaming, limit, seed)
+        return _load_wavs(
+            p, flag, wav_files, classes, labels, inputs, audio or AudioPreprocessing(), streaming, limit, seed
+        )
     raise ConvertError(f"{flag} {p}: folder holds no images (.jpg/.png/...) or .wav files; put data in it")
 
 
@@ -101,8 +115,9 @@ def _subsample(n: int, limit: int | None, seed: int) -> np.ndarray:
     return idx
 
 
-def _load_images(p: Path, flag: str, files: list[Path], classes, labels, spec: ImagePreprocessing,
-                 limit: int | None, seed: int) -> Dataset:
+def _load_images(
+    p: Path, flag: str, files: list[Path], classes, labels, spec: ImagePreprocessing, limit: int | None, seed: int
+) -> Dataset:
     from edge_runtime.preprocess import ImageError, image_to_input, read_image
 
     idx = _subsample(len(files), limit, seed)
@@ -116,15 +131,27 @@ def _load_images(p: Path, flag: str, files: list[Path], classes, labels, spec: I
     return Dataset([np.stack(xs)], y, classes, f"{p} ({len(idx)} images)", [str(files[i]) for i in idx])
 
 
-def _load_wavs(p: Path, flag: str, files: list[Path], classes, labels, inputs: list[IOSpec],
-               spec: AudioPreprocessing, streaming: bool, limit: int | None, seed: int) -> Dataset:
+def _load_wavs(
+    p: Path,
+    flag: str,
+    files: list[Path],
+    classes,
+    labels,
+    inputs: list[IOSpec],
+    spec: AudioPreprocessing,
+    streaming: bool,
+    limit: int | None,
+    seed: int,
+) -> Dataset:
     from edge_runtime.audio.frontend import log_mel
     from edge_runtime.audio.wav import AudioError, read_wav
 
     feat_shape = inputs[0].shape  # (1, T, F) or (1, T, F, 1)
     if len(feat_shape) < 3 or feat_shape[2] != spec.n_mels:
-        raise ConvertError(f"{flag} {p}: WAV data needs a model input of shape (1, frames, {spec.n_mels}[, 1]) "
-                           f"(log-mel features); this model takes {feat_shape}")
+        raise ConvertError(
+            f"{flag} {p}: WAV data needs a model input of shape (1, frames, {spec.n_mels}[, 1]) "
+            f"(log-mel features); this model takes {feat_shape}"
+        )
     idx = _subsample(len(files), limit, seed)
     feats = []
     for i in progress(idx, f"reading {flag.lstrip('-')} audio"):
@@ -178,8 +205,10 @@ def _load_npz(p: Path, flag: str, inputs: list[IOSpec], streaming: bool, limit: 
         elif len(arrays) == 1 and len(wanted) == 1:
             a = next(iter(arrays.values()))
         else:
-            raise ConvertError(f"{flag} {p}: no array named {spec.name!r} (has: {', '.join(arrays)}); "
-                               "name the arrays after the model inputs")
+            raise ConvertError(
+                f"{flag} {p}: no array named {spec.name!r} (has: {', '.join(arrays)}); "
+                "name the arrays after the model inputs"
+            )
         a = np.asarray(a, dtype=np.float32)
         if streaming:
             ok = a.ndim == len(spec.shape) and list(a.shape[2:]) == spec.shape[2:] and a.shape[1] >= spec.shape[1]
@@ -196,5 +225,9 @@ def _load_npz(p: Path, flag: str, inputs: list[IOSpec], streaming: bool, limit: 
     if any(x.shape[0] != n for x in xs) or (labels is not None and len(labels) != n):
         raise ConvertError(f"{flag} {p}: arrays (and labels) must all have the same first dimension")
     idx = _subsample(n, limit, seed)
-    return Dataset([x[idx] for x in xs], None if labels is None else np.asarray(labels)[idx].astype(int), classes,
-                   f"{p} ({len(idx)} samples)")
+    return Dataset(
+        [x[idx] for x in xs],
+        None if labels is None else np.asarray(labels)[idx].astype(int),
+        classes,
+        f"{p} ({len(idx)} samples)",
+    )

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -84,9 +85,15 @@ def run_classifier(step: StepFn, data: Dataset, desc: str, batch: int = 1) -> np
     return np.concatenate(outs)
 
 
-def run_streaming(step: StepFn, utterances: np.ndarray, chunk: int, state_shapes: list[list[int]],
-                  desc: str, collect_states: bool = False, hop: int | None = None
-                  ) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+def run_streaming(
+    step: StepFn,
+    utterances: np.ndarray,
+    chunk: int,
+    state_shapes: list[list[int]],
+    desc: str,
+    collect_states: bool = False,
+    hop: int | None = None,
+) -> tuple[np.ndarray, list[list[np.ndarray]]]:
     """Chunk-by-chunk over whole utterances with the state carried across steps.
 
     Step ``k`` sees frames ``[k*hop, k*hop + chunk)`` (``hop`` defaults to ``chunk``: no
@@ -142,7 +149,10 @@ def compare(ref: Scores, got: Scores, labels: np.ndarray | None, classes: list[s
     }
     m.update(accuracy_metrics(got.final, labels, classes))
     if ref.steps is not None and got.steps is not None:
-        sr, sg = probabilities(ref.steps.reshape(-1, ref.steps.shape[-1])), probabilities(got.steps.reshape(-1, got.steps.shape[-1]))
+        sr, sg = (
+            probabilities(ref.steps.reshape(-1, ref.steps.shape[-1])),
+            probabilities(got.steps.reshape(-1, got.steps.shape[-1])),
+        )
         m["step_agreement"] = float((sr.argmax(1) == sg.argmax(1)).mean())
         m["step_score_max_abs_diff"] = float(np.abs(sr - sg).max())
         m["step_score_mean_abs_diff"] = float(np.abs(sr - sg).mean())
@@ -162,8 +172,9 @@ def accuracy_metrics(scores: np.ndarray, labels: np.ndarray | None, classes: lis
     return {"accuracy": float((pred == labels).mean()), "per_class_accuracy": per_class}
 
 
-def latency_ms(engine: Engine, example: list[np.ndarray], min_runs: int = 20, max_runs: int = 300,
-               budget_s: float = 1.5) -> dict[str, float]:
+def latency_ms(
+    engine: Engine, example: list[np.ndarray], min_runs: int = 20, max_runs: int = 300, budget_s: float = 1.5
+) -> dict[str, float]:
     """Host latency of one inference (engine invoke with inputs set), after warm-up."""
     raw = [quantize(np.asarray(a), t.quantization, t.dtype) for a, t in zip(example, engine.inputs)]
     for _ in range(5):
@@ -175,5 +186,9 @@ def latency_ms(engine: Engine, example: list[np.ndarray], min_runs: int = 20, ma
         engine.run_raw(*raw)
         times.append((time.perf_counter_ns() - t0) / 1e6)
     times.sort()
-    return {"median": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))], "runs": len(times),
-            "threads": os.cpu_count() or 1}
+    return {
+        "median": statistics.median(times),
+        "p90": times[int(0.9 * (len(times) - 1))],
+        "runs": len(times),
+        "threads": os.cpu_count() or 1,
+    }

@@ -43,12 +43,15 @@ def float_layer_counts(n: int, passes_at) -> Any:
             lo = mid
 
 
-GATE_WITHOUT_LABELS = ("fidelity to float (no labels): agreement where float is confident, float's top-1 in the "
-                       "artifact's top-k, top-k KL; overall agreement is reported, not gated")
+GATE_WITHOUT_LABELS = (
+    "fidelity to float (no labels): agreement where float is confident, float's top-1 in the "
+    "artifact's top-k, top-k KL; overall agreement is reported, not gated"
+)
 
 
-def fidelity_gate(rows: list[ArtifactResult], float_ref: FloatReference, labelled: bool, max_drop_pp: float,
-                  max_kl: float) -> dict[str, GateVerdict]:
+def fidelity_gate(
+    rows: list[ArtifactResult], float_ref: FloatReference, labelled: bool, max_drop_pp: float, max_kl: float
+) -> dict[str, GateVerdict]:
     """What the gate judged for each shipped artifact: the figures, their limits, and the verdict.
 
     With labels: the accuracy drop. Without: where float is confident, the share of predictions
@@ -64,11 +67,15 @@ def fidelity_gate(rows: list[ArtifactResult], float_ref: FloatReference, labelle
         if labelled:
             figures = {"accuracy drop (pp)": Figure(100 * (float_ref.accuracy - m.accuracy), max_drop_pp)}
         else:
-            figures = {f"float top-1 outside top-{m.top_k} (pp)": Figure(100 * (1 - m.top_k_agreement), max_drop_pp),
-                       "top-k KL": Figure(m.kl_top_k, max_kl)}
+            figures = {
+                f"float top-1 outside top-{m.top_k} (pp)": Figure(100 * (1 - m.top_k_agreement), max_drop_pp),
+                "top-k KL": Figure(m.kl_top_k, max_kl),
+            }
             if m.agreement_confident is not None:
-                figures["confident predictions changed (pp)"] = Figure(100 * (1 - m.agreement_confident),
-                                                                       max_drop_pp)
-        out[r.id] = GateVerdict(figures=figures, passed=all(f.value <= f.limit + 1e-9 for f in figures.values()),
-                                drop_pp=max(f.value for k, f in figures.items() if k.endswith("(pp)")))
+                figures["confident predictions changed (pp)"] = Figure(100 * (1 - m.agreement_confident), max_drop_pp)
+        out[r.id] = GateVerdict(
+            figures=figures,
+            passed=all(f.value <= f.limit + 1e-9 for f in figures.values()),
+            drop_pp=max(f.value for k, f in figures.items() if k.endswith("(pp)")),
+        )
     return out

@@ -61,8 +61,15 @@ def _preprocess(src: Path, out: Path) -> Path:
     return out
 
 
-def quantize_static(src: Path, out: Path, names: list[str], samples: list[list[np.ndarray]],
-                    method: str = "minmax", activations: str = "int8", symmetric: bool = False) -> None:
+def quantize_static(
+    src: Path,
+    out: Path,
+    names: list[str],
+    samples: list[list[np.ndarray]],
+    method: str = "minmax",
+    activations: str = "int8",
+    symmetric: bool = False,
+) -> None:
     """QDQ static quantization calibrated on ``samples`` (lists of batch-1 arrays in input order)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -85,12 +92,22 @@ def quantize_static(src: Path, out: Path, names: list[str], samples: list[list[n
     src, out = src.resolve(), out.resolve()
     try:
         with _scratch_cwd():
-            ort_quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=act, weight_type=QuantType.QInt8,
-                                calibrate_method=getattr(CalibrationMethod, METHODS[method]), extra_options=extra)
+            ort_quantize_static(
+                str(src),
+                str(out),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=act,
+                weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                extra_options=extra,
+            )
     except Exception as e:
-        raise ConvertError(f"{src.name}: ONNX Runtime static quantization failed "
-                           f"({str(e).strip().splitlines()[0][:200]}); try --calibration-method minmax") from None
+        raise ConvertError(
+            f"{src.name}: ONNX Runtime static quantization failed "
+            f"({str(e).strip().splitlines()[0][:200]}); try --calibration-method minmax"
+        ) from None
 
 
 def quantize_dynamic(src: Path, out: Path) -> None:
@@ -103,8 +120,9 @@ def quantize_dynamic(src: Path, out: Path) -> None:
         with _scratch_cwd():
             ort_quantize_dynamic(str(src), str(out), per_channel=False, weight_type=QuantType.QInt8)
     except Exception as e:
-        raise ConvertError(f"{src.name}: ONNX Runtime dynamic quantization failed "
-                           f"({str(e).strip().splitlines()[0][:200]})") from None
+        raise ConvertError(
+            f"{src.name}: ONNX Runtime dynamic quantization failed ({str(e).strip().splitlines()[0][:200]})"
+        ) from None
 
 
 def op_histogram(path: Path) -> dict[str, int]:
@@ -114,4 +132,3 @@ def op_histogram(path: Path) -> dict[str, int]:
     for n in onnx.load(str(path)).graph.node:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
     return dict(sorted(counts.items()))
-

@@ -17,8 +17,9 @@ import base64
 import io
 import logging
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from edge_runtime.fileio import atomic_write
 
@@ -87,10 +88,20 @@ def _histogram(hist: Mapping[str, int]) -> list[tuple[str, int]]:
     return sorted(hist.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-FILTERS = {"text": _text, "num": _fmt, "pct": _pct, "mb": _mb, "kl": _kl, "pp": _pp, "yes_no": _yes_no,
-           "cells": _cells, "kv_rows": _kv_rows, "histogram": _histogram,
-           "kv_rows_plain": lambda d: [(str(k), _text(v)) for k, v in d.items()],
-           "edgetpu_op": lambda o: (_text(o.get("op")), _text(o.get("count")), _text(o.get("status")))}
+FILTERS = {
+    "text": _text,
+    "num": _fmt,
+    "pct": _pct,
+    "mb": _mb,
+    "kl": _kl,
+    "pp": _pp,
+    "yes_no": _yes_no,
+    "cells": _cells,
+    "kv_rows": _kv_rows,
+    "histogram": _histogram,
+    "kv_rows_plain": lambda d: [(str(k), _text(v)) for k, v in d.items()],
+    "edgetpu_op": lambda o: (_text(o.get("op")), _text(o.get("count")), _text(o.get("status"))),
+}
 
 
 # --- what the page shows, beyond the report's own fields -----------------------------------
@@ -108,8 +119,12 @@ def _labels(report: Report, arts: list[ArtifactResult]) -> list[str]:
     return out
 
 
-def _worst_classes(classes: list[str], float_pc: Mapping[str, float], quant_pcs: list[Mapping[str, float]],
-                   limit: int = MAX_PLOT_CLASSES) -> list[str]:
+def _worst_classes(
+    classes: list[str],
+    float_pc: Mapping[str, float],
+    quant_pcs: list[Mapping[str, float]],
+    limit: int = MAX_PLOT_CLASSES,
+) -> list[str]:
     """All classes if at most ``limit``; else the ``limit`` with the largest float-minus-int8 drop, worst first."""
     if len(classes) <= limit:
         return list(classes)
@@ -159,8 +174,15 @@ def _tick_names(arts: list[ArtifactResult]) -> list[str]:
 def _bar_labels(ax, bars, values: list[float | None], fmt: str) -> None:
     for bar, v in zip(bars, values):
         if v is not None:
-            ax.annotate(format(v, fmt), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+            ax.annotate(
+                format(v, fmt),
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
 
 
 def _zoom_bottom(values: Iterable[float]) -> float:
@@ -196,9 +218,11 @@ def _precision_legend(ax, arts: list[ArtifactResult]) -> None:
 def _plot_quality(plt, report: Report, arts: list[ArtifactResult]):
     acc = [a.fidelity.accuracy for a in arts]
     agr = [a.fidelity.agreement for a in arts]
-    series = [(n, [None if v is None else 100 * v for v in vals], c)
-              for n, vals, c in (("accuracy", acc, "#4c72b0"), ("agreement with float", agr, "#dd8452"))
-              if any(v is not None for v in vals)]
+    series = [
+        (n, [None if v is None else 100 * v for v in vals], c)
+        for n, vals, c in (("accuracy", acc, "#4c72b0"), ("agreement with float", agr, "#dd8452"))
+        if any(v is not None for v in vals)
+    ]
     if not series:
         return None
     fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=FIG_DPI)
@@ -230,12 +254,20 @@ def _plot_latency(plt, arts: list[ArtifactResult]):
     fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=FIG_DPI)
     colors = [PRECISION_COLORS["quant" if a.quantized else "float"] for a in arts]
     x = list(range(len(arts)))
-    ax.bar(x, _nan(med), 0.6, color=colors, yerr=[[0.0] * len(up), up], capsize=3,
-           error_kw={"elinewidth": 0.8, "ecolor": "#444"})
+    ax.bar(
+        x,
+        _nan(med),
+        0.6,
+        color=colors,
+        yerr=[[0.0] * len(up), up],
+        capsize=3,
+        error_kw={"elinewidth": 0.8, "ecolor": "#444"},
+    )
     for i, (m, u) in enumerate(zip(med, up)):  # above the p90 whisker
         if m is not None:
-            ax.annotate(f"{m:.2f}", (i, m + u), xytext=(0, 3), textcoords="offset points", ha="center",
-                        va="bottom", fontsize=7)
+            ax.annotate(
+                f"{m:.2f}", (i, m + u), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7
+            )
     ax.margins(y=0.12)
     ax.set_xticks(x, _tick_names(arts))
     ax.set_ylabel("ms", fontsize=8)
@@ -299,8 +331,9 @@ def _plot_per_class(plt, report: Report, arts: list[ArtifactResult]):
     caption = "Per-class accuracy of the float model and each quantized artifact."
     if len(shown) < len(classes):
         title += f" ({len(shown)} of {len(classes)} classes)"
-        caption = (f"The {len(shown)} classes (of {len(classes)}) with the largest float-minus-quantized drop, "
-                   "worst first.")
+        caption = (
+            f"The {len(shown)} classes (of {len(classes)}) with the largest float-minus-quantized drop, worst first."
+        )
     ax.set_title(title, fontsize=10)
     _style(ax)
     ax.tick_params(axis="x", labelsize=7 if len(shown) > 20 else 8)
@@ -318,9 +351,17 @@ def _plots(report: Report, arts: list[ArtifactResult]) -> list[dict[str, str]] |
         return "Plots are not included: matplotlib is not installed (pip install matplotlib)."
 
     jobs = [
-        ("accuracy and agreement", lambda: (_plot_quality(plt, report, arts),
-                                            "Top-1 accuracy on the eval data and top-1 agreement with the float model.")),
-        ("latency", lambda: (_plot_latency(plt, arts), "Median host latency per inference; the error bar reaches p90.")),
+        (
+            "accuracy and agreement",
+            lambda: (
+                _plot_quality(plt, report, arts),
+                "Top-1 accuracy on the eval data and top-1 agreement with the float model.",
+            ),
+        ),
+        (
+            "latency",
+            lambda: (_plot_latency(plt, arts), "Median host latency per inference; the error bar reaches p90."),
+        ),
         ("file size", lambda: (_plot_size(plt, arts), "Artifact file size.")),
         ("per-class accuracy", lambda: _plot_per_class(plt, report, arts)),
     ]
@@ -356,18 +397,22 @@ def _gate_items(report: Report) -> list[tuple[str, Any]]:
 def _summary_notes(report: Report) -> list[str]:
     arts = report.artifacts
     conf = next((a.fidelity.confident_fraction for a in arts if a.fidelity.confident_fraction is not None), None)
-    notes = ["Agreement: the artifact's top-1 equals the float model's top-1. Confident: float top-1 probability "
-             f"≥ 0.5 ({DASH if conf is None else f'{100 * conf:.1f}%'} of the eval samples); uncertain: the rest. "
-             "Top-k: the float top-1 is among the artifact's k best. Mean KL: KL(float ‖ artifact) of the output "
-             "probabilities; top-k KL: the same over float's k best classes plus one bin for the rest, which "
-             "int8's rounding of tiny probabilities to zero does not inflate. Size and speed-up are against the "
-             "float artifact of the same format."]
+    notes = [
+        "Agreement: the artifact's top-1 equals the float model's top-1. Confident: float top-1 probability "
+        f"≥ 0.5 ({DASH if conf is None else f'{100 * conf:.1f}%'} of the eval samples); uncertain: the rest. "
+        "Top-k: the float top-1 is among the artifact's k best. Mean KL: KL(float ‖ artifact) of the output "
+        "probabilities; top-k KL: the same over float's k best classes plus one bin for the rest, which "
+        "int8's rounding of tiny probabilities to zero does not inflate. Size and speed-up are against the "
+        "float artifact of the same format."
+    ]
     runs = {(a.latency.runs, a.latency.threads) for a in arts if a.latency}
     runs.discard((None, None))
     if runs:
-        txt = "; ".join(f"{DASH if r is None else f'{r:g}'} runs, {DASH if t is None else f'{t:g}'} "
-                        + ("thread" if t == 1 else "threads")
-                        for r, t in sorted(runs, key=lambda rt: tuple(-1 if v is None else v for v in rt)))
+        txt = "; ".join(
+            f"{DASH if r is None else f'{r:g}'} runs, {DASH if t is None else f'{t:g}'} "
+            + ("thread" if t == 1 else "threads")
+            for r, t in sorted(runs, key=lambda rt: tuple(-1 if v is None else v for v in rt))
+        )
         notes.append(f"Latency measured on the conversion host ({txt}); the board will differ.")
     if _is_streaming(report):
         notes.append("Streaming: step agreement and max |Δscore| compare the per-step outputs over whole utterances.")
@@ -382,14 +427,16 @@ def _summary_notes(report: Report) -> list[str]:
 def _is_streaming(report: Report) -> bool:
     return report.task == "streaming-audio" or any(
         a.fidelity.step_agreement is not None or a.fidelity.step_score_max_abs_diff is not None
-        for a in report.artifacts)
+        for a in report.artifacts
+    )
 
 
 def _per_class_table(report: Report) -> dict[str, list] | None:
     """Headers and rows of the per-class accuracy table; None without labels."""
     float_pc = report.float_ref.per_class_accuracy or {}
-    cols = [(a.id, a.fidelity.per_class_accuracy, a.quantized) for a in report.artifacts
-            if a.fidelity.per_class_accuracy]
+    cols = [
+        (a.id, a.fidelity.per_class_accuracy, a.quantized) for a in report.artifacts if a.fidelity.per_class_accuracy
+    ]
     if report.has_labels is False or (not float_pc and not cols):
         return None
     classes = [c for c in _labels(report, report.artifacts) if c in float_pc or any(c in pc for _, pc, _ in cols)]
@@ -413,14 +460,28 @@ def _per_class_table(report: Report) -> dict[str, list] | None:
 def _page(report: Report) -> str:
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
-                             lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
     env.filters.update(FILTERS)
     arts = report.artifacts
     return env.get_template("report.html.j2").render(
-        r=report, arts=arts, DASH=DASH, verdict=_verdict(report), gate_items=_gate_items(report),
-        has_accuracy=any(a.fidelity.accuracy is not None for a in arts), streaming=_is_streaming(report),
-        summary_notes=_summary_notes(report), plots=_plots(report, arts), per_class=_per_class_table(report))
+        r=report,
+        arts=arts,
+        DASH=DASH,
+        verdict=_verdict(report),
+        gate_items=_gate_items(report),
+        has_accuracy=any(a.fidelity.accuracy is not None for a in arts),
+        streaming=_is_streaming(report),
+        summary_notes=_summary_notes(report),
+        plots=_plots(report, arts),
+        per_class=_per_class_table(report),
+    )
 
 
 def write_html(report: Report | Mapping[str, Any] | None, path: Path) -> None:

@@ -12,13 +12,23 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 # Figures of each artifact the manifest keeps (manifest "metrics"), by report.json key.
-METRIC_KEYS = ("accuracy", "agreement", "kl_mean", "size_bytes", "size_ratio", "latency_ms", "speedup_vs_float",
-               "step_agreement", "step_score_max_abs_diff")
+METRIC_KEYS = (
+    "accuracy",
+    "agreement",
+    "kl_mean",
+    "size_bytes",
+    "size_ratio",
+    "latency_ms",
+    "speedup_vs_float",
+    "step_agreement",
+    "step_score_max_abs_diff",
+)
 
 
 def _without_none(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -59,8 +69,13 @@ class Fidelity:
     step_score_max_abs_diff: float | None = None
     step_score_mean_abs_diff: float | None = None
 
-    OPTIONAL = ("accuracy", "per_class_accuracy", "step_agreement", "step_score_max_abs_diff",
-                "step_score_mean_abs_diff")
+    OPTIONAL = (
+        "accuracy",
+        "per_class_accuracy",
+        "step_agreement",
+        "step_score_max_abs_diff",
+        "step_score_mean_abs_diff",
+    )
 
     def to_json(self) -> dict[str, Any]:
         return _without_none(dataclasses.asdict(self), self.OPTIONAL)
@@ -108,10 +123,18 @@ class ArtifactResult:
         return self.latency.median if self.latency else None
 
     def to_json(self) -> dict[str, Any]:
-        out = {"id": self.id, "format": self.format, "precision": self.precision, "shipped": self.shipped,
-               "file": self.file, "size_bytes": self.size_bytes,
-               "latency_ms": self.latency.to_json() if self.latency else None, "placement": self.placement,
-               "notes": self.notes, **self.fidelity.to_json()}
+        out = {
+            "id": self.id,
+            "format": self.format,
+            "precision": self.precision,
+            "shipped": self.shipped,
+            "file": self.file,
+            "size_bytes": self.size_bytes,
+            "latency_ms": self.latency.to_json() if self.latency else None,
+            "placement": self.placement,
+            "notes": self.notes,
+            **self.fidelity.to_json(),
+        }
         if self.size_ratio is not None:
             out["size_ratio"] = self.size_ratio
         if self.speedup_vs_float is not None:
@@ -144,8 +167,11 @@ class GateVerdict:
     drop_pp: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"figures": {k: {"value": f.value, "limit": f.limit} for k, f in self.figures.items()},
-                "passed": self.passed, "drop_pp": self.drop_pp}
+        return {
+            "figures": {k: {"value": f.value, "limit": f.limit} for k, f in self.figures.items()},
+            "passed": self.passed,
+            "drop_pp": self.drop_pp,
+        }
 
 
 @dataclass
@@ -264,22 +290,39 @@ class _Reader:
         cm = d.get("calibration_method")
         edgetpu = d.get("edgetpu")
         return Report(
-            name=_str(d.get("name")), created=_str(d.get("created")), source=_map(d.get("source")),
-            target=_str(d.get("target")), task=_str(d.get("task")),
-            calibration_data=_str(d.get("calibration_data")), eval_data=_str(d.get("eval_data")),
-            calibration_method=({str(k): _str(v) for k, v in cm.items()} if isinstance(cm, Mapping)
-                                else {"all formats": _str(cm)} if cm is not None else {}),
+            name=_str(d.get("name")),
+            created=_str(d.get("created")),
+            source=_map(d.get("source")),
+            target=_str(d.get("target")),
+            task=_str(d.get("task")),
+            calibration_data=_str(d.get("calibration_data")),
+            eval_data=_str(d.get("eval_data")),
+            calibration_method=(
+                {str(k): _str(v) for k, v in cm.items()}
+                if isinstance(cm, Mapping)
+                else {"all formats": _str(cm)}
+                if cm is not None
+                else {}
+            ),
             fidelity_target=_map(d.get("fidelity_target")),
-            labels=[str(x) for x in _seq(d.get("labels"))], has_labels=_bool(d.get("has_labels")),
+            labels=[str(x) for x in _seq(d.get("labels"))],
+            has_labels=_bool(d.get("has_labels")),
             float_ref=self.float_ref(_map(d.get("float"))),
-            artifacts=[self.artifact(a, i) for i, a in enumerate(a for a in _seq(d.get("artifacts")) if isinstance(a, Mapping))],
-            fastest_on_host=_str(d.get("fastest_on_host")), max_accuracy_drop_pp=_num(d.get("max_accuracy_drop_pp")),
+            artifacts=[
+                self.artifact(a, i) for i, a in enumerate(a for a in _seq(d.get("artifacts")) if isinstance(a, Mapping))
+            ],
+            fastest_on_host=_str(d.get("fastest_on_host")),
+            max_accuracy_drop_pp=_num(d.get("max_accuracy_drop_pp")),
             accuracy_drop_pp={str(k): _num(v) for k, v in _map(d.get("accuracy_drop_pp")).items()},
             drop_basis=_str(d.get("drop_basis")),
             gate={str(aid): self.verdict(_map(g)) for aid, g in _map(d.get("gate")).items()},
-            max_kl=_num(d.get("max_kl")), passed=_bool(d.get("passed")),
-            warnings=[str(w) for w in ([d["warnings"]] if isinstance(d.get("warnings"), str) else _seq(d.get("warnings")))
-                      if _str(w) is not None],
+            max_kl=_num(d.get("max_kl")),
+            passed=_bool(d.get("passed")),
+            warnings=[
+                str(w)
+                for w in ([d["warnings"]] if isinstance(d.get("warnings"), str) else _seq(d.get("warnings")))
+                if _str(w) is not None
+            ],
             ops={str(aid): self.histogram(h) for aid, h in _map(d.get("ops")).items()},
             edgetpu=self.edgetpu(edgetpu) if edgetpu is not None else None,
             tools={str(k): str(v) for k, v in _map(d.get("tools")).items()},
@@ -288,7 +331,9 @@ class _Reader:
     @staticmethod
     def float_ref(d: dict) -> FloatReference:
         pc = d.get("per_class_accuracy")
-        return FloatReference(accuracy=_num(d.get("accuracy")), per_class_accuracy=_nums(pc) if pc is not None else None)
+        return FloatReference(
+            accuracy=_num(d.get("accuracy")), per_class_accuracy=_nums(pc) if pc is not None else None
+        )
 
     @staticmethod
     def artifact(a: Mapping, index: int) -> ArtifactResult:
@@ -296,19 +341,28 @@ class _Reader:
         fid = {f.name: _num(a.get(f.name)) for f in dataclasses.fields(Fidelity) if f.name != "per_class_accuracy"}
         pc = a.get("per_class_accuracy")
         return ArtifactResult(
-            id=_str(a.get("id")) or f"artifact {index + 1}", format=_str(a.get("format")),
-            precision=_str(a.get("precision")), shipped=_bool(a.get("shipped")), file=_str(a.get("file")),
+            id=_str(a.get("id")) or f"artifact {index + 1}",
+            format=_str(a.get("format")),
+            precision=_str(a.get("precision")),
+            shipped=_bool(a.get("shipped")),
+            file=_str(a.get("file")),
             size_bytes=_num(a.get("size_bytes")),
             latency=Latency(**{k: _num(_map(lat).get(k)) for k in ("median", "p90", "runs", "threads")})
-            if isinstance(lat, Mapping) else None,
-            placement=_str(a.get("placement")), notes=_map(a.get("notes")),
+            if isinstance(lat, Mapping)
+            else None,
+            placement=_str(a.get("placement")),
+            notes=_map(a.get("notes")),
             fidelity=Fidelity(**fid, per_class_accuracy=_nums(pc) if pc is not None else None),
-            size_ratio=_num(a.get("size_ratio")), speedup_vs_float=_num(a.get("speedup_vs_float")))
+            size_ratio=_num(a.get("size_ratio")),
+            speedup_vs_float=_num(a.get("speedup_vs_float")),
+        )
 
     @staticmethod
     def verdict(g: dict) -> GateVerdict:
-        figures = {str(k): Figure(_num(_map(f).get("value")), _num(_map(f).get("limit")))
-                   for k, f in _map(g.get("figures")).items()}
+        figures = {
+            str(k): Figure(_num(_map(f).get("value")), _num(_map(f).get("limit")))
+            for k, f in _map(g.get("figures")).items()
+        }
         return GateVerdict(figures=figures, passed=_bool(g.get("passed")), drop_pp=_num(g.get("drop_pp")))
 
     @staticmethod
@@ -318,6 +372,10 @@ class _Reader:
     @staticmethod
     def edgetpu(et: Any) -> EdgeTpuResult:
         e = _map(et)
-        return EdgeTpuResult(compiled=_bool(e.get("compiled")), file=_str(e.get("file")),
-                             message=_str(e.get("message")), summary=_str(e.get("summary")),
-                             ops=[_map(o) for o in _seq(e.get("ops")) if isinstance(o, Mapping)])
+        return EdgeTpuResult(
+            compiled=_bool(e.get("compiled")),
+            file=_str(e.get("file")),
+            message=_str(e.get("message")),
+            summary=_str(e.get("summary")),
+            ops=[_map(o) for o in _seq(e.get("ops")) if isinstance(o, Mapping)],
+        )

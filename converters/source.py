@@ -110,8 +110,10 @@ class SourceModel:
         try:
             tf2onnx.convert.from_function(fn, input_signature=sig, opset=opset, output_path=str(out))
         except Exception as e:  # tf2onnx raises many types
-            raise ConvertError(f"{self.path}: tf2onnx could not convert this model to ONNX "
-                               f"({str(e).splitlines()[0][:200]}); try --format tflite") from None
+            raise ConvertError(
+                f"{self.path}: tf2onnx could not convert this model to ONNX "
+                f"({str(e).splitlines()[0][:200]}); try --format tflite"
+            ) from None
         _rename_onnx_io(out, [s.name for s in self.inputs], [s.name for s in self.outputs])
         self._float_onnx = out
         return out
@@ -152,8 +154,10 @@ def _fixed(shape: Any, where: str) -> list[int]:
             if i == 0:
                 out.append(1)
                 continue
-            raise ConvertError(f"{where}: input dimension {i} is dynamic; export the model with a fixed input "
-                               "shape (or pass --size H W for image models)")
+            raise ConvertError(
+                f"{where}: input dimension {i} is dynamic; export the model with a fixed input "
+                "shape (or pass --size H W for image models)"
+            )
         out.append(int(d))
     return out
 
@@ -176,7 +180,9 @@ def load_source(path: str | os.PathLike[str], size: tuple[int, int] | None = Non
         return _load_keras(p, size)
     if suffix == ".onnx":
         return _load_onnx(p)
-    raise ConvertError(f"{p}: unknown model format {suffix or '(no suffix)'!r}; pass a .keras, .h5, SavedModel folder or .onnx")
+    raise ConvertError(
+        f"{p}: unknown model format {suffix or '(no suffix)'!r}; pass a .keras, .h5, SavedModel folder or .onnx"
+    )
 
 
 def _load_keras(p: Path, size: tuple[int, int] | None) -> SourceModel:
@@ -187,8 +193,9 @@ def _load_keras(p: Path, size: tuple[int, int] | None) -> SourceModel:
         model = keras.models.load_model(str(p), compile=False)
     except Exception as e:  # keras raises ValueError, OSError, TypeError... for corrupt files
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ConvertError(f"{p}: cannot load this Keras model ({first}); check the file is complete and was saved "
-                           "with model.save()") from None
+        raise ConvertError(
+            f"{p}: cannot load this Keras model ({first}); check the file is complete and was saved with model.save()"
+        ) from None
     if size is not None and model.inputs and len(model.inputs[0].shape) == 4:
         model = _with_input_size(model, size, p)
     inputs = [IOSpec(_signature_name(t.name), _fixed(t.shape, f"{p}")) for t in model.inputs]
@@ -213,8 +220,10 @@ def _with_input_size(model: Any, size: tuple[int, int], p: Path) -> Any:
         new.set_weights(model.get_weights())
         return new
     except Exception as e:
-        raise ConvertError(f"{p}: --size {size[0]} {size[1]}: the model cannot be rebuilt at this input size "
-                           f"({str(e).splitlines()[0][:160]}); export it at the size you need") from None
+        raise ConvertError(
+            f"{p}: --size {size[0]} {size[1]}: the model cannot be rebuilt at this input size "
+            f"({str(e).splitlines()[0][:160]}); export it at the size you need"
+        ) from None
 
 
 def _resize_nested(cfg: dict, size: tuple[int, int]) -> None:
@@ -236,8 +245,9 @@ def _load_savedmodel(p: Path) -> SourceModel:
         loaded = tf.saved_model.load(str(p))
         fn = loaded.signatures["serving_default"]
     except Exception as e:
-        raise ConvertError(f"{p}: cannot load this SavedModel ({str(e).splitlines()[0][:200]}); it needs a "
-                           "'serving_default' signature") from None
+        raise ConvertError(
+            f"{p}: cannot load this SavedModel ({str(e).splitlines()[0][:200]}); it needs a 'serving_default' signature"
+        ) from None
     _, kw = fn.structured_input_signature
     names = sorted(kw)
     inputs = [IOSpec(n, _fixed(kw[n].shape, f"{p} input {n}")) for n in names]
@@ -266,13 +276,17 @@ def _load_onnx(p: Path) -> SourceModel:
         import onnx
         import onnxruntime as ort
     except ImportError:
-        raise ConvertError("onnx and onnxruntime are needed for ONNX sources; pip install 'edge-runtime[convert]'") from None
+        raise ConvertError(
+            "onnx and onnxruntime are needed for ONNX sources; pip install 'edge-runtime[convert]'"
+        ) from None
     try:
         model = onnx.load(str(p))
         onnx.checker.check_model(model)
         sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise ConvertError(f"{p}: not a valid ONNX model ({str(e).strip().splitlines()[0][:200]}); re-export it") from None
+        raise ConvertError(
+            f"{p}: not a valid ONNX model ({str(e).strip().splitlines()[0][:200]}); re-export it"
+        ) from None
     for init in model.graph.initializer:
         if init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and "quant" in init.name.lower():
             raise ConvertError(f"{p}: this ONNX model is already quantized; pass the float model")

@@ -19,8 +19,14 @@ log = logging.getLogger(__name__)
 BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 
-def _converter(source: SourceModel, workdir: Path, precision: str, samples: list[list[np.ndarray]] | None,
-               io_dtype: str, float_fallback: bool = False):
+def _converter(
+    source: SourceModel,
+    workdir: Path,
+    precision: str,
+    samples: list[list[np.ndarray]] | None,
+    io_dtype: str,
+    float_fallback: bool = False,
+):
     """The TFLite converter set up for ``precision``, and the calibration generator it reads."""
     _quiet_tf()
     import tensorflow as tf
@@ -37,7 +43,9 @@ def _converter(source: SourceModel, workdir: Path, precision: str, samples: list
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative
         if precision == "int16x8":
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            conv.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
             conv.inference_input_type = conv.inference_output_type = tf.int16
         else:
             ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -49,15 +57,23 @@ def _converter(source: SourceModel, workdir: Path, precision: str, samples: list
 
 def _positional(samples: list[list[np.ndarray]]):
     """The calibration samples as the quantization debugger reads them: input lists (one input)."""
+
     def gen():
         for ex in samples:
             yield [np.asarray(ex[0], np.float32)]
+
     return gen
 
 
-def convert(source: SourceModel, workdir: Path, out: Path, precision: str,
-            samples: list[list[np.ndarray]] | None = None, io_dtype: str = "int8",
-            float_layers: list[str] | None = None) -> None:
+def convert(
+    source: SourceModel,
+    workdir: Path,
+    out: Path,
+    precision: str,
+    samples: list[list[np.ndarray]] | None = None,
+    io_dtype: str = "int8",
+    float_layers: list[str] | None = None,
+) -> None:
     """Write ``out``: float32, full-integer int8 or 16x8 TFLite of ``source``.
 
     ``samples`` are calibration examples, each a list of arrays (batch 1) in the
@@ -72,13 +88,16 @@ def convert(source: SourceModel, workdir: Path, out: Path, precision: str,
     try:
         if float_layers:
             options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_layers))
-            debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=_positional(samples or []),
-                                                                 debug_options=options)
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=conv, debug_dataset=_positional(samples or []), debug_options=options
+            )
             blob = debugger.get_nondebug_quantized_model()
         else:
             blob = conv.convert()
     except Exception as e:  # ConverterError, ValueError, RuntimeError...
-        raise ConvertError(f"{source.path}: the TFLite converter failed for {precision}: {_converter_reason(e)}") from None
+        raise ConvertError(
+            f"{source.path}: the TFLite converter failed for {precision}: {_converter_reason(e)}"
+        ) from None
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(blob)
     tmp.replace(out)
@@ -86,8 +105,10 @@ def convert(source: SourceModel, workdir: Path, out: Path, precision: str,
         float_ops = float_compute_ops(out)
         if float_ops:
             out.unlink()
-            raise ConvertError(f"{source.path}: full-integer {precision} was asked but these ops stay float: "
-                               f"{', '.join(float_ops)}; replace them in the model or use --format onnx")
+            raise ConvertError(
+                f"{source.path}: full-integer {precision} was asked but these ops stay float: "
+                f"{', '.join(float_ops)}; replace them in the model or use --format onnx"
+            )
 
 
 def names_layer(op_names: list[str], layer: str) -> bool:
@@ -145,8 +166,9 @@ def float_compute_ops(path: Path) -> list[str]:
     """Ops other than QUANTIZE / DEQUANTIZE that read or write float32 tensors."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(path),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it = Interpreter(
+        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     it.allocate_tensors()
     dtypes = {t["index"]: np.dtype(t["dtype"]) for t in it.get_tensor_details()}
     bad = set()
@@ -162,8 +184,9 @@ def float_compute_ops(path: Path) -> list[str]:
 def op_histogram(path: Path) -> dict[str, int]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(path),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it = Interpreter(
+        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     counts: dict[str, int] = {}
     for op in it._get_ops_details():
         counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
@@ -174,15 +197,24 @@ def edgetpu_compile(model: Path, outdir: Path) -> dict:
     """Run edgetpu_compiler when it is on PATH; the summary says what maps to the Edge TPU."""
     exe = shutil.which("edgetpu_compiler")
     if exe is None:
-        msg = ("edgetpu_compiler is not on PATH: the int8 model is Edge TPU-ready but not compiled; install "
-               "the Edge TPU compiler (x86_64 Debian/Ubuntu package edgetpu-compiler) and re-run, or compile on the board's host")
+        msg = (
+            "edgetpu_compiler is not on PATH: the int8 model is Edge TPU-ready but not compiled; install "
+            "the Edge TPU compiler (x86_64 Debian/Ubuntu package edgetpu-compiler) and re-run, "
+            "or compile on the board's host"
+        )
         log.warning(msg)
         return {"compiled": False, "message": msg}
     proc = subprocess.run([exe, "-s", "-o", str(outdir), str(model)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise ConvertError(f"{model.name}: edgetpu_compiler failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        raise ConvertError(
+            f"{model.name}: edgetpu_compiler failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
+        )
     compiled = outdir / (model.stem + "_edgetpu.tflite")
     summary = proc.stdout
     mapped = re.findall(r"^(\w+)\s+(\d+)\s+(.*)$", summary, flags=re.M)
-    return {"compiled": compiled.is_file(), "file": compiled.name, "summary": summary.strip(),
-            "ops": [{"op": o, "count": int(c), "status": s.strip()} for o, c, s in mapped]}
+    return {
+        "compiled": compiled.is_file(),
+        "file": compiled.name,
+        "summary": summary.strip(),
+        "ops": [{"op": o, "count": int(c), "status": s.strip()} for o, c, s in mapped],
+    }

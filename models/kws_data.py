@@ -83,7 +83,19 @@ import numpy as np
 
 from models import process_pool
 from models.tts_engines import (  # noqa: F401  (re-exported: the voices of the data set)
-    ENGINES, ESPEAK, FESTIVAL, FLITE, PICO, PIPER, RHVOICE, TtsError, Voice, check_engines, debian_version, engine)
+    ENGINES,
+    ESPEAK,
+    FESTIVAL,
+    FLITE,
+    PICO,
+    PIPER,
+    RHVOICE,
+    TtsError,
+    Voice,
+    check_engines,
+    debian_version,
+    engine,
+)
 from models.tts_engines import uniform as _uniform
 
 SAMPLE_RATE = 16000
@@ -147,8 +159,9 @@ def _phonemes(words: Sequence[str]) -> list[str]:
     import subprocess
 
     def run(ws: Sequence[str]) -> list[str]:
-        out = subprocess.run(["espeak-ng", "-q", "-x", "-v", "en-us", "\n".join(ws)], capture_output=True,
-                             text=True, check=True).stdout.split()
+        out = subprocess.run(
+            ["espeak-ng", "-q", "-x", "-v", "en-us", "\n".join(ws)], capture_output=True, text=True, check=True
+        ).stdout.split()
         return [t.translate(str.maketrans("", "", "',2")) for t in out]
 
     def each(ws: Sequence[str]) -> list[str]:  # a word said as two (or none) splits its chunk in halves
@@ -157,9 +170,9 @@ def _phonemes(words: Sequence[str]) -> list[str]:
             return got
         if len(ws) == 1:
             return [" ".join(got)]
-        return each(ws[: len(ws) // 2]) + each(ws[len(ws) // 2:])
+        return each(ws[: len(ws) // 2]) + each(ws[len(ws) // 2 :])
 
-    return [p for i in range(0, len(words), 500) for p in each(list(words[i: i + 500]))]
+    return [p for i in range(0, len(words), 500) for p in each(list(words[i : i + 500]))]
 
 
 def sounds_like_keyword(words: Sequence[str]) -> list[bool]:
@@ -167,8 +180,10 @@ def sounds_like_keyword(words: Sequence[str]) -> list[bool]:
     ``SOUNDS_LIKE_EXTRA`` phoneme characters before or after ("stops", "goat", "upped")?
     Such words are left out of negative text: a listener might take them for the keyword."""
     keys = _phonemes(KEYWORDS)
-    return [any(p == k or (len(p) - len(k) <= SOUNDS_LIKE_EXTRA and (p.startswith(k) or p.endswith(k)))
-                for k in keys) for p in _phonemes(words)]
+    return [
+        any(p == k or (len(p) - len(k) <= SOUNDS_LIKE_EXTRA and (p.startswith(k) or p.endswith(k))) for k in keys)
+        for p in _phonemes(words)
+    ]
 
 
 def read_word_list(path: str | os.PathLike[str], n: int, seed: int = 0) -> tuple[str, ...]:
@@ -185,8 +200,10 @@ def read_word_list(path: str | os.PathLike[str], n: int, seed: int = 0) -> tuple
     pool = [pool[i] for i in rng.permutation(len(pool))[: int(1.3 * n)]]  # some are dropped below
     kept = tuple(w for w, bad in zip(pool, sounds_like_keyword(pool)) if not bad)[:n]
     if len(kept) < min(n, 50):
-        raise KwsDataError(f"--words {path}: only {len(kept)} usable words (lowercase a-z, not like a keyword); "
-                           "pass a longer word list")
+        raise KwsDataError(
+            f"--words {path}: only {len(kept)} usable words (lowercase a-z, not like a keyword); "
+            "pass a longer word list"
+        )
     return kept
 
 
@@ -205,8 +222,14 @@ class Params:
     # Share of the clips each engine speaks, among the engines present in a split. Piper is the
     # most natural; espeak-ng has the most timbres but sounds the least human; flite, RHVoice
     # and festival bring recorded speakers (CMU ARCTIC and others). Pico only speaks in test.
-    engine_weights: tuple[tuple[str, float], ...] = ((ESPEAK, 0.30), (FLITE, 0.15), (RHVOICE, 0.20),
-                                                     (PICO, 0.15), (FESTIVAL, 0.10), (PIPER, 0.25))
+    engine_weights: tuple[tuple[str, float], ...] = (
+        (ESPEAK, 0.30),
+        (FLITE, 0.15),
+        (RHVOICE, 0.20),
+        (PICO, 0.15),
+        (FESTIVAL, 0.10),
+        (PIPER, 0.25),
+    )
     exclude_variants: tuple[str, ...] = ("fast",)  # espeak-ng's speed-test variant, not a voice
     espeak_pitch: tuple[int, int] = (20, 80)  # espeak-ng -p
     espeak_rate: tuple[int, int] = (130, 210)  # espeak-ng -s, words per minute
@@ -234,14 +257,19 @@ class Params:
     babble_snr_db: tuple[float, float] = (10.0, 30.0)  # babble stays a low-level background
     babble_talkers: tuple[int, int] = (3, 6)
     silence_db: tuple[float, float] = (-75.0, -20.0)  # noise RMS of _silence_ clips, dBFS
-    unknown_mix: tuple[tuple[str, float], ...] = (("word", 0.55), ("truncated", 0.15), ("edge", 0.15),
-                                                  ("snippet", 0.15))
+    unknown_mix: tuple[tuple[str, float], ...] = (
+        ("word", 0.55),
+        ("truncated", 0.15),
+        ("edge", 0.15),
+        ("snippet", 0.15),
+    )
     cut: tuple[float, float] = (0.25, 0.55)  # share of a keyword kept / inside the window
     snippet_gap: tuple[float, float] = (0.0, 0.1)  # pause between the words of a snippet, s
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Params:
         """The parameters a voices.json recorded (lists back to tuples; unknown keys ignored)."""
+
         def tup(v: Any) -> Any:
             return tuple(tup(x) for x in v) if isinstance(v, list) else v
 
@@ -314,8 +342,7 @@ def all_voices(params: Params) -> list[Voice]:
     for name in params.engines:
         found = engine(name).voices(params)
         if not found:
-            raise KwsDataError(f"{name} has no English voice installed: install with "
-                               f"'{engine(name).install_hint()}'")
+            raise KwsDataError(f"{name} has no English voice installed: install with '{engine(name).install_hint()}'")
         voices += found
     return voices
 
@@ -334,8 +361,9 @@ def discover_voices(params: Params) -> list[Voice]:
     return licence_filter(all_voices(params), params)[0]
 
 
-def split_voices(voices: Sequence[Voice], seed: int, fractions: Sequence[float],
-                 held_out_engines: Iterable[str] = ()) -> dict[str, list[Voice]]:
+def split_voices(
+    voices: Sequence[Voice], seed: int, fractions: Sequence[float], held_out_engines: Iterable[str] = ()
+) -> dict[str, list[Voice]]:
     """Disjoint voice sets per split, holding out whole groups (speakers across engines,
     espeak-ng variants): a group's voices all land in one split, whatever their engine.
 
@@ -354,15 +382,17 @@ def split_voices(voices: Sequence[Voice], seed: int, fractions: Sequence[float],
         reserve = 0 if any(where.get(g) == "train" for g in groups) else 1  # keep one group to train on
         for split in ("val", "test"):
             n = want[split] - sum(where.get(g) == split for g in groups)
-            for g in free[:max(0, min(n, len(free) - reserve))]:
+            for g in free[: max(0, min(n, len(free) - reserve))]:
                 where[g] = split
             free = [g for g in free if g not in where]
         where.update({g: "train" for g in free})
     out: dict[str, list[Voice]] = {s: [v for v in voices if where[v.group] == s] for s in SPLITS}
     for name in sorted({v.engine for v in voices} - held):
         if not any(v.engine == name for v in out["train"]):
-            raise KwsDataError(f"{name}: all its speakers are held out through other engines; "
-                               "hold it out too (--hold-out-engines) or leave it out (--engines)")
+            raise KwsDataError(
+                f"{name}: all its speakers are held out through other engines; "
+                "hold it out too (--hold-out-engines) or leave it out (--engines)"
+            )
     return out
 
 
@@ -372,8 +402,17 @@ def voice_table(voices: dict[str, list[Voice]]) -> list[dict[str, Any]]:
     for split in SPLITS:
         for v in voices[split]:
             lic = engine(v.engine).licence(v)
-            rows.append({"id": v.id, "engine": v.engine, "group": v.group, "licence": lic.name,
-                         "shippable": lic.shippable, "licence_source": lic.source, "split": split})
+            rows.append(
+                {
+                    "id": v.id,
+                    "engine": v.engine,
+                    "group": v.group,
+                    "licence": lic.name,
+                    "shippable": lic.shippable,
+                    "licence_source": lic.source,
+                    "split": split,
+                }
+            )
     return rows
 
 
@@ -387,9 +426,11 @@ def voice_counts(voices: dict[str, list[Voice]]) -> dict[str, dict[str, int]]:
 
 def split_counts(per_word: int, fractions: Sequence[float]) -> dict[str, int]:
     """Clips per label: ``per_word`` in train, val and test in proportion (at least one)."""
-    return {"train": per_word,
-            "val": max(1, math.ceil(per_word * fractions[1] / fractions[0])),
-            "test": max(1, math.ceil(per_word * fractions[2] / fractions[0]))}
+    return {
+        "train": per_word,
+        "val": max(1, math.ceil(per_word * fractions[1] / fractions[0])),
+        "test": max(1, math.ceil(per_word * fractions[2] / fractions[0])),
+    }
 
 
 def _choose(rng: np.random.Generator, weighted: Sequence[tuple[str, float]]) -> str:
@@ -419,8 +460,10 @@ def _keyword(rng: np.random.Generator) -> str:
 
 def _babble(rng: np.random.Generator, voices: Sequence[Voice], params: Params) -> tuple[Utterance, ...]:
     n = int(rng.integers(params.babble_talkers[0], params.babble_talkers[1] + 1))
-    return tuple(_utterance(rng, _pick_voice(rng, voices, params), " ".join(_word(rng) for _ in range(3)), params)
-                 for _ in range(n))
+    return tuple(
+        _utterance(rng, _pick_voice(rng, voices, params), " ".join(_word(rng) for _ in range(3)), params)
+        for _ in range(n)
+    )
 
 
 def _noise_fields(rng: np.random.Generator, voices: Sequence[Voice], params: Params, silence: bool) -> dict[str, Any]:
@@ -444,19 +487,23 @@ def _speech_fields(rng: np.random.Generator, label: str, voices: Sequence[Voice]
         f["speech"] = _utterance(rng, voice, _keyword(rng), params)
     else:  # snippet: a keyword and a neighbouring word, the window catching only part of the keyword
         kw = _utterance(rng, voice, _keyword(rng), params)
-        f.update(speech=kw, other=Utterance(voice, _word(rng), kw.args), keyword_first=bool(rng.random() < 0.5),
-                 gap=_uniform(rng, params.snippet_gap))
+        f.update(
+            speech=kw,
+            other=Utterance(voice, _word(rng), kw.args),
+            keyword_first=bool(rng.random() < 0.5),
+            gap=_uniform(rng, params.snippet_gap),
+        )
     if kind != "keyword" and kind != "word":
         f.update(cut=_uniform(rng, params.cut), keep_start=bool(rng.random() < 0.5))
-    f.update(speed=_uniform(rng, params.speed), gain_db=_uniform(rng, params.gain_db, 2),
-             shift=_uniform(rng, (0.0, 1.0)))
+    f.update(
+        speed=_uniform(rng, params.speed), gain_db=_uniform(rng, params.gain_db, 2), shift=_uniform(rng, (0.0, 1.0))
+    )
     if rng.random() < params.reverb_prob:
         f.update(rt60=_uniform(rng, params.rt60), drr_db=_uniform(rng, params.drr_db, 2))
     return f
 
 
-def plan_clips(out: Path, voices: dict[str, list[Voice]], per_word: int, seed: int,
-               params: Params) -> list[ClipTask]:
+def plan_clips(out: Path, voices: dict[str, list[Voice]], per_word: int, seed: int, params: Params) -> list[ClipTask]:
     """Every clip of every split, drawn from ``seed`` in a fixed order."""
     tasks = []
     counts = split_counts(per_word, params.split_fractions)
@@ -469,8 +516,7 @@ def plan_clips(out: Path, voices: dict[str, list[Voice]], per_word: int, seed: i
                 f.update(_noise_fields(rng, voices[split], params, silence))
                 tag = "noise" if silence else f["speech"].voice.tag
                 path = out / split / label / f"{tag}_nohash_{i:05d}.wav"
-                tasks.append(ClipTask(path=str(path), split=split, label=label,
-                                      seed=int(rng.integers(2**62)), **f))
+                tasks.append(ClipTask(path=str(path), split=split, label=label, seed=int(rng.integers(2**62)), **f))
     return tasks
 
 
@@ -497,7 +543,7 @@ def trim_silence(x: np.ndarray, threshold_db: float = -40.0, margin: int = SAMPL
         return x
     active = np.flatnonzero(e > e.max() * db_to_amp(threshold_db))
     frame = SAMPLE_RATE // 100
-    return x[max(0, active[0] * frame - margin): min(len(x), (active[-1] + 1) * frame + margin)]
+    return x[max(0, active[0] * frame - margin) : min(len(x), (active[-1] + 1) * frame + margin)]
 
 
 def resample_speed(x: np.ndarray, factor: float) -> np.ndarray:
@@ -543,7 +589,7 @@ def hum_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     x = np.zeros(n)
     tilt = rng.uniform(0.3, 1.5)
     for h in range(1, int(rng.integers(3, 16)) + 1):
-        x += rng.uniform(0.2, 1.0) * h ** -tilt * np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 2 * np.pi))
+        x += rng.uniform(0.2, 1.0) * h**-tilt * np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 2 * np.pi))
     x = x / (rms(x) or 1.0) + 0.01 * rng.standard_normal(n)
     return (x / rms(x)).astype(np.float32)
 
@@ -571,7 +617,7 @@ def window(x: np.ndarray, start: int, n: int = CLIP) -> np.ndarray:
     out = np.zeros(n, dtype=np.float32)
     lo, hi = max(start, 0), min(start + n, len(x))
     if hi > lo:
-        out[lo - start: hi - start] = x[lo:hi]
+        out[lo - start : hi - start] = x[lo:hi]
     return out
 
 
@@ -604,7 +650,7 @@ def babble_noise(rng: np.random.Generator, talkers: Sequence[Utterance], tmp: st
         s = synthesize(utt, tmp)
         s = np.tile(s, n // len(s) + 2)
         start = int(rng.integers(len(s) - n))
-        x += db_to_amp(rng.uniform(-6.0, 0.0)) * s[start: start + n] / (rms(s) or 1.0)
+        x += db_to_amp(rng.uniform(-6.0, 0.0)) * s[start : start + n] / (rms(s) or 1.0)
     return x / (rms(x) or 1.0)
 
 
@@ -739,8 +785,14 @@ def debian_versions(engines: Iterable[str] = tuple(ENGINES)) -> dict[str, str]:
     return {p: v for p in pkgs if (v := debian_version(p))}
 
 
-def generate(out: str | os.PathLike[str], per_word: int = 400, seed: int = 0, jobs: int = 2,
-             params: Params | None = None, progress: bool = True) -> dict[str, Any]:
+def generate(
+    out: str | os.PathLike[str],
+    per_word: int = 400,
+    seed: int = 0,
+    jobs: int = 2,
+    params: Params | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Write the data set under ``out``; returns the contents of voices.json."""
     params = params or Params()
     if per_word < 1 or jobs < 1:
@@ -761,8 +813,11 @@ def generate(out: str | os.PathLike[str], per_word: int = 400, seed: int = 0, jo
     table = voice_table(voices)
     meta = {
         "layout": "speech-commands: <split>/<label>/<voice>_nohash_<n>.wav",
-        "sample_rate": SAMPLE_RATE, "clip_seconds": CLIP / SAMPLE_RATE, "labels": list(LABELS),
-        "seed": seed, "per_word": per_word,
+        "sample_rate": SAMPLE_RATE,
+        "clip_seconds": CLIP / SAMPLE_RATE,
+        "labels": list(LABELS),
+        "seed": seed,
+        "per_word": per_word,
         "counts": {s: {label: counts[s] for label in LABELS} for s in SPLITS},
         "engines": engine_versions(params.engines),
         "debian_packages": debian_versions(params.engines),
@@ -772,8 +827,14 @@ def generate(out: str | os.PathLike[str], per_word: int = 400, seed: int = 0, jo
         "held_out_groups": {s: sorted({v.group for v in voices[s]}) for s in SPLITS},
         "voice_counts": voice_counts(voices),
         "voices": table,
-        "left_out_voices": [{"id": v.id, "licence": engine(v.engine).licence(v).name,
-                             "why": "its licence does not allow training a model we ship"} for v in left_out],
+        "left_out_voices": [
+            {
+                "id": v.id,
+                "licence": engine(v.engine).licence(v).name,
+                "why": "its licence does not allow training a model we ship",
+            }
+            for v in left_out
+        ],
         "unknown_words": list(UNKNOWN_WORDS),
         "params": dataclasses.asdict(params),
     }
@@ -786,24 +847,41 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.kws_data", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.kws_data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, required=True, help="new folder for the data set")
-    ap.add_argument("--per-word", type=int, default=400,
-                    help="training clips per label (val and test get 1/8 of it each); default 400")
+    ap.add_argument(
+        "--per-word",
+        type=int,
+        default=400,
+        help="training clips per label (val and test get 1/8 of it each); default 400",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2, help="TTS/augmentation processes (default 2)")
-    ap.add_argument("--engines", type=_names, default=Params.engines,
-                    help=f"comma-separated TTS engines to speak with (default: {','.join(Params.engines)})")
-    ap.add_argument("--hold-out-engines", type=_names, default=Params.held_out_engines,
-                    help="comma-separated engines whose voices all go to the test split only, never heard "
-                         f"in training (default: {','.join(Params.held_out_engines)}; 'none' for none)")
-    ap.add_argument("--restricted-voices", action="store_true",
-                    help="also use voices whose licence does not allow shipping a model trained on them "
-                         "(local experiments only; voices.json then says \"shippable\": false)")
+    ap.add_argument(
+        "--engines",
+        type=_names,
+        default=Params.engines,
+        help=f"comma-separated TTS engines to speak with (default: {','.join(Params.engines)})",
+    )
+    ap.add_argument(
+        "--hold-out-engines",
+        type=_names,
+        default=Params.held_out_engines,
+        help="comma-separated engines whose voices all go to the test split only, never heard "
+        f"in training (default: {','.join(Params.held_out_engines)}; 'none' for none)",
+    )
+    ap.add_argument(
+        "--restricted-voices",
+        action="store_true",
+        help="also use voices whose licence does not allow shipping a model trained on them "
+        '(local experiments only; voices.json then says "shippable": false)',
+    )
     args = ap.parse_args(argv)
-    params = dataclasses.replace(Params(), engines=args.engines, held_out_engines=args.hold_out_engines,
-                                 restricted_voices=args.restricted_voices)
+    params = dataclasses.replace(
+        Params(), engines=args.engines, held_out_engines=args.hold_out_engines, restricted_voices=args.restricted_voices
+    )
     t0 = time.monotonic()
     try:
         meta = generate(args.out, args.per_word, args.seed, args.jobs, params)
@@ -811,8 +889,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kws_data: error: {e}", file=sys.stderr)
         return 2
     total = {s: sum(c.values()) for s, c in meta["counts"].items()}
-    print(f"wrote {sum(total.values())} clips to {args.out} (train {total['train']}, val {total['val']}, "
-          f"test {total['test']}) in {time.monotonic() - t0:.0f} s")
+    print(
+        f"wrote {sum(total.values())} clips to {args.out} (train {total['train']}, val {total['val']}, "
+        f"test {total['test']}) in {time.monotonic() - t0:.0f} s"
+    )
     for s, by_engine in meta["voice_counts"].items():
         print(f"  {s} voices: " + ", ".join(f"{e} {n}" for e, n in by_engine.items()))
     for v in meta["left_out_voices"]:

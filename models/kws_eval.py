@@ -131,14 +131,26 @@ def _segment(rng, speech: np.ndarray, pre: float, post: float) -> np.ndarray:
     x = x * kd.db_to_amp(rng.uniform(-20.0, 0.0))
     seg = np.concatenate([np.zeros(int(pre * SR), np.float32), x, np.zeros(int(post * SR), np.float32)])
     kind = NOISES[int(rng.integers(len(NOISES)))]
-    noise = (kd.hum_noise(rng, len(seg)) if kind == "hum" else
-             kd.colored_noise(rng, len(seg), {"white": 0.0, "pink": 1.0, "brown": 2.0}[kind]))
+    noise = (
+        kd.hum_noise(rng, len(seg))
+        if kind == "hum"
+        else kd.colored_noise(rng, len(seg), {"white": 0.0, "pink": 1.0, "brown": 2.0}[kind])
+    )
     level = kd.rms(x[np.abs(x) > 1e-4]) * kd.db_to_amp(-rng.uniform(5.0, 30.0))
     return (seg + level * noise).astype(np.float32), len(np.zeros(int(pre * SR)))
 
 
-def synth(data: Path, out: Path, minutes: float, val_minutes: float, n_kw: int, n_context: int, seed: int,
-          context_only: bool = False, vocabulary: tuple[str, ...] | None = None) -> None:
+def synth(
+    data: Path,
+    out: Path,
+    minutes: float,
+    val_minutes: float,
+    n_kw: int,
+    n_context: int,
+    seed: int,
+    context_only: bool = False,
+    vocabulary: tuple[str, ...] | None = None,
+) -> None:
     """Write the streams and context sentences (see the module docstring); ``vocabulary``: the
     context sentences' words instead of ``models.kws_data.UNKNOWN_WORDS`` (the streams keep those)."""
     from edge_runtime.audio.wav import write_wav
@@ -193,8 +205,11 @@ def synth(data: Path, out: Path, minutes: float, val_minutes: float, n_kw: int, 
                 pos += len(seg)
             write_wav(out / f"{s}_keywords.wav", np.clip(np.concatenate(parts), -1, 1), SR)
             (out / f"{s}_keywords.json").write_text(json.dumps(spans, indent=0) + "\n")
-            print(f"{s}: negative {len(neg) / SR / 60:.1f} min, keyword stream {pos / SR / 60:.1f} min "
-                  f"with {len(spans)} keywords", flush=True)
+            print(
+                f"{s}: negative {len(neg) / SR / 60:.1f} min, keyword stream {pos / SR / 60:.1f} min "
+                f"with {len(spans)} keywords",
+                flush=True,
+            )
 
 
 # ---------------------------------------------------------------- evaluation
@@ -203,7 +218,7 @@ def posteriors(spotter, x: np.ndarray, chunk_s: float = CHUNK_S) -> tuple[np.nda
     chunk = int(chunk_s * SR)
     ts, ss = [], []
     for i in range(0, len(x), chunk):
-        t, s = spotter.posteriors(x[i: i + chunk])
+        t, s = spotter.posteriors(x[i : i + chunk])
         ts.append(t)
         ss.append(s)
     return np.concatenate(ts), np.concatenate(ss)
@@ -237,8 +252,14 @@ def score_keywords(dets, spans) -> dict[str, Any]:
     for lab in sorted({s["label"] for s in spans}):
         idx = [i for i, s in enumerate(spans) if s["label"] == lab]
         per[lab] = 1 - sum(hit[i] for i in idx) / len(idx)
-    return {"keywords": n, "detected": int(sum(hit)), "frr": 1 - sum(hit) / n if n else None,
-            "wrong_label": wrong, "outside": outside, "frr_per_keyword": per}
+    return {
+        "keywords": n,
+        "detected": int(sum(hit)),
+        "frr": 1 - sum(hit) / n if n else None,
+        "wrong_label": wrong,
+        "outside": outside,
+        "frr_per_keyword": per,
+    }
 
 
 def _load_stream(streams: Path, split: str):
@@ -281,12 +302,19 @@ def _curve(rows: list[dict[str, Any]], hours: float) -> list[dict[str, float]]:
 
     rows = sorted(rows, key=lambda r: r["threshold"])
     keep = np.unique(np.round(np.linspace(0, len(rows) - 1, min(len(rows), MAX_CURVE_POINTS))).astype(int))
-    return [{"threshold": rows[i]["threshold"], "false_accepts_per_hour": round(rows[i]["fa"] / hours, 4),
-             "false_reject_rate": round(rows[i]["frr"], 4)} for i in keep]
+    return [
+        {
+            "threshold": rows[i]["threshold"],
+            "false_accepts_per_hour": round(rows[i]["fa"] / hours, 4),
+            "false_reject_rate": round(rows[i]["frr"], 4),
+        }
+        for i in keep
+    ]
 
 
-def tune(m, folder, streams: Path, refractory_s: float = 1.0, fa_budget: float = 0.5,
-         engine: str = "litert") -> dict[str, Any]:
+def tune(
+    m, folder, streams: Path, refractory_s: float = 1.0, fa_budget: float = 0.5, engine: str = "litert"
+) -> dict[str, Any]:
     from edge_runtime.pipelines.audio import KeywordSpotter, read_curve, within_budget
 
     neg, kw, spans = _load_stream(streams, "val")
@@ -302,8 +330,14 @@ def tune(m, folder, streams: Path, refractory_s: float = 1.0, fa_budget: float =
         for thr in thresholds:
             fa = len(_fast_detect(m.labels, tn, smn, thr, refractory_s))
             r = score_keywords(_fast_detect(m.labels, tk, smk, thr, refractory_s), spans)
-            rows.append({"smoothing_steps": k, "threshold": float(thr), "fa": fa + r["outside"] + r["wrong_label"],
-                         "frr": r["frr"]})
+            rows.append(
+                {
+                    "smoothing_steps": k,
+                    "threshold": float(thr),
+                    "fa": fa + r["outside"] + r["wrong_label"],
+                    "frr": r["frr"],
+                }
+            )
     allowed = int(np.floor(fa_budget * hours + 1e-9))
     ok = [r for r in rows if r["fa"] <= allowed] or sorted(rows, key=lambda r: r["fa"])[:1]
     k = min(ok, key=lambda r: (r["frr"], -r["threshold"]))["smoothing_steps"]
@@ -318,12 +352,20 @@ def tune(m, folder, streams: Path, refractory_s: float = 1.0, fa_budget: float =
         if cand:
             b = min(cand, key=lambda r: (r["frr"], -r["threshold"]))
             tradeoff.append({"fa_budget_per_hour": budget, **b, "fa_per_hour": b["fa"] / hours})
-    return {"threshold": best["threshold"], "smoothing_steps": best["smoothing_steps"], "refractory_s": refractory_s,
-            "tuned_on": f"val streams ({hours * 60:.1f} min, validation voices): the smoothing with the lowest val FRR "
-                        f"within {allowed} val false accepts ({fa_budget}/h), the lowest threshold on its val curve "
-                        "within that budget",
-            "fa_budget_per_hour": fa_budget, "val_frr": best["frr"], "val_false_accepts": best["fa"],
-            "val_hours": round(hours, 3), "val_tradeoff": tradeoff, "curve": curve}
+    return {
+        "threshold": best["threshold"],
+        "smoothing_steps": best["smoothing_steps"],
+        "refractory_s": refractory_s,
+        "tuned_on": f"val streams ({hours * 60:.1f} min, validation voices): the smoothing with the lowest val FRR "
+        f"within {allowed} val false accepts ({fa_budget}/h), the lowest threshold on its val curve "
+        "within that budget",
+        "fa_budget_per_hour": fa_budget,
+        "val_frr": best["frr"],
+        "val_false_accepts": best["fa"],
+        "val_hours": round(hours, 3),
+        "val_tradeoff": tradeoff,
+        "curve": curve,
+    }
 
 
 def measure(m, folder, streams: Path, engine: str, fa_budget: float = 0.5) -> dict[str, Any]:
@@ -337,7 +379,7 @@ def measure(m, folder, streams: Path, engine: str, fa_budget: float = 0.5) -> di
     out["threshold"] = sp.threshold
     chunk = int(CHUNK_S * SR)
     t0 = time.perf_counter()
-    dets = [d for i in range(0, len(neg), chunk) for d in sp.process(neg[i: i + chunk])]
+    dets = [d for i in range(0, len(neg), chunk) for d in sp.process(neg[i : i + chunk])]
     wall = time.perf_counter() - t0
     hours = len(neg) / SR / 3600
     out["negative_minutes"] = round(hours * 60, 2)
@@ -346,7 +388,7 @@ def measure(m, folder, streams: Path, engine: str, fa_budget: float = 0.5) -> di
     out["false_accept_labels"] = [{"label": d.label, "t": d.t, "score": d.score} for d in dets]
     out["real_time_factor"] = wall / (len(neg) / SR)
     sp.reset()
-    kd = [d for i in range(0, len(kw), chunk) for d in sp.process(kw[i: i + chunk])]
+    kd = [d for i in range(0, len(kw), chunk) for d in sp.process(kw[i : i + chunk])]
     r = score_keywords(kd, spans)
     out.update({"keyword_stream_minutes": round(len(kw) / SR / 60, 2), **r})
     return out
@@ -404,7 +446,7 @@ def accuracy(m, folder, work: Path, engines: tuple[str, ...] = ENGINES) -> dict[
         for i in range(len(x)):
             st = {s.input: np.zeros(s.shape, np.float32) for s in art.state}
             for k in range(0, x.shape[1] - w + 1, f):
-                feeds = {"features": x[i: i + 1, k: k + w], **st}
+                feeds = {"features": x[i : i + 1, k : k + w], **st}
                 outs = eng.run(*[feeds[n] for n in names])
                 by = dict(zip(outn, outs))
                 st = {s.input: by[s.output] for s in art.state}
@@ -423,14 +465,24 @@ def accuracy(m, folder, work: Path, engines: tuple[str, ...] = ENGINES) -> dict[
     if speakers is not None:  # how each engine (held-out ones included) and each held-out speaker fares
         for key, col in (("by_engine", 0), ("by_speaker", 1)):
             sp = np.asarray([s[col] for s in speakers])
-            res[key] = {v: {"clips": int((sp == v).sum()),
-                            **{k: float((p[sp == v] == y[sp == v]).mean()) for k, p in preds_by.items()}}
-                        for v in sorted(set(sp))}
+            res[key] = {
+                v: {
+                    "clips": int((sp == v).sum()),
+                    **{k: float((p[sp == v] == y[sp == v]).mean()) for k, p in preds_by.items()},
+                }
+                for v in sorted(set(sp))
+            }
     return res
 
 
-def evaluate(model_dir: Path, streams: Path, write: bool, work: Path | None = None,
-             fa_budget: float = 0.5, engines: tuple[str, ...] = ENGINES) -> dict[str, Any]:
+def evaluate(
+    model_dir: Path,
+    streams: Path,
+    write: bool,
+    work: Path | None = None,
+    fa_budget: float = 0.5,
+    engines: tuple[str, ...] = ENGINES,
+) -> dict[str, Any]:
     """Tune on the val streams (with the first of ``engines``), then measure with each of them;
     ``write`` (which reports on both engines) needs all of :data:`ENGINES`."""
     from edge_runtime import manifest as mf
@@ -446,17 +498,23 @@ def evaluate(model_dir: Path, streams: Path, write: bool, work: Path | None = No
     metrics = dict(m.metrics)
     metrics["detector"] = det
     m = dataclasses.replace(m, metrics=metrics)
-    results = {"tuning": tuned, "accuracy": accuracy(m, folder, work, engines) if work.is_dir() else None,
-               "stream": {e: measure(m, folder, streams, e, fa_budget) for e in engines},
-               "sizes": {a.id: a.file.size for a in m.artifacts}}
+    results = {
+        "tuning": tuned,
+        "accuracy": accuracy(m, folder, work, engines) if work.is_dir() else None,
+        "stream": {e: measure(m, folder, streams, e, fa_budget) for e in engines},
+        "sizes": {a.id: a.file.size for a in m.artifacts},
+    }
     print(json.dumps({k: v for k, v in results.items()}, indent=1, default=str)[:4000])
     if write:
         s = results["stream"]["litert"]
         metrics["keyword_evaluation"] = {
-            "accuracy_test": results["accuracy"], "tuning": tuned,
-            "stream_test": {e: {k: v for k, v in r.items() if k != "false_accept_labels"}
-                            for e, r in results["stream"].items()},
-            "fa_per_hour": s["fa_per_hour"], "frr": s["frr"],
+            "accuracy_test": results["accuracy"],
+            "tuning": tuned,
+            "stream_test": {
+                e: {k: v for k, v in r.items() if k != "false_accept_labels"} for e, r in results["stream"].items()
+            },
+            "fa_per_hour": s["fa_per_hour"],
+            "frr": s["frr"],
         }
         m = dataclasses.replace(m, metrics=metrics)
         mf.save(m, folder)
@@ -473,16 +531,28 @@ def _stacking(stack: int) -> str:
 def _accuracy_table(title: str, what: str, rows: dict[str, Any] | None) -> list[str]:
     if not rows:
         return []
-    return [title, "", f"| {what} | clips | float | litert | onnx |", "| --- | --- | --- | --- | --- |",
-            *[f"| {v} | {r['clips']} | {100 * r['float']:.2f}% | {100 * r['litert_int8']:.2f}% | "
-              f"{100 * r['onnx_int8']:.2f}% |" for v, r in rows.items()], ""]
+    return [
+        title,
+        "",
+        f"| {what} | clips | float | litert | onnx |",
+        "| --- | --- | --- | --- | --- |",
+        *[
+            f"| {v} | {r['clips']} | {100 * r['float']:.2f}% | {100 * r['litert_int8']:.2f}% | "
+            f"{100 * r['onnx_int8']:.2f}% |"
+            for v, r in rows.items()
+        ],
+        "",
+    ]
 
 
 def evaluation_md(m, r: dict[str, Any], streams: Path) -> str:
     a, t, det = r["accuracy"], r["tuning"], m.metrics["detector"]
     tr = m.metrics.get("training", {})
     s, so = r["stream"]["litert"], r["stream"]["onnx"]
-    goal = lambda ok: "met" if ok else "**not met**"
+
+    def goal(ok):
+        return "met" if ok else "**not met**"
+
     kb = {k: v / 1024 for k, v in r["sizes"].items()}
     lines = [
         f"# {m.name}: evaluation",
@@ -497,17 +567,26 @@ def evaluation_md(m, r: dict[str, Any], streams: Path) -> str:
         f"{_stacking(tr.get('stack', 1))}Dense({tr.get('front')}, relu) + LSTM({tr.get('units')}) over 40 log-mel bins "
         "with causal running-mean normalisation (2 s), "
         f"step model of {m.preprocessing.audio.frames_per_step} frames (40 ms) + (h, c)"
-        + (f", cell state clipped to +-{tr['cell_clip']:g}" if tr.get("cell_clip") else "") + "; "
+        + (f", cell state clipped to +-{tr['cell_clip']:g}" if tr.get("cell_clip") else "")
+        + "; "
         f"trained {tr.get('epochs')} epochs x {len(tr.get('seeds', []))} seed(s) on {tr.get('train_clips')} clips"
-        + (f" (the data set's clips plus {tr['context_negatives']:.0%} as many 1 s windows of context sentences, "
-           "labelled _unknown_)" if tr.get("context_negatives") else "")
+        + (
+            f" (the data set's clips plus {tr['context_negatives']:.0%} as many 1 s windows of context sentences, "
+            "labelled _unknown_)"
+            if tr.get("context_negatives")
+            else ""
+        )
         + (", with mel-axis warping and SpecAugment masks" if tr.get("augment") else "")
         + f"; seed {tr.get('picked_seed')} picked on validation accuracy "
-        + ", ".join(f"{r['seed']}: {100 * r['val_accuracy']:.2f}%" for r in tr.get("seeds", [])) + "."
-        + (" Full int8 activations were tried first and rejected: "
-           + ", ".join(f"{k} lost {v:.2f} pp" for k, v in tr["rejected_activations"].get("int8", {}).items())
-           + " on 200 test sequences (limit 1 pp), so the artifacts are 16x8 (int8 weights, int16 activations)."
-           if isinstance(tr.get("rejected_activations", {}).get("int8"), dict) else ""),
+        + ", ".join(f"{r['seed']}: {100 * r['val_accuracy']:.2f}%" for r in tr.get("seeds", []))
+        + "."
+        + (
+            " Full int8 activations were tried first and rejected: "
+            + ", ".join(f"{k} lost {v:.2f} pp" for k, v in tr["rejected_activations"].get("int8", {}).items())
+            + " on 200 test sequences (limit 1 pp), so the artifacts are 16x8 (int8 weights, int16 activations)."
+            if isinstance(tr.get("rejected_activations", {}).get("int8"), dict)
+            else ""
+        ),
         "",
         "| artifact | size |",
         "| --- | --- |",
@@ -523,14 +602,22 @@ def evaluation_md(m, r: dict[str, Any], streams: Path) -> str:
         "| model | accuracy | drop vs float | top-1 agreement with float | max abs score diff |",
         "| --- | --- | --- | --- | --- |",
         f"| float (Keras) | {100 * a['float']:.2f}% | | | |",
-        *[f"| {e} {a[f'{e}_precision']} | {100 * a[f'{e}_int8']:.2f}% | {a[f'{e}_int8_drop_pp']:.2f} pp | "
-          f"{100 * a[f'{e}_int8_agreement_with_float']:.2f}% | {a[f'{e}_int8_max_abs_score_diff']:.3f} |"
-          for e in ("litert", "onnx")],
+        *[
+            f"| {e} {a[f'{e}_precision']} | {100 * a[f'{e}_int8']:.2f}% | {a[f'{e}_int8_drop_pp']:.2f} pp | "
+            f"{100 * a[f'{e}_int8_agreement_with_float']:.2f}% | {a[f'{e}_int8_max_abs_score_diff']:.3f} |"
+            for e in ("litert", "onnx")
+        ],
         "",
-        *_accuracy_table("By engine (an engine held out of training, such as pico, speaks in test only):",
-                         "engine", a.get("by_engine")),
-        *_accuracy_table("By held-out speaker (one speaker across engines is one row; espeak-ng: all its test "
-                         "variants together):", "speaker", a.get("by_speaker")),
+        *_accuracy_table(
+            "By engine (an engine held out of training, such as pico, speaks in test only):",
+            "engine",
+            a.get("by_engine"),
+        ),
+        *_accuracy_table(
+            "By held-out speaker (one speaker across engines is one row; espeak-ng: all its test variants together):",
+            "speaker",
+            a.get("by_speaker"),
+        ),
         f"Goal >= 90% (MLPerf Tiny KWS bar): {goal(min(a['litert_int8'], a['onnx_int8']) >= 0.9)} "
         f"(int8 {100 * a['litert_int8']:.2f}% / {100 * a['onnx_int8']:.2f}%). "
         f"Goal int8 drop <= 1 pp: {goal(max(a['litert_int8_drop_pp'], a['onnx_int8_drop_pp']) <= 1.0)}.",
@@ -550,8 +637,11 @@ def evaluation_md(m, r: dict[str, Any], streams: Path) -> str:
         "",
         "| FA budget per hour | threshold | smoothing steps | val FA per hour | val FRR |",
         "| --- | --- | --- | --- | --- |",
-        *[f"| {r['fa_budget_per_hour']} | {r['threshold']} | {r['smoothing_steps']} | {r['fa_per_hour']:.2f} | "
-          f"{100 * r['frr']:.1f}% |" for r in t["val_tradeoff"]],
+        *[
+            f"| {r['fa_budget_per_hour']} | {r['threshold']} | {r['smoothing_steps']} | {r['fa_per_hour']:.2f} | "
+            f"{100 * r['frr']:.1f}% |"
+            for r in t["val_tradeoff"]
+        ],
         "",
         "Streams (`python -m models.kws_eval synth`, test voices only): random sentences of non-keyword words "
         "(common words and near-misses such as yet/town/top/so/lift/one) separated by 0.2-1.5 s pauses, each at "
@@ -563,14 +653,19 @@ def evaluation_md(m, r: dict[str, Any], streams: Path) -> str:
         "| engine | non-keyword audio | false accepts | FA per hour | keywords | false-reject rate | "
         "wrong-label detections |",
         "| --- | --- | --- | --- | --- | --- | --- |",
-        *[f"| {x['engine']} {a[x['engine'] + '_precision']} | {x['negative_minutes']:.1f} min | {x['false_accepts']} | {x['fa_per_hour']:.2f} | "
-          f"{x['keywords']} | {100 * x['frr']:.2f}% | {x['wrong_label']} |" for x in (s, so)],
+        *[
+            f"| {x['engine']} {a[x['engine'] + '_precision']} | {x['negative_minutes']:.1f} min | "
+            f"{x['false_accepts']} | {x['fa_per_hour']:.2f} | "
+            f"{x['keywords']} | {100 * x['frr']:.2f}% | {x['wrong_label']} |"
+            for x in (s, so)
+        ],
         "",
         f"A keyword counts as detected when a detection with its label fires between its start and "
         f"{HIT_AFTER_END_S} s after its end. Goal FA <= 0.5/h: {goal(s['fa_per_hour'] <= 0.5)}. "
         f"Goal FRR <= 5%: {goal(s['frr'] <= 0.05)}.",
         "",
-        "Per-keyword false-reject rate (LiteRT): " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in s["frr_per_keyword"].items()),
+        "Per-keyword false-reject rate (LiteRT): "
+        + ", ".join(f"{k} {100 * v:.1f}%" for k, v in s["frr_per_keyword"].items()),
         "",
         f"False accepts on the negative stream (LiteRT): {s['false_accept_labels'] or 'none'}.",
         "",
@@ -590,8 +685,9 @@ def _engines(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.kws_eval", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.kws_eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth")
     s.add_argument("--data", type=Path, required=True)
@@ -599,27 +695,44 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--minutes", type=float, default=35.0)
     s.add_argument("--val-minutes", type=float, default=30.0)
     s.add_argument("--keywords", type=int, default=400)
-    s.add_argument("--context", type=int, default=480,
-                   help="train-voice context sentences (val and test get 1/8 as many, spoken by their voices)")
-    s.add_argument("--context-only", action="store_true",
-                   help="write only the context sentences, no val/test streams (more negative speech for "
-                        "train_kws --context; a new --seed gives new sentences)")
-    s.add_argument("--words", type=Path,
-                   help="speak the context sentences with words of this list (one per line, e.g. Debian's "
-                        "wamerican /usr/share/dict/american-english) instead of the data set's _unknown_ words; "
-                        "keywords and words that sound like one are left out")
+    s.add_argument(
+        "--context",
+        type=int,
+        default=480,
+        help="train-voice context sentences (val and test get 1/8 as many, spoken by their voices)",
+    )
+    s.add_argument(
+        "--context-only",
+        action="store_true",
+        help="write only the context sentences, no val/test streams (more negative speech for "
+        "train_kws --context; a new --seed gives new sentences)",
+    )
+    s.add_argument(
+        "--words",
+        type=Path,
+        help="speak the context sentences with words of this list (one per line, e.g. Debian's "
+        "wamerican /usr/share/dict/american-english) instead of the data set's _unknown_ words; "
+        "keywords and words that sound like one are left out",
+    )
     s.add_argument("--vocabulary", type=int, default=8000, help="words drawn from --words (default 8000)")
     s.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("evaluate")
     e.add_argument("--model", type=Path, required=True)
     e.add_argument("--streams", type=Path, required=True)
     e.add_argument("--write", action="store_true")
-    e.add_argument("--fa-budget", type=float, default=0.5,
-                   help="false accepts per hour allowed on the val streams when choosing the operating point")
+    e.add_argument(
+        "--fa-budget",
+        type=float,
+        default=0.5,
+        help="false accepts per hour allowed on the val streams when choosing the operating point",
+    )
     e.add_argument("--work", type=Path, help="train_kws --work folder (float model, test sequences)")
-    e.add_argument("--engines", type=_engines, default=ENGINES,
-                   help="comma-separated engines to measure with, the first also tunes (default litert,onnx; "
-                        "--write needs both)")
+    e.add_argument(
+        "--engines",
+        type=_engines,
+        default=ENGINES,
+        help="comma-separated engines to measure with, the first also tunes (default litert,onnx; --write needs both)",
+    )
     e.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if args.cmd == "synth":
@@ -630,8 +743,17 @@ def main(argv: list[str] | None = None) -> int:
         except KwsDataError as err:
             print(f"kws_eval: error: {err}", file=sys.stderr)
             return 2
-        synth(args.data, args.out, args.minutes, args.val_minutes, args.keywords, args.context, args.seed,
-              args.context_only, vocabulary)
+        synth(
+            args.data,
+            args.out,
+            args.minutes,
+            args.val_minutes,
+            args.keywords,
+            args.context,
+            args.seed,
+            args.context_only,
+            vocabulary,
+        )
     else:
         if args.write and args.engines != ENGINES:
             ap.error("--write reports on both engines: leave out --engines")

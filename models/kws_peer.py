@@ -79,8 +79,9 @@ def refractory(dets: Sequence[PeerDetection], refractory_s: float = REFRACTORY_S
 class SphinxSpotter:
     """pocketsphinx in keyword-list mode, every keyword at one threshold."""
 
-    def __init__(self, threshold: float, keywords: Sequence[str] = KEYWORDS,
-                 refractory_s: float = REFRACTORY_S) -> None:
+    def __init__(
+        self, threshold: float, keywords: Sequence[str] = KEYWORDS, refractory_s: float = REFRACTORY_S
+    ) -> None:
         try:
             from pocketsphinx import Decoder
         except ImportError:
@@ -98,10 +99,11 @@ class SphinxSpotter:
         d = self.decoder
         d.start_utt()
         for i in range(0, len(pcm), CHUNK):
-            d.process_raw(pcm[i: i + CHUNK].tobytes(), False, False)
+            d.process_raw(pcm[i : i + CHUNK].tobytes(), False, False)
         d.end_utt()
-        dets = [PeerDetection(s.word.strip(), float(s.prob), (s.end_frame + 1) / self.frame_rate)
-                for s in (d.seg() or ())]
+        dets = [
+            PeerDetection(s.word.strip(), float(s.prob), (s.end_frame + 1) / self.frame_rate) for s in (d.seg() or ())
+        ]
         return refractory([x for x in dets if x.label in self.keywords], self.refractory_s)
 
 
@@ -112,8 +114,9 @@ def timed(detect, x: np.ndarray) -> tuple[list, float]:
 
 
 # ---------------------------------------------------------------- the real-speech set
-def peer_real(real: Path, entries: Sequence[Entry], fa_budget: float,
-              thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:
+def peer_real(
+    real: Path, entries: Sequence[Entry], fa_budget: float, thresholds: Sequence[float] = THRESHOLDS
+) -> dict[str, Any]:
     audio = {e.id: kws_real.audio(real, e) for e in entries}
     seconds = sum(len(x) for x in audio.values()) / SR
     rows, full, dets_at, cpu = [], {}, {}, 0.0
@@ -126,13 +129,21 @@ def peer_real(real: Path, entries: Sequence[Entry], fa_budget: float,
         r = kws_real.score(entries, dets)
         full[thr], dets_at[thr] = r, dets
         rows.append({"threshold": thr, **{s: kws_real.brief(r[s]) for s in SPLITS}})
-        print(f"pocketsphinx real {thr:g}: val {r['val']['hits']}/{r['val']['keyword_occurrences']} hits, "
-              f"{r['val']['false_accepts']} false accepts", file=sys.stderr, flush=True)
+        print(
+            f"pocketsphinx real {thr:g}: val {r['val']['hits']}/{r['val']['keyword_occurrences']} hits, "
+            f"{r['val']['false_accepts']} false accepts",
+            file=sys.stderr,
+            flush=True,
+        )
     best = kws_real.choose(rows, fa_budget)
-    return {"chosen_on_val": {"threshold": best["threshold"], "fa_budget_per_hour": fa_budget, "val": best["val"]},
-            "test_at_chosen": full[best["threshold"]]["test"],
-            "by_band_at_chosen": kws_real.by_band(entries, dets_at[best["threshold"]]), "sweep": rows,
-            "real_time_factor": cpu / (seconds * len(thresholds)), "audio_minutes": round(seconds / 60, 2)}
+    return {
+        "chosen_on_val": {"threshold": best["threshold"], "fa_budget_per_hour": fa_budget, "val": best["val"]},
+        "test_at_chosen": full[best["threshold"]]["test"],
+        "by_band_at_chosen": kws_real.by_band(entries, dets_at[best["threshold"]]),
+        "sweep": rows,
+        "real_time_factor": cpu / (seconds * len(thresholds)),
+        "audio_minutes": round(seconds / 60, 2),
+    }
 
 
 # ---------------------------------------------------------------- synthetic streams
@@ -143,10 +154,15 @@ def stream_scores(detect, streams: Path, split: str) -> dict[str, Any]:
     dk, ck = timed(detect, kw)
     r = kws_eval.score_keywords(dk, spans)
     hours = len(neg) / SR / 3600
-    return {"negative_minutes": round(hours * 60, 2), "false_accepts": len(dn), "fa_per_hour": len(dn) / hours,
-            "false_accept_labels": [{"label": d.label, "t": d.t} for d in dn],
-            "keyword_stream_minutes": round(len(kw) / SR / 60, 2), **r,
-            "real_time_factor": (cn + ck) / ((len(neg) + len(kw)) / SR)}
+    return {
+        "negative_minutes": round(hours * 60, 2),
+        "false_accepts": len(dn),
+        "fa_per_hour": len(dn) / hours,
+        "false_accept_labels": [{"label": d.label, "t": d.t} for d in dn],
+        "keyword_stream_minutes": round(len(kw) / SR / 60, 2),
+        **r,
+        "real_time_factor": (cn + ck) / ((len(neg) + len(kw)) / SR),
+    }
 
 
 def peer_streams(streams: Path, fa_budget: float, thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:
@@ -154,10 +170,19 @@ def peer_streams(streams: Path, fa_budget: float, thresholds: Sequence[float] = 
     for thr in thresholds:
         v = stream_scores(SphinxSpotter(thr).detect, streams, "val")
         hours = (v["negative_minutes"] + v["keyword_stream_minutes"]) / 60
-        rows.append({"threshold": thr, "fa": v["false_accepts"] + v["outside"] + v["wrong_label"], "frr": v["frr"],
-                     "val_hours": hours})
-        print(f"pocketsphinx streams {thr:g}: val FRR {v['frr']:.2f}, {rows[-1]['fa']} false accepts",
-              file=sys.stderr, flush=True)
+        rows.append(
+            {
+                "threshold": thr,
+                "fa": v["false_accepts"] + v["outside"] + v["wrong_label"],
+                "frr": v["frr"],
+                "val_hours": hours,
+            }
+        )
+        print(
+            f"pocketsphinx streams {thr:g}: val FRR {v['frr']:.2f}, {rows[-1]['fa']} false accepts",
+            file=sys.stderr,
+            flush=True,
+        )
     allowed = int(np.floor(fa_budget * rows[0]["val_hours"] + 1e-9))
     ok = [r for r in rows if r["fa"] <= allowed] or sorted(rows, key=lambda r: r["fa"])[:1]
     best = min(ok, key=lambda r: (r["frr"], -r["threshold"]))
@@ -175,7 +200,7 @@ def spotter_detect(model_dir: Path, threshold: float | None = None, smoothing: i
 
     def detect(x: np.ndarray) -> list:
         sp.reset()
-        return [d for i in range(0, len(x), CHUNK) for d in sp.process(x[i: i + CHUNK])]
+        return [d for i in range(0, len(x), CHUNK) for d in sp.process(x[i : i + CHUNK])]
 
     return detect, sp
 
@@ -187,11 +212,14 @@ def ours_streams(model_dir: Path, streams: Path, fa_budget: float) -> dict[str, 
     tuned = kws_eval.tune(m, folder, streams, fa_budget=fa_budget)
     shipped, sp = spotter_detect(model_dir)
     retuned, _ = spotter_detect(model_dir, tuned["threshold"], tuned["smoothing_steps"])
-    return {"shipped_operating_point": {"threshold": sp.threshold, "smoothing_steps": sp.smoothing},
-            "test_at_shipped": stream_scores(shipped, streams, "test"),
-            "tuned_on_these_val_streams": {k: tuned[k] for k in ("threshold", "smoothing_steps", "val_frr",
-                                                                   "val_false_accepts", "val_hours")},
-            "test_at_tuned": stream_scores(retuned, streams, "test")}
+    return {
+        "shipped_operating_point": {"threshold": sp.threshold, "smoothing_steps": sp.smoothing},
+        "test_at_shipped": stream_scores(shipped, streams, "test"),
+        "tuned_on_these_val_streams": {
+            k: tuned[k] for k in ("threshold", "smoothing_steps", "val_frr", "val_false_accepts", "val_hours")
+        },
+        "test_at_tuned": stream_scores(retuned, streams, "test"),
+    }
 
 
 # ---------------------------------------------------------------- report
@@ -206,39 +234,62 @@ def _rate(x: float | None) -> str:
 def table(results: dict[str, Any]) -> str:
     lines = []
     if "real" in results:
-        lines += ["real speech, test split (operating point chosen on val):",
-                  "| system | setting | detected | detection rate | false accepts | FA/h keyword-free | RTF |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "real speech, test split (operating point chosen on val):",
+            "| system | setting | detected | detection rate | false accepts | FA/h keyword-free | RTF |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         o, p = results["real"]["ours"], results["real"]["pocketsphinx"]
         for name, setting, t, rtf in (
-                ("ours", f"own point thr {o['operating_point']['threshold']}, "
-                         f"{o['operating_point']['smoothing_steps']} steps", o["at_operating_point"]["test"],
-                 o["real_time_factor"]),
-                ("ours", f"val-chosen thr {o['chosen_on_val']['threshold']}, "
-                         f"{o['chosen_on_val']['smoothing_steps']} steps", o["test_at_chosen"], o["real_time_factor"]),
-                ("pocketsphinx", f"val-chosen thr {p['chosen_on_val']['threshold']:g}", p["test_at_chosen"],
-                 p["real_time_factor"])):
-            lines.append(f"| {name} | {setting} | {t['hits']}/{t['keyword_occurrences']} | {_pct(t['detection_rate'])} "
-                         f"| {t['false_accepts']} | {_rate(t['fa_per_hour'])} | {rtf:.4f} |")
+            (
+                "ours",
+                f"own point thr {o['operating_point']['threshold']}, {o['operating_point']['smoothing_steps']} steps",
+                o["at_operating_point"]["test"],
+                o["real_time_factor"],
+            ),
+            (
+                "ours",
+                f"val-chosen thr {o['chosen_on_val']['threshold']}, {o['chosen_on_val']['smoothing_steps']} steps",
+                o["test_at_chosen"],
+                o["real_time_factor"],
+            ),
+            (
+                "pocketsphinx",
+                f"val-chosen thr {p['chosen_on_val']['threshold']:g}",
+                p["test_at_chosen"],
+                p["real_time_factor"],
+            ),
+        ):
+            lines.append(
+                f"| {name} | {setting} | {t['hits']}/{t['keyword_occurrences']} | {_pct(t['detection_rate'])} "
+                f"| {t['false_accepts']} | {_rate(t['fa_per_hour'])} | {rtf:.4f} |"
+            )
     if "streams" in results:
         o, p = results["streams"]["ours"], results["streams"]["pocketsphinx"]
-        lines += ["", "synthetic streams, test split:",
-                  "| system | setting | FRR | FA/h | wrong label | RTF |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "synthetic streams, test split:",
+            "| system | setting | FRR | FA/h | wrong label | RTF |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for name, setting, t in (
-                ("ours", f"shipped thr {o['shipped_operating_point']['threshold']}", o["test_at_shipped"]),
-                ("ours", f"val-tuned thr {o['tuned_on_these_val_streams']['threshold']}", o["test_at_tuned"]),
-                ("pocketsphinx", f"val-chosen thr {p['chosen_on_val']['threshold']:g}", p["test"])):
-            lines.append(f"| {name} | {setting} | {_pct(t['frr'])} | {t['fa_per_hour']:.1f} | {t['wrong_label']} | "
-                         f"{t['real_time_factor']:.4f} |")
+            ("ours", f"shipped thr {o['shipped_operating_point']['threshold']}", o["test_at_shipped"]),
+            ("ours", f"val-tuned thr {o['tuned_on_these_val_streams']['threshold']}", o["test_at_tuned"]),
+            ("pocketsphinx", f"val-chosen thr {p['chosen_on_val']['threshold']:g}", p["test"]),
+        ):
+            lines.append(
+                f"| {name} | {setting} | {_pct(t['frr'])} | {t['fa_per_hour']:.1f} | {t['wrong_label']} | "
+                f"{t['real_time_factor']:.4f} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_runtime.manifest import write_json_atomic
-    from edge_runtime.manifest import ManifestError
+    from edge_runtime.manifest import ManifestError, write_json_atomic
 
-    ap = argparse.ArgumentParser(prog="python -m models.kws_peer", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.kws_peer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--real", type=Path, help="a set built by python -m models.real_speech")
     ap.add_argument("--streams", type=Path, help="streams written by python -m models.kws_eval synth")
     ap.add_argument("--model", type=Path, default=kws_real.SHIPPED, help="our keyword artifact (default: shipped)")
@@ -248,8 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.real and not args.streams:
         ap.error("give --real, --streams or both")
     if args.streams and not (args.streams / "val_negative.wav").is_file():
-        print(f"kws_peer: error: --streams {args.streams}: no val_negative.wav; write the streams with "
-              "'python -m models.kws_eval synth'", file=sys.stderr)
+        print(
+            f"kws_peer: error: --streams {args.streams}: no val_negative.wav; write the streams with "
+            "'python -m models.kws_eval synth'",
+            file=sys.stderr,
+        )
         return 2
     from importlib.metadata import PackageNotFoundError, version
 
@@ -258,18 +312,26 @@ def main(argv: list[str] | None = None) -> int:
     except PackageNotFoundError:
         print("kws_peer: error: pocketsphinx is not installed; pip install -e '.[peers]'", file=sys.stderr)
         return 2
-    results: dict[str, Any] = {"pocketsphinx": {"version": peer_version,
-                                                "model": "en-us (shipped in the pocketsphinx wheel)",
-                                                "thresholds_swept": list(THRESHOLDS),
-                                                "refractory_s": REFRACTORY_S}}
+    results: dict[str, Any] = {
+        "pocketsphinx": {
+            "version": peer_version,
+            "model": "en-us (shipped in the pocketsphinx wheel)",
+            "thresholds_swept": list(THRESHOLDS),
+            "refractory_s": REFRACTORY_S,
+        }
+    }
     try:
         if args.real:
             entries = load(args.real)
-            results["real"] = {"pocketsphinx": peer_real(args.real, entries, args.fa_budget),
-                               "ours": kws_real.evaluate(args.real, args.model, "litert", args.fa_budget)}
+            results["real"] = {
+                "pocketsphinx": peer_real(args.real, entries, args.fa_budget),
+                "ours": kws_real.evaluate(args.real, args.model, "litert", args.fa_budget),
+            }
         if args.streams:
-            results["streams"] = {"pocketsphinx": peer_streams(args.streams, args.fa_budget),
-                                  "ours": ours_streams(args.model, args.streams, args.fa_budget)}
+            results["streams"] = {
+                "pocketsphinx": peer_streams(args.streams, args.fa_budget),
+                "ours": ours_streams(args.model, args.streams, args.fa_budget),
+            }
     except (RealSpeechError, ManifestError, PeerError) as e:
         print(f"kws_peer: error: {e}", file=sys.stderr)
         return 2

@@ -45,8 +45,9 @@ SR = 16000
 LEAD_S, TAIL_S = 0.5, 1.5
 FLOOR_DBFS = -70.0
 SHIPPED = Path(__file__).resolve().parents[1] / "edge_runtime" / "data" / "models" / "kws"
-THRESHOLDS = tuple(float(t) for t in np.round(np.concatenate([np.arange(0.30, 0.96, 0.02),
-                                                               [0.96, 0.97, 0.98, 0.99]]), 3))
+THRESHOLDS = tuple(
+    float(t) for t in np.round(np.concatenate([np.arange(0.30, 0.96, 0.02), [0.96, 0.97, 0.98, 0.99]]), 3)
+)
 SMOOTHING = (1, 3, 5, 8, 12)
 
 
@@ -54,8 +55,9 @@ def padded(x: np.ndarray, key: str) -> np.ndarray:
     """``LEAD_S`` of low noise, ``x``, ``TAIL_S`` of low noise, with a ``FLOOR_DBFS`` white-noise floor
     throughout; the noise is seeded by ``key`` (the file id), so every run sees the same samples."""
     rng = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
-    y = np.concatenate([np.zeros(int(LEAD_S * SR), np.float32), np.asarray(x, np.float32),
-                        np.zeros(int(TAIL_S * SR), np.float32)])
+    y = np.concatenate(
+        [np.zeros(int(LEAD_S * SR), np.float32), np.asarray(x, np.float32), np.zeros(int(TAIL_S * SR), np.float32)]
+    )
     y = y + (10 ** (FLOOR_DBFS / 20) * rng.standard_normal(len(y))).astype(np.float32)
     return np.clip(y, -1.0, 1.0)
 
@@ -87,18 +89,30 @@ def score(entries: Sequence[Entry], detections: Mapping[str, Sequence[Any]]) -> 
                 else:
                     fa_labels[label] += n
                     fa_free += n if e.keyword_free else 0
-                    fas += [{"id": e.id, "label": d.label, "t": round(float(d.t), 3)}
-                            for d in detections[e.id] if d.label == label]
+                    fas += [
+                        {"id": e.id, "label": d.label, "t": round(float(d.t), 3)}
+                        for d in detections[e.id]
+                        if d.label == label
+                    ]
             occ.update(e.keywords)
         free_h = sum(e.duration_s for e in es if e.keyword_free) / 3600
         n_occ, n_hit = sum(occ.values()), sum(hits.values())
-        return {"files": len(es), "minutes": round(sum(e.duration_s for e in es) / 60, 2),
-                "keyword_occurrences": n_occ, "hits": n_hit, "detection_rate": n_hit / n_occ if n_occ else None,
-                "per_keyword": {k: {"occurrences": occ[k], "hits": hits[k]} for k in sorted(occ)},
-                "repeats": repeats, "homophone_detections": homophone,
-                "false_accepts": sum(fa_labels.values()), "false_accept_labels": dict(sorted(fa_labels.items())),
-                "keyword_free_minutes": round(free_h * 60, 2), "false_accepts_keyword_free": fa_free,
-                "fa_per_hour": fa_free / free_h if free_h else None, "false_accept_list": fas}
+        return {
+            "files": len(es),
+            "minutes": round(sum(e.duration_s for e in es) / 60, 2),
+            "keyword_occurrences": n_occ,
+            "hits": n_hit,
+            "detection_rate": n_hit / n_occ if n_occ else None,
+            "per_keyword": {k: {"occurrences": occ[k], "hits": hits[k]} for k in sorted(occ)},
+            "repeats": repeats,
+            "homophone_detections": homophone,
+            "false_accepts": sum(fa_labels.values()),
+            "false_accept_labels": dict(sorted(fa_labels.items())),
+            "keyword_free_minutes": round(free_h * 60, 2),
+            "false_accepts_keyword_free": fa_free,
+            "fa_per_hour": fa_free / free_h if free_h else None,
+            "false_accept_list": fas,
+        }
 
     out = {s: part([e for e in entries if e.split == s]) for s in SPLITS}
     out["all"] = part(entries)
@@ -152,12 +166,21 @@ def posteriors(spotter, folder: Path, entries: Sequence[Entry]) -> Posteriors:
 
 def detections_at(p: Posteriors, threshold: float, smoothing: int, refractory_s: float) -> dict[str, list]:
     """What ``Detector`` fires on each file's scores at this setting."""
-    return {i: kws_eval._fast_detect(p.labels, ts, kws_eval._smoothed(sc, smoothing), threshold, refractory_s)
-            if len(ts) else [] for i, (ts, sc) in p.steps.items()}
+    return {
+        i: kws_eval._fast_detect(p.labels, ts, kws_eval._smoothed(sc, smoothing), threshold, refractory_s)
+        if len(ts)
+        else []
+        for i, (ts, sc) in p.steps.items()
+    }
 
 
-def sweep(p: Posteriors, entries: Sequence[Entry], refractory_s: float = 1.0,
-          thresholds: Sequence[float] = THRESHOLDS, smoothing: Sequence[int] = SMOOTHING) -> list[dict[str, Any]]:
+def sweep(
+    p: Posteriors,
+    entries: Sequence[Entry],
+    refractory_s: float = 1.0,
+    thresholds: Sequence[float] = THRESHOLDS,
+    smoothing: Sequence[int] = SMOOTHING,
+) -> list[dict[str, Any]]:
     rows = []
     for k in smoothing:
         for thr in thresholds:
@@ -180,14 +203,25 @@ def evaluate(real: Path, model_dir: Path = SHIPPED, engine: str = "litert", fa_b
     at_own = score(entries, own_dets)
     rows = sweep(p, entries, sp.refractory_s)
     best = choose(rows, fa_budget)
-    chosen = {"threshold": best["threshold"], "smoothing_steps": best["smoothing_steps"],
-              "refractory_s": sp.refractory_s}
+    chosen = {
+        "threshold": best["threshold"],
+        "smoothing_steps": best["smoothing_steps"],
+        "refractory_s": sp.refractory_s,
+    }
     chosen_dets = detections_at(p, best["threshold"], best["smoothing_steps"], sp.refractory_s)
-    return {"model": m.name, "engine": sp.engine.name, "operating_point": own, "at_operating_point": at_own,
-            "by_band_at_operating_point": by_band(entries, own_dets),
-            "chosen_on_val": {**chosen, "fa_budget_per_hour": fa_budget, "val": best["val"]},
-            "test_at_chosen": score(entries, chosen_dets)["test"], "by_band_at_chosen": by_band(entries, chosen_dets),
-            "sweep": rows, "real_time_factor": p.cpu_s / p.audio_s, "audio_minutes": round(p.audio_s / 60, 2)}
+    return {
+        "model": m.name,
+        "engine": sp.engine.name,
+        "operating_point": own,
+        "at_operating_point": at_own,
+        "by_band_at_operating_point": by_band(entries, own_dets),
+        "chosen_on_val": {**chosen, "fa_budget_per_hour": fa_budget, "val": best["val"]},
+        "test_at_chosen": score(entries, chosen_dets)["test"],
+        "by_band_at_chosen": by_band(entries, chosen_dets),
+        "sweep": rows,
+        "real_time_factor": p.cpu_s / p.audio_s,
+        "audio_minutes": round(p.audio_s / 60, 2),
+    }
 
 
 def print_summary(name: str, r: Mapping[str, Any]) -> None:
@@ -195,22 +229,29 @@ def print_summary(name: str, r: Mapping[str, Any]) -> None:
         x = r[s]
         rate = "n/a" if x["detection_rate"] is None else f"{100 * x['detection_rate']:.0f}%"
         fah = "n/a" if x["fa_per_hour"] is None else f"{x['fa_per_hour']:.1f}"
-        print(f"{name} {s}: {x['hits']}/{x['keyword_occurrences']} keyword occurrences detected ({rate}), "
-              f"{x['false_accepts']} false accepts ({x['false_accepts_keyword_free']} in "
-              f"{x['keyword_free_minutes']} min keyword-free speech: {fah}/h)")
+        print(
+            f"{name} {s}: {x['hits']}/{x['keyword_occurrences']} keyword occurrences detected ({rate}), "
+            f"{x['false_accepts']} false accepts ({x['false_accepts_keyword_free']} in "
+            f"{x['keyword_free_minutes']} min keyword-free speech: {fah}/h)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     from edge_runtime.fileio import atomic_write
     from edge_runtime.manifest import ManifestError
 
-    ap = argparse.ArgumentParser(prog="python -m models.kws_real", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.kws_real", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--real", type=Path, required=True, help="a set built by python -m models.real_speech")
     ap.add_argument("--model", type=Path, default=SHIPPED, help="keyword artifact folder (default: the shipped one)")
     ap.add_argument("--engine", default="litert", choices=("litert", "onnx"))
-    ap.add_argument("--fa-budget", type=float, default=0.5,
-                    help="false accepts per hour of keyword-free val speech allowed when choosing on val")
+    ap.add_argument(
+        "--fa-budget",
+        type=float,
+        default=0.5,
+        help="false accepts per hour of keyword-free val speech allowed when choosing on val",
+    )
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args(argv)
     try:
@@ -220,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     op, ch = r["operating_point"], r["chosen_on_val"]
     print_summary(f"own point (thr {op['threshold']}, {op['smoothing_steps']} steps)", r["at_operating_point"])
-    print_summary(f"val-chosen (thr {ch['threshold']}, {ch['smoothing_steps']} steps)",
-                  {"val": ch["val"], "test": r["test_at_chosen"]})
+    print_summary(
+        f"val-chosen (thr {ch['threshold']}, {ch['smoothing_steps']} steps)",
+        {"val": ch["val"], "test": r["test_at_chosen"]},
+    )
     print(f"real-time factor {r['real_time_factor']:.4f} (process CPU time / audio, one thread)")
     if args.out:
         with atomic_write(args.out, "w", encoding="utf-8") as f:

@@ -79,8 +79,9 @@ def build(arch: str = "v2", alpha: float = 1.0, size: int = 96, classes: int = 1
     if arch == "v2":
         base = keras.applications.MobileNetV2(input_shape=shape, alpha=alpha, include_top=False, weights=None)
     elif arch == "v3small":
-        base = keras.applications.MobileNetV3Small(input_shape=shape, alpha=alpha, include_top=False, weights=None,
-                                                   include_preprocessing=False)
+        base = keras.applications.MobileNetV3Small(
+            input_shape=shape, alpha=alpha, include_top=False, weights=None, include_preprocessing=False
+        )
     else:
         raise ValueError(f"arch {arch!r}: use v2 or v3small")
     inp = keras.Input(shape, name="image")
@@ -117,8 +118,11 @@ def load_backbone_weights(model, weights_file: str | Path) -> None:
     log.info("copied %d backbone layers from %s", copied, weights_file)
 
 
-def load_folder(folder: str | Path, size: int, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images of class sub-folders as (inputs, labels, class names); hidden folders are skipped, as edge-convert does."""
+def load_folder(
+    folder: str | Path, size: int, classes: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images of class sub-folders as (inputs, labels, class names); hidden folders are skipped, as
+    edge-convert does."""
     from converters.data import progress
 
     folder = Path(folder)
@@ -131,8 +135,17 @@ def load_folder(folder: str | Path, size: int, classes: list[str] | None = None)
     return np.stack(xs), np.asarray([i for _, i in files]), names
 
 
-def fine_tune(model, x: np.ndarray, y: np.ndarray, head_epochs: int = 20, full_epochs: int = 0,
-              batch: int = 32, seed: int = 0, verbose: int = 1, full_lr: float = 1e-4):
+def fine_tune(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    head_epochs: int = 20,
+    full_epochs: int = 0,
+    batch: int = 32,
+    seed: int = 0,
+    verbose: int = 1,
+    full_lr: float = 1e-4,
+):
     """Train the head on frozen backbone features, then optionally the whole network at a low rate."""
     import keras
 
@@ -156,9 +169,19 @@ def fine_tune(model, x: np.ndarray, y: np.ndarray, head_epochs: int = 20, full_e
     return model
 
 
-def distill(student, teacher_probs: np.ndarray | None, x: np.ndarray, y: np.ndarray, epochs: int = 30,
-            temperature: float = 4.0, alpha: float = 0.5, batch: int = 32, seed: int = 0, lr: float = 1e-3,
-            verbose: int = 1) -> dict[str, list[float]]:
+def distill(
+    student,
+    teacher_probs: np.ndarray | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int = 30,
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+    batch: int = 32,
+    seed: int = 0,
+    lr: float = 1e-3,
+    verbose: int = 1,
+) -> dict[str, list[float]]:
     """Train the whole student on ``alpha * CE(y, student) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``.
 
     ``teacher_probs`` are the teacher's class probabilities for ``x`` (N, classes),
@@ -199,8 +222,9 @@ def distill(student, teacher_probs: np.ndarray | None, x: np.ndarray, y: np.ndar
     scores = student.get_layer("scores")
     scores.activation = keras.activations.linear  # logits while training
     try:
-        student.compile(keras.optimizers.Adam(lr), loss,
-                        metrics=[accuracy, ce, kd, agreement] if has_teacher else [accuracy])
+        student.compile(
+            keras.optimizers.Adam(lr), loss, metrics=[accuracy, ce, kd, agreement] if has_teacher else [accuracy]
+        )
         history = student.fit(x, target, epochs=epochs, batch_size=batch, shuffle=True, verbose=verbose)
     finally:
         scores.activation = keras.activations.softmax
@@ -229,7 +253,7 @@ def reestimate_batchnorm(model, x: np.ndarray, batch: int = 32, limit: int = 102
         for i, start in enumerate(range(0, len(idx), batch)):
             for la in layers:
                 la.momentum = i / (i + 1)  # running average over batches
-            model(x[idx[start:start + batch]], training=True)
+            model(x[idx[start : start + batch]], training=True)
     finally:
         for la, m in zip(layers, momenta):
             la.momentum = m
@@ -268,7 +292,9 @@ def expansion_widths(model) -> dict[str, int]:
     for name, la in names.items():
         if name.startswith("block_") and name.endswith("_expand"):
             block = name[: -len("_expand")]
-            missing = [block + s for s in ("_expand_BN", "_depthwise", "_depthwise_BN", "_project") if block + s not in names]
+            missing = [
+                block + s for s in ("_expand_BN", "_depthwise", "_depthwise_BN", "_project") if block + s not in names
+            ]
             if missing:
                 raise ValueError(f"{block}: no {missing[0]} layer; not a MobileNetV2 inverted-residual block")
             widths[block] = int(la.filters)
@@ -299,8 +325,9 @@ def l1_importance(model) -> dict[str, np.ndarray]:
     return scores
 
 
-def taylor_importance(model, x: np.ndarray, y: np.ndarray, batch: int = 32, limit: int = 512,
-                      seed: int = 0) -> dict[str, np.ndarray]:
+def taylor_importance(
+    model, x: np.ndarray, y: np.ndarray, batch: int = 32, limit: int = 512, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Per block, a first-order Taylor estimate of how much the loss changes when an expansion channel goes.
 
     Removing channel c is scaling the projection conv's input c by 0; to first
@@ -320,7 +347,7 @@ def taylor_importance(model, x: np.ndarray, y: np.ndarray, batch: int = 32, limi
     idx = np.random.default_rng(seed).permutation(len(x))[:limit]
     batches = range(0, len(idx), batch)
     for start in batches:
-        part = idx[start:start + batch]
+        part = idx[start : start + batch]
         with tf.GradientTape() as tape:
             tape.watch(kernels)
             loss = loss_fn(y[part], model(x[part], training=False))
@@ -391,42 +418,80 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m models.mobilenet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, metavar="FOLDER", help="training images, one sub-folder per class")
+    p = _Parser(
+        prog="python -m models.mobilenet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data", type=Path, required=True, metavar="FOLDER", help="training images, one sub-folder per class"
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (written whole at the end)")
     p.add_argument("--arch", choices=["v2", "v3small"], default="v2")
     p.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default 1.0)")
     p.add_argument("--size", type=int, default=96, help="input size in pixels (default 96)")
-    p.add_argument("--weights", type=Path, metavar="FILE", help="Keras .h5/.keras MobileNet of the same arch and width: "
-                                                                 "pretrained backbone")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="Keras .h5/.keras MobileNet of the same arch and width: pretrained backbone",
+    )
     p.add_argument("--teacher", type=Path, metavar="FILE", help="Keras classifier with the same classes: distil it")
     p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature T (default 4)")
-    p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the label loss; 1 - it weighs the "
-                                                                     "teacher's (default 0.5)")
+    p.add_argument(
+        "--distill-alpha",
+        type=float,
+        default=0.5,
+        help="weight of the label loss; 1 - it weighs the teacher's (default 0.5)",
+    )
     p.add_argument("--head-epochs", type=int, default=20, help="with --weights: head epochs (default 20)")
-    p.add_argument("--full-epochs", type=int, default=5, help="with --weights: whole-network epochs after the head "
-                                                               "(default 5)")
-    p.add_argument("--epochs", type=int, default=30, help="with --teacher, or without --weights: whole-network "
-                                                          "epochs (default 30)")
+    p.add_argument(
+        "--full-epochs", type=int, default=5, help="with --weights: whole-network epochs after the head (default 5)"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=30, help="with --teacher, or without --weights: whole-network epochs (default 30)"
+    )
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of --epochs training (default 1e-3)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--val-split", type=float, default=0.2, help="held-out share of --data, per class (default 0.2)")
     p.add_argument("--val", type=Path, metavar="FOLDER", help="validation images instead of --val-split")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init", type=Path, metavar="FILE", help="Keras classifier trained by this recipe: start from it "
-                                                             "instead of training one")
-    p.add_argument("--prune", type=float, metavar="FRACTION", help="MobileNetV2: remove this share of every expansion "
-                                                                  "conv's channels, then fine-tune (0 <= FRACTION < 1)")
-    p.add_argument("--prune-steps", type=int, default=1, help="with --prune: reach FRACTION in N prune + fine-tune "
-                                                               "steps (default 1)")
-    p.add_argument("--prune-epochs", type=int, default=5, help="with --prune: whole-network epochs after each step "
-                                                                "(default 5)")
-    p.add_argument("--prune-lr", type=float, default=1e-4, help="with --prune: fine-tuning learning rate (default 1e-4)")
-    p.add_argument("--prune-criterion", choices=["taylor", "l1"], default="taylor",
-                   help="with --prune: how channels are ranked (default taylor)")
+    p.add_argument(
+        "--init",
+        type=Path,
+        metavar="FILE",
+        help="Keras classifier trained by this recipe: start from it instead of training one",
+    )
+    p.add_argument(
+        "--prune",
+        type=float,
+        metavar="FRACTION",
+        help="MobileNetV2: remove this share of every expansion conv's channels, then fine-tune (0 <= FRACTION < 1)",
+    )
+    p.add_argument(
+        "--prune-steps",
+        type=int,
+        default=1,
+        help="with --prune: reach FRACTION in N prune + fine-tune steps (default 1)",
+    )
+    p.add_argument(
+        "--prune-epochs", type=int, default=5, help="with --prune: whole-network epochs after each step (default 5)"
+    )
+    p.add_argument(
+        "--prune-lr", type=float, default=1e-4, help="with --prune: fine-tuning learning rate (default 1e-4)"
+    )
+    p.add_argument(
+        "--prune-criterion",
+        choices=["taylor", "l1"],
+        default="taylor",
+        help="with --prune: how channels are ranked (default taylor)",
+    )
     p.add_argument("--convert", action="store_true", help="also run edge-convert: DIR/artifacts/ (int8 TFLite + ONNX)")
-    p.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
-                   help="with --convert: edge-convert's limit on the int8 accuracy loss (default 1.0)")
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=1.0,
+        metavar="PP",
+        help="with --convert: edge-convert's limit on the int8 accuracy loss (default 1.0)",
+    )
     p.add_argument("--name", help="model name in the manifest (default: the model's name)")
     p.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow's own logs")
     return p
@@ -448,15 +513,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_args(a: argparse.Namespace) -> None:
-    for flag, v, ok in (("--alpha", a.alpha, a.alpha > 0), ("--size", a.size, a.size >= 32),
-                        ("--temperature", a.temperature, a.temperature > 0),
-                        ("--distill-alpha", a.distill_alpha, 0 <= a.distill_alpha <= 1),
-                        ("--val-split", a.val_split, 0 <= a.val_split < 1), ("--batch", a.batch, a.batch >= 1),
-                        ("--head-epochs", a.head_epochs, a.head_epochs >= 0),
-                        ("--full-epochs", a.full_epochs, a.full_epochs >= 0), ("--epochs", a.epochs, a.epochs >= 0),
-                        ("--prune", a.prune, a.prune is None or 0 <= a.prune < 1),
-                        ("--prune-steps", a.prune_steps, a.prune_steps >= 1),
-                        ("--prune-epochs", a.prune_epochs, a.prune_epochs >= 0), ("--prune-lr", a.prune_lr, a.prune_lr > 0)):
+    for flag, v, ok in (
+        ("--alpha", a.alpha, a.alpha > 0),
+        ("--size", a.size, a.size >= 32),
+        ("--temperature", a.temperature, a.temperature > 0),
+        ("--distill-alpha", a.distill_alpha, 0 <= a.distill_alpha <= 1),
+        ("--val-split", a.val_split, 0 <= a.val_split < 1),
+        ("--batch", a.batch, a.batch >= 1),
+        ("--head-epochs", a.head_epochs, a.head_epochs >= 0),
+        ("--full-epochs", a.full_epochs, a.full_epochs >= 0),
+        ("--epochs", a.epochs, a.epochs >= 0),
+        ("--prune", a.prune, a.prune is None or 0 <= a.prune < 1),
+        ("--prune-steps", a.prune_steps, a.prune_steps >= 1),
+        ("--prune-epochs", a.prune_epochs, a.prune_epochs >= 0),
+        ("--prune-lr", a.prune_lr, a.prune_lr > 0),
+    ):
         if not ok:
             raise RecipeError(f"{flag} {v}: out of range; see --help")
     for flag, f in (("--weights", a.weights), ("--teacher", a.teacher), ("--init", a.init)):
@@ -471,15 +542,21 @@ def _check_args(a: argparse.Namespace) -> None:
         raise RecipeError(f"--out {out}: exists and is not an earlier output of this recipe; pick a new folder")
 
 
-def _read(folder: Path, size: int, flag: str, names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _read(
+    folder: Path, size: int, flag: str, names: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if not folder.is_dir():
         raise RecipeError(f"{flag} {folder}: no such folder; pass a folder with one sub-folder of images per class")
     found = [d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")]
     if names is None and len(found) < 2:
-        raise RecipeError(f"{flag} {folder}: {len(found)} class sub-folder(s); put each class's images in "
-                          f"{folder}/<class>/, two classes at least")
+        raise RecipeError(
+            f"{flag} {folder}: {len(found)} class sub-folder(s); put each class's images in "
+            f"{folder}/<class>/, two classes at least"
+        )
     if names is not None and (extra := sorted(set(found) - set(names))):
-        raise RecipeError(f"{flag} {folder}: class folders {', '.join(extra[:5])} are not in --data; use the same classes")
+        raise RecipeError(
+            f"{flag} {folder}: class folders {', '.join(extra[:5])} are not in --data; use the same classes"
+        )
     try:
         return load_folder(folder, size, names)
     except ValueError as e:
@@ -491,7 +568,9 @@ def _read(folder: Path, size: int, flag: str, names: list[str] | None = None) ->
 def _split(y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded (train, validation) indices: ``share`` of every class held out."""
     rng = np.random.default_rng(seed)
-    val = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:round(share * int(np.sum(y == c)))] for c in np.unique(y)])
+    val = np.concatenate(
+        [rng.permutation(np.flatnonzero(y == c))[: round(share * int(np.sum(y == c)))] for c in np.unique(y)]
+    )
     held = np.isin(np.arange(len(y)), val)
     return np.flatnonzero(~held), np.flatnonzero(held)
 
@@ -507,17 +586,22 @@ def _teacher_probs(args: argparse.Namespace, names: list[str], folders: list[Pat
     try:
         teacher = keras.models.load_model(str(args.teacher), compile=False)
     except Exception as e:  # keras raises ValueError, OSError, TypeError... for unreadable files
-        raise RecipeError(f"--teacher {args.teacher}: not a loadable Keras model ({_first_line(e)}); "
-                          "pass a .keras or .h5 classifier") from None
+        raise RecipeError(
+            f"--teacher {args.teacher}: not a loadable Keras model ({_first_line(e)}); pass a .keras or .h5 classifier"
+        ) from None
     shape, n = teacher.inputs[0].shape, teacher.outputs[0].shape[-1]
     if len(shape) != 4 or shape[-1] != 3:
         raise RecipeError(f"--teacher {args.teacher}: input {tuple(shape)} is not an image (N, H, W, 3)")
     if n != len(names):
-        raise RecipeError(f"--teacher {args.teacher}: outputs {n} classes but --data {args.data} has {len(names)} class "
-                          "folders; pass a teacher trained on the same classes")
+        raise RecipeError(
+            f"--teacher {args.teacher}: outputs {n} classes but --data {args.data} has {len(names)} class "
+            "folders; pass a teacher trained on the same classes"
+        )
     size = shape[1] or args.size
-    probs = [teacher.predict(_read(f, size, flag, names)[0], batch_size=64, verbose=1)
-             for f, flag in zip(folders, ("--data", "--val"))]
+    probs = [
+        teacher.predict(_read(f, size, flag, names)[0], batch_size=64, verbose=1)
+        for f, flag in zip(folders, ("--data", "--val"))
+    ]
     if any((p < 0).any() or not np.allclose(p.sum(1), 1, atol=1e-3) for p in probs):
         raise RecipeError(f"--teacher {args.teacher}: outputs are not probabilities; end the teacher with a softmax")
     return probs
@@ -536,20 +620,34 @@ def train(args: argparse.Namespace) -> tuple:
     else:
         tr, va = _split(y, args.val_split, args.seed)
         x, xv, y, yv = x[tr], x[va], y[tr], y[va]
-    info: dict = {"arch": args.arch, "alpha": args.alpha, "size": args.size, "classes": names, "train_images": len(y),
-                  "val_images": len(yv), "seed": args.seed, "weights": args.weights and str(args.weights)}
+    info: dict = {
+        "arch": args.arch,
+        "alpha": args.alpha,
+        "size": args.size,
+        "classes": names,
+        "train_images": len(y),
+        "val_images": len(yv),
+        "seed": args.seed,
+        "weights": args.weights and str(args.weights),
+    }
     pt = pv = None
     if args.teacher:
         probs = _teacher_probs(args, names, [args.data] + ([args.val] if args.val else []))
         pt, pv = (probs[0], probs[1]) if args.val else (probs[0][tr], probs[0][va])
-        info["teacher"] = {"file": str(args.teacher), "temperature": args.temperature, "distill_alpha": args.distill_alpha,
-                           "train_accuracy": float((pt.argmax(1) == y).mean())}
+        info["teacher"] = {
+            "file": str(args.teacher),
+            "temperature": args.temperature,
+            "distill_alpha": args.distill_alpha,
+            "train_accuracy": float((pt.argmax(1) == y).mean()),
+        }
         print(f"teacher {args.teacher}: {100 * info['teacher']['train_accuracy']:.2f}% on the training split")
 
     if init is not None:
         if init.outputs[0].shape[-1] != len(names):
-            raise RecipeError(f"--init {args.init}: outputs {init.outputs[0].shape[-1]} classes but --data {args.data} "
-                              f"has {len(names)} class folders; pass a classifier trained on the same classes")
+            raise RecipeError(
+                f"--init {args.init}: outputs {init.outputs[0].shape[-1]} classes but --data {args.data} "
+                f"has {len(names)} class folders; pass a classifier trained on the same classes"
+            )
         model = init
         info.update(init=str(args.init), arch=None, alpha=None)  # whatever the file holds
     else:
@@ -563,8 +661,10 @@ def train(args: argparse.Namespace) -> tuple:
         if args.teacher:
             info["teacher"]["val_accuracy"] = float((pv.argmax(1) == yv).mean())
             info["teacher"]["val_agreement"] = float((model.predict(xv, verbose=0).argmax(1) == pv.argmax(1)).mean())
-            line += (f"; teacher {100 * info['teacher']['val_accuracy']:.2f}%, student agrees with it on "
-                     f"{100 * info['teacher']['val_agreement']:.2f}%")
+            line += (
+                f"; teacher {100 * info['teacher']['val_accuracy']:.2f}%, student agrees with it on "
+                f"{100 * info['teacher']['val_agreement']:.2f}%"
+            )
         print(line)
     info["train_seconds"] = round(time.monotonic() - t0, 1)
     return model, names, info, x, y, xv, yv
@@ -583,11 +683,23 @@ def _build_and_train(args: argparse.Namespace, classes: int, info: dict, x, y, t
         try:
             load_backbone_weights(model, args.weights)
         except Exception as e:  # unreadable file, no MobileNet inside, or layers of other shapes
-            raise RecipeError(f"--weights {args.weights}: does not fit --arch {args.arch} --alpha {args.alpha:g} "
-                              f"({_first_line(e)}); pass a MobileNet of the same arch and width") from None
+            raise RecipeError(
+                f"--weights {args.weights}: does not fit --arch {args.arch} --alpha {args.alpha:g} "
+                f"({_first_line(e)}); pass a MobileNet of the same arch and width"
+            ) from None
     if args.teacher:
-        info["history"] = distill(model, teacher_probs, x, y, args.epochs, args.temperature, args.distill_alpha,
-                                  args.batch, args.seed, args.lr)
+        info["history"] = distill(
+            model,
+            teacher_probs,
+            x,
+            y,
+            args.epochs,
+            args.temperature,
+            args.distill_alpha,
+            args.batch,
+            args.seed,
+            args.lr,
+        )
     elif args.weights:
         fine_tune(model, x, y, args.head_epochs, args.full_epochs, args.batch, args.seed)
     else:
@@ -601,8 +713,10 @@ def _load_init(args: argparse.Namespace):
     try:
         model = keras.models.load_model(str(args.init), compile=False)
     except Exception as e:  # keras raises ValueError, OSError, TypeError... for unreadable files
-        raise RecipeError(f"--init {args.init}: not a loadable Keras model ({_first_line(e)}); "
-                          "pass a .keras classifier trained by this recipe") from None
+        raise RecipeError(
+            f"--init {args.init}: not a loadable Keras model ({_first_line(e)}); "
+            "pass a .keras classifier trained by this recipe"
+        ) from None
     shape = model.inputs[0].shape
     if len(shape) != 4 or shape[-1] != 3 or not shape[1]:
         raise RecipeError(f"--init {args.init}: input {tuple(shape)} is not an image (N, H, W, 3)")
@@ -619,26 +733,52 @@ def _prune_and_fine_tune(args: argparse.Namespace, model, teacher_probs, x, y, x
     import keras
 
     widths = expansion_widths(model)
-    info = {"fraction": args.prune, "steps": args.prune_steps, "criterion": args.prune_criterion,
-            "epochs_per_step": args.prune_epochs, "lr": args.prune_lr, "widths_before": widths,
-            "params_before": int(model.count_params()), "schedule": []}
+    info = {
+        "fraction": args.prune,
+        "steps": args.prune_steps,
+        "criterion": args.prune_criterion,
+        "epochs_per_step": args.prune_epochs,
+        "lr": args.prune_lr,
+        "widths_before": widths,
+        "params_before": int(model.count_params()),
+        "schedule": [],
+    }
     for i in range(1, args.prune_steps + 1):
         fraction = args.prune * i / args.prune_steps
-        importance = (taylor_importance(model, x, y, args.batch, seed=args.seed + i) if args.prune_criterion == "taylor"
-                      else l1_importance(model))
+        importance = (
+            taylor_importance(model, x, y, args.batch, seed=args.seed + i)
+            if args.prune_criterion == "taylor"
+            else l1_importance(model)
+        )
         model = prune(model, pruned_widths(widths, fraction), importance)
         for la in _layers(model):  # batch norms keep their statistics: re-estimating them undoes the kept function
             la.trainable = not isinstance(la, keras.layers.BatchNormalization)
         step = {"fraction": fraction, "params": int(model.count_params())}
         if len(yv):
             step["val_accuracy_pruned"] = evaluate(model, xv, yv)
-        distill(model, teacher_probs, x, y, args.prune_epochs, args.temperature, args.distill_alpha if teacher_probs
-                is not None else 1.0, args.batch, args.seed + i, args.prune_lr)
+        distill(
+            model,
+            teacher_probs,
+            x,
+            y,
+            args.prune_epochs,
+            args.temperature,
+            args.distill_alpha if teacher_probs is not None else 1.0,
+            args.batch,
+            args.seed + i,
+            args.prune_lr,
+        )
         if len(yv):
             step["val_accuracy"] = evaluate(model, xv, yv)
-        print(f"pruned {100 * fraction:.0f}% of the expansion channels: {step['params']:,} parameters"
-              + (f", validation accuracy {100 * step['val_accuracy_pruned']:.2f}% before and "
-                 f"{100 * step['val_accuracy']:.2f}% after fine-tuning" if len(yv) else ""))
+        print(
+            f"pruned {100 * fraction:.0f}% of the expansion channels: {step['params']:,} parameters"
+            + (
+                f", validation accuracy {100 * step['val_accuracy_pruned']:.2f}% before and "
+                f"{100 * step['val_accuracy']:.2f}% after fine-tuning"
+                if len(yv)
+                else ""
+            )
+        )
         info["schedule"].append(step)
     info["widths_after"], info["params_after"] = expansion_widths(model), int(model.count_params())
     return model, info
@@ -667,9 +807,23 @@ def write(args, model, names, info, x, y, xv, yv) -> int:
     with tempfile.TemporaryDirectory() as work:  # inputs already preprocessed, as the manifest will say
         np.savez(f"{work}/calib.npz", image=x)
         np.savez(f"{work}/eval.npz", image=xv if len(yv) else x, labels=yv if len(yv) else y)
-        code = convert([str(out / "model.keras"), "--out", str(out / "artifacts"), "--calibration", f"{work}/calib.npz",
-                        "--eval", f"{work}/eval.npz", "--labels", str(out / "labels.txt"),
-                        "--name", args.name or model.name, "--max-accuracy-drop", str(args.max_accuracy_drop)])
+        code = convert(
+            [
+                str(out / "model.keras"),
+                "--out",
+                str(out / "artifacts"),
+                "--calibration",
+                f"{work}/calib.npz",
+                "--eval",
+                f"{work}/eval.npz",
+                "--labels",
+                str(out / "labels.txt"),
+                "--name",
+                args.name or model.name,
+                "--max-accuracy-drop",
+                str(args.max_accuracy_drop),
+            ]
+        )
     if code:
         print(f"mobilenet: edge-convert failed (exit code {code}); the float model is in {out}/", file=sys.stderr)
     return code

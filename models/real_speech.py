@@ -78,26 +78,48 @@ ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-
 CODEC2_RAW = Path("/usr/share/codec2/raw")
 ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
 
-HARVARD_1_1_2_3_9 = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
-                     "It's easy to tell the depth of a well. Four hours of steady work faced us.")
-ALSA_CHANNELS = ("Front_Center", "Front_Left", "Front_Right", "Rear_Center", "Rear_Left", "Rear_Right",
-                 "Side_Left", "Side_Right")  # Noise.wav is noise, not speech
+HARVARD_1_1_2_3_9 = (
+    "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
+    "It's easy to tell the depth of a well. Four hours of steady work faced us."
+)
+ALSA_CHANNELS = (
+    "Front_Center",
+    "Front_Left",
+    "Front_Right",
+    "Rear_Center",
+    "Rear_Left",
+    "Rear_Right",
+    "Side_Left",
+    "Side_Right",
+)  # Noise.wav is noise, not speech
 # pocketsphinx test recordings with the text its own tests give them
-POCKETSPHINX_TEXTS = {"goforward.raw": ("go forward ten meters", "cython/test/alignment_test.py"),
-                      "forever/input_2_16k.wav": ("feels like these days go on forever",
-                                                  "cython/test/alignment_test.py")}
+POCKETSPHINX_TEXTS = {
+    "goforward.raw": ("go forward ten meters", "cython/test/alignment_test.py"),
+    "forever/input_2_16k.wav": ("feels like these days go on forever", "cython/test/alignment_test.py"),
+}
 
 LICENCES = {
-    "asterisk": ("asterisk-core-sounds-en-wav 1.6.1 (Debian)", "CC-BY-SA-3.0",
-                 "recorded by Allison Smith, financed by Digium, Inc.; see /usr/share/doc/"
-                 "asterisk-core-sounds-en-wav/copyright"),
-    "codec2": ("codec2-examples (Debian)", "LGPL-2.1", "Copyright 2007-2019 David Rowe; the sentences are "
-               "Harvard sentences (IEEE Recommended Practice for Speech Quality Measurements, 1969)"),
-    "alsa": ("alsa-utils (Debian)", "GPL-2", "speaker-test's channel prompts; Copyright 1998-2022 Jaroslav "
-             "Kysela and others"),
-    "pocketsphinx": (f"pocketsphinx {POCKETSPHINX_VERSION} source distribution (PyPI)", "BSD-2-Clause (CMU)",
-                     "Copyright 1999-2016 Carnegie Mellon University; the librivox/ excerpts are LibriVox "
-                     "recordings, public domain"),
+    "asterisk": (
+        "asterisk-core-sounds-en-wav 1.6.1 (Debian)",
+        "CC-BY-SA-3.0",
+        "recorded by Allison Smith, financed by Digium, Inc.; see /usr/share/doc/asterisk-core-sounds-en-wav/copyright",
+    ),
+    "codec2": (
+        "codec2-examples (Debian)",
+        "LGPL-2.1",
+        "Copyright 2007-2019 David Rowe; the sentences are "
+        "Harvard sentences (IEEE Recommended Practice for Speech Quality Measurements, 1969)",
+    ),
+    "alsa": (
+        "alsa-utils (Debian)",
+        "GPL-2",
+        "speaker-test's channel prompts; Copyright 1998-2022 Jaroslav Kysela and others",
+    ),
+    "pocketsphinx": (
+        f"pocketsphinx {POCKETSPHINX_VERSION} source distribution (PyPI)",
+        "BSD-2-Clause (CMU)",
+        "Copyright 1999-2016 Carnegie Mellon University; the librivox/ excerpts are LibriVox recordings, public domain",
+    ),
 }
 SOURCES = tuple(LICENCES)
 
@@ -170,12 +192,15 @@ class Entry:
 
 def _need(path: Path, package: str) -> None:
     if not path.exists():
-        raise RealSpeechError(f"{path} is missing; install it with 'apt-get install {package}' "
-                              f"or leave its source out with --sources")
+        raise RealSpeechError(
+            f"{path} is missing; install it with 'apt-get install {package}' or leave its source out with --sources"
+        )
 
 
-def asterisk_recordings(sounds: Path = ASTERISK_SOUNDS, transcripts: Path = ASTERISK_TRANSCRIPTS,
-                        ) -> tuple[list[Recording], list[dict[str, str]]]:
+def asterisk_recordings(
+    sounds: Path = ASTERISK_SOUNDS,
+    transcripts: Path = ASTERISK_TRANSCRIPTS,
+) -> tuple[list[Recording], list[dict[str, str]]]:
     _need(sounds, "asterisk-core-sounds-en-wav")
     _need(transcripts, "asterisk-core-sounds-en")
     text: dict[str, str] = {}
@@ -200,10 +225,20 @@ def codec2_recordings(raw: Path = CODEC2_RAW) -> tuple[list[Recording], list[dic
     _need(raw, "codec2-examples")
     path = raw / "speech_orig_16k.wav"
     _need(path, "codec2-examples")
-    recs = [Recording("codec2/speech_orig_16k", "codec2", path, HARVARD_1_1_2_3_9,
-                      "Harvard sentences list 1 nos. 1, 2, 3, 9 (identified listen-free, see module docstring)")]
-    left_out = [{"file": str(p), "reason": "no published transcript: cannot be checked for keywords"}
-                for p in sorted(raw.iterdir()) if p != path]
+    recs = [
+        Recording(
+            "codec2/speech_orig_16k",
+            "codec2",
+            path,
+            HARVARD_1_1_2_3_9,
+            "Harvard sentences list 1 nos. 1, 2, 3, 9 (identified listen-free, see module docstring)",
+        )
+    ]
+    left_out = [
+        {"file": str(p), "reason": "no published transcript: cannot be checked for keywords"}
+        for p in sorted(raw.iterdir())
+        if p != path
+    ]
     return recs, left_out
 
 
@@ -213,21 +248,41 @@ def alsa_recordings(sounds: Path = ALSA_SOUNDS) -> tuple[list[Recording], list[d
     for name in ALSA_CHANNELS:
         p = sounds / f"{name}.wav"
         _need(p, "alsa-utils")
-        recs.append(Recording(f"alsa/{name}", "alsa", p, name.replace("_", " ").lower(),
-                              "the channel name speaker-test announces with this file"))
+        recs.append(
+            Recording(
+                f"alsa/{name}",
+                "alsa",
+                p,
+                name.replace("_", " ").lower(),
+                "the channel name speaker-test announces with this file",
+            )
+        )
     return recs, [{"file": str(sounds / "Noise.wav"), "reason": "noise, not speech"}]
 
 
 def download_pocketsphinx_sdist(dest: Path) -> Path:
     """The pocketsphinx source distribution, fetched with pip (no code from it is run)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--quiet", "-d", str(dest), f"pocketsphinx=={POCKETSPHINX_VERSION}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--quiet",
+        "-d",
+        str(dest),
+        f"pocketsphinx=={POCKETSPHINX_VERSION}",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(dest.glob("pocketsphinx-*.tar.gz"))
     if not found:
         last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RealSpeechError(f"pip download of pocketsphinx=={POCKETSPHINX_VERSION} failed ({last}); "
-                              "download it by hand and pass --pocketsphinx-sdist FILE")
+        raise RealSpeechError(
+            f"pip download of pocketsphinx=={POCKETSPHINX_VERSION} failed ({last}); "
+            "download it by hand and pass --pocketsphinx-sdist FILE"
+        )
     return found[0]
 
 
@@ -241,28 +296,58 @@ def pocketsphinx_recordings(sdist: Path, work: Path) -> tuple[list[Recording], l
             else:
                 tar.extractall(work, members=[m for m in members if not m.name.startswith(("/", ".."))])
     except (OSError, tarfile.TarError) as e:
-        raise RealSpeechError(f"{sdist}: not a readable pocketsphinx source distribution ({e}); "
-                              "pass the pocketsphinx-*.tar.gz from 'pip download --no-binary :all:'") from None
+        raise RealSpeechError(
+            f"{sdist}: not a readable pocketsphinx source distribution ({e}); "
+            "pass the pocketsphinx-*.tar.gz from 'pip download --no-binary :all:'"
+        ) from None
     tops = [p for p in work.iterdir() if (p / "test" / "data").is_dir()]
     if not tops:
         raise RealSpeechError(f"{sdist}: has no test/data folder; pass a pocketsphinx source distribution")
     data = tops[0] / "test" / "data"
-    recs = [Recording(f"pocketsphinx/{Path(name).with_suffix('').as_posix().replace('/', '_')}", "pocketsphinx",
-                      data / name, text, f"pocketsphinx {where}", SR if name.endswith(".raw") else None)
-            for name, (text, where) in POCKETSPHINX_TEXTS.items()]
+    recs = [
+        Recording(
+            f"pocketsphinx/{Path(name).with_suffix('').as_posix().replace('/', '_')}",
+            "pocketsphinx",
+            data / name,
+            text,
+            f"pocketsphinx {where}",
+            SR if name.endswith(".raw") else None,
+        )
+        for name, (text, where) in POCKETSPHINX_TEXTS.items()
+    ]
     for line in (data / "cards" / "cards.transcription").read_text().splitlines():
         m = re.fullmatch(r"\s*<s>(.*)</s>\s*\((\w+)\)\s*", line)
         if m:
-            recs.append(Recording(f"pocketsphinx/cards_{m[2]}", "pocketsphinx", data / "cards" / f"{m[2]}.wav",
-                                  " ".join(m[1].split()), "pocketsphinx test/data/cards/cards.transcription"))
+            recs.append(
+                Recording(
+                    f"pocketsphinx/cards_{m[2]}",
+                    "pocketsphinx",
+                    data / "cards" / f"{m[2]}.wav",
+                    " ".join(m[1].split()),
+                    "pocketsphinx test/data/cards/cards.transcription",
+                )
+            )
     for txt in sorted((data / "librivox").glob("*.txt")):
-        recs.append(Recording(f"pocketsphinx/librivox_{txt.stem}", "pocketsphinx", txt.with_suffix(".wav"),
-                              " ".join(txt.read_text().split()), f"pocketsphinx test/data/librivox/{txt.name}"))
+        recs.append(
+            Recording(
+                f"pocketsphinx/librivox_{txt.stem}",
+                "pocketsphinx",
+                txt.with_suffix(".wav"),
+                " ".join(txt.read_text().split()),
+                f"pocketsphinx test/data/librivox/{txt.name}",
+            )
+        )
     used = {r.path for r in recs}
-    left_out = [{"file": f"{sdist.name}:{p.relative_to(tops[0]).as_posix()}",
-                 "reason": ("TIDIGITS sample: LDC licence" if "tidigits" in p.parts else
-                            "no transcript in the distribution")}
-                for p in sorted(data.rglob("*")) if p.suffix in (".wav", ".raw") and p not in used]
+    left_out = [
+        {
+            "file": f"{sdist.name}:{p.relative_to(tops[0]).as_posix()}",
+            "reason": (
+                "TIDIGITS sample: LDC licence" if "tidigits" in p.parts else "no transcript in the distribution"
+            ),
+        }
+        for p in sorted(data.rglob("*"))
+        if p.suffix in (".wav", ".raw") and p not in used
+    ]
     return recs, left_out
 
 
@@ -286,11 +371,20 @@ def convert(rec: Recording, out: Path) -> Entry:
     rel = f"{rec.id}.wav"
     (out / rel).parent.mkdir(parents=True, exist_ok=True)
     write_wav(out / rel, y, SR)
-    return Entry(id=rec.id, path=rel, source=LICENCES[rec.source][0], licence=LICENCES[rec.source][1],
-                 transcript=rec.transcript, transcript_from=rec.transcript_from,
-                 duration_s=round(len(y) / SR, 3), original_rate=sr, bandwidth_hz=min(sr, SR) // 2,
-                 split=split_of(rec.id), keywords=keyword_counts(rec.transcript),
-                 homophones=homophone_counts(rec.transcript))
+    return Entry(
+        id=rec.id,
+        path=rel,
+        source=LICENCES[rec.source][0],
+        licence=LICENCES[rec.source][1],
+        transcript=rec.transcript,
+        transcript_from=rec.transcript_from,
+        duration_s=round(len(y) / SR, 3),
+        original_rate=sr,
+        bandwidth_hz=min(sr, SR) // 2,
+        split=split_of(rec.id),
+        keywords=keyword_counts(rec.transcript),
+        homophones=homophone_counts(rec.transcript),
+    )
 
 
 def summarize(entries: Sequence[Entry], left_out: Sequence[dict[str, str]]) -> dict[str, Any]:
@@ -298,31 +392,49 @@ def summarize(entries: Sequence[Entry], left_out: Sequence[dict[str, str]]) -> d
         occ = Counter()
         for e in es:
             occ.update(e.keywords)
-        return {"files": len(es), "minutes": round(sum(e.duration_s for e in es) / 60, 2),
-                "keyword_free_files": sum(e.keyword_free for e in es),
-                "keyword_free_minutes": round(sum(e.duration_s for e in es if e.keyword_free) / 60, 2),
-                "files_with_keywords": sum(bool(e.keywords) for e in es),
-                "keyword_occurrences": {k: occ[k] for k in KEYWORDS},
-                "homophone_files": sum(bool(e.homophones) for e in es)}
+        return {
+            "files": len(es),
+            "minutes": round(sum(e.duration_s for e in es) / 60, 2),
+            "keyword_free_files": sum(e.keyword_free for e in es),
+            "keyword_free_minutes": round(sum(e.duration_s for e in es if e.keyword_free) / 60, 2),
+            "files_with_keywords": sum(bool(e.keywords) for e in es),
+            "keyword_occurrences": {k: occ[k] for k in KEYWORDS},
+            "homophone_files": sum(bool(e.homophones) for e in es),
+        }
 
-    return {"splits": {s: part([e for e in entries if e.split == s]) for s in SPLITS},
-            "sources": {src: part([e for e in entries if e.id.startswith(f"{src}/")]) for src in SOURCES
-                        if any(e.id.startswith(f"{src}/") for e in entries)},
-            "all": part(entries), "left_out": list(left_out)}
+    return {
+        "splits": {s: part([e for e in entries if e.split == s]) for s in SPLITS},
+        "sources": {
+            src: part([e for e in entries if e.id.startswith(f"{src}/")])
+            for src in SOURCES
+            if any(e.id.startswith(f"{src}/") for e in entries)
+        },
+        "all": part(entries),
+        "left_out": list(left_out),
+    }
 
 
 def licenses_md(summary: dict[str, Any]) -> str:
-    lines = ["# Real-speech evaluation set: sources and licences", "",
-             "Real human recordings for validating and testing the keyword spotter only; never used for "
-             "training. Built by `python -m models.real_speech`; keywords are counted on each publisher's "
-             "transcript (whole words). 8 kHz sources were resampled to 16 kHz and stay band-limited.", "",
-             "| source | package | licence | files | minutes | credit |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Real-speech evaluation set: sources and licences",
+        "",
+        "Real human recordings for validating and testing the keyword spotter only; never used for "
+        "training. Built by `python -m models.real_speech`; keywords are counted on each publisher's "
+        "transcript (whole words). 8 kHz sources were resampled to 16 kHz and stay band-limited.",
+        "",
+        "| source | package | licence | files | minutes | credit |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for src, part in summary["sources"].items():
         pkg, lic, credit = LICENCES[src]
         lines.append(f"| {src} | {pkg} | {lic} | {part['files']} | {part['minutes']} | {credit} |")
-    lines += ["", "How the transcripts were found, and what was left out, is in the docstring of "
-              "`models/real_speech.py` and in `summary.json` (`left_out`). The files here are converted "
-              "copies (resampled to 16 kHz mono 16-bit); CC-BY-SA-3.0 material stays under that licence.", ""]
+    lines += [
+        "",
+        "How the transcripts were found, and what was left out, is in the docstring of "
+        "`models/real_speech.py` and in `summary.json` (`left_out`). The files here are converted "
+        "copies (resampled to 16 kHz mono 16-bit); CC-BY-SA-3.0 material stays under that licence.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -331,19 +443,19 @@ def collect(sources: Iterable[str], work: Path, sdist: Path | None) -> tuple[lis
     left_out: list[dict[str, str]] = []
     for src in sources:
         if src == "asterisk":
-            r, l = asterisk_recordings()
+            r, skipped = asterisk_recordings()
         elif src == "codec2":
-            r, l = codec2_recordings()
+            r, skipped = codec2_recordings()
         elif src == "alsa":
-            r, l = alsa_recordings()
+            r, skipped = alsa_recordings()
         else:
             tar = sdist or download_pocketsphinx_sdist(work / "sdist")
             if not tar.is_file():
                 raise RealSpeechError(f"--pocketsphinx-sdist {tar}: no such file")
             (work / "pocketsphinx").mkdir()
-            r, l = pocketsphinx_recordings(tar, work / "pocketsphinx")
+            r, skipped = pocketsphinx_recordings(tar, work / "pocketsphinx")
         recs += r
-        left_out += l
+        left_out += skipped
     missing = [r.path for r in recs if not r.path.is_file()]
     if missing:
         raise RealSpeechError(f"{missing[0]}: listed with a transcript but missing; reinstall its package")
@@ -394,13 +506,22 @@ def load(folder: str | os.PathLike[str]) -> list[Entry]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.real_speech", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.real_speech", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, required=True, help="new folder for the set")
-    ap.add_argument("--sources", nargs="+", default=list(SOURCES), metavar="SOURCE",
-                    help=f"which sources to use (default: all of {' '.join(SOURCES)})")
-    ap.add_argument("--pocketsphinx-sdist", type=Path,
-                    help=f"pocketsphinx-{POCKETSPHINX_VERSION}.tar.gz (default: fetched with pip download)")
+    ap.add_argument(
+        "--sources",
+        nargs="+",
+        default=list(SOURCES),
+        metavar="SOURCE",
+        help=f"which sources to use (default: all of {' '.join(SOURCES)})",
+    )
+    ap.add_argument(
+        "--pocketsphinx-sdist",
+        type=Path,
+        help=f"pocketsphinx-{POCKETSPHINX_VERSION}.tar.gz (default: fetched with pip download)",
+    )
     args = ap.parse_args(argv)
     try:
         s = build(args.out, args.sources, args.pocketsphinx_sdist)
@@ -409,8 +530,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for split, p in s["splits"].items():
         occ = ", ".join(f"{k} {n}" for k, n in p["keyword_occurrences"].items() if n)
-        print(f"{split}: {p['files']} files, {p['minutes']} min ({p['keyword_free_minutes']} min keyword-free); "
-              f"keywords: {occ or 'none'}")
+        print(
+            f"{split}: {p['files']} files, {p['minutes']} min ({p['keyword_free_minutes']} min keyword-free); "
+            f"keywords: {occ or 'none'}"
+        )
     print(f"wrote {args.out} ({len(s['left_out'])} source files left out, see summary.json)")
     return 0
 

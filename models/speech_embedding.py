@@ -78,8 +78,13 @@ def read_ops(path: str | Path | None = None) -> list[_Op]:
             w = init[n.input[1]].transpose(2, 3, 1, 0)  # (out, in, kh, kw) -> (kh, kw, in, out)
             b = init[n.input[2]] if len(n.input) > 2 else None
             pads = list(attrs.get("pads", [0, 0, 0, 0]))
-            if pads[0] or pads[2] or pads[1] != pads[3] or attrs.get("group", 1) != 1 \
-                    or list(attrs.get("strides", [1, 1])) != [1, 1]:
+            if (
+                pads[0]
+                or pads[2]
+                or pads[1] != pads[3]
+                or attrs.get("group", 1) != 1
+                or list(attrs.get("strides", [1, 1])) != [1, 1]
+            ):
                 raise EmbeddingError(f"embedding_model.onnx: unexpected convolution {attrs}; not the 0.5.1 file?")
             ops.append(_Op("conv", w, b, pad_w=int(pads[1])))
         elif n.op_type == "LeakyRelu":
@@ -107,8 +112,13 @@ def layers(x, ops: list[_Op] | None = None, trainable: bool = False, prefix: str
         if op.kind == "conv":
             if op.pad_w:
                 x = keras.layers.ZeroPadding2D(((0, 0), (op.pad_w, op.pad_w)), name=f"{prefix}_pad{i}")(x)
-            conv = keras.layers.Conv2D(op.weight.shape[3], op.weight.shape[:2], use_bias=op.bias is not None,
-                                       trainable=trainable, name=f"{prefix}_conv{i}")
+            conv = keras.layers.Conv2D(
+                op.weight.shape[3],
+                op.weight.shape[:2],
+                use_bias=op.bias is not None,
+                trainable=trainable,
+                name=f"{prefix}_conv{i}",
+            )
             x = conv(x)
             conv.set_weights([op.weight] + ([op.bias] if op.bias is not None else []))
         elif op.kind == "act":

@@ -92,16 +92,16 @@ class _Tensor:
             out = np.array(flat[self.offset])
         else:
             item = flat.itemsize
-            view = np.lib.stride_tricks.as_strided(flat[self.offset:], shape=self.size,
-                                                   strides=tuple(s * item for s in self.stride), writeable=False)
+            view = np.lib.stride_tricks.as_strided(
+                flat[self.offset :], shape=self.size, strides=tuple(s * item for s in self.stride), writeable=False
+            )
             out = np.array(view)  # own, contiguous copy
         if bf16:
             out = (out.astype(np.uint32) << 16).view(np.float32)
         return out.astype(out.dtype.newbyteorder("="))
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None):
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     return _Tensor(storage, int(storage_offset), tuple(size), tuple(stride))
 
 
@@ -138,8 +138,10 @@ class _Unpickler(pickle.Unpickler):
             return _ALLOWED[(module, name)]
         if module == "torch" and (name in STORAGE_DTYPES or name == "BFloat16Storage"):
             return _StorageType(name)
-        raise TorchWeightsError(f"{self.where}: refers to {module}.{name}, which a plain state dict does not "
-                                "contain; save the model's state_dict() instead")
+        raise TorchWeightsError(
+            f"{self.where}: refers to {module}.{name}, which a plain state dict does not "
+            "contain; save the model's state_dict() instead"
+        )
 
     def persistent_load(self, pid: Any) -> Any:
         if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
@@ -155,8 +157,9 @@ class _Unpickler(pickle.Unpickler):
             view_key, offset, size = view
             st = self.storages.get(str(view_key))
             if st is None:
-                st = self.storages[str(view_key)] = _Storage(stype, str(view_key), int(size),
-                                                             view=(key, int(offset), int(size)))
+                st = self.storages[str(view_key)] = _Storage(
+                    stype, str(view_key), int(size), view=(key, int(offset), int(size))
+                )
             return st
         return root
 
@@ -165,8 +168,11 @@ def _materialise(obj: Any) -> Any:
     if isinstance(obj, _Tensor):
         return obj.to_numpy()
     if isinstance(obj, dict):
-        return type(obj)((k, _materialise(v)) for k, v in obj.items()) if isinstance(obj, collections.OrderedDict) \
+        return (
+            type(obj)((k, _materialise(v)) for k, v in obj.items())
+            if isinstance(obj, collections.OrderedDict)
             else {k: _materialise(v) for k, v in obj.items()}
+        )
     if isinstance(obj, (list, tuple)):
         return type(obj)(_materialise(v) for v in obj)
     return obj
@@ -179,7 +185,7 @@ def _resolve_views(storages: dict[str, _Storage]) -> None:
             root = storages[root_key]
             if root.data is None:
                 raise TorchWeightsError(f"storage view {st.key} refers to missing storage {root_key}")
-            st.data = root.data[offset:offset + size]
+            st.data = root.data[offset : offset + size]
 
 
 def _load_zip(path: Path) -> Any:
@@ -214,8 +220,17 @@ def _load_legacy(path: Path) -> Any:
     with open(path, "rb") as f:
         try:
             magic = pickle.load(f)
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-                AttributeError, ImportError, UnicodeDecodeError):
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            ImportError,
+            UnicodeDecodeError,
+        ):
             magic = None
         if magic != LEGACY_MAGIC:
             raise TorchWeightsError(f"{path}: neither a zip nor a legacy PyTorch checkpoint")

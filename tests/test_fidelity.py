@@ -30,8 +30,11 @@ def _row(id="tflite-int8", shipped=True, **kw):
 
 def test_gate_without_labels_judges_confident_top_k_and_kl_not_overall_agreement():
     ok = fidelity_gate([_row(agreement=0.5)], FloatReference(), False, 1.0, 0.05)["tflite-int8"]
-    assert ok.passed and set(ok.figures) == {"float top-1 outside top-5 (pp)", "top-k KL",
-                                                   "confident predictions changed (pp)"}
+    assert ok.passed and set(ok.figures) == {
+        "float top-1 outside top-5 (pp)",
+        "top-k KL",
+        "confident predictions changed (pp)",
+    }
     for bad in (dict(top_k_agreement=0.98), dict(kl_top_k=0.06), dict(agreement_confident=0.95)):
         assert not fidelity_gate([_row(**bad)], FloatReference(), False, 1.0, 0.05)["tflite-int8"].passed, bad
     no_confident = fidelity_gate([_row(agreement_confident=None)], FloatReference(), False, 1.0, 0.05)["tflite-int8"]
@@ -39,7 +42,9 @@ def test_gate_without_labels_judges_confident_top_k_and_kl_not_overall_agreement
 
 
 def test_gate_with_labels_is_the_accuracy_drop():
-    g = fidelity_gate([_row(accuracy=0.885), _row(id="onnx-int8", accuracy=0.9)], FloatReference(accuracy=0.9), True, 1.0, 0.05)
+    g = fidelity_gate(
+        [_row(accuracy=0.885), _row(id="onnx-int8", accuracy=0.9)], FloatReference(accuracy=0.9), True, 1.0, 0.05
+    )
     assert not g["tflite-int8"].passed and g["onnx-int8"].passed
     assert abs(g["tflite-int8"].drop_pp - 1.5) < 1e-9
     assert fidelity_gate([_row(shipped=False)], FloatReference(accuracy=0.9), True, 1.0, 0.05) == {}

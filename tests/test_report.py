@@ -62,7 +62,7 @@ def _check_html(text: str) -> _Checker:
     assert "script" not in c.tags
     # self-contained: every image inline, nothing fetched from elsewhere
     assert all(s.startswith("data:image/png;base64,") for s in c.srcs)
-    for ref in ("<link", "http://", "https://", "src=\"/", "url("):
+    for ref in ("<link", "http://", "https://", 'src="/', "url("):
         assert ref not in text
     return c
 
@@ -74,17 +74,34 @@ def _labeled_report() -> dict:
     onx_pc = dict(zip(labels, [1.0, 0.975, 0.972, 0.944, 0.986, 0.958, 1.0, 0.972, 0.917, 0.972]))
 
     def art(aid, fmt, prec, shipped, size, ratio, med, p90, speed, agree, conf, unc, kl, acc, pc, **kw):
-        return {"id": aid, "format": fmt, "precision": prec, "shipped": shipped, "file": f"{aid}.{fmt}",
-                "size_bytes": size, "size_ratio": ratio,
-                "latency_ms": {"median": med, "p90": p90, "runs": 200, "threads": 2}, "speedup_vs_float": speed,
-                "agreement": agree, "agreement_confident": conf, "agreement_uncertain": unc,
-                "confident_fraction": 0.981, "kl_mean": kl, "accuracy": acc, "per_class_accuracy": pc, **kw}
+        return {
+            "id": aid,
+            "format": fmt,
+            "precision": prec,
+            "shipped": shipped,
+            "file": f"{aid}.{fmt}",
+            "size_bytes": size,
+            "size_ratio": ratio,
+            "latency_ms": {"median": med, "p90": p90, "runs": 200, "threads": 2},
+            "speedup_vs_float": speed,
+            "agreement": agree,
+            "agreement_confident": conf,
+            "agreement_uncertain": unc,
+            "confident_fraction": 0.981,
+            "kl_mean": kl,
+            "accuracy": acc,
+            "per_class_accuracy": pc,
+            **kw,
+        }
 
     return {
         "name": "digits-mobilenetv2",
         "created": "2026-11-27T16:40:00Z",
-        "source": {"file": "digits.keras", "format": "keras",
-                   "sha256": "ab12f0c3e1d94b7a8c55e2f0d1b6a4c39e7f21d08b5a6c4e3f2a1b0c9d8e7f6a"},
+        "source": {
+            "file": "digits.keras",
+            "format": "keras",
+            "sha256": "ab12f0c3e1d94b7a8c55e2f0d1b6a4c39e7f21d08b5a6c4e3f2a1b0c9d8e7f6a",
+        },
         "target": "generic",
         "task": "image-classification",
         "calibration_data": "data/calib (200 images)",
@@ -94,28 +111,108 @@ def _labeled_report() -> dict:
         "has_labels": True,
         "float": {"accuracy": 0.9667, "per_class_accuracy": float_pc},
         "artifacts": [
-            art("tflite-float32", "tflite", "float32", False, 8_912_344, 1.0, 5.12, 5.61, 1.0,
-                1.0, 1.0, 1.0, 1.2e-7, 0.9667, float_pc),
-            art("tflite-int8", "tflite", "int8", True, 2_401_880, 0.2695, 2.74, 3.02, 1.869,
-                0.9917, 0.9943, 0.8571, 0.0031, 0.9639, tfl_pc, placement="cpu"),
-            art("onnx-float32", "onnx", "float32", False, 8_840_112, 1.0, 0.35, 0.41, 1.0,
-                1.0, 1.0, 1.0, 0.0, 0.9667, float_pc),
-            art("onnx-int8", "onnx", "int8", True, 2_512_006, 0.2842, 0.57, 0.66, 0.614,
-                0.9944, 0.9972, 0.8571, 0.0024, 0.9694, onx_pc,
-                notes={"quantization": "static QDQ per-channel"}),
+            art(
+                "tflite-float32",
+                "tflite",
+                "float32",
+                False,
+                8_912_344,
+                1.0,
+                5.12,
+                5.61,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                1.2e-7,
+                0.9667,
+                float_pc,
+            ),
+            art(
+                "tflite-int8",
+                "tflite",
+                "int8",
+                True,
+                2_401_880,
+                0.2695,
+                2.74,
+                3.02,
+                1.869,
+                0.9917,
+                0.9943,
+                0.8571,
+                0.0031,
+                0.9639,
+                tfl_pc,
+                placement="cpu",
+            ),
+            art(
+                "onnx-float32",
+                "onnx",
+                "float32",
+                False,
+                8_840_112,
+                1.0,
+                0.35,
+                0.41,
+                1.0,
+                1.0,
+                1.0,
+                1.0,
+                0.0,
+                0.9667,
+                float_pc,
+            ),
+            art(
+                "onnx-int8",
+                "onnx",
+                "int8",
+                True,
+                2_512_006,
+                0.2842,
+                0.57,
+                0.66,
+                0.614,
+                0.9944,
+                0.9972,
+                0.8571,
+                0.0024,
+                0.9694,
+                onx_pc,
+                notes={"quantization": "static QDQ per-channel"},
+            ),
         ],
         "fastest_on_host": "onnx-int8",
         "max_accuracy_drop_pp": 1.0,
         "accuracy_drop_pp": {"tflite-int8": 0.28, "onnx-int8": -0.28},
         "drop_basis": "labels",
-        "gate": {"tflite-int8": {"figures": {"accuracy drop (pp)": {"value": 0.28, "limit": 1.0}}, "passed": True},
-                 "onnx-int8": {"figures": {"accuracy drop (pp)": {"value": -0.28, "limit": 1.0}}, "passed": True}},
+        "gate": {
+            "tflite-int8": {"figures": {"accuracy drop (pp)": {"value": 0.28, "limit": 1.0}}, "passed": True},
+            "onnx-int8": {"figures": {"accuracy drop (pp)": {"value": -0.28, "limit": 1.0}}, "passed": True},
+        },
         "passed": True,
         "warnings": ["onnx-int8 is slower than onnx-float32 on this host (0.57 ms vs 0.35 ms) & <check>"],
-        "ops": {"tflite-int8": {"CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1, "FULLY_CONNECTED": 1,
-                                "SOFTMAX": 1, "QUANTIZE": 1, "DEQUANTIZE": 1},
-                "onnx-int8": {"QuantizeLinear": 80, "DequantizeLinear": 160, "Conv": 52, "Add": 10,
-                              "GlobalAveragePool": 1, "Gemm": 1, "Softmax": 1}},
+        "ops": {
+            "tflite-int8": {
+                "CONV_2D": 35,
+                "DEPTHWISE_CONV_2D": 17,
+                "ADD": 10,
+                "MEAN": 1,
+                "FULLY_CONNECTED": 1,
+                "SOFTMAX": 1,
+                "QUANTIZE": 1,
+                "DEQUANTIZE": 1,
+            },
+            "onnx-int8": {
+                "QuantizeLinear": 80,
+                "DequantizeLinear": 160,
+                "Conv": 52,
+                "Add": 10,
+                "GlobalAveragePool": 1,
+                "Gemm": 1,
+                "Softmax": 1,
+            },
+        },
         "edgetpu": {"compiled": False, "message": "edgetpu_compiler is not on PATH: the int8 model is Edge TPU-ready"},
         "tools": {"tensorflow": "2.21.0", "onnxruntime": "1.32.0", "edge-runtime": "0.1.0"},
     }
@@ -123,10 +220,22 @@ def _labeled_report() -> dict:
 
 def _streaming_report() -> dict:
     """No labels, streaming, failed, and full of missing or None values."""
+
     def art(aid, fmt, prec, shipped, **kw):
-        base = {"id": aid, "format": fmt, "precision": prec, "shipped": shipped, "size_bytes": None,
-                "latency_ms": None, "agreement": None, "agreement_confident": None, "agreement_uncertain": None,
-                "kl_mean": None, "step_agreement": None, "step_score_max_abs_diff": None}
+        base = {
+            "id": aid,
+            "format": fmt,
+            "precision": prec,
+            "shipped": shipped,
+            "size_bytes": None,
+            "latency_ms": None,
+            "agreement": None,
+            "agreement_confident": None,
+            "agreement_uncertain": None,
+            "kl_mean": None,
+            "step_agreement": None,
+            "step_score_max_abs_diff": None,
+        }
         base.update(kw)
         return base
 
@@ -143,13 +252,34 @@ def _streaming_report() -> dict:
         "has_labels": False,
         "float": {},
         "artifacts": [
-            art("tflite-float32", "tflite", "float32", False, size_bytes=412_000,
+            art(
+                "tflite-float32",
+                "tflite",
+                "float32",
+                False,
+                size_bytes=412_000,
                 latency_ms={"median": 0.81, "p90": None, "runs": 300, "threads": 1},
-                agreement=1.0, step_agreement=1.0, step_score_max_abs_diff=0.0, kl_mean=0.0),
-            art("tflite-int8", "tflite", "int8", True, size_bytes=118_500,
+                agreement=1.0,
+                step_agreement=1.0,
+                step_score_max_abs_diff=0.0,
+                kl_mean=0.0,
+            ),
+            art(
+                "tflite-int8",
+                "tflite",
+                "int8",
+                True,
+                size_bytes=118_500,
                 latency_ms={"median": 0.44, "p90": 0.52, "runs": 300, "threads": 1},
-                agreement=0.962, agreement_confident=0.981, agreement_uncertain=None, confident_fraction=0.93,
-                kl_mean=0.0412, step_agreement=0.948, step_score_max_abs_diff=0.2113, step_score_mean_abs_diff=0.011),
+                agreement=0.962,
+                agreement_confident=0.981,
+                agreement_uncertain=None,
+                confident_fraction=0.93,
+                kl_mean=0.0412,
+                step_agreement=0.948,
+                step_score_max_abs_diff=0.2113,
+                step_score_mean_abs_diff=0.011,
+            ),
             art("onnx-int8", "onnx", None, True, latency_ms={}),
             {"id": None},
         ],
@@ -157,9 +287,16 @@ def _streaming_report() -> dict:
         "max_accuracy_drop_pp": 1.0,
         "accuracy_drop_pp": {"tflite-int8": 3.8, "onnx-int8": None},
         "drop_basis": "fidelity to float (no labels)",
-        "gate": {"tflite-int8": {"figures": {"confident predictions changed (pp)": {"value": 3.8, "limit": 1.0},
-                                             "top-k KL": {"value": 0.0412, "limit": 0.05}}, "passed": False},
-                 "onnx-int8": {"figures": {"top-k KL": {"value": None, "limit": 0.05}}, "passed": None}},
+        "gate": {
+            "tflite-int8": {
+                "figures": {
+                    "confident predictions changed (pp)": {"value": 3.8, "limit": 1.0},
+                    "top-k KL": {"value": 0.0412, "limit": 0.05},
+                },
+                "passed": False,
+            },
+            "onnx-int8": {"figures": {"top-k KL": {"value": None, "limit": 0.05}}, "passed": None},
+        },
         "passed": False,
         "warnings": None,
         "ops": {"tflite-int8": None},
@@ -186,7 +323,7 @@ def test_labeled_report(tmp_path):
     for a in rep["artifacts"]:
         assert a["id"] in text
     assert "PASS" in text and "FAIL" not in text
-    assert "accuracy drop (pp) <span class=\"\">0.28</span> (limit 1)" in text and "labels" in text
+    assert 'accuracy drop (pp) <span class="">0.28</span> (limit 1)' in text and "labels" in text
     assert "digits-mobilenetv2" in text
     # the label with markup is escaped, never raw
     assert "&lt;b&gt;nine&lt;/b&gt;" in text
@@ -224,12 +361,28 @@ def test_streaming_report_without_labels(tmp_path):
         assert c.srcs, "latency, size and agreement can still be plotted"
 
 
-@pytest.mark.parametrize("report", [{}, None, {"artifacts": None, "float": None, "passed": None},
-                                    {"artifacts": [None, 3, "x", {}], "ops": {"a": {"X": "many"}},
-                                     "labels": [1, 2, None], "float": {"per_class_accuracy": {"1": float("nan")}},
-                                     "warnings": "one warning", "calibration_method": "entropy",
-                                     "edgetpu": {"compiled": True, "file": "m_edgetpu.tflite", "summary": "x",
-                                                 "ops": [{"op": "CONV_2D", "count": 3, "status": "Mapped"}]}}])
+@pytest.mark.parametrize(
+    "report",
+    [
+        {},
+        None,
+        {"artifacts": None, "float": None, "passed": None},
+        {
+            "artifacts": [None, 3, "x", {}],
+            "ops": {"a": {"X": "many"}},
+            "labels": [1, 2, None],
+            "float": {"per_class_accuracy": {"1": float("nan")}},
+            "warnings": "one warning",
+            "calibration_method": "entropy",
+            "edgetpu": {
+                "compiled": True,
+                "file": "m_edgetpu.tflite",
+                "summary": "x",
+                "ops": [{"op": "CONV_2D", "count": 3, "status": "Mapped"}],
+            },
+        },
+    ],
+)
 def test_sparse_or_odd_reports_never_crash(tmp_path, report):
     text = _render(report, tmp_path)
     _check_html(text)
@@ -269,8 +422,14 @@ def test_page_without_matplotlib(tmp_path, monkeypatch):
 
 def test_matplotlib_is_imported_lazily():
     code = "import sys, converters.report; print('matplotlib' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.stdout.strip() == "False"
 
 
