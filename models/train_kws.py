@@ -777,6 +777,8 @@ def export(model, args, labels, splits, fixed, head_in, info: dict[str, Any]) ->
             hop_frames=pre.frames_per_step,
             audio=pre,
             extra_metrics={"detector": detector, "training": info},
+            # a smoke run checks the pipeline: one calibration, no search for a more faithful int8
+            **({"calibration_method": "minmax", "mixed_precision": False} if args.smoke else {}),
         )
         try:
             with QuietNative(True):
