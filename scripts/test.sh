@@ -8,4 +8,6 @@ scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy edge_runtime
-exec .venv/bin/python -m pytest "$@"
+# Two workers (TEST_WORKERS), each taking whole test files: most tests use one core, and a file's
+# fixtures (trained models, brokers, audio servers) stay in one process.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
