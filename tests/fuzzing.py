@@ -56,14 +56,14 @@ def process_state():
     """Keep what a command changes in-process (signal handlers, root logging) as it was."""
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    saved_handlers, saved_level = root.handlers[:], root.level
     try:
         yield
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
-        root.handlers[:], _ = saved
-        root.setLevel(saved[1])
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
 
 
 @dataclass

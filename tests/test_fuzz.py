@@ -11,6 +11,7 @@ the same properties on many thousands and writes ``bench/results/fuzz.json``.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import os
@@ -901,13 +902,7 @@ def tar_of(stage: Path, out: Path, data, how: str | None) -> None:
             how, tarfile.REGTYPE
         )
         member.linkname = "/etc/passwd" if how in ("symlink", "hardlink") else ""
-        tar.addfile(member, io_bytes(b"") if member.type == tarfile.REGTYPE else None)
-
-
-def io_bytes(b: bytes):
-    import io
-
-    return io.BytesIO(b)
+        tar.addfile(member, io.BytesIO(b"") if member.type == tarfile.REGTYPE else None)
 
 
 @settings(FUZZ, max_examples=examples(80))

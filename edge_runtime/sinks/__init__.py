@@ -18,6 +18,7 @@ Importing this package alone pulls in neither paho-mqtt nor prometheus-client.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import pkgutil
@@ -120,9 +121,15 @@ def register(table: str, config: type | None = None, order: int = 100) -> Callab
     return deco
 
 
-def _entries() -> list[_Entry]:
-    for m in pkgutil.iter_modules(__path__):  # each module of this package, imported once
+@functools.cache
+def _import_sink_modules() -> None:
+    """Each module of this package, once: importing one registers its sink."""
+    for m in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{m.name}")
+
+
+def _entries() -> list[_Entry]:
+    _import_sink_modules()
     return sorted(_BUILDERS.values(), key=lambda e: e.order)
 
 
