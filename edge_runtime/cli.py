@@ -14,6 +14,7 @@ from typing import NoReturn
 from . import __version__
 from .config import MAX_FALSE_ACCEPTS_PER_HOUR
 from .defaults import model_dir
+from .engines import ENGINES
 
 
 class UserError(Exception):
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--model", type=Path, help="artifact folder (manifest.json + model files); default: the shipped model"
     )
-    c.add_argument("--engine", choices=["auto", "litert", "onnx"], default="auto")
+    c.add_argument("--engine", choices=["auto", *ENGINES], default="auto")
     c.add_argument(
         "--top", type=_in_range(int, 1, 100000), default=3, metavar="K", help="labels to show per image (default 3)"
     )
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="streaming keyword artifact folder (default: the shipped edge_runtime/data/models/kws)",
     )
-    ls.add_argument("--engine", choices=["auto", "litert", "onnx"], default="auto")
+    ls.add_argument("--engine", choices=["auto", *ENGINES], default="auto")
     ls.add_argument(
         "--threshold",
         type=float,
@@ -257,7 +258,7 @@ def check(args: argparse.Namespace) -> int:
             from .sources.microphone import import_sounddevice, resolve_input  # device must be listed now
 
             resolve_input(import_sounddevice(), cfg.microphone.device)
-        if cfg.sinks.mqtt:  # the settings and the spool exactly as `run` takes them (it connects to nothing)
+        if "mqtt" in cfg.sinks.more:  # the settings and the spool exactly as `run` takes them (it connects to nothing)
             from .sinks.mqtt import open_spool
 
             mq = mqtt_config(cfg)
@@ -305,7 +306,7 @@ def devices(args: argparse.Namespace) -> int:
 def _delegates() -> list[dict]:
     import ctypes
 
-    from .engines.litert import DELEGATE_LIBRARIES
+    from .engines.base import DELEGATE_LIBRARIES
 
     out = []
     for kind, lib in DELEGATE_LIBRARIES.items():

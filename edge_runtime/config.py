@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .engines import ENGINES, Acceleration
 from .schema import INDEX, SchemaError, build, check, choice
 
 if sys.version_info >= (3, 11):
@@ -54,19 +55,6 @@ _FA_PER_HOUR = _check(
 )
 
 
-_PROVIDERS = _check(
-    lambda v: all(p.endswith("ExecutionProvider") for p in v),
-    "must be ONNX Runtime execution provider names, e.g. CUDAExecutionProvider",
-)
-
-
-@dataclass
-class DelegateConfig:
-    kind: str = field(default="xnnpack", metadata=_choice("xnnpack", "gpu", "edgetpu", "nnapi", "external"))
-    library: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
-
-
 @dataclass
 class CameraConfig:
     uri: str = field(
@@ -91,15 +79,13 @@ class MicrophoneConfig:
 
 
 @dataclass
-class ModelConfig:
-    """What every model section says: the artifact folder, the engine, and where it runs."""
+class ModelConfig(Acceleration):
+    """What every model section says: the artifact folder, the engine, its threads and where it runs
+    (the delegates and providers of :class:`~edge_runtime.engines.Acceleration`)."""
 
     model: str = "default"  # "default" (the shipped model of the section) or an artifact folder
-    engine: str = field(default="auto", metadata=_choice("auto", "litert", "onnx"))
+    engine: str = field(default="auto", metadata=_choice("auto", *ENGINES))
     threads: int | None = field(default=None, metadata=_THREADS)
-    delegates: list[DelegateConfig] = field(default_factory=list)
-    providers: list[str] = field(default_factory=list, metadata=_PROVIDERS)
-    provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -160,46 +146,6 @@ class JsonlConfig:
     backups: int = field(default=3, metadata=_upto(1000, above_zero=False))
 
 
-MAX_SPOOL_MB = 100_000
-MAX_SPOOL_DAYS = 3650
-
-
-@dataclass
-class MqttSinkConfig:
-    host: str = "127.0.0.1"
-    port: int = field(default=1883, metadata=_PORT)
-    client_id: str | None = None
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    qos: int = field(default=1, metadata=_check(lambda v: v in (0, 1, 2), "must be 0, 1 or 2"))
-    topic_prefix: str | None = None
-    keepalive: int = field(default=30, metadata=_upto(65535))
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    # the on-disk spool (SQLite): unset = on when qos >= 1 and there is a folder for it
-    spool: bool | None = None
-    spool_dir: str | None = None  # unset: $STATE_DIRECTORY, which systemd sets from StateDirectory=
-    spool_max_mb: float = field(
-        default=50.0,
-        metadata=_check(
-            lambda v: math.isfinite(v) and 0.001 <= v <= MAX_SPOOL_MB,
-            f"must be a size in MiB from 0.001 to {MAX_SPOOL_MB}",
-        ),
-    )
-    spool_max_age_days: float = field(
-        default=7.0,
-        metadata=_check(
-            lambda v: math.isfinite(v) and 0 < v <= MAX_SPOOL_DAYS,
-            f"must be a number of days, more than 0 and at most {MAX_SPOOL_DAYS}",
-        ),
-    )
-
-
 MAX_HTTP_CONNECTIONS = 64
 MAX_TOKEN_BYTES = 4096
 
@@ -254,9 +200,9 @@ def read_token(path: str) -> str:
 @dataclass
 class SinksConfig:
     jsonl: JsonlConfig | None = None
-    mqtt: MqttSinkConfig | None = None
     http: HttpConfig | None = None
-    # [sinks.<table>] of a sink that declares its own config where it registers (edge_runtime/sinks/)
+    # [sinks.<table>] of a sink that declares its own config where it registers (edge_runtime/sinks/:
+    # mqtt, webhook)
     more: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
 
     @classmethod
@@ -402,25 +348,10 @@ def _check_sinks(cfg: Config, loc: _Locator) -> None:
             f"{http.host or 'every interface'} is not a loopback address: set "
             "token_file (a file holding a bearer token) or bind 127.0.0.1",
         )
-    mqtt = cfg.sinks.mqtt
-    if mqtt and mqtt.spool and mqtt.qos == 0:
-        raise loc.error(
-            ("sinks", "mqtt", "spool"),
-            "needs qos 1 or 2 (at QoS 0 the broker acknowledges nothing): set qos = 1 or spool = false",
-        )
-    if mqtt and mqtt.spool_dir is not None and not mqtt.spool_dir.strip():
-        raise loc.error(("sinks", "mqtt", "spool_dir"), "is empty: give a folder, or leave it out")
 
 
 def _check_sources(cfg: Config, loc: _Locator) -> None:
-    """What a source or model section names must be there (a camera device may come later; paths not)."""
-    for section in ("vision", "audio"):
-        for i, d in enumerate(getattr(getattr(cfg, section), "delegates", None) or []):
-            if d.kind == "external" and not d.library:
-                raise loc.error(
-                    (section, "delegates", i, "library"),
-                    'an external delegate needs library = "/path/to/libdelegate.so"',
-                )
+    """What a source section names must be there (a camera device may come later; paths not)."""
     if cfg.camera:
         from .sources import SourceError
         from .sources.camera import classify_uri

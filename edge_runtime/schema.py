@@ -20,10 +20,10 @@ from typing import Any
 MAX_NUMBER = 1e12  # no field needs a larger magnitude; floats must also be finite
 
 
-class SchemaError(Exception):
+class SchemaError(ValueError):
     def __init__(self, keys: tuple, msg: str):
-        super().__init__(msg)
         self.keys, self.msg = keys, msg
+        super().__init__(f"{self.dotted()}: {msg}" if keys else msg)
 
     def dotted(self) -> str:
         return ".".join(str(k) if isinstance(k, str) else f"[{k}]" for k in self.keys).replace(".[", "[")
@@ -110,10 +110,11 @@ def convert(tp: Any, value: Any, keys: tuple = ()) -> Any:
 def build(cls: type, data: dict[str, Any], keys: tuple = ()) -> Any:
     """An instance of dataclass ``cls`` from ``data``; SchemaError on the first problem.
 
-    Fields with ``metadata={"internal": True}`` are not keys of the data. A class with an
-    ``extra_tables()`` classmethod ({key: dataclass}) also takes those keys, built into its ``more``
-    dict (tables of plug-ins that declare their own config). A ValueError raised by the class
-    itself (``__post_init__``) is a SchemaError at ``keys``."""
+        Fields with ``metadata={"internal": True}`` are not keys of the data. A class with an
+        ``extra_tables()`` classmethod ({key: dataclass}) also takes those keys, built into its ``more``
+        dict (tables of plug-ins that declare their own config). A ValueError raised by the class
+        itself (``__post_init__``) is a SchemaError at ``keys``; a SchemaError it raises names its key
+    below ``keys``."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     extra: dict[str, type] = cls.extra_tables() if hasattr(cls, "extra_tables") else {}
@@ -140,5 +141,7 @@ def build(cls: type, data: dict[str, Any], keys: tuple = ()) -> Any:
         kwargs["more"] = more
     try:
         return cls(**kwargs)
+    except SchemaError as e:  # the class names the key itself (``__post_init__``)
+        raise SchemaError((*keys, *e.keys), e.msg) from None
     except (ValueError, TypeError) as e:
         raise SchemaError(keys, str(e)) from None

@@ -27,7 +27,7 @@ from .events import Event
 from .fanin import FusionStage
 from .fusion import Fusion
 from .manifest import ManifestError
-from .pipelines.runner import KINDS, PIPELINES, Pipeline, PipelineStats, accel_of, build_pipelines
+from .pipelines.runner import KINDS, PIPELINES, Pipeline, PipelineStats, build_pipelines
 from .redact import redact_all
 from .sinks.mqtt_settings import mqtt_config
 from .supervisor import Supervisor
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Daemon", "Models", "PipelineStats", "ServiceError", "accel_of", "mqtt_config"]
+__all__ = ["Daemon", "Models", "PipelineStats", "ServiceError", "mqtt_config"]
 
 
 class ServiceError(Exception):

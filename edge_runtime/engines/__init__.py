@@ -32,14 +32,12 @@ import pkgutil
 import statistics
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..manifest import Artifact, Manifest
-from .base import REGISTRY, Engine, EngineError, Placement
-from .litert import Delegate
+from .base import REGISTRY, Acceleration, Delegate, Engine, EngineError, Placement
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +47,6 @@ for _m in pkgutil.iter_modules(__path__):  # each engine module registers its en
 ENGINES = {cls.name: fmt for fmt, cls in REGISTRY.items()}  # engine name -> artifact format
 PROBE_CALLS = 6  # auto on a streaming model: timed calls per artifact ...
 PROBE_IDLE_S = 0.01  # ... each after this much idle time (adds calls x artifacts x this to the load)
-
-
-@dataclass(frozen=True)
-class Acceleration:
-    """Where to run: LiteRT delegates and ONNX Runtime providers, each in preference order."""
-
-    delegates: tuple[Delegate, ...] = ()
-    providers: tuple[str, ...] = ()
-    provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def open_artifact(

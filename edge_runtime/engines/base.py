@@ -7,17 +7,60 @@ and dequantized here, from the artifact's own parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from ..manifest import Quantization, TensorSpec
+from ..schema import check, choice
 
 if TYPE_CHECKING:
     from ..manifest import Artifact
-    from . import Acceleration
+
+# Default shared libraries of the LiteRT delegates on Linux boards.
+DELEGATE_LIBRARIES = {
+    "edgetpu": "libedgetpu.so.1",
+    "gpu": "libtensorflowlite_gpu_delegate.so",
+    "nnapi": "libnnapi_delegate.so",
+}
+DELEGATE_KINDS = ("xnnpack", *DELEGATE_LIBRARIES, "external")
+
+
+@dataclass
+class Delegate:
+    """A LiteRT delegate to try: its kind, its library (default per kind) and its options; the
+    ``[[<model section>.delegates]]`` tables of the config."""
+
+    kind: str = field(default="xnnpack", metadata=choice(*DELEGATE_KINDS))
+    library: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind == "external" and not self.library:
+            raise ValueError('an external delegate needs library = "/path/to/libdelegate.so"')
+
+    @property
+    def lib(self) -> str | None:
+        return self.library or DELEGATE_LIBRARIES.get(self.kind)
+
+
+@dataclass
+class Acceleration:
+    """Where a model runs: LiteRT delegates and ONNX Runtime providers, each in preference order.
+    Every model section of the config is one (its ``delegates``, ``providers`` and
+    ``provider_options`` keys), and every engine is opened with one."""
+
+    delegates: list[Delegate] = field(default_factory=list)
+    providers: list[str] = field(
+        default_factory=list,
+        metadata=check(
+            lambda v: all(p.endswith("ExecutionProvider") for p in v),
+            "must be ONNX Runtime execution provider names, e.g. CUDAExecutionProvider",
+        ),
+    )
+    provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class EngineError(Exception):

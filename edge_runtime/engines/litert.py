@@ -9,42 +9,19 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..manifest import Quantization, TensorSpec
-from .base import Engine, EngineError, Placement, check_io, register
+from .base import DELEGATE_KINDS, Delegate, Engine, EngineError, Placement, check_io, register
 
 if TYPE_CHECKING:
     from ..manifest import Artifact
-    from . import Acceleration
+    from .base import Acceleration
 
 log = logging.getLogger(__name__)
-
-
-# Default shared libraries of the delegates on Linux boards.
-DELEGATE_LIBRARIES = {
-    "edgetpu": "libedgetpu.so.1",
-    "gpu": "libtensorflowlite_gpu_delegate.so",
-    "nnapi": "libnnapi_delegate.so",
-}
-DELEGATE_KINDS = ("xnnpack", *DELEGATE_LIBRARIES, "external")
-
-
-@dataclass(frozen=True)
-class Delegate:
-    """A delegate to try: kind, its library (default per kind) and its options."""
-
-    kind: str
-    library: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def lib(self) -> str | None:
-        return self.library or DELEGATE_LIBRARIES.get(self.kind)
 
 
 def litert_module():

@@ -26,7 +26,7 @@ from .base import Engine, EngineError, Placement, check_io, register
 
 if TYPE_CHECKING:
     from ..manifest import Artifact
-    from . import Acceleration
+    from .base import Acceleration
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..defaults import model_dir
-from ..engines import Acceleration, Delegate
+from ..engines import Acceleration
 from ..events import Decision
 from ..manifest import load
 
@@ -39,16 +39,12 @@ DEFAULT_STALL_S = 2.0  # a source offline longer than this (a camera: its stall_
 READ_TIMEOUT_S = 0.25  # a loop waits this long for a frame or chunk before it beats again
 
 
-def accel_of(section: Any) -> Acceleration:
-    """The section's delegates and providers (named providers checked even when LiteRT runs the model)."""
+def accel_of(section: Acceleration) -> Acceleration:
+    """A model section (an Acceleration itself), its named providers checked even when LiteRT runs the model."""
     from ..engines.onnx import check_providers
 
     check_providers(list(section.providers) + list(section.provider_options))
-    return Acceleration(
-        delegates=tuple(Delegate(d.kind, d.library, dict(d.options)) for d in section.delegates),
-        providers=tuple(section.providers),
-        provider_options=dict(section.provider_options),
-    )
+    return section
 
 
 def model_folder(spec: str, kind: str) -> Path:

@@ -38,15 +38,14 @@ import json
 import logging
 import math
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..spool import DEFAULT_MAX_AGE_S, DEFAULT_MAX_BYTES, Spool, SpoolError
+from ..spool import Spool, SpoolError
 from . import Sink, SinkError
+from .mqtt_settings import MqttConfig
 
 if TYPE_CHECKING:
     from ..events import Event
@@ -56,98 +55,11 @@ log = logging.getLogger(__name__)
 
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
 INFLIGHT = 64  # events handed to paho and not yet acknowledged, at most
-SPOOL_FILE = "mqtt-spool.sqlite3"  # in the state directory
-
-
-def _hostname() -> str:
-    name = socket.gethostname().split(".", 1)[0] or "localhost"
-    return _SLUG.sub("-", name)
 
 
 def slug(name: str) -> str:
     """A topic level / Home Assistant id from any name: only ``[A-Za-z0-9_-]``."""
     return _SLUG.sub("_", name).strip("_") or "_"
-
-
-@dataclass
-class MqttConfig:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    client_id: str = field(default_factory=lambda: f"edge-runtime-{_hostname()}")
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False  # also on when ca_file or cert_file is given
-    ca_file: str | None = None  # None with tls: the system's CA certificates
-    cert_file: str | None = None  # client certificate (mutual TLS)
-    key_file: str | None = None
-    tls_insecure: bool = False  # do not check that the broker's certificate matches host
-    qos: int = 1
-    topic_prefix: str = field(default_factory=lambda: f"edge-runtime/{_hostname()}")
-    retain_events: bool = False
-    keepalive: int = 30  # seconds; the broker sends the last will after 1.5x this without traffic
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    event_names: list[str] = field(default_factory=list)  # event entities announced to Home Assistant
-    device_name: str = field(default_factory=lambda: f"edge-runtime {_hostname()}")
-    node_id: str | None = None  # Home Assistant node id; default: slug(client_id)
-    max_queued: int = 1000  # without a spool file: events waiting in memory; beyond it the oldest are dropped
-    spool_path: str | None = None  # the spool's SQLite file; None: in memory (lost when the process ends)
-    spool_max_bytes: int = DEFAULT_MAX_BYTES  # stored topic + payload bytes; beyond it the oldest are dropped
-    spool_max_age_s: float = DEFAULT_MAX_AGE_S  # older events are dropped
-    reconnect_min_delay: int = 1  # seconds, doubled per failed attempt ...
-    reconnect_max_delay: int = 60  # ... up to this
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.host:
-            problems.append("host is empty")
-        if not 0 < int(self.port) < 65536:
-            problems.append(f"port {self.port} is not in 1..65535")
-        if self.qos not in (0, 1, 2):
-            problems.append(f"qos {self.qos} is not 0, 1 or 2")
-        if int(self.keepalive) < 1:
-            problems.append(f"keepalive {self.keepalive} must be >= 1 second")
-        for key in ("topic_prefix", "discovery_prefix"):
-            v = getattr(self, key)
-            if not v.strip("/") or any(c in v for c in "+#\0") or v != v.strip("/") or "//" in v:
-                problems.append(
-                    f"{key} {v!r} must be a non-empty topic without + or #, empty levels, or a leading or trailing /"
-                )
-        if int(self.max_queued) < 1:
-            problems.append(f"max_queued {self.max_queued} must be >= 1")
-        if int(self.spool_max_bytes) < 1 or not (math.isfinite(self.spool_max_age_s) and self.spool_max_age_s > 0):
-            problems.append("spool_max_bytes and spool_max_age_s must be > 0 and finite")
-        if self.spool_path is not None and self.qos == 0:
-            problems.append("a spool file needs qos 1 or 2 (at QoS 0 the broker acknowledges nothing)")
-        if not 0 < int(self.reconnect_min_delay) <= int(self.reconnect_max_delay):
-            problems.append("reconnect delays must satisfy 0 < reconnect_min_delay <= reconnect_max_delay")
-        if self.password is not None and self.username is None:
-            problems.append("password given without username")
-        if self.use_tls:
-            problems += self._tls_problems()
-        if problems:
-            raise ValueError("mqtt: " + "; ".join(problems))
-
-    @property
-    def use_tls(self) -> bool:
-        return bool(self.tls or self.ca_file or self.cert_file)
-
-    def _tls_problems(self) -> list[str]:
-        """The CA and client certificate files loaded as the connection will load them (no network)."""
-        import ssl
-
-        if self.key_file and not self.cert_file:
-            return ["key_file given without cert_file"]
-        try:
-            ctx = ssl.create_default_context(cafile=self.ca_file)
-            if self.cert_file:
-                ctx.load_cert_chain(self.cert_file, self.key_file)
-        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-            return [
-                f"cannot set up TLS from ca_file={self.ca_file}, cert_file={self.cert_file}, "
-                f"key_file={self.key_file} ({getattr(e, 'strerror', None) or e}); check the files"
-            ]
-        return []
 
 
 def open_spool(cfg: MqttConfig) -> Spool:
