@@ -351,15 +351,13 @@ def _check_sinks(cfg: Config, loc: _Locator) -> None:
 
 
 def _check_sources(cfg: Config, loc: _Locator) -> None:
-    """What a source section names must be there (a camera device may come later; paths not)."""
-    if cfg.camera:
-        from .sources import SourceError
-        from .sources.camera import classify_uri
+    """Each source section is read by a registered source kind, and what it names is there (a camera
+    device or sound card may come later; files not)."""
+    from .sources import SourceConfigError, resolve
 
-        try:
-            classify_uri(cfg.camera.uri)
-        except SourceError as e:
-            raise loc.error(("camera", "uri"), str(e)) from None
-    mic = cfg.microphone
-    if mic and mic.file and not Path(mic.file).is_file():
-        raise loc.error(("microphone", "file"), f"{mic.file}: no such file")
+    for section in ("camera", "microphone"):
+        if getattr(cfg, section) is not None:
+            try:
+                resolve(section, getattr(cfg, section))
+            except SourceConfigError as e:
+                raise loc.error((section, e.key) if e.key else (section,), str(e)) from None

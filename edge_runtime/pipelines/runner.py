@@ -34,6 +34,7 @@ from ..defaults import model_dir
 from ..engines import Acceleration
 from ..events import Decision
 from ..manifest import load
+from ..sources import open_source
 
 DEFAULT_STALL_S = 2.0  # a source offline longer than this (a camera: its stall_timeout_s) makes /healthz 503
 READ_TIMEOUT_S = 0.25  # a loop waits this long for a frame or chunk before it beats again
@@ -117,7 +118,7 @@ class Pipeline:
     """One modality: a source, the model reading it, a read policy (``run``) and stats.
 
     Subclasses set ``name`` (the config section, modality and worker name) and ``source_name``, and
-    implement :meth:`load_model`, :meth:`open_source` and :meth:`run`."""
+    implement :meth:`load_model` and :meth:`run`; the source is opened from the registry of source kinds."""
 
     name: ClassVar[str]
     source_name: ClassVar[str]
@@ -161,7 +162,8 @@ class Pipeline:
 
     @classmethod
     def open_source(cls, cfg: Any) -> Any:
-        raise NotImplementedError
+        """The source of the pipeline's config section, of the registered kind that reads it, started."""
+        return open_source(cls.source_name, cls.source_name, getattr(cfg, cls.source_name))
 
     @classmethod
     def stall_of(cls, cfg: Any) -> float:
@@ -255,15 +257,6 @@ class VisionPipeline(Pipeline):
         return ImageClassifier(man, folder, section.engine, section.threads, accel_of(section))
 
     @classmethod
-    def open_source(cls, cfg: Any) -> Any:
-        from ..sources.camera import CameraSource
-
-        c = cfg.camera
-        return CameraSource(
-            cls.source_name, c.uri, c.width, c.height, c.fps, c.fourcc, c.stride, c.stall_timeout_s, loop=c.loop
-        ).start()
-
-    @classmethod
     def stall_of(cls, cfg: Any) -> float:
         return cfg.camera.stall_timeout_s if cfg.camera else DEFAULT_STALL_S
 
@@ -338,17 +331,6 @@ class AudioPipeline(Pipeline):
             accel=accel_of(section),
             false_accepts_per_hour=section.false_accepts_per_hour,
         )
-
-    @classmethod
-    def open_source(cls, cfg: Any) -> Any:
-        m = cfg.microphone
-        if m.file:
-            from ..sources.files import WavFileSource
-
-            return WavFileSource(cls.source_name, m.file, realtime=m.realtime, block_ms=m.block_ms, loop=m.loop).start()
-        from ..sources.microphone import MicrophoneSource
-
-        return MicrophoneSource(cls.source_name, m.device, block_ms=m.block_ms).start()
 
     @staticmethod
     def event_names(model: Any) -> list[str]:

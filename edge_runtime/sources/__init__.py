@@ -10,6 +10,14 @@ thread that opens the device, delivers until it fails and reopens it with capped
 exponential backoff (one WARNING per outage, one INFO line when data flows again).
 A subclass says only how to open, read and release its device.
 
+Which source reads a config section is a registry: each source module registers its *kind* with
+:func:`register_kind` (the section it reads, a ``claims`` test of that section, and how to open
+it), and :func:`open_source` opens the first kind, in ``order``, that claims the section; ``check``
+resolves the section the same way. The kinds here: the camera (``camera.py``: devices, streams,
+video files, image folders, by ``uri``) reads ``[camera]``; a WAV file (``files.py``, when
+``file`` is set) or a sound card (``microphone.py``) reads ``[microphone]``. Adding a source is
+one module here that registers its kind.
+
 Heavy modules (``cv2``, ``sounddevice``) are imported inside the sources that
 need them, so importing this package costs only numpy.
 """
@@ -17,9 +25,13 @@ need them, so importing this package costs only numpy.
 from __future__ import annotations
 
 import collections
+import functools
+import importlib
 import logging
+import pkgutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,8 +45,12 @@ __all__ = [
     "RateMeter",
     "Source",
     "SourceError",
+    "SourceKind",
     "SourceStats",
     "WavFileSource",
+    "open_source",
+    "register_kind",
+    "resolve",
 ]
 
 log = logging.getLogger(__name__)
@@ -294,6 +310,74 @@ class Source:
             self._online = False
             self._cond.notify_all()
         log.info("%s %r: %s ended", self.noun, self.name, self._label)
+
+
+Opener = Callable[[str, Any, Any], Source]  # (source name, section config, claimed target) -> an unstarted source
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    section: str  # the config section it reads: "camera", "microphone"
+    name: str
+    # section config -> what this kind reads (its target), or None if it does not read this section;
+    # SourceError (one line) if it is this kind's but unusable (a missing file: `check` refuses it too)
+    claims: Callable[[Any], Any]
+    open: Opener
+    order: int
+    key: str  # the key of the section its claim reads (where a config error points)
+
+
+_KINDS: list[SourceKind] = []  # filled by register_kind() in the source modules
+
+
+def register_kind(
+    section: str, name: str, claims: Callable[[Any], Any], key: str, order: int = 100
+) -> Callable[[Opener], Opener]:
+    """Decorator of a source module's opener: the kind ``name`` reads ``[section]`` when ``claims``
+    returns a target for it (reading the section's ``key``); lower ``order`` is asked first."""
+
+    def deco(open_: Opener) -> Opener:
+        _KINDS.append(SourceKind(section, name, claims, open_, order, key))
+        _KINDS.sort(key=lambda k: k.order)
+        return open_
+
+    return deco
+
+
+@functools.cache
+def _import_source_modules() -> None:
+    """Each module of this package, once: importing one registers its kinds (cv2 and sounddevice
+    are still imported only when a source opens)."""
+    for m in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{m.name}")
+
+
+class SourceConfigError(SourceError):
+    """A source section no kind can read; ``key`` is the section's key at fault."""
+
+    def __init__(self, key: str, msg: str) -> None:
+        super().__init__(msg)
+        self.key = key
+
+
+def resolve(section: str, cfg: Any) -> tuple[SourceKind, Any]:
+    """The kind that reads ``[section]`` (config ``cfg``) and its target; SourceConfigError if none does."""
+    _import_source_modules()
+    for kind in _KINDS:
+        if kind.section == section:
+            try:
+                target = kind.claims(cfg)
+            except SourceError as e:
+                raise SourceConfigError(kind.key, str(e)) from None
+            if target is not None:
+                return kind, target
+    raise SourceConfigError("", f"no source kind reads this [{section}] section")
+
+
+def open_source(section: str, name: str, cfg: Any) -> Source:
+    """The source of ``[section]``, started."""
+    kind, target = resolve(section, cfg)
+    return kind.open(name, cfg, target).start()
 
 
 # Lazy: importing the package does not import the modules that need cv2 / sounddevice.

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..redact import redact
-from . import REOPEN, Frame, Source, SourceError
+from . import REOPEN, Frame, Source, SourceError, register_kind
 
 log = logging.getLogger(__name__)
 
@@ -377,3 +377,9 @@ def _configure(
     got_w, got_h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     if (width and got_w != width) or (height and got_h != height):
         log.warning("camera %r: asked for %sx%s, the device gives %dx%d", name, width, height, got_w, got_h)
+
+
+# last: it claims every uri, refusing (one line) what no camera mode can read
+@register_kind("camera", "camera", claims=lambda c: classify_uri(c.uri), key="uri", order=100)
+def _open(name: str, c: Any, _: Any) -> CameraSource:
+    return CameraSource(name, c.uri, c.width, c.height, c.fps, c.fourcc, c.stride, c.stall_timeout_s, loop=c.loop)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from . import AudioChunk, Source, SourceError
+from . import AudioChunk, Source, SourceError, register_kind
 
 MAX_WAV_SECONDS = 600.0  # a file source holds its audio in memory (10 min: 38 MB at 16 kHz)
 
@@ -108,3 +109,17 @@ class WavFileSource(Source):
 
     def __repr__(self) -> str:
         return f"WavFileSource({self.name!r}, {str(self.path)!r})"
+
+
+def _claims(m: Any) -> str | None:
+    """``[microphone] file``: the WAV file, which must be there (a device may come later, a file not)."""
+    if not m.file:
+        return None
+    if not Path(m.file).is_file():
+        raise SourceError(f"{m.file}: no such file")
+    return str(m.file)
+
+
+@register_kind("microphone", "wav file", claims=_claims, key="file", order=10)
+def _open(name: str, m: Any, path: str) -> WavFileSource:
+    return WavFileSource(name, path, realtime=m.realtime, block_ms=m.block_ms, loop=m.loop)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import AudioChunk, Source, SourceError
+from . import AudioChunk, Source, SourceError, register_kind
 
 log = logging.getLogger(__name__)
 
@@ -389,3 +389,9 @@ class MicrophoneSource(Source):
             log.warning("microphone %r: audio lost: %d PortAudio input overflow(s) (the system could not keep up), "
                         "%d queue overflow(s) (the consumer read too slowly; queue %g s) so far",
                         self.name, counts[0], counts[1], self.queue_seconds)  # fmt: skip
+
+
+# after the WAV file kind: [microphone] without a file is a sound card (the default input when no device)
+@register_kind("microphone", "sound card", claims=lambda m: m.device or "default", key="device", order=100)
+def _open(name: str, m: Any, _: Any) -> MicrophoneSource:
+    return MicrophoneSource(name, m.device, block_ms=m.block_ms)
