@@ -105,7 +105,7 @@ class AudioConfig(ModelConfig):
 
 @dataclass
 class Condition:
-    modality: str = field(default="vision", metadata=_choice("vision", "audio"))
+    modality: str = "vision"  # a pipeline's name (checked against the registered pipelines)
     label: str = ""
     min_score: float = field(default=0.0, metadata=_UNIT)
 
@@ -229,9 +229,24 @@ class Config:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
     path: str = field(default="", metadata={"internal": True})  # the file it came from (not a TOML key)
+    # the sections of pipelines (and their sources) that declare their own config (edge_runtime/pipelines/)
+    more: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
 
     def __post_init__(self) -> None:
         self.sinks = self.sinks or SinksConfig()
+
+    @classmethod
+    def extra_tables(cls) -> dict[str, type]:
+        from .pipelines.runner import kinds
+
+        tables: dict[str, type] = {}
+        for k in kinds().values():
+            tables.update({n: c for n, c in ((k.name, k.config), (k.source_name, k.source_config)) if c})
+        return tables
+
+    def section(self, name: str) -> Any:
+        """The section ``[name]`` (None when not set), a field here or a table a pipeline declares."""
+        return getattr(self, name) if name in self.__dataclass_fields__ else self.more.get(name)
 
 
 # --- loading -----------------------------------------------------------------------
@@ -305,29 +320,40 @@ class _Locator:
 
 
 def _cross_checks(cfg: Config, loc: _Locator) -> None:
-    if cfg.vision and not cfg.camera:
-        raise loc.error(("vision",), "needs a [camera] section to read frames from")
-    if cfg.audio and not cfg.microphone:
-        raise loc.error(("audio",), "needs a [microphone] section to read audio from")
-    if not cfg.vision and not cfg.audio:
+    from .pipelines.runner import kinds
+
+    pipelines = kinds().values()
+    for k in pipelines:
+        if cfg.section(k.name) is not None and cfg.section(k.source_name) is None:
+            raise loc.error((k.name,), f"needs a [{k.source_name}] section to read {k.reads} from")
+    if all(cfg.section(k.name) is None for k in pipelines):
         raise ConfigError(
-            f"{loc.where}: configure at least one of [vision] (with [camera]) or [audio] (with [microphone])"
+            f"{loc.where}: configure at least one of "
+            + " or ".join(f"[{k.name}] (with [{k.source_name}])" for k in pipelines)
         )
-    _check_fusion(cfg, loc)
+    _check_fusion(cfg, loc, [k.name for k in pipelines])
     _check_sinks(cfg, loc)
-    _check_sources(cfg, loc)
+    _check_sources(cfg, loc, [k.source_name for k in pipelines])
 
 
-def _check_fusion(cfg: Config, loc: _Locator) -> None:
+def _check_fusion(cfg: Config, loc: _Locator, modalities: list[str]) -> None:
     for i, rule in enumerate(cfg.fusion.rules):
         if not rule.name:
             raise loc.error(("fusion", "rules", i, "name"), "every rule needs a name")
         if not rule.all:
             raise loc.error(("fusion", "rules", i, "all"), "a rule needs at least one condition")
+        for j, c in enumerate(rule.all):
+            if c.modality not in modalities:
+                raise loc.error(
+                    ("fusion", "rules", i, "all", j, "modality"),
+                    f"must be one of {', '.join(modalities)}, got {c.modality!r:.80}",
+                )
     if cfg.fusion.weighted:
-        bad = [m for m in cfg.fusion.weighted.weights if m not in ("vision", "audio")]
+        bad = [m for m in cfg.fusion.weighted.weights if m not in modalities]
         if bad:
-            raise loc.error(("fusion", "weighted", "weights", bad[0]), "weights are per modality: vision, audio")
+            raise loc.error(
+                ("fusion", "weighted", "weights", bad[0]), f"weights are per modality: {', '.join(modalities)}"
+            )
         for m, w in cfg.fusion.weighted.weights.items():
             if not w >= 0:
                 raise loc.error(("fusion", "weighted", "weights", m), f"must be 0 or more, got {w!r}")
@@ -350,14 +376,14 @@ def _check_sinks(cfg: Config, loc: _Locator) -> None:
         )
 
 
-def _check_sources(cfg: Config, loc: _Locator) -> None:
+def _check_sources(cfg: Config, loc: _Locator, sections: list[str]) -> None:
     """Each source section is read by a registered source kind, and what it names is there (a camera
     device or sound card may come later; files not)."""
     from .sources import SourceConfigError, resolve
 
-    for section in ("camera", "microphone"):
-        if getattr(cfg, section) is not None:
+    for section in dict.fromkeys(sections):
+        if cfg.section(section) is not None:
             try:
-                resolve(section, getattr(cfg, section))
+                resolve(section, cfg.section(section))
             except SourceConfigError as e:
                 raise loc.error((section, e.key) if e.key else (section,), str(e)) from None

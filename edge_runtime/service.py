@@ -27,7 +27,7 @@ from .events import Event
 from .fanin import FusionStage
 from .fusion import Fusion
 from .manifest import ManifestError
-from .pipelines.runner import KINDS, PIPELINES, Pipeline, PipelineStats, build_pipelines
+from .pipelines.runner import Pipeline, PipelineStats, build_pipelines, kinds
 from .redact import redact_all
 from .sinks.mqtt_settings import mqtt_config
 from .supervisor import Supervisor
@@ -53,7 +53,7 @@ class Models:
         self.by_modality = dict(by_modality or {})
 
     def __getattr__(self, name: str) -> Any:  # only names the normal lookup did not find
-        if name in KINDS:
+        if name in kinds():
             return self.by_modality.get(name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -62,7 +62,7 @@ class Models:
         from .engines import EngineError
 
         try:
-            m = cls({k.name: k.load_model(getattr(cfg, k.name)) for k in PIPELINES if getattr(cfg, k.name)})
+            m = cls({k.name: k.load_model(cfg.section(k.name)) for k in kinds().values() if cfg.section(k.name)})
         except (ManifestError, EngineError) as e:
             raise ServiceError(str(e)) from None
         m._check_fusion_labels(cfg)
@@ -70,7 +70,7 @@ class Models:
 
     def items(self) -> list[tuple[str, Any]]:
         """(modality, model) of each loaded model, in pipeline order."""
-        return [(k.name, self.by_modality[k.name]) for k in PIPELINES if k.name in self.by_modality]
+        return [(name, self.by_modality[name]) for name in kinds() if name in self.by_modality]
 
     def _check_fusion_labels(self, cfg: Config) -> None:
         """Every label fusion waits for is one the configured model can say (else the rule never fires)."""
@@ -86,7 +86,7 @@ class Models:
                 for modality, label in per.items()
             ]
         for where, modality, label in wanted:
-            pipeline = getattr(self, modality) if modality in KINDS else None
+            pipeline = getattr(self, modality) if modality in kinds() else None
             if pipeline is None:
                 raise ServiceError(f"{where}: waits for {modality} {label!r}, but no [{modality}] model is configured")
             if label not in pipeline.labels:
@@ -157,24 +157,21 @@ class Daemon(Supervisor):
         self.notifier.reloading()
         try:
             new_cfg = load_config(self.cfg.path)
-            if [bool(getattr(new_cfg, k.name)) for k in PIPELINES] != [
-                bool(getattr(self.cfg, k.name)) for k in PIPELINES
-            ]:
-                raise ConfigError(f"adding or removing {' / '.join(f'[{k.name}]' for k in PIPELINES)} needs a restart")
+            if [new_cfg.section(n) is None for n in kinds()] != [self.cfg.section(n) is None for n in kinds()]:
+                raise ConfigError(f"adding or removing {' / '.join(f'[{n}]' for n in kinds())} needs a restart")
             models = Models.load(new_cfg)
         except (ConfigError, ServiceError) as e:
             log.error("reload failed, still serving the previous config and models: %s", e)
             self.last_reload = {"ok": False, "error": str(e), "at": time.time()}
             self.notifier.ready(f"reload failed: {e}")
             return False
-        changed = [
-            k for k in (*(p.source_name for p in PIPELINES), "sinks") if getattr(new_cfg, k) != getattr(self.cfg, k)
-        ]
+        sections = (*dict.fromkeys(p.source_name for p in kinds().values()), "sinks")
+        changed = [k for k in sections if new_cfg.section(k) != self.cfg.section(k)]
         old = self.models
         self.models, self.cfg = models, new_cfg  # one swap each: the workers re-read them
         self.fusion_stage.fusion = Fusion(new_cfg.fusion, self.clock.monotonic_ns)
         for p in self.pipelines:
-            p.swap(getattr(models, p.name), getattr(new_cfg, p.name))
+            p.swap(getattr(models, p.name), new_cfg.section(p.name))
         self._report_engines()
         if changed:
             log.warning("reloaded models and fusion; %s changes take effect after a restart", ", ".join(changed))
@@ -223,7 +220,7 @@ class Daemon(Supervisor):
             names += list(self.cfg.fusion.weighted.labels)
         if self.cfg.fusion.passthrough and self.models:
             for name, model in self.models.items():
-                names += KINDS[name].event_names(model)
+                names += kinds()[name].event_names(model)
         return list(dict.fromkeys(names))
 
     def _report_engines(self) -> None:

@@ -18,7 +18,8 @@ from edge_runtime.config import (
     VisionConfig,
 )
 from edge_runtime.defaults import SAMPLES
-from edge_runtime.pipelines.runner import LatestSlot, VisionPipeline
+from edge_runtime.pipelines.runner import LatestSlot
+from edge_runtime.pipelines.vision_pipeline import VisionPipeline
 from edge_runtime.preprocess import read_image, to_rgb
 from edge_runtime.service import Daemon
 from edge_runtime.sources import Frame, SourceStats

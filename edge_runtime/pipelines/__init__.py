@@ -11,9 +11,10 @@ One module per modality; the daemon and the command line use the same classes.
   ``(label, score, t)``, ``t`` in seconds from the stream start.
 - :mod:`.vision` -- :class:`~edge_runtime.pipelines.vision.ImageClassifier`: an RGB frame ->
   the manifest's preprocessing -> engine -> top-k scores.
-- :mod:`.runner` -- one :class:`~edge_runtime.pipelines.runner.Pipeline` per modality: its
-  source, one of the models above, its read policy (latest frame wins for video, every chunk
-  for audio) and stats -> :class:`~edge_runtime.events.Decision`.
+- :mod:`.runner` -- the :class:`~edge_runtime.pipelines.runner.Pipeline` base and its registry;
+  one ``*_pipeline`` module per modality (:mod:`.vision_pipeline`, :mod:`.audio_pipeline`)
+  registers a pipeline: its source, one of the models above, its read policy (latest frame wins
+  for video, every chunk for audio) and stats -> :class:`~edge_runtime.events.Decision`.
 
 Board side: numpy and one inference engine, never TensorFlow.
 """

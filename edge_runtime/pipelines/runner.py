@@ -3,10 +3,13 @@
     camera --latest frame wins--> VisionPipeline: prepare thread --slot of one, newest wins--> inference
     microphone --every chunk, in order--> AudioPipeline: keyword spotter, chunk by chunk
 
-and both --Decision--> ``emit`` (the daemon's fusion stage). ``PIPELINES`` lists one class per
-modality; each names its config section (also the modality and its worker's name), its source,
-and how to load its model and open its source from the config. :func:`build_pipelines` makes one
-pipeline per loaded model, on an injected source or the one its config describes.
+and both --Decision--> ``emit`` (the daemon's fusion stage). Each pipeline is one ``*_pipeline``
+module of this package that registers its class (:func:`register`; ``vision_pipeline.py``,
+``audio_pipeline.py``); the class names its config section (also the modality and its worker's
+name), its source section, and how to load its model; a pipeline declared outside
+:mod:`edge_runtime.config` brings the dataclasses of its sections (``config``,
+``source_config``). :func:`build_pipelines` makes one pipeline per loaded model, on an injected
+source or the one its config describes.
 
 ``Pipeline.run(stop)`` loops on the worker thread the supervisor gives it until ``stop`` is set or
 its source has ended (a file that does not loop), beating its heartbeat every loop. The model and
@@ -18,7 +21,9 @@ and ``monotonic_ns()``; the :mod:`time` module by default), the sources' capture
 
 from __future__ import annotations
 
-import dataclasses
+import functools
+import importlib
+import pkgutil
 import queue
 import threading
 import time
@@ -26,17 +31,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from ..defaults import model_dir
 from ..engines import Acceleration
 from ..events import Decision
-from ..manifest import load
 from ..sources import open_source
 
 DEFAULT_STALL_S = 2.0  # a source offline longer than this (a camera: its stall_timeout_s) makes /healthz 503
+P = TypeVar("P", bound=type["Pipeline"])
 READ_TIMEOUT_S = 0.25  # a loop waits this long for a frame or chunk before it beats again
 
 
@@ -118,10 +123,16 @@ class Pipeline:
     """One modality: a source, the model reading it, a read policy (``run``) and stats.
 
     Subclasses set ``name`` (the config section, modality and worker name) and ``source_name``, and
-    implement :meth:`load_model` and :meth:`run`; the source is opened from the registry of source kinds."""
+    implement :meth:`load_model` and :meth:`run`; the source is opened from the registry of source kinds.
+    A model has ``labels`` (what its decisions can say), ``manifest`` and the ``engine`` it runs on."""
 
     name: ClassVar[str]
     source_name: ClassVar[str]
+    reads: ClassVar[str] = "data"  # what its source gives, for messages: "frames", "audio"
+    order: ClassVar[int] = 100  # lower loads, starts and reports first
+    # the dataclasses of its [name] and [source_name] sections, when not fields of edge_runtime.config.Config
+    config: ClassVar[type | None] = None
+    source_config: ClassVar[type | None] = None
 
     def __init__(
         self,
@@ -149,7 +160,7 @@ class Pipeline:
         return cls(
             source if source is not None else cls.open_source(cfg),
             model,
-            getattr(cfg, cls.name),
+            cfg.section(cls.name),
             emit,
             clock,
             cls.stall_of(cfg),
@@ -163,7 +174,7 @@ class Pipeline:
     @classmethod
     def open_source(cls, cfg: Any) -> Any:
         """The source of the pipeline's config section, of the registered kind that reads it, started."""
-        return open_source(cls.source_name, cls.source_name, getattr(cfg, cls.source_name))
+        return open_source(cls.source_name, cls.source_name, cfg.section(cls.source_name))
 
     @classmethod
     def stall_of(cls, cfg: Any) -> float:
@@ -242,148 +253,41 @@ class Pipeline:
         metrics.pipeline_fps(self.name, (self.stats.inferences - n0) / (now - t0) if now > t0 else 0.0)
 
 
-class VisionPipeline(Pipeline):
-    """Camera frames -> image classifier, latest frame wins. Two stages, so preprocessing of the next frame
-    overlaps inference of this one: a prepare thread puts the camera's latest frame, prepared, into a slot
-    of one (a frame replaced there is counted as dropped); inference takes it from the slot."""
-
-    name, source_name = "vision", "camera"
-
-    @staticmethod
-    def load_model(section: Any) -> Any:
-        from .vision import ImageClassifier
-
-        man, folder = load(model_folder(section.model, "vision"))
-        return ImageClassifier(man, folder, section.engine, section.threads, accel_of(section))
-
-    @classmethod
-    def stall_of(cls, cfg: Any) -> float:
-        return cfg.camera.stall_timeout_s if cfg.camera else DEFAULT_STALL_S
-
-    def run(self, stop: threading.Event) -> None:
-        slot, done = LatestSlot(), threading.Event()
-        prep = threading.Thread(
-            target=self._prepare, args=(stop, slot, done), name=f"edge-{self.name}-prepare", daemon=True
-        )
-        prep.start()
-        while not stop.is_set():
-            self.stats.beat()
-            try:
-                frame, clf, x = slot.get(READ_TIMEOUT_S)
-            except queue.Empty:
-                if done.is_set():
-                    break
-                continue
-            self._infer(frame, clf, x)
-        prep.join(timeout=1.0)
-
-    def _prepare(self, stop: threading.Event, slot: LatestSlot, done: threading.Event) -> None:
-        while not stop.is_set():
-            self.stats.beat("prepare")
-            frame = self.source.latest(timeout=READ_TIMEOUT_S)
-            if frame is None:
-                if self.ended():
-                    break
-                continue
-            clf = self.model  # one read: a reload may swap the model between frames
-            if slot.put((frame, clf, clf.prepare(frame.image))):  # inference is behind: the newest frame wins
-                self.stats.dropped += 1
-        done.set()
-
-    def _infer(self, frame: Any, clf: Any, x: Any) -> None:
-        section = self.loaded[1]  # read each time: a reload may swap it
-        top = clf.ranked(clf.infer(x), section.top_k)
-        t_dec = self.observe(frame.t_capture)
-        if top and top[0].score >= section.threshold:
-            self.stats.decisions += 1
-            self.emit(
-                Decision(
-                    self.name,
-                    top[0].label,
-                    top[0].score,
-                    frame.t_capture,
-                    t_dec,
-                    self.source_name,
-                    {"top": [[t.label, round(t.score, 4)] for t in top]},
-                )
-            )
+_REGISTERED: list[type[Pipeline]] = []  # filled by @register in the pipeline modules
 
 
-class AudioPipeline(Pipeline):
-    """Microphone (or WAV file) chunks -> keyword spotter, every chunk in order. At the end of a file that
-    does not loop the spotter is flushed, so a keyword that ends the file still counts."""
-
-    name, source_name = "audio", "microphone"
-
-    @staticmethod
-    def load_model(section: Any) -> Any:
-        from .audio import KeywordSpotter
-
-        man, folder = load(model_folder(section.model, "kws"))
-        return KeywordSpotter(
-            man,
-            folder,
-            section.engine,
-            section.threads,
-            section.threshold,
-            section.smoothing_steps,
-            section.refractory_s,
-            accel=accel_of(section),
-            false_accepts_per_hour=section.false_accepts_per_hour,
-        )
-
-    @staticmethod
-    def event_names(model: Any) -> list[str]:
-        from .audio import is_keyword
-
-        return [lab for lab in model.labels if is_keyword(lab)]
-
-    @staticmethod
-    def extra_status(model: Any) -> dict[str, Any]:
-        return {"operating_point": dataclasses.asdict(model.operating_point)}
-
-    def run(self, stop: threading.Event) -> None:
-        last = None  # the last chunk read
-        while not stop.is_set():
-            self.stats.beat()
-            chunk = self.source.read(timeout=READ_TIMEOUT_S)
-            if chunk is None:
-                if self.ended():  # a file that does not loop: its last keyword completes after it
-                    if last is not None:
-                        kws = self.model
-                        self._decide(kws, last, kws.flush(), self.clock.monotonic_ns())
-                    return
-                continue
-            kws = self.model  # one read: a reload may swap the model between chunks
-            dets = kws.process(chunk.samples, chunk.start_sample)
-            self._decide(kws, chunk, dets, self.observe(chunk.t_capture))
-            last = chunk
-
-    def _decide(self, kws: Any, chunk: Any, dets: list, t_dec: int) -> None:
-        """Decisions of detections made up to ``chunk``; capture times count back from its end."""
-        end_s = (chunk.start_sample + len(chunk.samples)) / kws.p.sample_rate
-        for det in dets:
-            t_cap = chunk.t_capture - int(max(0.0, end_s - det.t) * 1e9)
-            self.stats.decisions += 1
-            self.emit(
-                Decision(
-                    self.name, det.label, det.score, t_cap, t_dec, self.source_name, {"t_stream_s": round(det.t, 3)}
-                )
-            )
+def register(cls: P) -> P:
+    """Class decorator of a pipeline module: the daemon runs ``cls`` when its config section is set."""
+    _REGISTERED.append(cls)
+    _REGISTERED.sort(key=lambda k: k.order)
+    return cls
 
 
-PIPELINES: tuple[type[Pipeline], ...] = (VisionPipeline, AudioPipeline)  # in the order they load, start and report
-KINDS = {p.name: p for p in PIPELINES}
+@functools.cache
+def _import_pipeline_modules() -> None:
+    """Each ``*_pipeline`` module of this package, once: importing one registers its pipeline."""
+    from .. import pipelines
+
+    for m in pkgutil.iter_modules(pipelines.__path__):
+        if m.name.endswith("_pipeline"):
+            importlib.import_module(f"{pipelines.__name__}.{m.name}")
+
+
+def kinds() -> dict[str, type[Pipeline]]:
+    """Every registered pipeline by name (its config section and modality), in the order they load,
+    start and report."""
+    _import_pipeline_modules()
+    return {k.name: k for k in _REGISTERED}
 
 
 def build_pipelines(
     cfg: Any, models: Any, emit: Callable[[Decision], None], sources: dict[str, Any] | None = None, clock: Any = time
 ) -> list[Pipeline]:
-    """One pipeline per loaded model, in ``PIPELINES`` order, each on its source from ``sources`` (by source
+    """One pipeline per loaded model, in registry order, each on its source from ``sources`` (by source
     name) or the one its config describes, opened here; if one fails, those already open are closed again."""
     built: list[Pipeline] = []
     try:
-        for kind in PIPELINES:
+        for kind in kinds().values():
             model = getattr(models, kind.name)
             if model is not None:
                 built.append(kind.build(cfg, model, emit, (sources or {}).get(kind.source_name), clock))

@@ -1,0 +1,75 @@
+"""The audio pipeline: microphone (or WAV file) chunks -> keyword spotter, every chunk in order."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+from ..events import Decision
+from ..manifest import load
+from .runner import READ_TIMEOUT_S, Pipeline, accel_of, model_folder, register
+
+
+@register
+class AudioPipeline(Pipeline):
+    """Microphone (or WAV file) chunks -> keyword spotter, every chunk in order. At the end of a file that
+    does not loop the spotter is flushed, so a keyword that ends the file still counts."""
+
+    name, source_name, reads, order = "audio", "microphone", "audio", 20
+
+    @staticmethod
+    def load_model(section: Any) -> Any:
+        from .audio import KeywordSpotter
+
+        man, folder = load(model_folder(section.model, "kws"))
+        return KeywordSpotter(
+            man,
+            folder,
+            section.engine,
+            section.threads,
+            section.threshold,
+            section.smoothing_steps,
+            section.refractory_s,
+            accel=accel_of(section),
+            false_accepts_per_hour=section.false_accepts_per_hour,
+        )
+
+    @staticmethod
+    def event_names(model: Any) -> list[str]:
+        from .audio import is_keyword
+
+        return [lab for lab in model.labels if is_keyword(lab)]
+
+    @staticmethod
+    def extra_status(model: Any) -> dict[str, Any]:
+        return {"operating_point": dataclasses.asdict(model.operating_point)}
+
+    def run(self, stop: threading.Event) -> None:
+        last = None  # the last chunk read
+        while not stop.is_set():
+            self.stats.beat()
+            chunk = self.source.read(timeout=READ_TIMEOUT_S)
+            if chunk is None:
+                if self.ended():  # a file that does not loop: its last keyword completes after it
+                    if last is not None:
+                        kws = self.model
+                        self._decide(kws, last, kws.flush(), self.clock.monotonic_ns())
+                    return
+                continue
+            kws = self.model  # one read: a reload may swap the model between chunks
+            dets = kws.process(chunk.samples, chunk.start_sample)
+            self._decide(kws, chunk, dets, self.observe(chunk.t_capture))
+            last = chunk
+
+    def _decide(self, kws: Any, chunk: Any, dets: list, t_dec: int) -> None:
+        """Decisions of detections made up to ``chunk``; capture times count back from its end."""
+        end_s = (chunk.start_sample + len(chunk.samples)) / kws.p.sample_rate
+        for det in dets:
+            t_cap = chunk.t_capture - int(max(0.0, end_s - det.t) * 1e9)
+            self.stats.decisions += 1
+            self.emit(
+                Decision(
+                    self.name, det.label, det.score, t_cap, t_dec, self.source_name, {"t_stream_s": round(det.t, 3)}
+                )
+            )
