@@ -105,7 +105,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the status endpoint (default: any free port)",
     )
     m.add_argument("--fast", action="store_true", help="read the sample audio as fast as possible, not in real time")
+    _add_bench(sub)
     return p
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("bench", help="how fast each model runs here: raw engine, pipeline, CPU, cold start, memory")
+    src = b.add_mutually_exclusive_group()
+    src.add_argument("--config", type=Path, metavar="FILE", help="the models of a config, opened as `run` opens them")
+    src.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="an artifact folder (repeatable); default: the shipped models",
+    )
+    b.add_argument(
+        "--seconds",
+        type=_in_range(float, 0, 3600, above=True),
+        default=10.0,
+        metavar="N",
+        help="measuring time per artifact (default 10)",
+    )
+    b.add_argument("--json", action="store_true", help="the figures as one JSON object")
+
+
+def bench(args: argparse.Namespace) -> int:
+    from . import bench as b
+    from .engines import EngineError
+    from .manifest import ManifestError
+
+    if args.config is not None:
+        _load_config(args.config)  # one line for a config `check` would refuse
+    try:
+        targets = b.targets_of(args.config, args.model)
+        result = b.bench(targets, args.seconds)
+    except (ManifestError, EngineError) as e:
+        raise UserError(f"{'--config ' + str(args.config) if args.config else '--model'}: {e}") from None
+    print(b.to_json(result) if args.json else b.table(result))
+    return 0
 
 
 def listen(args: argparse.Namespace) -> int:
@@ -353,7 +391,15 @@ def setup_logging(level: int = logging.INFO) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(logging.INFO if args.command in ("run", "demo") else logging.WARNING)
-    commands = {"classify": classify, "listen": listen, "run": run, "check": check, "devices": devices, "demo": demo}
+    commands = {
+        "classify": classify,
+        "listen": listen,
+        "run": run,
+        "check": check,
+        "devices": devices,
+        "demo": demo,
+        "bench": bench,
+    }
     try:
         return commands[args.command](args)
     except UserError as e:

@@ -18,7 +18,6 @@ from edge_runtime.config import (
     VisionConfig,
 )
 from edge_runtime.defaults import SAMPLES
-from edge_runtime.pipelines.runner import LatestSlot
 from edge_runtime.pipelines.vision_pipeline import VisionPipeline
 from edge_runtime.preprocess import read_image, to_rgb
 from edge_runtime.service import Daemon
@@ -140,10 +139,28 @@ def test_the_run_ends_at_its_duration_on_the_injected_clock(tmp_path):
         runner.join(5)
 
 
-def test_latest_slot_keeps_the_newest():
-    slot = LatestSlot()
-    assert slot.put(1) is False and slot.put(2) is True and slot.put(3) is True
-    assert slot.get(0.1) == 3
+def test_the_vision_pipeline_prepares_one_frame_ahead_of_inference():
+    """A camera faster than the model: frames are prepared only when inference took the last one,
+    so no preprocessing is spent on frames that are never classified."""
+    from edge_runtime.defaults import model_dir
+    from edge_runtime.manifest import load
+    from edge_runtime.pipelines.vision import ImageClassifier
+
+    dog = to_rgb(read_image(SAMPLES / "images" / "dog.jpg"))
+    m, folder = load(model_dir("vision"))
+    clf = ImageClassifier(m, folder, "litert", threads=1)
+    prepared = []
+    prepare = clf.prepare
+    clf.prepare = lambda img: prepared.append(1) or prepare(img)
+    p = VisionPipeline(FakeCamera([dog] * 1000, endless=True), clf, VisionConfig(threshold=1.0), lambda d: None)
+    stop = threading.Event()
+    worker = threading.Thread(target=p.run, args=(stop,))
+    worker.start()
+    assert wait_until(lambda: p.stats.inferences >= 20, timeout=60)
+    stop.set()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert p.stats.inferences <= len(prepared) <= p.stats.inferences + 2
 
 
 def test_pipeline_names():

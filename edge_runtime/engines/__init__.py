@@ -62,7 +62,9 @@ def open_artifact(
     cls = REGISTRY.get(artifact.format)
     if cls is None:
         raise EngineError(f"artifact {artifact.id}: no engine for format {artifact.format!r}")
-    return cls.from_artifact(artifact, Path(folder), threads, accel or Acceleration(), check_io)
+    engine = cls.from_artifact(artifact, Path(folder), threads, accel or Acceleration(), check_io)
+    engine.artifact = artifact
+    return engine
 
 
 def open_engine(
@@ -72,13 +74,15 @@ def open_engine(
     threads: int | None = None,
     accel: Acceleration | None = None,
 ) -> Engine:
-    """Open the manifest's artifact for ``engine``. ``auto``: for a streaming model the artifact with the
-    least CPU time per step, probed here (:func:`cpu_per_step`); else the converter's fastest on its host,
-    else the first that loads."""
+    """Open the manifest's artifact for ``engine`` (an engine name, or an artifact id such as
+    ``tflite-int8``). ``auto``: for a streaming model the artifact with the least CPU time per step,
+    probed here (:func:`cpu_per_step`); else the converter's fastest on its host, else the first that
+    loads."""
     if engine != "auto":
-        if engine not in ENGINES:
-            raise EngineError(f"unknown engine {engine!r}; use one of: auto, {', '.join(ENGINES)}")
-        return open_artifact(manifest.artifact(ENGINES[engine]), folder, threads, accel)
+        ids = [a.id for a in manifest.artifacts]
+        if engine not in ENGINES and engine not in ids:
+            raise EngineError(f"unknown engine {engine!r}; use one of: auto, {', '.join([*ENGINES, *ids])}")
+        return open_artifact(manifest.artifact(ENGINES.get(engine, engine)), folder, threads, accel)
     order = sorted(manifest.artifacts, key=lambda a: a.id != manifest.fastest_on_host)
     opened: list[Engine] = []
     errors = []

@@ -148,6 +148,7 @@ class Engine:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     placement: Placement
+    artifact: Artifact | None = None  # the manifest's artifact it runs (set when opened from a manifest)
     _quantizers: tuple[list[Quantizer], list[Quantizer]] | None = None
 
     @classmethod

@@ -277,7 +277,7 @@ class KeywordSpotter:
             )
         self.manifest, self.p = manifest, p
         self.engine = open_engine(manifest, folder, engine, threads=threads, accel=accel)
-        self.artifact = manifest.artifact(ENGINES[self.engine.name])
+        self.artifact = self.engine.artifact or manifest.artifact(ENGINES[self.engine.name])
         spec = self._bind_tensors()
         labels = manifest.labels or [str(i) for i in range(int(np.prod(self.engine.outputs[self._score_idx].shape)))]
         n_scores = int(np.prod(self.engine.outputs[self._score_idx].shape))

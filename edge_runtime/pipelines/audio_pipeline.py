@@ -17,12 +17,13 @@ class AudioPipeline(Pipeline):
     does not loop the spotter is flushed, so a keyword that ends the file still counts."""
 
     name, source_name, reads, order = "audio", "microphone", "audio", 20
+    model_kind = "kws"
 
-    @staticmethod
-    def load_model(section: Any) -> Any:
+    @classmethod
+    def load_model(cls, section: Any) -> Any:
         from .audio import KeywordSpotter
 
-        man, folder = load(model_folder(section.model, "kws"))
+        man, folder = load(model_folder(section.model, cls.model_kind))
         return KeywordSpotter(
             man,
             folder,

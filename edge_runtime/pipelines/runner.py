@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-import queue
 import threading
 import time
 from collections import deque
@@ -64,7 +63,6 @@ class PipelineStats:
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     decisions: int = 0
     inferences: int = 0
-    dropped: int = 0  # prepared frames replaced by newer ones before inference
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
     beats: dict[str, float] = field(default_factory=dict)  # thread stage -> last loop time
     started: float = field(init=False)
@@ -85,38 +83,12 @@ class PipelineStats:
         return {
             "inferences": self.inferences,
             "decisions": self.decisions,
-            "dropped": self.dropped,
             "rate_per_s": round(self.inferences / elapsed, 2),
             "latency_ms": {
                 "p50": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
                 "p99": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
             },
         }
-
-
-class LatestSlot:
-    """A slot of one item between two threads: ``put`` replaces an item not taken yet (the newest wins)."""
-
-    def __init__(self) -> None:
-        self._q: queue.Queue = queue.Queue(maxsize=1)
-
-    def put(self, item: Any) -> bool:
-        """Store ``item``; True when it replaced one (one producer: the slot is free after the take)."""
-        try:
-            self._q.put_nowait(item)
-            return False
-        except queue.Full:
-            try:
-                self._q.get_nowait()
-                replaced = True
-            except queue.Empty:  # taken meanwhile
-                replaced = False
-            self._q.put_nowait(item)
-            return replaced
-
-    def get(self, timeout: float) -> Any:
-        """The item, waiting up to ``timeout``; queue.Empty when none came."""
-        return self._q.get(timeout=timeout)
 
 
 class Pipeline:
@@ -129,6 +101,7 @@ class Pipeline:
     name: ClassVar[str]
     source_name: ClassVar[str]
     reads: ClassVar[str] = "data"  # what its source gives, for messages: "frames", "audio"
+    model_kind: ClassVar[str] = ""  # its shipped model (edge_runtime.defaults.model_dir) for model = "default"
     order: ClassVar[int] = 100  # lower loads, starts and reports first
     # the dataclasses of its [name] and [source_name] sections, when not fields of edge_runtime.config.Config
     config: ClassVar[type | None] = None
@@ -167,8 +140,8 @@ class Pipeline:
         )
 
     # --- per modality ------------------------------------------------------------------
-    @staticmethod
-    def load_model(section: Any) -> Any:
+    @classmethod
+    def load_model(cls, section: Any) -> Any:
         raise NotImplementedError
 
     @classmethod

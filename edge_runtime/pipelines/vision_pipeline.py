@@ -8,22 +8,25 @@ from typing import Any
 
 from ..events import Decision
 from ..manifest import load
-from .runner import DEFAULT_STALL_S, READ_TIMEOUT_S, LatestSlot, Pipeline, accel_of, model_folder, register
+from .runner import DEFAULT_STALL_S, READ_TIMEOUT_S, Pipeline, accel_of, model_folder, register
 
 
 @register
 class VisionPipeline(Pipeline):
     """Camera frames -> image classifier, latest frame wins. Two stages, so preprocessing of the next frame
-    overlaps inference of this one: a prepare thread puts the camera's latest frame, prepared, into a slot
-    of one (a frame replaced there is counted as dropped); inference takes it from the slot."""
+    overlaps inference of this one: a prepare thread takes the camera's latest frame, prepares it and
+    hands it over through a slot of one, waiting while inference has not taken the last one. So it
+    is one frame ahead and no work is spent on frames that are never classified: a camera faster
+    than the model drops frames at the source (its latest frame wins there, counted as dropped)."""
 
     name, source_name, reads, order = "vision", "camera", "frames", 10
+    model_kind = "vision"
 
-    @staticmethod
-    def load_model(section: Any) -> Any:
+    @classmethod
+    def load_model(cls, section: Any) -> Any:
         from .vision import ImageClassifier
 
-        man, folder = load(model_folder(section.model, "vision"))
+        man, folder = load(model_folder(section.model, cls.model_kind))
         return ImageClassifier(man, folder, section.engine, section.threads, accel_of(section))
 
     @classmethod
@@ -31,7 +34,8 @@ class VisionPipeline(Pipeline):
         return cfg.camera.stall_timeout_s if cfg.camera else DEFAULT_STALL_S
 
     def run(self, stop: threading.Event) -> None:
-        slot, done = LatestSlot(), threading.Event()
+        slot: queue.Queue = queue.Queue(maxsize=1)
+        done = threading.Event()
         prep = threading.Thread(
             target=self._prepare, args=(stop, slot, done), name=f"edge-{self.name}-prepare", daemon=True
         )
@@ -39,7 +43,7 @@ class VisionPipeline(Pipeline):
         while not stop.is_set():
             self.stats.beat()
             try:
-                frame, clf, x = slot.get(READ_TIMEOUT_S)
+                frame, clf, x = slot.get(timeout=READ_TIMEOUT_S)
             except queue.Empty:
                 if done.is_set():
                     break
@@ -47,7 +51,7 @@ class VisionPipeline(Pipeline):
             self._infer(frame, clf, x)
         prep.join(timeout=1.0)
 
-    def _prepare(self, stop: threading.Event, slot: LatestSlot, done: threading.Event) -> None:
+    def _prepare(self, stop: threading.Event, slot: queue.Queue, done: threading.Event) -> None:
         while not stop.is_set():
             self.stats.beat("prepare")
             frame = self.source.latest(timeout=READ_TIMEOUT_S)
@@ -56,8 +60,13 @@ class VisionPipeline(Pipeline):
                     break
                 continue
             clf = self.model  # one read: a reload may swap the model between frames
-            if slot.put((frame, clf, clf.prepare(frame.image))):  # inference is behind: the newest frame wins
-                self.stats.dropped += 1
+            item = (frame, clf, clf.prepare(frame.image))
+            while not stop.is_set():  # until inference has taken the last one
+                try:
+                    slot.put(item, timeout=READ_TIMEOUT_S)
+                    break
+                except queue.Full:
+                    self.stats.beat("prepare")
         done.set()
 
     def _infer(self, frame: Any, clf: Any, x: Any) -> None:
