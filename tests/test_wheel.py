@@ -60,3 +60,38 @@ def test_wheel_ships_defaults_and_runs_outside_the_repo(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert str(site) in proc.stderr.splitlines()[0]  # the installed copy, not the repository
     assert json.loads(proc.stdout)["top"][0]["label"] == "orange"
+
+    # edge-runtime bench from the wheel, both shipped models, every artifact
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import edge_runtime.cli as c, sys; sys.argv[0] = 'edge-runtime'; sys.exit(c.main())",
+            "bench",
+            "--json",
+            "--seconds",
+            "0.5",
+        ],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [m["model"] for m in result["models"]] == ["efficientnet-lite0-imagenet", "kws-lstm128"]
+    for m in result["models"]:
+        assert [r["artifact"] for r in m["artifacts"]] == [
+            a["id"] for a in json.loads((Path(m["folder"]) / "manifest.json").read_text())["artifacts"]
+        ]
+        assert str(site) in m["folder"]
+        for r in m["artifacts"]:
+            assert "error" not in r, r
+            assert r["raw"]["per_s"] > 0 and 0 < r["raw"]["p50_ms"] <= r["raw"]["p99_ms"] and r["raw"]["cpu_ms"] > 0
+            if m["streaming"]:
+                assert r["rtf"] > 0 and r["streams_per_core"] > 0 and 0 < r["engine_vs_pipeline"] <= 1.5
+            else:
+                assert 0 < r["daemon_vs_raw"] <= 1.5 and 0 < r["classify_vs_raw"] <= 1.5
+    assert result["process"]["cold_start_s"] > 0 and result["process"]["max_rss_mb"] > 0
+    assert result["process"]["tensorflow_imported"] is False

@@ -1,0 +1,51 @@
+"""`edge-runtime bench`: the table, a config's models, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+EXAMPLE = ROOT / "edge_runtime" / "data" / "edge-runtime.example.toml"
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "bench", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+
+
+def test_the_table_for_a_config_s_models(tmp_path):
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        f"[microphone]\nfile = '{ROOT / 'edge_runtime/data/samples/audio/keywords.wav'}'\n"
+        "[audio]\nengine = 'litert'\nthreads = 1\n"
+    )
+    p = bench("--config", str(cfg), "--seconds", "0.5")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split()[:4] == ["model", "artifact", "device", "raw/s"]
+    rows = [ln for ln in lines[1:] if ln.startswith("kws-lstm128")]
+    assert len(rows) == 2 and all("RTF" in r and "streams/core" in r for r in rows)
+    assert any("threads=1" in r for r in rows)  # opened as the config says
+    assert lines[-2].startswith("cold start ") and lines[-1].startswith("host: ")
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    for args, message in (
+        (["--model", str(tmp_path)], "--model: "),
+        (["--config", str(tmp_path / "none.toml")], "cannot read the config"),
+        (["--seconds", "0"], "--seconds"),
+        (["--seconds", "nan"], "--seconds"),
+    ):
+        p = bench(*args)
+        assert p.returncode == 2, (args, p.stderr)
+        assert message in p.stderr and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, (
+            args,
+            p.stderr,
+        )
