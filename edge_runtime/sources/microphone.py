@@ -206,7 +206,7 @@ class MicrophoneSource(Source):
     thread_prefix = "mic"
     retry = "reopening"
 
-    def __init__(self, name: str, device: int | str | None = None, sample_rate: int = 16000, block_ms: float = 20,
+    def __init__(self, name: str, device: int | str | None = None, sample_rate: int = 16000, block_ms: float = 80,
                  channels: int = 1, queue_seconds: float = 5.0, *, device_rate: int | None = None,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 10.0,
                  stall_timeout_s: float = 2.0) -> None:  # fmt: skip
