@@ -70,7 +70,8 @@ def quantize_static(
     activations: str = "int8",
     symmetric: bool = False,
 ) -> None:
-    """QDQ static quantization calibrated on ``samples`` (lists of batch-1 arrays in input order)."""
+    """QDQ static quantization calibrated on ``samples`` (lists of batch-1 arrays in input order);
+    ``activations``: ``uint8`` (U8S8), ``int8`` (S8S8) or ``int16``; weights are int8 per channel."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
@@ -85,7 +86,7 @@ def quantize_static(
         def rewind(self) -> None:
             self._it = iter(samples)
 
-    act = QuantType.QInt16 if activations == "int16" else QuantType.QInt8
+    act = {"int16": QuantType.QInt16, "uint8": QuantType.QUInt8}.get(activations, QuantType.QInt8)
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999

@@ -77,6 +77,21 @@ def test_tflite_artifact_is_full_integer(digits_out):
     assert "QuantizeLinear" in _report(digits_out)["ops"]["onnx-int8"]
 
 
+def test_onnx_int8_has_uint8_activations_and_int8_weights(digits_out):
+    """U8S8 QDQ, ONNX Runtime's fast int8 path on x86-64 CPUs, for every target but TensorRT."""
+    import onnx
+    from onnx import numpy_helper
+
+    m, folder = mf.load(digits_out)
+    graph = onnx.load(str(folder / m.artifact("onnx").file.path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    zero_points = [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zero_points and {z.dtype.name for z in zero_points} == {"uint8"}  # activations
+    weights = [inits[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert {"int8"} <= {w.dtype.name for w in weights}  # the per-channel weights stay int8
+    assert "uint8 activations" in m.artifact("onnx").notes["quantization"]
+
+
 def test_manifest_round_trips_and_drives_the_engines(digits_out, digits):
     m, folder = mf.load(digits_out)
     assert mf.Manifest.from_dict(m.to_dict()) == m
