@@ -28,6 +28,11 @@ def test_variants_comments_and_the_phoneme_set():
     assert parse_lexicon(format_entries(lines), "again.txt").entries == lex.entries  # what is written reads back
 
 
+def test_a_hash_inside_a_phoneme_is_not_a_comment():
+    lex = parse_lexicon("#comment\neighty eI t# i #comment\na a#\t# after a tab\n", "lex.txt")
+    assert lex.entries == {"eighty": (("eI", "t#", "i"),), "a": (("a#",),)}
+
+
 def test_words_missing_from_the_lexicon_are_one_line_naming_them_and_the_fix():
     lex = parse_lexicon("turn t 3: n\n", "models/asr/lexicon.txt")
     assert lex.pronounce(["turn"], "g.txt") == {"turn": (("t", "3:", "n"),)}

@@ -1,6 +1,7 @@
 """Pronunciations: the lexicon file shipped with a speech model, word -> phoneme sequences.
 
-A lexicon is UTF-8 text, one pronunciation a line, ``#`` comments::
+A lexicon is UTF-8 text, one pronunciation a line; a ``#`` at the start of a line or after a space starts
+a comment (the ``#`` inside a phoneme such as ``a#`` or ``t#`` does not)::
 
     # word  phonemes (the model's phoneme set, separated by spaces)
     kitchen  k I tS @ n
@@ -32,6 +33,7 @@ MAX_PHONEMES = 48
 ADD_HINT = "python -m models.g2p add LEXICON WORD... (on a workstation with espeak-ng)"
 
 _WORD = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")  # as the grammar spells words
+_COMMENT = re.compile(r"(?:^|\s)#.*")  # not the '#' inside a phoneme (a#, t#)
 
 
 class LexiconError(Exception):
@@ -74,7 +76,7 @@ def parse_lexicon(text: str, where: str = "<lexicon>", phonemes: Sequence[str] |
     allowed = None if phonemes is None else frozenset(phonemes)
     entries: dict[str, list[tuple[str, ...]]] = {}
     for number, raw in enumerate(text.splitlines(), 1):
-        fields = raw.split("#", 1)[0].split()
+        fields = _COMMENT.sub("", raw).split()
         if not fields:
             continue
         where_line = f"{where}:{number}"
