@@ -92,6 +92,25 @@ def test_espeak_ng_pronounces_words_one_at_a_time(espeak):
     assert transcribe("turn the kitchen light") == ["t", "3:", "n", "D", "@2", "k", "I", "tS", "@", "n", "l", "aI", "t"]
 
 
+def test_a_phrase_is_cut_back_into_words_against_their_citation_forms():
+    from models.g2p import split_words
+
+    # espeak-ng: "is the garage door open" -> I_z D_@2 g_3_r_'A:_Z d_'o@_r 'oU_p_@_n (a linking r after door)
+    said = "I z D @2 g 3 r A: Z d o@ r oU p @ n".split()
+    citations = [("I", "z"), ("D", "@2"), ("g", "3", "r", "A:", "Z"), ("d", "o@"), ("oU", "p", "@", "n")]
+    assert split_words(said, citations) == [("I", "z"), ("D", "@2"), ("g", "3", "r", "A:", "Z"), ("d", "o@", "r"),
+                                            ("oU", "p", "@", "n")]  # fmt: skip
+    assert split_words(["k", "a", "t"], [("d", "O", "g")]) is None  # nothing like it: no guess
+
+
+def test_the_forms_words_take_in_a_grammars_phrases_come_from_espeak_ng(espeak):
+    from models.g2p import context_forms, pronounce
+
+    citations = pronounce(["the", "a", "door", "set", "timer", "apple"])
+    forms = context_forms([("set", "a", "timer"), ("the", "apple"), ("the", "door")], citations)
+    assert forms == {"a": [("a#",)], "the": [("D", "I2")]}
+
+
 def test_the_shipped_test_lexicon_is_what_espeak_ng_says_for_the_grammar(espeak, tmp_path):
     """tests/data/asr/lexicon.txt was made by `python -m models.g2p grammar`: making it again gives the same."""
     fresh = tmp_path / "lexicon.txt"
