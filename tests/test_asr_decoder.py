@@ -228,3 +228,19 @@ def test_the_tree_names_words_and_phonemes_the_model_lacks():
         PrefixTree.build(
             grammar.expansions, parse_lexicon("turn t\nlamp l\n", "small.txt"), [BLANK, "t", "l"], BLANK, "g.txt"
         )
+
+
+def test_the_board_side_of_speech_commands_imports_numpy_only():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import edge_runtime.asr.grammar, edge_runtime.asr.lexicon, edge_runtime.asr.prefix_tree\n"
+        "import edge_runtime.asr.decoder\n"
+        "heavy = sorted(m for m in sys.modules\n"
+        "               if m.split('.')[0] in ('tensorflow', 'keras', 'converters', 'models', 'tf2onnx', 'scipy'))\n"
+        "print(','.join(heavy))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stderr
