@@ -98,6 +98,41 @@ def test_babble_of_phonemes_the_grammar_never_uses_completes_nothing(commands):
     assert r.phrase is None and not r.accepted and r.score == 0.0 and (r.t_start, r.t_end) == (10, 18)
 
 
+def test_a_confused_phoneme_lowers_the_score_and_more_confusion_rejects(commands):
+    """Spikes of a phrase turned into a phoneme the grammar never uses: the phrase is still the nearest, its
+    score falls with each confusion (one confused spike of 16 phonemes: about 0.5), and five are rejected."""
+    _, tree, spell = commands
+    text = "turn off the bedroom light"
+    scores = []
+    for n_confused in (0, 1, 5):
+        rng = np.random.default_rng(13)
+        frames = say(spell, rng, text)
+        spikes = [i for i, f in enumerate(frames) if f != 0 and (i == 0 or frames[i - 1] != f)]
+        for i in spikes[1 : 1 + 2 * n_confused : 2]:
+            frames[i : i + 2] = [tree.labels.index("x") if f == frames[i] else f for f in frames[i : i + 2]]
+        (r,) = decode(tree, posteriors(frames, len(tree.labels), rng, noise=0.3))
+        assert r.phrase == text, r
+        scores.append(r.score)
+        if n_confused != 1:  # one confusion sits near the default min_confidence: either way is right
+            assert r.accepted == (n_confused == 0), (n_confused, r)
+    assert scores[0] > scores[1] > scores[2]
+
+
+def test_posteriors_with_exact_zeros_decode(commands):
+    """log(0) = -inf, as a quantized softmax gives: paths through it are impossible, nothing breaks."""
+    _, tree, spell = commands
+    rng = np.random.default_rng(14)
+    frames = say(spell, rng, "call dad")
+    with np.errstate(divide="ignore"):
+        x = np.log(np.eye(len(tree.labels))[frames])
+    (r,) = decode(tree, x)
+    assert (r.phrase, r.accepted, r.score) == ("call dad", True, 1.0)
+    frames = say(spell, rng, "call the radio")
+    with np.errstate(divide="ignore"):
+        (r,) = decode(tree, np.log(np.eye(len(tree.labels))[frames]))
+    assert not r.accepted and r.score == 0.0
+
+
 def test_blank_noise_alone_gives_no_utterance(commands):
     _, tree, _ = commands
     rng = np.random.default_rng(5)
