@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_runtime.asr.grammar import (
     MAX_EXPANSIONS,
@@ -151,3 +153,20 @@ def test_unreadable_too_large_and_non_utf8_files(tmp_path):
     latin.write_bytes("caf\u00e9".encode("latin-1"))
     with pytest.raises(GrammarError, match=r"latin\.txt: not UTF-8 text \(byte 3\); save the grammar as UTF-8$"):
         load_grammar(latin)
+
+
+_PIECES = ["turn", "on", "Off", "the", "(", ")", "[", "]", "|", "<number>", "<room>", "<room> =", "=", "#", "\n", " ",
+           "<", ">", "what's", "wi-fi", "50%", "\u00e9", "\t"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_PIECES), max_size=40).map(" ".join))
+def test_any_text_is_a_grammar_or_one_line_error(text):
+    try:
+        g = parse_grammar(text, "g.txt")
+    except GrammarError as e:
+        assert str(e).startswith("g.txt") and "\n" not in str(e)
+        return
+    assert 1 <= len(g.expansions) <= MAX_EXPANSIONS
+    assert all(1 <= len(e.words) <= MAX_WORDS and e.text == " ".join(e.words) for e in g.expansions)
+    assert len({e.words for e in g.expansions}) == len(g.expansions)
