@@ -228,6 +228,12 @@ def test_bad_input_and_options_are_refused(commands):
         d.push(np.zeros((4, 3)))
     with pytest.raises(ValueError, match="log-posteriors contain NaN"):
         d.push(np.full((2, len(tree.labels)), np.nan))
+    probabilities = np.full((3, len(tree.labels)), 1 / len(tree.labels))
+    got = f"{np.log(len(tree.labels)) + 1 / len(tree.labels):.3g}"
+    with pytest.raises(ValueError, match=rf"log-posteriors must be natural logs of probabilities .* got {got}\)"):
+        d.push(probabilities)  # not their logs
+    with pytest.raises(ValueError, match=r"got -inf\)"):
+        d.push(np.full((1, len(tree.labels)), -np.inf))
     with pytest.raises(ValueError, match=r"decoder option beam must be a whole number from 1 to 256, got 0"):
         DecoderOptions(beam=0)
     with pytest.raises(ValueError, match=r"decoder option min_confidence must be from 0 to 1, got 2"):

@@ -1,8 +1,10 @@
 """Grammar-constrained CTC decoding of a stream of per-step log-posteriors into phrases.
 
 ``GrammarDecoder(tree, options)`` takes the step model's output, ``(steps, labels)`` natural-log
-posteriors over the phonemes and the blank (the labels of the :class:`~.prefix_tree.PrefixTree`), in
-chunks of any size, and returns a :class:`Result` for every utterance that ends:
+posteriors over the phonemes and the blank (the labels of the :class:`~.prefix_tree.PrefixTree`; each
+step's probabilities must sum to 1 within :data:`LOG_SUM_TOLERANCE` nats, so probabilities or logits
+passed by mistake are refused), in chunks of any size, and returns a :class:`Result` for every
+utterance that ends:
 
 1. **Utterances.** Between utterances the decoder idles on steps whose best label is the blank. The
    first step whose best label is a phoneme starts an utterance (``t_start``).
@@ -47,6 +49,7 @@ NEG = -math.inf
 MAX_BEAM = 256
 MAX_LOOP_TOKENS = 16
 MAX_UTTERANCE_STEPS = 10_000
+LOG_SUM_TOLERANCE = 0.5  # nats a step's log-posteriors may sum away from 0 (quantized softmax outputs)
 
 
 def _lae(a: float, b: float) -> float:
@@ -178,6 +181,14 @@ class GrammarDecoder:
             raise ValueError(f"log-posteriors must be (steps, {self.n_labels}), got {x.shape}")
         if np.isnan(x).any():
             raise ValueError("log-posteriors contain NaN")
+        if len(x):
+            sums = np.logaddexp.reduce(x, axis=1)
+            worst = float(sums[np.argmax(np.abs(sums))])
+            if not abs(worst) <= LOG_SUM_TOLERANCE:
+                raise ValueError(
+                    f"log-posteriors must be natural logs of probabilities summing to 1 at each step (their "
+                    f"log-sum-exp 0, got {worst:.3g}); pass the log of the model's softmax output"
+                )
         out = []
         best = np.argmax(x, axis=1)
         for row, top in zip(x, best):
