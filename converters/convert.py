@@ -835,8 +835,8 @@ def _symmetric(opts: Options) -> bool:
 
 def _onnx_activations(opts: Options) -> str:
     """The QDQ activation type: int16 when asked; int8 for TensorRT (symmetric); else uint8, ONNX
-    Runtime's U8S8, whose CPU kernels measured 1.85x float on MobileNetV2 at one thread on an
-    x86-64 host where S8S8 gave 1.08x (PITFALLS, bench/results/onnx_int8.json)."""
+    Runtime's U8S8, whose CPU kernels measured 1.84x float on MobileNetV2 at one thread on an
+    x86-64 host where S8S8 gave 1.01x (bench/results/onnx_int8.json)."""
     if opts.activations == "int16":
         return "int16"
     return "int8" if _symmetric(opts) else "uint8"
