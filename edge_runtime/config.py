@@ -75,9 +75,8 @@ class MicrophoneConfig:
     file: str | None = None  # a WAV file instead of a device (demos, tests)
     realtime: bool = True  # pace a file in real time
     loop: bool = False
-    block_ms: int = field(
-        default=80, metadata=_upto(10000)
-    )  # 80 ms: 12.5 wake-ups a second (20 ms cost about twice the CPU)
+    # 80 ms blocks: 12.5 wake-ups a second (20 ms blocks cost about twice the CPU in real time)
+    block_ms: int = field(default=80, metadata=_upto(10000))
 
 
 @dataclass
