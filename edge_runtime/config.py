@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .engines import ENGINES, Acceleration
+from .fileio import read_text
 from .schema import INDEX, SchemaError, build, check, choice
 
 if sys.version_info >= (3, 11):
@@ -180,17 +181,7 @@ def is_loopback(host: str) -> bool:
 
 def read_token(path: str) -> str:
     """The bearer token in ``path`` (surrounding whitespace stripped); ValueError says what is wrong."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_TOKEN_BYTES + 1)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the token file ({e.strerror or e})") from None
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise ValueError(f"{path}: the token file is larger than {MAX_TOKEN_BYTES} bytes; put only the token in it")
-    try:
-        token = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: the token file is not UTF-8 text") from None
+    token = read_text(path, MAX_TOKEN_BYTES, "token file", "put only the token in it").strip()
     if not token or any(c.isspace() or not c.isprintable() for c in token):
         raise ValueError(
             f"{path}: the token file must hold one token (printable, no spaces), e.g. from `openssl rand -hex 32`"
@@ -254,15 +245,9 @@ class Config:
 def load(path: str | Path) -> Config:
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(
-            f"{p}: cannot read the config ({getattr(e, 'strerror', None) or e}); pass a TOML file"
-        ) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES >> 10} KiB, which no config is; pass the TOML file")
+        text = read_text(p, MAX_CONFIG_BYTES, "config", "no config is that large; pass the TOML file")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return parse(text, str(p))
 
 

@@ -36,6 +36,27 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -
         raise
 
 
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 10 << 20 else f"{n >> 10} KiB" if n >= 1 << 10 else f"{n} bytes"
+
+
+def read_text(path: str | os.PathLike[str], max_bytes: int, noun: str, too_large: str) -> str:
+    """The UTF-8 text of a file that is read only up to ``max_bytes``; ValueError with one line:
+    ``<path>: cannot read the <noun>: <reason>``, ``<path>: larger than <size>; <too_large>`` or
+    ``<path>: not UTF-8 text (byte N); save the <noun> as UTF-8``."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the {noun}: {e.strerror or e}") from None
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {_size(max_bytes)}; {too_large}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save the {noun} as UTF-8") from None
+
+
 def stdout_closed() -> int:
     """After a BrokenPipeError (output piped into ``head``): point stdout at /dev/null so Python's
     exit flush does not raise again, and return the exit code 0."""

@@ -41,6 +41,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..fileio import read_text
+
 MAX_GRAMMAR_BYTES = 256 * 1024
 MAX_LINES = 2000  # phrase and rule lines
 MAX_EXPANSIONS = 10_000  # phrases the whole grammar may expand to
@@ -200,18 +202,10 @@ class Grammar:
 
 def load_grammar(path: str | Path) -> Grammar:
     """Read and parse a grammar file; GrammarError (one line) if it cannot be read or used."""
-    path = Path(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_GRAMMAR_BYTES + 1)
-    except OSError as e:
-        raise GrammarError(f"{path}: cannot read the grammar: {e.strerror or e}") from None
-    if len(data) > MAX_GRAMMAR_BYTES:
-        raise GrammarError(f"{path}: larger than {MAX_GRAMMAR_BYTES // 1024} KiB; a grammar is a list of phrases")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise GrammarError(f"{path}: not UTF-8 text (byte {e.start}); save the grammar as UTF-8") from None
+        text = read_text(path, MAX_GRAMMAR_BYTES, "grammar", "a grammar is a list of phrases")
+    except ValueError as e:
+        raise GrammarError(str(e)) from None
     return parse_grammar(text, str(path))
 
 

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fileio import read_text
+
 MAX_LEXICON_BYTES = 16 * 1024 * 1024
 MAX_VARIANTS = 8
 MAX_PHONEMES = 48
@@ -105,18 +107,10 @@ def parse_lexicon(text: str, where: str = "<lexicon>", phonemes: Sequence[str] |
 
 def load_lexicon(path: str | Path, phonemes: Sequence[str] | None = None) -> Lexicon:
     """Read and parse a lexicon file (see :func:`parse_lexicon`)."""
-    path = Path(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_LEXICON_BYTES + 1)
-    except OSError as e:
-        raise LexiconError(f"{path}: cannot read the lexicon: {e.strerror or e}") from None
-    if len(data) > MAX_LEXICON_BYTES:
-        raise LexiconError(f"{path}: larger than {MAX_LEXICON_BYTES >> 20} MiB; is this a lexicon?")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise LexiconError(f"{path}: not UTF-8 text (byte {e.start}); save the lexicon as UTF-8") from None
+        text = read_text(path, MAX_LEXICON_BYTES, "lexicon", "is this a lexicon?")
+    except ValueError as e:
+        raise LexiconError(str(e)) from None
     return parse_lexicon(text, str(path), phonemes)
 
 
