@@ -33,25 +33,13 @@ from edge_runtime.asr.decoder import DecoderOptions, GrammarDecoder  # noqa: E40
 from edge_runtime.asr.grammar import load_grammar, parse_grammar  # noqa: E402
 from edge_runtime.asr.lexicon import load_lexicon, parse_lexicon  # noqa: E402
 from edge_runtime.asr.prefix_tree import PrefixTree  # noqa: E402
-from models.ctc_synth import alignment, posteriors  # noqa: E402
+from models.ctc_synth import OUT_OF_GRAMMAR, alignment, posteriors  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "asr"
 BLANK = "<blank>"
 CHUNK = 4
 NOISIER = (0.5, 0.6)  # posterior noise levels at which recognition and rejection are counted too
 GAP = 12
-OUT_OF_GRAMMAR = [
-    "turn on the garage",
-    "play the news",
-    "what is the music",
-    "open the kitchen light",
-    "read me the temperature",
-    "call the radio",
-    "set the timer to five",
-    "lock the window",
-    "good morning dad",
-    "start the fan",
-]
 # the words the timer line adds to the test lexicon, as python -m models.g2p (espeak-ng 1.51, en-us) wrote them
 NUMBER_WORDS = """\
 six s I k s

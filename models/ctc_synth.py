@@ -35,3 +35,18 @@ def posteriors(
     probs = noise * spread
     probs[np.arange(len(frames)), np.asarray(frames, dtype=int)] += 1.0 - noise
     return np.log(np.maximum(probs, 1e-12)).astype(np.float32)
+
+
+# phrases near the test grammar (tests/data/asr/commands.txt) that it does not contain
+OUT_OF_GRAMMAR = [
+    "turn on the garage",
+    "play the news",
+    "what is the music",
+    "open the kitchen light",
+    "read me the temperature",
+    "call the radio",
+    "set the timer to five",
+    "lock the window",
+    "good morning dad",
+    "start the fan",
+]

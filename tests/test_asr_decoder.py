@@ -10,7 +10,7 @@ from edge_runtime.asr.decoder import DecoderOptions, GrammarDecoder, Result
 from edge_runtime.asr.grammar import load_grammar, parse_grammar
 from edge_runtime.asr.lexicon import LexiconError, load_lexicon, parse_lexicon
 from edge_runtime.asr.prefix_tree import PrefixTree
-from models.ctc_synth import alignment, posteriors
+from models.ctc_synth import OUT_OF_GRAMMAR, alignment, posteriors
 from tests.conftest import ROOT
 
 DATA = ROOT / "tests" / "data" / "asr"
@@ -62,20 +62,6 @@ def test_every_phrase_of_a_50_phrase_grammar_comes_back_with_its_slots(commands,
         assert r.score > 0.9
     x = posteriors(say(spell, rng, "set a timer for fifteen minutes"), len(tree.labels), rng)
     assert decode(tree, x)[0].slots == {"minutes": "fifteen"}
-
-
-OUT_OF_GRAMMAR = [
-    "turn on the garage",
-    "play the news",
-    "what is the music",
-    "open the kitchen light",
-    "read me the temperature",
-    "call the radio",
-    "set the timer to five",
-    "lock the window",
-    "good morning dad",
-    "start the fan",
-]
 
 
 def test_speech_outside_the_grammar_is_rejected_not_forced_onto_the_nearest_phrase(commands):
