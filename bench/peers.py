@@ -13,7 +13,8 @@ Vision -- MediaPipe Tasks' ImageClassifier against ours on the same uint8-I/O in
 - ours at one engine thread, measured with ``edge-runtime bench``'s own code
   (:mod:`edge_runtime.bench`): the ``classify`` path (``ImageClassifier.top`` on a camera-sized
   frame: resize, quantize, invoke, top-k) and the daemon's vision pipeline (prepare thread +
-  inference, a source that always has a new frame);
+  inference, a source that always has a new frame); and, as a reference, the engine alone on
+  prepared inputs (``run_raw``): no pipeline of ours on this engine can beat it;
 - MediaPipe in IMAGE mode (``classify``) and VIDEO mode (``classify_for_video``), ``max_results=3``,
   on the same 640x480 RGB frames (the shipped sample photos, one per round);
 - two settings, each measured on its own: ``one_cpu``, the process pinned to one CPU, which is
@@ -187,6 +188,7 @@ def vision(
         int(np.argmax(clf.scores(f))) == image_mode.classify(m).classifications[0].categories[0].index
         for (_, f), m in zip(photos, mp_frames)
     ]
+    prepared = [clf.prepare(f) for _, f in photos]
     for i in range(len(photos)):  # warm up
         clf.top(photos[i][1]), image_mode.classify(mp_frames[i]), video(i)
 
@@ -202,6 +204,7 @@ def vision(
 
     got = rounds_of(
         {
+            "ours_raw": timed(lambda i: clf.engine.run_raw(prepared[i])),
             "ours_classify": timed(lambda i: clf.top(photos[i][1])),
             "ours_daemon": daemon,
             "mediapipe_image": timed(lambda i: image_mode.classify(mp_frames[i])),
@@ -223,6 +226,9 @@ def vision(
         "per_s": {k: statistics.median(rate(v)) for k, v in got.items()},
         "cpu_ms": {k: statistics.median(x[1] for x in v) for k, v in got.items()},
         "speed_ratio": speed,  # ours ÷ MediaPipe, inferences per second
+        # the engine alone on prepared inputs (no resize, no top-k) ÷ MediaPipe's whole call: the
+        # ceiling of any pipeline of ours on this engine
+        "engine_alone_ratio": {"ours_raw/mediapipe_image": ratio(rate(got["ours_raw"]), rate(got["mediapipe_image"]))},
         "cpu_ratio": {  # MediaPipe ÷ ours, CPU per inference
             f"{p}/{o}": ratio([x[1] for x in got[p]], [x[1] for x in got[o]])
             for o in ("ours_classify", "ours_daemon")
@@ -309,7 +315,7 @@ def plot(result: dict[str, Any], folder: Path) -> list[Path]:
         rows = [
             (f"{m['model']}, {m['setting']}\n{k.replace('/', ' ÷ ')}", v)
             for m in result["vision"]
-            for k, v in m["speed_ratio"].items()
+            for k, v in {**m["speed_ratio"], **m["engine_alone_ratio"]}.items()
         ]
         charts.append(("peers_vision.png", rows, GOAL, "ours ÷ MediaPipe, inferences per second, one inference thread"))
     if result.get("keywords"):
@@ -336,11 +342,40 @@ def plot(result: dict[str, Any], folder: Path) -> list[Path]:
     return out
 
 
+def table(result: dict[str, Any]) -> str:
+    """The result as the Markdown tables of BENCHMARKS.md."""
+
+    def spread(v: dict[str, Any]) -> str:
+        return f"{v['median']:.2f} ({min(v['rounds']):.2f}–{max(v['rounds']):.2f})"
+
+    lines = [
+        "| model | CPUs | classify ÷ IMAGE | daemon ÷ VIDEO | classify ÷ VIDEO | daemon ÷ IMAGE "
+        "| CPU/inference IMAGE ÷ classify | engine alone ÷ IMAGE | top-1 same | goal met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in result["vision"]:
+        sr, cr, a = m["speed_ratio"], m["cpu_ratio"], m["top1_agreement_with_mediapipe"]
+        lines.append(
+            f"| {m['model']} | {m['setting']} | {spread(sr['ours_classify/mediapipe_image'])} "
+            f"| {spread(sr['ours_daemon/mediapipe_video'])} | {spread(sr['ours_classify/mediapipe_video'])} "
+            f"| {spread(sr['ours_daemon/mediapipe_image'])} | {spread(cr['mediapipe_image/ours_classify'])} "
+            f"| {spread(m['engine_alone_ratio']['ours_raw/mediapipe_image'])} "
+            f"| {a['agree']}/{a['photos']} | {'yes' if m['goal_met'] else 'no'} |"
+        )
+    k = result["keywords"]
+    lines += ["", "| peer | RTF peer ÷ ours (wall) | CPU per audio second, peer ÷ ours |", "| --- | --- | --- |"]
+    for name in ("openwakeword", "pocketsphinx"):
+        lines.append(
+            f"| {name} | {spread(k['rtf_ratio'][name + '/ours'])} | {spread(k['cpu_rtf_ratio'][name + '/ours'])} |"
+        )
+    return "\n".join(lines)
+
+
 def finite(result: dict[str, Any]) -> list[float]:
     """Every ratio in a result (medians and rounds)."""
     out: list[float] = []
     for m in result.get("vision", []):
-        for k in ("speed_ratio", "cpu_ratio"):
+        for k in ("speed_ratio", "cpu_ratio", "engine_alone_ratio"):
             out += [x for v in m[k].values() for x in (v["median"], *v["rounds"])]
     for k in ("rtf_ratio", "cpu_rtf_ratio"):
         out += [x for v in result.get("keywords", {}).get(k, {}).values() for x in (v["median"], *v["rounds"])]
@@ -402,18 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result["plots"] = [p.name for p in plot(result, args.out.parent)]
     save(args.out, result)
-    for m in result["vision"]:
-        print(
-            m["model"],
-            m["setting"],
-            {k: round(v["median"], 3) for k, v in m["speed_ratio"].items()},
-            "goal met:",
-            m["goal_met"],
-        )
-    print(
-        "keywords CPU RTF, peer ÷ ours:",
-        {k: round(v["median"], 2) for k, v in result["keywords"]["cpu_rtf_ratio"].items()},
-    )
+    print(table(result))
     return 0
 
 

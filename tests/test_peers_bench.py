@@ -14,7 +14,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, have, require
+
+pytestmark = pytest.mark.slow  # converts a MobileNetV2 with TensorFlow first
 
 
 def test_peers_smoke(tmp_path):
@@ -48,7 +51,7 @@ def test_peers_smoke(tmp_path):
             ratios += [v["median"], *v["rounds"]]
     assert all(v > 0 for v in kw["rtf"].values()) and all(v > 0 for v in kw["cpu_rtf"].values())
 
-    assert len(ratios) == 2 * (2 * 4 * 3) + 2 * 2 * 3
+    assert len(ratios) == 2 * (2 * 4 + 1) * 3 + 2 * 2 * 3
     assert all(math.isfinite(x) and x > 0 for x in ratios), ratios
     for name in r["plots"]:
         assert (out.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -59,13 +62,14 @@ def vision_ratios(m: dict) -> list[float]:
     """One model in one setting: its systems, the same answers as MediaPipe, and its ratios."""
     out: list[float] = []
     assert m["input"] == "160x160" and "uint8 I/O" in m["artifact"]
-    assert set(m["per_s"]) == {"ours_classify", "ours_daemon", "mediapipe_image", "mediapipe_video"}
+    assert set(m["per_s"]) == {"ours_raw", "ours_classify", "ours_daemon", "mediapipe_image", "mediapipe_video"}
     assert m["top1_agreement_with_mediapipe"]["agree"] == m["top1_agreement_with_mediapipe"]["photos"] > 0
     assert set(m["speed_ratio"]) == {
         f"{o}/{p}" for o in ("ours_classify", "ours_daemon") for p in m["per_s"] if "mediapipe" in p
     }
     assert isinstance(m["goal_met"], bool)
-    for k in ("speed_ratio", "cpu_ratio"):
+    assert set(m["engine_alone_ratio"]) == {"ours_raw/mediapipe_image"}
+    for k in ("speed_ratio", "cpu_ratio", "engine_alone_ratio"):
         for v in m[k].values():
             assert len(v["rounds"]) == 2
             out += [v["median"], *v["rounds"]]
