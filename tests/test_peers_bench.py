@@ -67,7 +67,11 @@ def vision_ratios(m: dict) -> list[float]:
     assert set(m["speed_ratio"]) == {
         f"{o}/{p}" for o in ("ours_classify", "ours_daemon") for p in m["per_s"] if "mediapipe" in p
     }
-    assert isinstance(m["goal_met"], bool)
+    assert isinstance(m["goal_met"], bool) if m["setting"] == "one_cpu" else m["goal_met"] is None
+    assert all(n >= 1 for n in m["busy_threads"].values()) and set(m["busy_threads"]) == {
+        "ours_classify",
+        "mediapipe_image",
+    }
     assert set(m["engine_alone_ratio"]) == {"ours_raw/mediapipe_image"}
     for k in ("speed_ratio", "cpu_ratio", "engine_alone_ratio"):
         for v in m[k].values():
