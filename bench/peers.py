@@ -347,7 +347,15 @@ def plot(result: dict[str, Any], folder: Path) -> list[Path]:
             for m in result["vision"]
             for k, v in {**m["speed_ratio"], **m["engine_alone_ratio"]}.items()
         ]
-        charts.append(("peers_vision.png", rows, GOAL, "ours ÷ MediaPipe, inferences per second, one inference thread"))
+        charts.append(
+            (
+                "peers_vision.png",
+                rows,
+                GOAL,
+                "ours ÷ MediaPipe, inferences per second\n"
+                "(one_cpu: both on one core; all_cpus: ours one inference thread, MediaPipe two)",
+            )
+        )
     if result.get("keywords"):
         rows = [(k.replace("/", " ÷ "), v) for k, v in result["keywords"]["cpu_rtf_ratio"].items()]
         charts.append(("peers_keywords.png", rows, None, "peer ÷ ours, CPU time per second of audio (one thread)"))
