@@ -442,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
     except PackageNotFoundError as e:
         print(f"peers: error: {e.name} is not installed; run scripts/setup.sh", file=sys.stderr)
         return 2
+    if args.artifacts and args.artifacts.exists() and not args.artifacts.is_dir():
+        print(f"peers: error: --artifacts {args.artifacts}: not a folder", file=sys.stderr)
+        return 2
+    from edge_runtime.manifest import ManifestError
+
     allowed = sorted(os.sched_getaffinity(0))
     settings = {"one_cpu": allowed[:1], "all_cpus": allowed}
     try:
@@ -466,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cpus": settings["one_cpu"],
                 **keywords(args.rounds, args.seconds, 2.0 if args.smoke else CLIP_S),
             }
-    except PeerError as e:
+    except (PeerError, ManifestError) as e:
         print(f"peers: error: {e}", file=sys.stderr)
         return 2
     bad = [x for x in finite(result) if not (math.isfinite(x) and x > 0)]
