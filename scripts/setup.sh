@@ -80,6 +80,10 @@ if [ ! -e "$stamp" ]; then
   # Google's speech embedding (Apache-2.0) as ONNX, the two files of this wheel that the keyword
   # recipe ports to Keras; later versions download them at run time, so the version is pinned.
   .venv/bin/python -m pip install -q --no-deps "openwakeword==0.5.1"
+  # MediaPipe Tasks, a peer that bench/peers.py measures ours against (workstation only), without
+  # its dependencies: all are installed already (convert extra) but opencv-contrib-python, whose
+  # cv2 would overwrite the files of the opencv-python-headless the runtime uses.
+  .venv/bin/python -m pip install -q --no-deps "mediapipe==1.2.3"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
