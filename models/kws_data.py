@@ -2,7 +2,7 @@
 
     python -m models.kws_data --out data/kws [--per-word 400] [--seed 0] [--jobs 2]
         [--engines espeak-ng,flite,rhvoice,pico,festival,piper] [--hold-out-engines pico]
-        [--restricted-voices]
+        [--restricted-voices] [--in-sentence FRACTION] [--short-words FRACTION]
 
 writes the Speech Commands folder layout, one folder per split and label::
 
@@ -36,6 +36,16 @@ false alarms, keywords cut short, keywords cut by the edge of the window and
 two-word snippets that catch only part of a keyword. Exact homophones of a
 keyword ("know", "write") are left out: TTS renders them with the very phonemes
 of "no" and "right", so they would be keywords labelled ``_unknown_``.
+``--short-words F`` adds F x the per-label count of further ``_unknown_`` clips,
+each one word of ``SHORT_WORDS``: digits, letter names, short everyday and
+telephone words, and words that start with or contain a keyword's sound
+("yesterday", "pound", "often", "gopher", "uptown"), the single words that real
+voices most often mistook for keywords. ``--in-sentence F`` speaks that share of
+the keyword clips after 1-4 ``_unknown_`` words in one utterance ("cold green
+stop"), half of them followed by one more word after a short pause, and cuts the
+window to end 50-250 ms after the keyword, as a keyword said inside running speech
+reaches a streaming detector. clips.jsonl records each clip's kind (``sentence``,
+``short``), its text, the word after (``other``) and ``tail``.
 ``_silence_`` is noise alone at levels from near-digital silence to loud.
 
 Splits hold out whole speakers: train, val and test use disjoint sets of voice
@@ -151,6 +161,28 @@ def _word_list(text: str) -> tuple[str, ...]:
 
 
 UNKNOWN_WORDS = _word_list(_WORDS)
+
+# Single words of the kind that set off false accepts on real speech: digits, letter names,
+# short words of everyday and telephone speech, and words that start with or contain a
+# keyword's sound ("yesterday", "pound", "often", "gopher", "uptown"). Never a keyword, an exact
+# homophone of one or an inflection of one ("goes", "stopped").
+_SHORT_WORDS = """
+    zero oh one two three four five six seven eight nine ten eleven twelve twenty hundred
+    ay bee see dee ee ef gee aitch eye jay kay el em en pee cue ar ess tee you vee ex why zed zee
+    yeah okay hello hi bye please thanks sorry press key star hash pound enter number again
+    message call phone hold line menu option cancel repeat next
+    yesterday yellow yeast yet yeti yesteryear
+    nobody notice noble nowhere nomad nose note
+    uptown upper upon upset update upward puppy supper
+    pound round found mound gown drown doubt dowel towel
+    lettuce leather lesson lever theft deft clef lift
+    rider rhyme ripe bright fright writer ride
+    honest onion onset option pond donkey bond wanted
+    often offer office coffee cough awful officer
+    stomach stocking stock stubble staple stomp top
+    gopher goal gold ghost goat golf gosh gone
+"""
+SHORT_WORDS = _word_list(_SHORT_WORDS)
 SOUNDS_LIKE_EXTRA = 2  # phoneme characters a word may add to a keyword's and still be taken for it
 
 
@@ -265,6 +297,11 @@ class Params:
     )
     cut: tuple[float, float] = (0.25, 0.55)  # share of a keyword kept / inside the window
     snippet_gap: tuple[float, float] = (0.0, 0.1)  # pause between the words of a snippet, s
+    in_sentence: float = 0.0  # share of keyword clips spoken at the end of a sentence of other words
+    sentence_words: tuple[int, int] = (1, 4)  # words before the keyword in such a sentence
+    sentence_tail: tuple[float, float] = (0.05, 0.25)  # s of the window after the keyword's end
+    sentence_next: float = 0.5  # share of those sentences going on with another word after the keyword
+    short_words: float = 0.0  # extra _unknown_ clips of one SHORT_WORDS word, as a share of per-label clips
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Params:
@@ -293,15 +330,16 @@ class ClipTask:
     path: str
     split: str
     label: str
-    kind: str  # keyword | word | truncated | edge | snippet | silence
+    kind: str  # keyword | sentence | word | short | truncated | edge | snippet | silence
     seed: int  # noise samples and impulse response
     speech: Utterance | None = None
-    other: Utterance | None = None  # snippet: the word next to the keyword
+    other: Utterance | None = None  # snippet: the word next to the keyword; sentence: the word after it
     keyword_first: bool = True  # snippet: "<keyword> <word>" (else "<word> <keyword>")
-    gap: float = 0.0  # snippet: pause between the two words, seconds
+    gap: float = 0.0  # snippet, sentence: pause before the second word, seconds
     speed: float = 1.0
     gain_db: float = 0.0
     shift: float = 0.5  # where the speech sits in the window's free room, 0..1
+    tail: float = 0.0  # sentence: seconds of the window after the keyword's end
     cut: float = 1.0  # truncated: share kept; edge/snippet: share inside the window
     keep_start: bool = True  # truncated/edge: the keyword's start is what remains
     rt60: float = 0.0  # 0: no reverberation
@@ -433,6 +471,11 @@ def split_counts(per_word: int, fractions: Sequence[float]) -> dict[str, int]:
     }
 
 
+def short_count(clips_per_label: int, params: Params) -> int:
+    """Extra single-word _unknown_ clips of a split with ``clips_per_label`` clips per label."""
+    return round(clips_per_label * params.short_words)
+
+
 def _choose(rng: np.random.Generator, weighted: Sequence[tuple[str, float]]) -> str:
     p = np.asarray([w for _, w in weighted], dtype=float)
     return weighted[int(rng.choice(len(weighted), p=p / p.sum()))][0]
@@ -475,14 +518,28 @@ def _noise_fields(rng: np.random.Generator, voices: Sequence[Voice], params: Par
     return {"noise": kind, "noise_db": _uniform(rng, span, 2), "babble": babble}
 
 
-def _speech_fields(rng: np.random.Generator, label: str, voices: Sequence[Voice], params: Params) -> dict[str, Any]:
+def _speech_fields(
+    rng: np.random.Generator, label: str, voices: Sequence[Voice], params: Params, short: bool = False
+) -> dict[str, Any]:
+    """The speech of one clip of ``label``; ``short``: an extra _unknown_ clip of one SHORT_WORDS word."""
     voice = _pick_voice(rng, voices, params)
-    kind = "keyword" if label != UNKNOWN else _choose(rng, params.unknown_mix)
+    if short:
+        kind = "short"
+    elif label != UNKNOWN:
+        kind = "sentence" if params.in_sentence > 0 and rng.random() < params.in_sentence else "keyword"
+    else:
+        kind = _choose(rng, params.unknown_mix)
     f: dict[str, Any] = {"kind": kind}
     if kind == "keyword":
         f["speech"] = _utterance(rng, voice, label, params)
-    elif kind == "word":
-        f["speech"] = _utterance(rng, voice, _word(rng), params)
+    elif kind == "sentence":  # "<word> ... <keyword>": the window ends just after the keyword
+        n = int(rng.integers(params.sentence_words[0], params.sentence_words[1] + 1))
+        text = " ".join([*(_word(rng) for _ in range(n)), label])
+        f.update(speech=_utterance(rng, voice, text, params), tail=_uniform(rng, params.sentence_tail))
+        if rng.random() < params.sentence_next:  # the next word begins in the window's tail
+            f.update(other=Utterance(voice, _word(rng), f["speech"].args), gap=_uniform(rng, params.snippet_gap))
+    elif kind in ("word", "short"):
+        f["speech"] = _utterance(rng, voice, _word(rng, SHORT_WORDS if short else UNKNOWN_WORDS), params)
     elif kind in ("truncated", "edge"):
         f["speech"] = _utterance(rng, voice, _keyword(rng), params)
     else:  # snippet: a keyword and a neighbouring word, the window catching only part of the keyword
@@ -493,7 +550,7 @@ def _speech_fields(rng: np.random.Generator, label: str, voices: Sequence[Voice]
             keyword_first=bool(rng.random() < 0.5),
             gap=_uniform(rng, params.snippet_gap),
         )
-    if kind != "keyword" and kind != "word":
+    if kind in ("truncated", "edge", "snippet"):
         f.update(cut=_uniform(rng, params.cut), keep_start=bool(rng.random() < 0.5))
     f.update(
         speed=_uniform(rng, params.speed), gain_db=_uniform(rng, params.gain_db, 2), shift=_uniform(rng, (0.0, 1.0))
@@ -510,9 +567,11 @@ def plan_clips(out: Path, voices: dict[str, list[Voice]], per_word: int, seed: i
     for s, split in enumerate(SPLITS):
         rng = np.random.default_rng([seed, 1, s])
         for label in LABELS:
-            for i in range(counts[split]):
+            n = counts[split] + (short_count(counts[split], params) if label == UNKNOWN else 0)
+            for i in range(n):
                 silence = label == SILENCE
-                f = {"kind": "silence"} if silence else _speech_fields(rng, label, voices[split], params)
+                short = i >= counts[split]  # the extra _unknown_ clips come after the usual ones
+                f = {"kind": "silence"} if silence else _speech_fields(rng, label, voices[split], params, short)
                 f.update(_noise_fields(rng, voices[split], params, silence))
                 tag = "noise" if silence else f["speech"].voice.tag
                 path = out / split / label / f"{tag}_nohash_{i:05d}.wav"
@@ -666,13 +725,20 @@ def arrange(task: ClipTask, x: np.ndarray, other: np.ndarray | None = None) -> t
     """Cut and join the (speed-perturbed) speech ``x`` for ``task.kind``.
 
     Returns the segment and the sample of it at the window's start (negative: silence
-    first). keyword, word and truncated lie wholly inside the window; edge and snippet
-    leave only ``task.cut`` of the keyword inside.
+    first). keyword, word, short and truncated lie wholly inside the window; a sentence's
+    keyword ends ``task.tail`` seconds before the window does (its first words may start
+    before the window, the next word, if any, runs past its end); edge and snippet leave
+    only ``task.cut`` of the keyword inside.
     """
+    if task.kind == "sentence":
+        end = len(x)  # the keyword's end
+        if other is not None:  # the next word, after a pause
+            x = np.concatenate([x, np.zeros(round(task.gap * SAMPLE_RATE), dtype=np.float32), other])
+        return x, end + round(task.tail * SAMPLE_RATE) - CLIP
     if task.kind == "truncated":
         keep = max(1, round(len(x) * task.cut))
         x = fade(x[:keep] if task.keep_start else x[-keep:])
-    if task.kind in ("keyword", "word", "truncated"):
+    if task.kind in ("keyword", "word", "short", "truncated"):
         x = fit_length(x, MAX_SPEECH)
         return x, -round(task.shift * (CLIP - len(x)))
     inside = round(len(x) * task.cut)
@@ -797,6 +863,10 @@ def generate(
     params = params or Params()
     if per_word < 1 or jobs < 1:
         raise KwsDataError("--per-word and --jobs must be at least 1")
+    if not 0.0 <= params.in_sentence <= 1.0:
+        raise KwsDataError(f"--in-sentence {params.in_sentence}: give a share of the keyword clips, 0..1")
+    if params.short_words < 0.0:
+        raise KwsDataError(f"--short-words {params.short_words}: give a share of per-label clips, 0 or more")
     check_params(params)
     out = Path(out)
     _check_out(out)
@@ -818,7 +888,10 @@ def generate(
         "labels": list(LABELS),
         "seed": seed,
         "per_word": per_word,
-        "counts": {s: {label: counts[s] for label in LABELS} for s in SPLITS},
+        "counts": {
+            s: {label: counts[s] + (short_count(counts[s], params) if label == UNKNOWN else 0) for label in LABELS}
+            for s in SPLITS
+        },
         "engines": engine_versions(params.engines),
         "debian_packages": debian_versions(params.engines),
         "held_out_engines": list(params.held_out_engines),
@@ -836,6 +909,7 @@ def generate(
             for v in left_out
         ],
         "unknown_words": list(UNKNOWN_WORDS),
+        "short_words": list(SHORT_WORDS),
         "params": dataclasses.asdict(params),
     }
     _write_json(out / "voices.json", meta)
@@ -878,9 +952,30 @@ def main(argv: list[str] | None = None) -> int:
         help="also use voices whose licence does not allow shipping a model trained on them "
         '(local experiments only; voices.json then says "shippable": false)',
     )
+    ap.add_argument(
+        "--in-sentence",
+        type=float,
+        default=Params.in_sentence,
+        metavar="FRACTION",
+        help="share of the keyword clips spoken at the end of a sentence of 1-4 other words, the "
+        "window ending just after the keyword (default 0)",
+    )
+    ap.add_argument(
+        "--short-words",
+        type=float,
+        default=Params.short_words,
+        metavar="FRACTION",
+        help="extra _unknown_ clips of one single word (digits, letter names, short everyday words, "
+        "words that start with or contain a keyword's sound), as a share of the clips per label (default 0)",
+    )
     args = ap.parse_args(argv)
     params = dataclasses.replace(
-        Params(), engines=args.engines, held_out_engines=args.hold_out_engines, restricted_voices=args.restricted_voices
+        Params(),
+        engines=args.engines,
+        held_out_engines=args.hold_out_engines,
+        restricted_voices=args.restricted_voices,
+        in_sentence=args.in_sentence,
+        short_words=args.short_words,
     )
     t0 = time.monotonic()
     try:

@@ -41,8 +41,11 @@ def _sha(path: Path) -> str:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require(HAVE_ENGINES, WHY)
     out = tmp_path_factory.mktemp("kws") / "set"
-    assert kd.main(["--out", str(out), "--per-word", "2", "--seed", "7", "--jobs", "2"]) == 0
+    assert kd.main(["--out", str(out), *TINY, "--jobs", "2"]) == 0
     return out
+
+
+TINY = ["--per-word", "2", "--seed", "7", "--in-sentence", "0.5", "--short-words", "1"]
 
 
 def test_layout_and_labels(tiny: Path) -> None:
@@ -60,7 +63,7 @@ def test_layout_and_labels(tiny: Path) -> None:
 
 def test_every_clip_is_one_second_16k_mono_16bit(tiny: Path) -> None:
     wavs = sorted(tiny.rglob("*.wav"))
-    assert len(wavs) == 12 * (2 + 1 + 1)
+    assert len(wavs) == 12 * (2 + 1 + 1) + (2 + 1 + 1)  # and one more _unknown_ per label clip: --short-words 1
     for p in wavs:
         x, rate, channels, width = _read(p)
         assert (rate, channels, width, len(x)) == (16000, 1, 2, 16000), p
@@ -104,7 +107,7 @@ def test_splits_hold_out_whole_voices(tiny: Path) -> None:
 
 def test_same_seed_same_files(tiny: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
-    assert kd.main(["--out", str(again), "--per-word", "2", "--seed", "7", "--jobs", "1"]) == 0
+    assert kd.main(["--out", str(again), *TINY, "--jobs", "1"]) == 0
     first = sorted(p.relative_to(tiny) for p in tiny.rglob("*.wav"))
     assert first == sorted(p.relative_to(again) for p in again.rglob("*.wav"))
     for rel in first[::5]:
@@ -139,6 +142,80 @@ def test_unknown_words_hold_no_keyword_or_homophone() -> None:
     phonemes = {kw: _phonemes(kw) for kw in kd.KEYWORDS}
     clashes = [w for w in words if _phonemes(w) in phonemes.values()]
     assert not clashes, f"pronounced exactly like a keyword: {clashes}"
+
+
+def test_short_words_are_near_misses_never_keywords() -> None:
+    words = kd.SHORT_WORDS
+    assert len(set(words)) == len(words) >= 100
+    banned = set(kd.KEYWORDS).union(*kd.HOMOPHONES.values())
+    inflected = {kw + end for kw in kd.KEYWORDS for end in ("s", "es", "ed", "ing", "ped", "ping", "ps")}
+    assert not set(words) & (banned | inflected)
+    for w in ("zero", "five", "bee", "aitch", "pound", "yesterday", "yellow", "often", "gopher", "uptown"):
+        assert w in words
+
+
+def test_in_sentence_window_ends_just_after_the_keyword() -> None:
+    for n in (6000, 30000):  # a sentence shorter and longer than the window
+        x = np.ones(n, dtype=np.float32)
+        task = kd.ClipTask("", "train", "go", "sentence", 0, tail=0.2)
+        w = kd.window(*kd.arrange(task, x))
+        assert np.flatnonzero(w)[-1] == kd.CLIP - round(0.2 * kd.SAMPLE_RATE) - 1
+        assert w.sum() == min(n, kd.CLIP - 3200)  # a long sentence's first words start before the window
+        task = dataclasses.replace(task, gap=0.05)  # the next word begins 50 ms after the keyword
+        w = kd.window(*kd.arrange(task, x, other=2 * np.ones(8000, dtype=np.float32)))
+        assert (w == 2.0).sum() == 3200 - 800 and (w[-3200:-2400] == 0.0).all()
+
+
+def test_planned_sentences_and_short_words() -> None:
+    voices = [kd.Voice("espeak-ng", lang, var) for lang in ("en-gb", "en-us") for var in "abcdefghij"]
+    voices += [kd.Voice("flite", n) for n in ("kal", "awb", "rms", "slt")]
+    split = kd.split_voices(voices, 1, (0.8, 0.1, 0.1))
+    params = dataclasses.replace(kd.Params(), engines=("espeak-ng", "flite"), in_sentence=0.5, short_words=0.5)
+    tasks = kd.plan_clips(Path("out"), split, 40, 1, params)
+    kinds = {k: [t for t in tasks if t.kind == k] for k in ("keyword", "sentence", "short")}
+    per_split = kd.split_counts(40, params.split_fractions)
+    for s in kd.SPLITS:
+        unknown = [t for t in tasks if t.split == s and t.label == kd.UNKNOWN]
+        assert len(unknown) == per_split[s] + round(per_split[s] * 0.5)
+        assert len({t.path for t in unknown}) == len(unknown)
+        assert {t.speech.voice for t in tasks if t.split == s and t.speech} <= set(split[s])
+    keyword_clips = len(kinds["keyword"]) + len(kinds["sentence"])
+    assert 0.35 < len(kinds["sentence"]) / keyword_clips < 0.65
+    for t in kinds["sentence"]:
+        *before, last = t.speech.text.split()
+        assert last == t.label and 1 <= len(before) <= 4 and set(before) <= set(kd.UNKNOWN_WORDS)
+        assert params.sentence_tail[0] <= t.tail <= params.sentence_tail[1]
+        assert t.other is None or (t.other.text in kd.UNKNOWN_WORDS and t.other.voice == t.speech.voice)
+    assert 0.3 < sum(t.other is not None for t in kinds["sentence"]) / len(kinds["sentence"]) < 0.7
+    assert {t.label for t in kinds["short"]} == {kd.UNKNOWN}
+    assert {t.speech.text for t in kinds["short"]} <= set(kd.SHORT_WORDS) and len(kinds["short"]) == sum(
+        kd.short_count(c, params) for c in per_split.values()
+    )
+    assert {t.speech.voice.engine for t in kinds["short"] + kinds["sentence"] if t.split == "train"} == {
+        "espeak-ng",
+        "flite",
+    }
+    plain = kd.plan_clips(Path("out"), split, 40, 1, dataclasses.replace(params, in_sentence=0.0, short_words=0.0))
+    assert not {t.kind for t in plain} & {"sentence", "short"}
+
+
+def test_in_sentence_clips_are_recorded(tiny: Path) -> None:
+    recs = [json.loads(line) for line in (tiny / "clips.jsonl").read_text().splitlines()]
+    sentences = [r for r in recs if r["kind"] == "sentence"]
+    assert sentences and all(r["speech"]["text"].split()[-1] == r["label"] and r["tail"] > 0 for r in sentences)
+    short = [r for r in recs if r["kind"] == "short"]
+    assert len(short) == 4 and all(r["label"] == kd.UNKNOWN and r["speech"]["text"] in kd.SHORT_WORDS for r in short)
+    meta = json.loads((tiny / "voices.json").read_text())
+    assert meta["params"]["in_sentence"] == 0.5 and meta["short_words"] == list(kd.SHORT_WORDS)
+
+
+@pytest.mark.parametrize("flag", [["--in-sentence", "1.5"], ["--short-words", "-1"]])
+def test_bad_sentence_and_short_word_shares_one_line_error(
+    flag: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert kd.main(["--out", str(tmp_path / "out"), "--per-word", "1", *flag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert flag[0] in err and "\n" not in err and not (tmp_path / "out").exists()
 
 
 def _phonemes(word: str) -> str:
