@@ -398,6 +398,24 @@ class _Context:
         self.bias_work.mkdir(exist_ok=True)
         return _bias_corrected(self.source, self.samples)
 
+    @property
+    def equalized_work(self) -> Path:
+        return self.work / "equalized"
+
+    @functools.cached_property
+    def equalized(self):
+        """A Keras source with its residual streams equalized (converters.equalization), made once for
+        every format: (the equalized source, what moved, the equalized source bias-corrected, the bias
+        correction's count); None when there is nothing to equalize."""
+        if self.source.keras_model is None:
+            return None
+        equalized, info = _equalized(self.source, self.samples)
+        if not info.streams:
+            return None
+        self.equalized_work.mkdir(exist_ok=True)
+        corrected, bias_info = _bias_corrected(equalized, self.samples)
+        return equalized, info, corrected, bias_info
+
 
 def _prepare(opts: Options, source: SourceModel, labels_file: list[str] | None, staging: Path, work: Path) -> _Context:
     """Preprocessing, calibration and eval data, the float model's reference run, and the labels."""
@@ -523,8 +541,9 @@ def _improve(
 class _Search:
     """Candidates beyond plain full-integer minmax, tried in turn: (the one to ship, every row tried).
 
-    Keras sources first get bias correction (full integer still). Then, on the better of the
-    two, TFLite leaves the fewest ops that quantization damages most float (mixed precision; the
+    Keras sources first get bias correction, then cross-layer equalization of their residual
+    streams followed by bias correction (both full integer still). Then, on the best so far,
+    TFLite leaves the fewest ops that quantization damages most float (mixed precision; the
     float layers keep their own bias), and ONNX tries ONNX Runtime's other calibration methods.
     The candidate on target with the fewest float ops is shipped; else the most faithful one that
     fits (:meth:`fits`), when it beats full integer.
@@ -534,12 +553,15 @@ class _Search:
         self.ctx, self.fmt, self.full, self.path = ctx, fmt, full, path
         self.tried: list[ArtifactResult] = []
         self.preprocessed: dict[int, Path] = {}  # ONNX: quant_pre_process once per source model
-        # what the later candidates start from: the source, its work folder, and its row
-        self.src, self.wdir, self.base = ctx.source, ctx.work, full
+        # what the later candidates start from: the source, its work folder, its row, and the
+        # source before bias correction (mixed precision corrects again without its float layers)
+        self.src, self.wdir, self.base, self.uncorrected = ctx.source, ctx.work, full, ctx.source
 
     def run(self) -> tuple[ArtifactResult, list[ArtifactResult]]:
         ctx = self.ctx
         self.try_bias_correction()
+        if not any(ctx.on_target(r) for r in self.tried):
+            self.try_equalization()
         on_target_now = any(ctx.on_target(r) and self.fits(r) for r in self.tried)
         if not on_target_now and self.fmt == "tflite" and ctx.mixed_precision_applies():
             self.try_mixed_precision()
@@ -598,8 +620,26 @@ class _Search:
         if ctx.score(row) > ctx.score(self.full):
             self.src, self.wdir, self.base = corrected, ctx.bias_work, row
 
+    def try_equalization(self) -> None:
+        """Cross-layer equalization of the residual streams, then bias correction (still full integer)."""
+        ctx = self.ctx
+        if ctx.equalized is None:
+            return
+        equalized, info, corrected, bias_info = ctx.equalized
+        notes = {
+            **self.full.notes,
+            "equalization": f"{info.channels} channels of {info.streams} residual streams shrunk "
+            f"(at most {info.max_scale:.2f}x) and their readers' weights grown to match, so int8 "
+            "activations get a finer step; float outputs unchanged",
+            "bias_correction": f"{bias_info.layers} layers' biases moved to cancel the mean shift of int8 weight "
+            "rounding",
+        }
+        row = self.attempt("equalized", notes, lambda out: self.quantize(corrected, ctx.equalized_work, out))
+        if ctx.score(row) > ctx.score(self.base):
+            self.src, self.wdir, self.base, self.uncorrected = corrected, ctx.equalized_work, row, equalized
+
     def try_mixed_precision(self) -> None:
-        ctx, source = self.ctx, self.ctx.source
+        ctx, source = self.ctx, self.uncorrected
         corrected_base = self.src is not source
         ranked = tflite.layer_sensitivity(self.src, self.wdir, ctx.samples, ctx.io_dtype)
         what = self.base.notes["quantization"].replace("full-integer ", "")
@@ -826,6 +866,19 @@ def _bias_corrected(source: SourceModel, samples: list[list[np.ndarray]], skip=N
     model.set_weights(source.keras_model.get_weights())
     inputs = [np.concatenate([ex[i] for ex in samples]) for i in range(len(source.inputs))]
     info = bias_correction.correct(model, inputs, skip=skip)
+    return dataclasses.replace(source, keras_model=model, _saved_model=None, _float_onnx=None), info
+
+
+def _equalized(source: SourceModel, samples: list[list[np.ndarray]]):
+    """A copy of a Keras source with its residual streams equalized (converters.equalization)."""
+    import keras
+
+    from . import equalization
+
+    model = keras.models.clone_model(source.keras_model)
+    model.set_weights(source.keras_model.get_weights())
+    inputs = [np.concatenate([ex[i] for ex in samples]) for i in range(len(source.inputs))]
+    info = equalization.equalize(model, inputs)
     return dataclasses.replace(source, keras_model=model, _saved_model=None, _float_onnx=None), info
 
 
