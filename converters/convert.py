@@ -40,6 +40,7 @@ from .fidelity import (
     FULL_INTEGER_TARGETS,
     GATE_WITHOUT_LABELS,
     LATENCY_BUDGET,
+    MAX_FLOAT_OP_SHARE,
     TARGET_AGREEMENT,
     TARGET_KL,
     fidelity_gate,
@@ -323,17 +324,24 @@ class _Context:
     def describe(self, art_id: str, fmt: str, path: Path, folder: Path, notes: dict[str, Any]) -> mf.Artifact:
         return _describe(art_id, fmt, path, folder, self.source, self.streaming, notes)
 
+    def open(self, art: mf.Artifact, folder: Path):
+        try:
+            return open_artifact(art, folder, threads=self.opts.threads)
+        except EngineError as e:
+            raise ConvertError(f"{art.file.path}: the converted model does not load ({e})") from None
+
+    @property
+    def latency_example(self) -> list[np.ndarray]:
+        return _latency_example(self.evald, self.streaming, self.chunk, self.state_shapes)
+
     def measure(
         self, art_id: str, fmt: str, path: Path, shipped: bool, notes: dict[str, Any]
     ) -> tuple[ArtifactResult, mf.Artifact]:
         folder = self.staging if shipped else path.parent
         art = self.describe(art_id, fmt, path, folder, notes)
-        try:
-            eng = open_artifact(art, folder, threads=self.opts.threads)
-        except EngineError as e:
-            raise ConvertError(f"{path.name}: the converted model does not load ({e})") from None
+        eng = self.open(art, folder)
         got = _run(eng, self.evald, self.streaming, self.chunk, self.state_shapes, art_id, self.hop)
-        example = _latency_example(self.evald, self.streaming, self.chunk, self.state_shapes)
+        example = self.latency_example
         row = ArtifactResult(
             id=art_id,
             format=fmt,
@@ -529,7 +537,7 @@ def _improve(
     """Search beyond full-integer minmax (:class:`_Search`); the candidates tried go to ``rows``."""
     full_file = ctx.work / f"full_integer_{path.name}"
     shutil.copy2(path, full_file)
-    chosen, tried = _Search(ctx, fmt, row, path).run()
+    chosen, tried = _Search(ctx, fmt, row, path, full_file).run()
     if chosen is not row:  # the full-integer minmax model stays in the report as a reference
         rows.append(dataclasses.replace(row, id=f"{row.id}-full-integer", shipped=False, file=full_file.name))
         art = ctx.describe(row.id, fmt, path, ctx.staging, chosen.notes)
@@ -549,8 +557,10 @@ class _Search:
     fits (:meth:`fits`), when it beats full integer.
     """
 
-    def __init__(self, ctx: _Context, fmt: str, full: ArtifactResult, path: Path):
+    def __init__(self, ctx: _Context, fmt: str, full: ArtifactResult, path: Path, full_file: Path):
         self.ctx, self.fmt, self.full, self.path = ctx, fmt, full, path
+        # the full-integer model, kept open: candidates are timed against it in interleaved rounds
+        self.full_engine = ctx.open(ctx.describe(full.id, fmt, full_file, full_file.parent, {}), full_file.parent)
         self.tried: list[ArtifactResult] = []
         self.preprocessed: dict[int, Path] = {}  # ONNX: quant_pre_process once per source model
         # what the later candidates start from: the source, its work folder, its row, and the
@@ -572,8 +582,10 @@ class _Search:
     def attempt(self, tag: str, notes: dict[str, Any], make) -> ArtifactResult:
         cand = self.ctx.work / f"{self.path.stem}_{tag}{self.path.suffix}"
         make(cand)
-        row, _ = self.ctx.measure(f"{self.fmt}-{self.ctx.precision}-{tag}", self.fmt, cand, False, notes)
-        notes["latency_vs_full_integer"] = row.median_ms / self.full.median_ms
+        ctx = self.ctx
+        row, art = ctx.measure(f"{self.fmt}-{ctx.precision}-{tag}", self.fmt, cand, False, notes)
+        engine = ctx.open(art, cand.parent)
+        notes["latency_vs_full_integer"] = ev.latency_ratio(engine, self.full_engine, ctx.latency_example)
         row.candidate_file = cand
         self.tried.append(row)
         return row
@@ -641,9 +653,15 @@ class _Search:
     def try_mixed_precision(self) -> None:
         ctx, source = self.ctx, self.uncorrected
         corrected_base = self.src is not source
-        ranked = tflite.layer_sensitivity(self.src, self.wdir, ctx.samples, ctx.io_dtype)
+        macs = tflite.op_macs(self.base.candidate_file or self.path)
+        ranked = [
+            name
+            for name in tflite.layer_sensitivity(self.src, self.wdir, ctx.samples, ctx.io_dtype)
+            if macs.get(name, 0) <= MAX_FLOAT_OP_SHARE * sum(macs.values())
+        ]
         what = self.base.notes["quantization"].replace("full-integer ", "")
-        hit: list[int] = []
+        faithful: list[int] = []  # counts on the fidelity target, whatever their latency
+        slow: list[int] = []  # counts over the latency budget
 
         def make_mixed(k: int, out: Path) -> None:
             if not corrected_base:
@@ -655,16 +673,20 @@ class _Search:
             again, _ = _bias_corrected(source, ctx.samples, skip=lambda name: tflite.names_layer(ranked[:k], name))
             self.quantize(again, wk, out, ranked[:k])
 
-        for k in float_layer_counts(len(ranked), passes_at=lambda k: k in hit):
+        # fewer float ops are faster: a faithful count over budget is halved back towards one that fits
+        for k in float_layer_counts(len(ranked), passes_at=lambda k: k in faithful, stop_at=lambda k: k in slow):
             notes = {
                 **self.base.notes,
-                "quantization": f"{what}; the {k} of {len(ranked)} ops that quantization "
-                "damages most left float (mixed precision)",
+                "quantization": f"{what}; the {k} ops that quantization damages most, of the {len(ranked)} "
+                f"costing at most 1/{round(1 / MAX_FLOAT_OP_SHARE)} of the multiply-accumulates each, "
+                "left float (mixed precision)",
                 "float_layers": ranked[:k],
             }
             row = self.attempt(f"mixed{k}", notes, lambda out, k=k: make_mixed(k, out))
-            if self.good(row):
-                hit.append(k)
+            if ctx.on_target(row):
+                faithful.append(k)
+            if notes["latency_vs_full_integer"] > LATENCY_BUDGET:
+                slow.append(k)
 
     def try_calibration_methods(self) -> None:
         for method in (m for m in onnx_quant.AUTO_METHODS if m != self.ctx.onnx_method):
