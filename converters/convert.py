@@ -566,6 +566,7 @@ class _Search:
         # what the later candidates start from: the source, its work folder, its row, and the
         # source before bias correction (mixed precision corrects again without its float layers)
         self.src, self.wdir, self.base, self.uncorrected = ctx.source, ctx.work, full, ctx.source
+        self.corrected: list[tuple[str, SourceModel, Path, ArtifactResult]] = []  # (tag, source, folder, row)
 
     def run(self) -> tuple[ArtifactResult, list[ArtifactResult]]:
         ctx = self.ctx
@@ -629,6 +630,7 @@ class _Search:
             "bias_correction": f"{info.layers} layers' biases moved to cancel the mean shift of int8 weight rounding",
         }
         row = self.attempt("bias-corrected", notes, lambda out: self.quantize(corrected, ctx.bias_work, out))
+        self.corrected.append(("bias-corrected", corrected, ctx.bias_work, row))
         if ctx.score(row) > ctx.score(self.full):
             self.src, self.wdir, self.base = corrected, ctx.bias_work, row
 
@@ -647,6 +649,7 @@ class _Search:
             "rounding",
         }
         row = self.attempt("equalized", notes, lambda out: self.quantize(corrected, ctx.equalized_work, out))
+        self.corrected.append(("equalized", corrected, ctx.equalized_work, row))
         if ctx.score(row) > ctx.score(self.base):
             self.src, self.wdir, self.base, self.uncorrected = corrected, ctx.equalized_work, row, equalized
 
@@ -689,14 +692,18 @@ class _Search:
                 slow.append(k)
 
     def try_calibration_methods(self) -> None:
+        """ONNX Runtime's other calibration methods, on each corrected source (which one calibrates best
+        with min/max does not say which does with the others), else on the source itself."""
+        variants = self.corrected or [("", self.src, self.wdir, self.base)]
         for method in (m for m in onnx_quant.AUTO_METHODS if m != self.ctx.onnx_method):
-            row = self.attempt(
-                method,
-                {**self.base.notes, "calibration": method},
-                lambda out, m=method: self.quantize(self.src, self.wdir, out, method=m),
-            )
-            if self.good(row):
-                break
+            for tag, src, wdir, row in variants:
+                row = self.attempt(
+                    f"{tag}-{method}" if len(variants) > 1 else method,
+                    {**row.notes, "calibration": method},
+                    lambda out, m=method, s=src, w=wdir: self.quantize(s, w, out, method=m),
+                )
+                if self.good(row):
+                    return
 
     def pick(self) -> tuple[ArtifactResult, list[ArtifactResult]]:
         """The candidate on target with the fewest float ops, else the most faithful that fits, if it beats
