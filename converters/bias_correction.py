@@ -81,6 +81,18 @@ def _called_with(model, sub):
     raise ValueError(f"{sub.name} is not called once on a single tensor")
 
 
+def reaching(model, sub, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """What ``sub`` (a model used as a layer of ``model``) is fed when ``model`` runs on ``xs``."""
+    import keras
+
+    reach = keras.Model(model.inputs, _called_with(model, sub))
+    batches = [
+        reach([x[s : s + BATCH] for x in xs] if len(xs) > 1 else xs[0][s : s + BATCH], training=False)
+        for s in range(0, len(xs[0]), BATCH)
+    ]
+    return [np.concatenate([np.asarray(b) for b in batches])]
+
+
 def _fold_scale(bn, channels: int) -> np.ndarray:
     """The per-channel factor batch normalisation multiplies the kernel by when it is folded in."""
     if bn is None:
@@ -162,7 +174,6 @@ def correct(model, inputs: list[np.ndarray], skip=None) -> Corrected:
     cannot be probed (shared layers, subclassed models) are left as they are and counted, and
     so are the layers ``skip(name)`` names (those that will not be quantized).
     """
-    import keras
 
     result = Corrected(0, 0)
 
@@ -184,20 +195,7 @@ def correct(model, inputs: list[np.ndarray], skip=None) -> Corrected:
                 result.skipped += 1
         for sub in nested:  # a nested model's own layers, fed with what reaches it
             try:
-                reach = keras.Model(m.inputs, _called_with(m, sub))
-                arrays = [
-                    np.concatenate(
-                        [
-                            np.asarray(
-                                reach(
-                                    [x[s : s + BATCH] for x in xs] if len(xs) > 1 else xs[0][s : s + BATCH],
-                                    training=False,
-                                )
-                            )
-                            for s in range(0, len(xs[0]), BATCH)
-                        ]
-                    )
-                ]
+                arrays = reaching(m, sub, xs)
             except Exception as e:  # noqa: BLE001 - an optional refinement: a layer it cannot probe stays as it is
                 log.info("bias correction skipped %s (%s)", sub.name, str(e).splitlines()[0][:120])
                 result.skipped += len(_targets(sub)[0])

@@ -40,6 +40,7 @@ from .fidelity import (
     FULL_INTEGER_TARGETS,
     GATE_WITHOUT_LABELS,
     LATENCY_BUDGET,
+    MAX_FLOAT_OP_SHARE,
     TARGET_AGREEMENT,
     TARGET_KL,
     fidelity_gate,
@@ -323,17 +324,24 @@ class _Context:
     def describe(self, art_id: str, fmt: str, path: Path, folder: Path, notes: dict[str, Any]) -> mf.Artifact:
         return _describe(art_id, fmt, path, folder, self.source, self.streaming, notes)
 
+    def open(self, art: mf.Artifact, folder: Path):
+        try:
+            return open_artifact(art, folder, threads=self.opts.threads)
+        except EngineError as e:
+            raise ConvertError(f"{art.file.path}: the converted model does not load ({e})") from None
+
+    @property
+    def latency_example(self) -> list[np.ndarray]:
+        return _latency_example(self.evald, self.streaming, self.chunk, self.state_shapes)
+
     def measure(
         self, art_id: str, fmt: str, path: Path, shipped: bool, notes: dict[str, Any]
     ) -> tuple[ArtifactResult, mf.Artifact]:
         folder = self.staging if shipped else path.parent
         art = self.describe(art_id, fmt, path, folder, notes)
-        try:
-            eng = open_artifact(art, folder, threads=self.opts.threads)
-        except EngineError as e:
-            raise ConvertError(f"{path.name}: the converted model does not load ({e})") from None
+        eng = self.open(art, folder)
         got = _run(eng, self.evald, self.streaming, self.chunk, self.state_shapes, art_id, self.hop)
-        example = _latency_example(self.evald, self.streaming, self.chunk, self.state_shapes)
+        example = self.latency_example
         row = ArtifactResult(
             id=art_id,
             format=fmt,
@@ -397,6 +405,24 @@ class _Context:
             return None, None
         self.bias_work.mkdir(exist_ok=True)
         return _bias_corrected(self.source, self.samples)
+
+    @property
+    def equalized_work(self) -> Path:
+        return self.work / "equalized"
+
+    @functools.cached_property
+    def equalized(self):
+        """A Keras source with its residual streams equalized (converters.equalization), made once for
+        every format: (the equalized source, what moved, the equalized source bias-corrected, the bias
+        correction's count); None when there is nothing to equalize."""
+        if self.source.keras_model is None:
+            return None
+        equalized, info = _equalized(self.source, self.samples)
+        if not info.streams:
+            return None
+        self.equalized_work.mkdir(exist_ok=True)
+        corrected, bias_info = _bias_corrected(equalized, self.samples)
+        return equalized, info, corrected, bias_info
 
 
 def _prepare(opts: Options, source: SourceModel, labels_file: list[str] | None, staging: Path, work: Path) -> _Context:
@@ -511,7 +537,7 @@ def _improve(
     """Search beyond full-integer minmax (:class:`_Search`); the candidates tried go to ``rows``."""
     full_file = ctx.work / f"full_integer_{path.name}"
     shutil.copy2(path, full_file)
-    chosen, tried = _Search(ctx, fmt, row, path).run()
+    chosen, tried = _Search(ctx, fmt, row, path, full_file).run()
     if chosen is not row:  # the full-integer minmax model stays in the report as a reference
         rows.append(dataclasses.replace(row, id=f"{row.id}-full-integer", shipped=False, file=full_file.name))
         art = ctx.describe(row.id, fmt, path, ctx.staging, chosen.notes)
@@ -523,23 +549,30 @@ def _improve(
 class _Search:
     """Candidates beyond plain full-integer minmax, tried in turn: (the one to ship, every row tried).
 
-    Keras sources first get bias correction (full integer still). Then, on the better of the
-    two, TFLite leaves the fewest ops that quantization damages most float (mixed precision; the
+    Keras sources first get bias correction, then cross-layer equalization of their residual
+    streams followed by bias correction (both full integer still). Then, on the best so far,
+    TFLite leaves the fewest ops that quantization damages most float (mixed precision; the
     float layers keep their own bias), and ONNX tries ONNX Runtime's other calibration methods.
     The candidate on target with the fewest float ops is shipped; else the most faithful one that
     fits (:meth:`fits`), when it beats full integer.
     """
 
-    def __init__(self, ctx: _Context, fmt: str, full: ArtifactResult, path: Path):
+    def __init__(self, ctx: _Context, fmt: str, full: ArtifactResult, path: Path, full_file: Path):
         self.ctx, self.fmt, self.full, self.path = ctx, fmt, full, path
+        # the full-integer model, kept open: candidates are timed against it in interleaved rounds
+        self.full_engine = ctx.open(ctx.describe(full.id, fmt, full_file, full_file.parent, {}), full_file.parent)
         self.tried: list[ArtifactResult] = []
         self.preprocessed: dict[int, Path] = {}  # ONNX: quant_pre_process once per source model
-        # what the later candidates start from: the source, its work folder, and its row
-        self.src, self.wdir, self.base = ctx.source, ctx.work, full
+        # what the later candidates start from: the source, its work folder, its row, and the
+        # source before bias correction (mixed precision corrects again without its float layers)
+        self.src, self.wdir, self.base, self.uncorrected = ctx.source, ctx.work, full, ctx.source
+        self.corrected: list[tuple[str, SourceModel, Path, ArtifactResult]] = []  # (tag, source, folder, row)
 
     def run(self) -> tuple[ArtifactResult, list[ArtifactResult]]:
         ctx = self.ctx
         self.try_bias_correction()
+        if not any(ctx.on_target(r) for r in self.tried):
+            self.try_equalization()
         on_target_now = any(ctx.on_target(r) and self.fits(r) for r in self.tried)
         if not on_target_now and self.fmt == "tflite" and ctx.mixed_precision_applies():
             self.try_mixed_precision()
@@ -550,8 +583,10 @@ class _Search:
     def attempt(self, tag: str, notes: dict[str, Any], make) -> ArtifactResult:
         cand = self.ctx.work / f"{self.path.stem}_{tag}{self.path.suffix}"
         make(cand)
-        row, _ = self.ctx.measure(f"{self.fmt}-{self.ctx.precision}-{tag}", self.fmt, cand, False, notes)
-        notes["latency_vs_full_integer"] = row.median_ms / self.full.median_ms
+        ctx = self.ctx
+        row, art = ctx.measure(f"{self.fmt}-{ctx.precision}-{tag}", self.fmt, cand, False, notes)
+        engine = ctx.open(art, cand.parent)
+        notes["latency_vs_full_integer"] = ev.latency_ratio(engine, self.full_engine, ctx.latency_example)
         row.candidate_file = cand
         self.tried.append(row)
         return row
@@ -595,15 +630,41 @@ class _Search:
             "bias_correction": f"{info.layers} layers' biases moved to cancel the mean shift of int8 weight rounding",
         }
         row = self.attempt("bias-corrected", notes, lambda out: self.quantize(corrected, ctx.bias_work, out))
+        self.corrected.append(("bias-corrected", corrected, ctx.bias_work, row))
         if ctx.score(row) > ctx.score(self.full):
             self.src, self.wdir, self.base = corrected, ctx.bias_work, row
 
+    def try_equalization(self) -> None:
+        """Cross-layer equalization of the residual streams, then bias correction (still full integer)."""
+        ctx = self.ctx
+        if ctx.equalized is None:
+            return
+        equalized, info, corrected, bias_info = ctx.equalized
+        notes = {
+            **self.full.notes,
+            "equalization": f"{info.channels} channels of {info.streams} residual streams shrunk "
+            f"(at most {info.max_scale:.2f}x) and their readers' weights grown to match, so int8 "
+            "activations get a finer step; float outputs unchanged",
+            "bias_correction": f"{bias_info.layers} layers' biases moved to cancel the mean shift of int8 weight "
+            "rounding",
+        }
+        row = self.attempt("equalized", notes, lambda out: self.quantize(corrected, ctx.equalized_work, out))
+        self.corrected.append(("equalized", corrected, ctx.equalized_work, row))
+        if ctx.score(row) > ctx.score(self.base):
+            self.src, self.wdir, self.base, self.uncorrected = corrected, ctx.equalized_work, row, equalized
+
     def try_mixed_precision(self) -> None:
-        ctx, source = self.ctx, self.ctx.source
+        ctx, source = self.ctx, self.uncorrected
         corrected_base = self.src is not source
-        ranked = tflite.layer_sensitivity(self.src, self.wdir, ctx.samples, ctx.io_dtype)
+        macs = tflite.op_macs(self.base.candidate_file or self.path)
+        ranked = [
+            name
+            for name in tflite.layer_sensitivity(self.src, self.wdir, ctx.samples, ctx.io_dtype)
+            if macs.get(name, 0) <= MAX_FLOAT_OP_SHARE * sum(macs.values())
+        ]
         what = self.base.notes["quantization"].replace("full-integer ", "")
-        hit: list[int] = []
+        faithful: list[int] = []  # counts on the fidelity target, whatever their latency
+        slow: list[int] = []  # counts over the latency budget
 
         def make_mixed(k: int, out: Path) -> None:
             if not corrected_base:
@@ -615,26 +676,34 @@ class _Search:
             again, _ = _bias_corrected(source, ctx.samples, skip=lambda name: tflite.names_layer(ranked[:k], name))
             self.quantize(again, wk, out, ranked[:k])
 
-        for k in float_layer_counts(len(ranked), passes_at=lambda k: k in hit):
+        # fewer float ops are faster: a faithful count over budget is halved back towards one that fits
+        for k in float_layer_counts(len(ranked), passes_at=lambda k: k in faithful, stop_at=lambda k: k in slow):
             notes = {
                 **self.base.notes,
-                "quantization": f"{what}; the {k} of {len(ranked)} ops that quantization "
-                "damages most left float (mixed precision)",
+                "quantization": f"{what}; the {k} ops that quantization damages most, of the {len(ranked)} "
+                f"costing at most 1/{round(1 / MAX_FLOAT_OP_SHARE)} of the multiply-accumulates each, "
+                "left float (mixed precision)",
                 "float_layers": ranked[:k],
             }
             row = self.attempt(f"mixed{k}", notes, lambda out, k=k: make_mixed(k, out))
-            if self.good(row):
-                hit.append(k)
+            if ctx.on_target(row):
+                faithful.append(k)
+            if notes["latency_vs_full_integer"] > LATENCY_BUDGET:
+                slow.append(k)
 
     def try_calibration_methods(self) -> None:
+        """ONNX Runtime's other calibration methods, on each corrected source (which one calibrates best
+        with min/max does not say which does with the others), else on the source itself."""
+        variants = self.corrected or [("", self.src, self.wdir, self.base)]
         for method in (m for m in onnx_quant.AUTO_METHODS if m != self.ctx.onnx_method):
-            row = self.attempt(
-                method,
-                {**self.base.notes, "calibration": method},
-                lambda out, m=method: self.quantize(self.src, self.wdir, out, method=m),
-            )
-            if self.good(row):
-                break
+            for tag, src, wdir, row in variants:
+                row = self.attempt(
+                    f"{tag}-{method}" if len(variants) > 1 else method,
+                    {**row.notes, "calibration": method},
+                    lambda out, m=method, s=src, w=wdir: self.quantize(s, w, out, method=m),
+                )
+                if self.good(row):
+                    return
 
     def pick(self) -> tuple[ArtifactResult, list[ArtifactResult]]:
         """The candidate on target with the fewest float ops, else the most faithful that fits, if it beats
@@ -826,6 +895,19 @@ def _bias_corrected(source: SourceModel, samples: list[list[np.ndarray]], skip=N
     model.set_weights(source.keras_model.get_weights())
     inputs = [np.concatenate([ex[i] for ex in samples]) for i in range(len(source.inputs))]
     info = bias_correction.correct(model, inputs, skip=skip)
+    return dataclasses.replace(source, keras_model=model, _saved_model=None, _float_onnx=None), info
+
+
+def _equalized(source: SourceModel, samples: list[list[np.ndarray]]):
+    """A copy of a Keras source with its residual streams equalized (converters.equalization)."""
+    import keras
+
+    from . import equalization
+
+    model = keras.models.clone_model(source.keras_model)
+    model.set_weights(source.keras_model.get_weights())
+    inputs = [np.concatenate([ex[i] for ex in samples]) for i in range(len(source.inputs))]
+    info = equalization.equalize(model, inputs)
     return dataclasses.replace(source, keras_model=model, _saved_model=None, _float_onnx=None), info
 
 

@@ -192,3 +192,34 @@ def latency_ms(
         "runs": len(times),
         "threads": os.cpu_count() or 1,
     }
+
+
+def latency_ratio(
+    engine: Engine, reference: Engine, example: list[np.ndarray], rounds: int = 15, runs: int = 20
+) -> float:
+    """How many times ``reference``'s latency ``engine`` takes, measured in interleaved rounds.
+
+    Each round times ``runs`` inferences of one, then of the other, and takes the ratio of their
+    medians; the result is the median over rounds, so load that comes and goes on a shared host
+    slows both sides of most rounds alike instead of whichever model happened to run then.
+    """
+    raws = [
+        [quantize(np.asarray(a), t.quantization, t.dtype) for a, t in zip(example, e.inputs)]
+        for e in (engine, reference)
+    ]
+    pairs = list(zip((engine, reference), raws))
+    for eng, raw in pairs:
+        for _ in range(5):
+            eng.run_raw(*raw)
+    ratios = []
+    for _ in range(rounds):
+        medians = []
+        for eng, raw in pairs:
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter_ns()
+                eng.run_raw(*raw)
+                times.append(time.perf_counter_ns() - t0)
+            medians.append(statistics.median(times))
+        ratios.append(medians[0] / medians[1])
+    return statistics.median(ratios)

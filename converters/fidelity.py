@@ -17,17 +17,24 @@ from .results import ArtifactResult, Figure, FloatReference, GateVerdict
 TARGET_AGREEMENT = 0.90
 TARGET_KL = 0.05
 LATENCY_BUDGET = 1.25
+# mixed precision leaves float only ops that each cost at most this share of the model's multiply-accumulates:
+# a float op runs several times slower than its int8 form, so a few large ones would spend the latency budget
+MAX_FLOAT_OP_SHARE = 1 / 32
 FULL_INTEGER_TARGETS = ("coral", "android")  # the Edge TPU and NNAPI run whole graphs in integer only
 
 
-def float_layer_counts(n: int, passes_at) -> Any:
+def float_layer_counts(n: int, passes_at, stop_at=lambda k: False) -> Any:
     """How many ops to leave float, tried in turn: 1, 2, 4, ... up to half of them, then two halving
-    steps between the last count that failed and the first that passed (``passes_at(k)``)."""
+    steps between the last count that failed and the first that passed (``passes_at(k)``). The
+    doubling ends early at a count that neither passes nor ``stop_at(k)`` allows more of (more
+    float ops only cost more latency)."""
     lo, k = 0, 1
     while k <= max(1, n // 2):
         yield k
         if passes_at(k):
             break
+        if stop_at(k):
+            return
         lo, k = k, 2 * k
     else:
         return

@@ -181,6 +181,30 @@ def float_compute_ops(path: Path) -> list[str]:
     return sorted(bad)
 
 
+def op_macs(path: Path) -> dict[str, int]:
+    """Each op's multiply-accumulates per inference (other ops: their output size), by output tensor name."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(
+        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    shapes = {t["index"]: t["shape"] for t in it.get_tensor_details()}
+    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
+    out = {}
+    for op in it._get_ops_details():
+        if not len(op["outputs"]):
+            continue
+        o = op["outputs"][0]
+        size = int(np.prod(shapes[o]))
+        w = shapes[op["inputs"][1]] if len(op["inputs"]) > 1 and op["inputs"][1] >= 0 else None
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED") and w is not None:
+            size *= int(np.prod(w[1:]))  # (out, kh, kw, in) or (out, in)
+        elif op["op_name"] == "DEPTHWISE_CONV_2D" and w is not None:
+            size *= int(w[1] * w[2])  # (1, kh, kw, channels)
+        out[names[o]] = size
+    return out
+
+
 def op_histogram(path: Path) -> dict[str, int]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 

@@ -9,9 +9,9 @@ from converters.fidelity import fidelity_gate, float_layer_counts
 from converters.results import ArtifactResult, Fidelity, FloatReference
 
 
-def _schedule(n: int, threshold: float) -> list[int]:
+def _schedule(n: int, threshold: float, too_slow: float = float("inf")) -> list[int]:
     tried: list[int] = []
-    for k in float_layer_counts(n, passes_at=lambda k: k >= threshold):
+    for k in float_layer_counts(n, passes_at=lambda k: k >= threshold, stop_at=lambda k: k >= too_slow):
         tried.append(k)
     return tried
 
@@ -21,6 +21,11 @@ def test_float_layer_counts_double_then_halve_back():
     assert _schedule(65, 1) == [1]
     assert _schedule(65, float("inf")) == [1, 2, 4, 8, 16, 32]  # never more than half the ops
     assert _schedule(1, float("inf")) == [1]
+
+
+def test_float_layer_counts_stop_doubling_past_the_latency_budget():
+    assert _schedule(65, float("inf"), too_slow=8) == [1, 2, 4, 8]  # more float ops would only be slower
+    assert _schedule(65, 7, too_slow=8) == [1, 2, 4, 8, 6, 7]  # faithful but slow: halved back towards fewer
 
 
 def _row(id="tflite-int8", shipped=True, **kw):
