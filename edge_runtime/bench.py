@@ -296,21 +296,24 @@ def _cpus() -> int:
 
 def table(result: dict[str, Any]) -> str:
     """The terminal table of a :func:`bench` result."""
+    rows = [(m, r) for m in result["models"] for r in m["artifacts"]]
+    wm = max([5, *(len(m["model"]) for m, _ in rows)])
+    wa = max([8, *(len(r["artifact"]) for _, r in rows)])
+    wd = max([6, *(len(r.get("device", "")) for _, r in rows)])
     lines = [
-        f"{'model':<22} {'artifact':<16} {'device':<28} {'raw/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'model':<{wm}} {'artifact':<{wa}} {'device':<{wd}} {'raw/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'CPU ms':>7}  pipeline"
     ]
-    for m in result["models"]:
-        for r in m["artifacts"]:
-            head = f"{m['model'][:22]:<22} {r['artifact'][:16]:<16} "
-            if "error" in r:
-                lines.append(head + f"not run: {r['error']}")
-                continue
-            raw = r["raw"]
-            lines.append(
-                head + f"{r['device'][:28]:<28} {raw['per_s']:>8.1f} {raw['p50_ms']:>7.3f} {raw['p99_ms']:>7.3f} "
-                f"{raw['cpu_ms']:>7.3f}  {_pipeline_text(m, r)}"
-            )
+    for m, r in rows:
+        head = f"{m['model']:<{wm}} {r['artifact']:<{wa}} "
+        if "error" in r:
+            lines.append(head + f"not run: {r['error']}")
+            continue
+        raw = r["raw"]
+        lines.append(
+            head + f"{r['device']:<{wd}} {raw['per_s']:>8.1f} {raw['p50_ms']:>7.3f} {raw['p99_ms']:>7.3f} "
+            f"{raw['cpu_ms']:>7.3f}  {_pipeline_text(m, r)}"
+        )
     p = result["process"]
     lines.append(
         f"cold start {p['cold_start_s']:.2f} s, peak RSS {p['max_rss_mb']:.0f} MB (all models, a fresh process)"
