@@ -422,6 +422,39 @@ def export(model, args, splits: dict[str, Split], labels: list[str], info: dict[
     )
 
 
+def artifact_metrics(out: Path, sp: Split, lexicon, labels: list[str], limit: int) -> dict[str, Any]:
+    """Each shipped artifact on the board's own engines and streaming loop
+    (``edge_runtime.pipelines.audio.KeywordSpotter.posteriors`` from the WAV files) over the first
+    ``limit`` clips of ``sp``: greedy PER and phrase accuracy, as :func:`evaluate` gives for float."""
+    from edge_runtime import manifest as mf
+    from edge_runtime.audio.wav import read_wav
+    from edge_runtime.engines import ENGINES
+    from edge_runtime.pipelines.audio import KeywordSpotter
+
+    m, folder = mf.load(out)
+    clips, refs = sp.clips[:limit], [tuple(y) for y in sp.y[:limit]]
+    formats = {a.format: a.id for a in m.artifacts}
+    p = m.preprocessing.audio
+    lead = max(0, p.window_frames - p.frames_per_step) * round(p.hop_ms * p.sample_rate / 1000)
+    res = {}
+    for engine, fmt in ENGINES.items():
+        if fmt not in formats:
+            continue
+        ks = KeywordSpotter(m, folder, engine)
+        posteriors = []
+        for c in clips:
+            ks.reset()
+            x = read_wav(c.path, p.sample_rate)
+            if lead:  # as training: the first window ends at the clip's first step
+                x = np.concatenate([np.resize(x[: p.sample_rate // 10], lead), x])
+            posteriors.append(ks.posteriors(x)[1])
+        logs = [np.log(np.maximum(p, 1e-12)) for p in posteriors]
+        r = {"clips": len(clips), "per_greedy": phoneme_error(refs, [greedy(lp) for lp in logs])}
+        r.update(phrase_accuracy([c.text for c in clips], logs, lexicon, labels))
+        res[formats[fmt]] = r
+    return res
+
+
 # ---------------------------------------------------------------- driver
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -471,7 +504,22 @@ def run(args: argparse.Namespace) -> int:
         train_seconds=round(time.monotonic() - t0, 1),
     )
     export(model, args, splits, labels, info)
+    ev = "test" if "test" in splits else "val"
+    limit = 4 if args.smoke else 300
+    floats = {"float": evaluate(model, _head(splits[ev], limit), args.front_end, lexicon, labels)}
+    arts = {**floats, **artifact_metrics(args.out, splits[ev], lexicon, labels, limit)}
+    for k, r in arts.items():
+        log(
+            f"{k} on {ev} ({r['clips']} clips): PER (greedy) {r['per_greedy']:.4f}, "
+            f"phrase accuracy {r['phrase_accuracy']:.4f}"
+        )
+    work = args.work or args.out.parent / f".{args.out.name}-work"
+    (work / "artifacts_eval.json").write_text(json.dumps({"split": ev, **arts}, indent=1) + "\n")
     return 0
+
+
+def _head(sp: Split, n: int) -> Split:
+    return Split(sp.clips[:n], sp.x[:n], sp.y[:n], None if sp.mel is None else sp.mel[:n])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,6 +163,11 @@ def test_smoke_run_makes_an_artifact_the_board_decodes(tmp_path, tiny_data):
     lexicon = load_lexicon(folder / asr["lexicon"], m.labels[1:])  # every phoneme it uses is one the model outputs
     assert train_asr.sha256(folder / asr["lexicon"]) == asr["lexicon_sha256"]
     assert m.metrics["training"]["float"]["val"]["per_greedy"] >= 0
+    ev = json.loads((tmp_path / ".art-work" / "artifacts_eval.json").read_text())  # the drop int8 costs
+    assert set(ev) == {"split", "float", "tflite-int8", "onnx-int8"}
+    assert all(
+        ev[k]["clips"] == ev["float"]["clips"] and 0 <= ev[k]["phrase_accuracy"] <= 1 for k in ev if k != "split"
+    )
     rows = [json.loads(line) for line in (tiny_data / "clips.jsonl").read_text().splitlines()]
     row = rows[-1]  # a test clip: a held-out voice
     grammar = parse_grammar(f"{row['text']}\n{rows[0]['text']}\n", "<test>")
