@@ -184,10 +184,9 @@ class Split:
     mel: list[np.ndarray] | None = None  # speech-embedding: the mel frames the step model reads
 
 
-def load_splits(args, labels: list[str], limit: dict[str, int]) -> dict[str, Split]:
+def load_splits(args, clips: dict[str, list[Clip]], labels: list[str], limit: dict[str, int]) -> dict[str, Split]:
     from tqdm import tqdm
 
-    clips = read_clips(args.data)
     index = {p: i for i, p in enumerate(labels)}
     out = {}
     net = None
@@ -472,7 +471,7 @@ def run(args: argparse.Namespace) -> int:
     phonemes = sorted({p for cs in clips.values() for c in cs for p in c.phonemes} | set(lexicon.phonemes))
     labels = [BLANK, *phonemes]
     limit = {"train": 16, "val": 4, "test": 4} if args.smoke else {}
-    splits = load_splits(args, labels, limit)
+    splits = load_splits(args, clips, labels, limit)
     lines: list[str] = []
 
     def log(m: str) -> None:

@@ -181,3 +181,23 @@ def test_smoke_run_makes_an_artifact_the_board_decodes(tmp_path, tiny_data):
         dec = GrammarDecoder(tree)
         results = dec.push(np.log(np.maximum(scores, 1e-30))) + dec.flush()
         assert all(r.phrase in (None, *(e.text for e in grammar.expansions)) for r in results)
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    from models import asr_data, train_asr
+
+    assert train_asr.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "art")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train_asr: error: --data ") and "lexicon" in err and "\n" not in err
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "lexicon.txt").write_text("yes j E s\n")
+    (tmp_path / "d" / "clips.jsonl").write_text('{"split": "train"}\n')
+    assert train_asr.main(["--data", str(tmp_path / "d"), "--out", str(tmp_path / "art")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a models.asr_data clip list" in err and "\n" not in err
+    bad = tmp_path / "bad.txt"
+    bad.write_text("turn (on the light\n")
+    assert asr_data.main(["--out", str(tmp_path / "data"), "--hold-out-grammar", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"asr_data: error: --hold-out-grammar {bad}:1") and "\n" not in err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "art").exists()
