@@ -32,7 +32,10 @@ c')`` (one LSTM step, softmax); the converter (``converters.convert.run``, what 
 makes int8 TFLite and ONNX, calibrated on real streaming states, and 16x8 when int8 loses more than
 ``--max-accuracy-drop`` of agreement with float (``--activations auto``). The manifest records the
 labels, the front end, ``metrics["asr"]`` (blank, phoneme set, lexicon file and its sha256, step
-duration) and ``metrics["training"]``; the folder also gets ``labels.txt`` and ``lexicon.txt``.
+duration) and ``metrics["training"]``; the folder also gets ``labels.txt`` and ``lexicon.txt``. Then
+each artifact runs on the board's engines and streaming loop (``KeywordSpotter.posteriors`` from the WAV
+files) over up to 300 test clips, and its greedy PER and phrase accuracy beside float's on the same clips
+(the quantization drop) go to ``artifacts_eval.json`` in the work folder.
 """
 
 from __future__ import annotations
