@@ -318,12 +318,12 @@ def generate(
         (out / split).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="asr_tts_") as tmp:
         records = list(kd.run_tasks(tasks, tmp, jobs, progress, render=render, desc="asr_data"))
+    kd._write_jsonl(out / "clips.jsonl", [{**r, "path": Path(r["path"]).relative_to(out).as_posix()} for r in records])
     texts = sorted({r["text"] for r in records})
-    try:
+    try:  # one espeak-ng run per word and per phrase (at most g2p.MAX_CONTEXT_PHRASES): minutes for a large set
         g2p.add_words(out / "lexicon.txt", {w for t in texts for w in t.split()}, phrases=[t.split() for t in texts])
     except (g2p.G2pError, g2p.LexiconError) as e:
         raise AsrDataError(f"lexicon: {e}") from None
-    kd._write_jsonl(out / "clips.jsonl", [{**r, "path": Path(r["path"]).relative_to(out).as_posix()} for r in records])
     table = kd.voice_table(voices)
     meta = {
         "layout": "<split>/<voice>_<n>.wav, one sentence each; labels in clips.jsonl",
