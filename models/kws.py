@@ -63,6 +63,8 @@ def build(
     stack: int = 1,
     cell_clip: float = 0.0,
     norm: tuple[np.ndarray, np.ndarray] | None = None,
+    per_step: bool = False,
+    name: str = "kws_lstm",
 ):
     """Non-streaming classifier over a (frames, n_mels) log-mel window (frames=None: any length).
 
@@ -71,6 +73,8 @@ def build(
     (stacked) frame before the LSTM (frame-local, so it streams without state); ``cell_clip``
     > 0 clips the LSTM's cell state to that magnitude after every step; ``norm`` = (mean,
     variance) per feature standardises the input (speech embeddings) before the rest.
+    ``per_step``: scores (logits, no softmax) at every LSTM step instead of one softmax at the end,
+    for CTC training (``models.train_asr``); :func:`streaming_step` still gives a softmax per step.
     """
     import keras
 
@@ -81,13 +85,13 @@ def build(
         x = keras.layers.Normalization(mean=norm[0], variance=norm[1], name="norm")(x)
     x = _front(x, front, scale)
     if cell_clip > 0:
-        x = keras.layers.RNN(clipped_cell()(units, cell_clip=cell_clip), name="lstm")(x)
+        x = keras.layers.RNN(clipped_cell()(units, cell_clip=cell_clip), return_sequences=per_step, name="lstm")(x)
     else:
-        x = keras.layers.LSTM(units, name="lstm")(x)
+        x = keras.layers.LSTM(units, return_sequences=per_step, name="lstm")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
-    out = keras.layers.Dense(classes, activation="softmax", name="scores")(x)
-    return keras.Model(inp, out, name="kws_lstm")
+    out = keras.layers.Dense(classes, activation=None if per_step else "softmax", name="scores")(x)
+    return keras.Model(inp, out, name=name)
 
 
 _CLIPPED_CELL = None

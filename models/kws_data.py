@@ -806,12 +806,15 @@ def clip_record(task: ClipTask) -> dict[str, Any]:
 # ---------------------------------------------------------------- driver
 
 
-def run_tasks(tasks: Sequence[ClipTask], tmp: str, jobs: int, progress: bool) -> Iterator[dict[str, Any]]:
-    """Render ``tasks`` in ``jobs`` processes, in order, with a tqdm bar."""
+def run_tasks(
+    tasks: Sequence[Any], tmp: str, jobs: int, progress: bool, render=render_clip, desc: str = "kws_data"
+) -> Iterator[dict[str, Any]]:
+    """Render ``tasks`` with ``render(task, tmp)`` (a module-level function) in ``jobs`` processes, in
+    order, with a tqdm bar."""
     from tqdm import tqdm
 
-    work = partial(render_clip, tmp=tmp)
-    bar = tqdm(total=len(tasks), unit="clip", desc="kws_data", disable=not progress, file=sys.stderr)
+    work = partial(render, tmp=tmp)
+    bar = tqdm(total=len(tasks), unit="clip", desc=desc, disable=not progress, file=sys.stderr)
     with bar:
         if jobs <= 1:
             for t in tasks:
