@@ -55,7 +55,7 @@ import numpy as np
 
 from edge_runtime.manifest import AudioPreprocessing
 from models.kws import FRONT_ENDS
-from models.train_kws import CHUNK, PREPROCESSING, TrainError, features, freq_warp, spec_augment
+from models.train_kws import CHUNK, PREPROCESSING, TrainError, convert_step, features, freq_warp, spec_augment
 
 BLANK = "<blank>"
 STEP_S = 0.04  # CHUNK frames of 10 ms
@@ -351,9 +351,6 @@ def sha256(path: Path) -> str:
 
 
 def export(model, args, splits: dict[str, Split], labels: list[str], info: dict[str, Any]) -> None:
-    from converters.cli import QuietNative
-    from converters.convert import Options, run, summary_lines
-    from converters.errors import AccuracyError, ConvertError
     from models import kws
     from models import speech_embedding as se
 
@@ -386,37 +383,22 @@ def export(model, args, splits: dict[str, Split], labels: list[str], info: dict[
         "lexicon_sha256": sha256(lexicon_src),
         "step_s": STEP_S,
     }
-    tries = ["int8", "int16"] if args.activations == "auto" else [args.activations]
-    for i, act in enumerate(tries):
-        opts = Options(
-            source=work / "asr_step.keras",
-            out=args.out,
-            calibration=work / "calib.npz",
-            eval=work / "eval.npz",
-            labels=work / "labels.txt",
-            name=args.name,
-            calibration_limit=1000,
-            eval_limit=30 if args.smoke else 200,
-            max_accuracy_drop=args.max_accuracy_drop,
-            activations=act,
-            hop_frames=CHUNK,
-            audio=pre,
-            extra_metrics={"asr": asr, "training": info},
-            **({"calibration_method": "minmax", "mixed_precision": False} if args.smoke else {}),
-        )
-        try:
-            with QuietNative(True):
-                report = run(opts)
-        except ConvertError as e:
-            raise TrainError(f"edge-convert: {e}") from None
-        except AccuracyError as e:
-            if i + 1 == len(tries):
-                raise TrainError(f"edge-convert: accuracy check failed: {e}") from None
-            print(f"train_asr: {act} activations lost too much; trying {tries[i + 1]}", file=sys.stderr)
-            info["rejected_activations"] = {act: e.report.accuracy_drop_pp}
-            continue
-        print("\n".join(summary_lines(report)))
-        break
+    convert_step(
+        "train_asr",
+        args,
+        info,
+        source=work / "asr_step.keras",
+        out=args.out,
+        calibration=work / "calib.npz",
+        eval=work / "eval.npz",
+        labels=work / "labels.txt",
+        name=args.name,
+        calibration_limit=1000,
+        eval_limit=30 if args.smoke else 200,
+        hop_frames=CHUNK,
+        audio=pre,
+        extra_metrics={"asr": asr, "training": info},
+    )
     (args.out / "labels.txt").write_text("\n".join(labels) + "\n")
     (args.out / "lexicon.txt").write_bytes(lexicon_src.read_bytes())
     print(

@@ -736,10 +736,42 @@ def _voices(data: Path) -> dict[str, Any]:
         return {}
 
 
-def export(model, args, labels, splits, fixed, head_in, info: dict[str, Any]) -> None:
+def convert_step(tool: str, args: argparse.Namespace, info: dict[str, Any], **options: Any) -> None:
+    """The converter's Python API on a step model: int8 activations, then 16x8 (``--activations auto``)
+    until one passes the accuracy gate (a rejected try is recorded in ``info``, the manifest's
+    training metrics); prints the converter's summary. ``options`` are the rest of its Options."""
     from converters.cli import QuietNative
     from converters.convert import Options, run, summary_lines
     from converters.errors import AccuracyError, ConvertError
+
+    tries = ["int8", "int16"] if args.activations == "auto" else [args.activations]
+    for i, act in enumerate(tries):
+        opts = Options(
+            max_accuracy_drop=args.max_accuracy_drop,
+            activations=act,
+            # a smoke run checks the pipeline: one calibration, no search for a more faithful int8
+            **({"calibration_method": "minmax", "mixed_precision": False} if args.smoke else {}),
+            **options,
+        )
+        try:
+            with QuietNative(True):
+                report = run(opts)
+        except ConvertError as e:
+            raise TrainError(f"edge-convert: {e}") from None
+        except AccuracyError as e:
+            if i + 1 == len(tries):
+                raise TrainError(f"edge-convert: accuracy check failed: {e}") from None
+            print(
+                f"{tool}: {act} activations lost more than {args.max_accuracy_drop} pp; trying {tries[i + 1]}",
+                file=sys.stderr,
+            )
+            info["rejected_activations"] = {act: e.report.accuracy_drop_pp}
+            continue
+        print("\n".join(summary_lines(report)))
+        return
+
+
+def export(model, args, labels, splits, fixed, head_in, info: dict[str, Any]) -> None:
     from models import kws
 
     work = args.work or args.out.parent / f".{args.out.name}-work"
@@ -760,42 +792,23 @@ def export(model, args, labels, splits, fixed, head_in, info: dict[str, Any]) ->
     pick = rng.choice(len(tr.labels), size=min(len(tr.labels), 60 if args.smoke else 200), replace=False)
     np.savez(work / "calib.npz", features=fixed["train"][pick])
     np.savez(work / "eval.npz", features=fixed[ev], labels=splits[ev].labels)
-    tries = ["int8", "int16"] if args.activations == "auto" else [args.activations]
     detector = dict(DEFAULT_DETECTOR, source="defaults (not tuned; run python -m models.kws_eval)")
-    for i, act in enumerate(tries):
-        opts = Options(
-            source=work / "kws_step.keras",
-            out=args.out,
-            calibration=work / "calib.npz",
-            eval=work / "eval.npz",
-            labels=work / "labels.txt",
-            name=args.name,
-            calibration_limit=1000,
-            eval_limit=60 if args.smoke else 200,
-            max_accuracy_drop=args.max_accuracy_drop,
-            activations=act,
-            hop_frames=pre.frames_per_step,
-            audio=pre,
-            extra_metrics={"detector": detector, "training": info},
-            # a smoke run checks the pipeline: one calibration, no search for a more faithful int8
-            **({"calibration_method": "minmax", "mixed_precision": False} if args.smoke else {}),
-        )
-        try:
-            with QuietNative(True):
-                report = run(opts)
-        except ConvertError as e:
-            raise TrainError(f"edge-convert: {e}") from None
-        except AccuracyError as e:
-            if i + 1 == len(tries):
-                raise TrainError(f"edge-convert: accuracy check failed: {e}") from None
-            print(
-                f"train_kws: {act} activations lost more than {args.max_accuracy_drop} pp; trying {tries[i + 1]}",
-                file=sys.stderr,
-            )
-            info["rejected_activations"] = {act: e.report.accuracy_drop_pp}
-            continue
-        print("\n".join(summary_lines(report)))
-        break
+    convert_step(
+        "train_kws",
+        args,
+        info,
+        source=work / "kws_step.keras",
+        out=args.out,
+        calibration=work / "calib.npz",
+        eval=work / "eval.npz",
+        labels=work / "labels.txt",
+        name=args.name,
+        calibration_limit=1000,
+        eval_limit=60 if args.smoke else 200,
+        hop_frames=pre.frames_per_step,
+        audio=pre,
+        extra_metrics={"detector": detector, "training": info},
+    )
     (args.out / "labels.txt").write_text("\n".join(labels) + "\n")
     print(
         f"wrote {args.out}/ (manifest.json, model files, report.json, report.html, labels.txt); float models in {work}"
