@@ -62,13 +62,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--threads", type=THREADS, help="engine threads (default: the engine's own choice)")
     c.add_argument("--json", action="store_true", help="one JSON object per image")
-    ls = sub.add_parser("listen", help="spot keywords in WAV files, streamed as live audio")
+    ls = sub.add_parser(
+        "listen", help="spot keywords (or, with --grammar, recognise phrases) in WAV files, streamed as live audio"
+    )
     ls.add_argument("wavs", nargs="+", type=Path, metavar="WAV")
     ls.add_argument(
         "--model",
         type=Path,
         default=None,
-        help="streaming keyword artifact folder (default: the shipped edge_runtime/data/models/kws)",
+        help="streaming keyword artifact folder (default: the shipped edge_runtime/data/models/kws; with "
+        "--grammar: a phrase model, default edge_runtime/data/models/asr)",
+    )
+    ls.add_argument(
+        "--grammar",
+        type=Path,
+        metavar="FILE",
+        help="recognise this grammar's phrases (one phrase a line, e.g. 'turn (on|off) the [kitchen] light')",
+    )
+    ls.add_argument(
+        "--min-confidence",
+        type=_in_range(float, 0, 1),
+        default=0.5,
+        metavar="S",
+        help="with --grammar: the score a phrase needs (default 0.5)",
     )
     ls.add_argument("--engine", choices=["auto", *ENGINES], default="auto")
     ls.add_argument(
@@ -152,11 +168,13 @@ def listen(args: argparse.Namespace) -> int:
     from .manifest import ManifestError, load
     from .pipelines.audio import KeywordSpotter
 
-    model = args.model if args.model is not None else model_dir("kws")
+    model = args.model if args.model is not None else model_dir("asr" if args.grammar else "kws")
     try:
         m, folder = load(model)
     except ManifestError as e:
         raise UserError(f"--model: {e}") from None
+    if args.grammar is not None:
+        return listen_phrases(args, m, folder)
     if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
         raise UserError(f"--threshold {args.threshold}: give a score in (0, 1]")
     fa = args.false_accepts_per_hour
@@ -188,8 +206,50 @@ def listen(args: argparse.Namespace) -> int:
     return 0
 
 
+def listen_phrases(args: argparse.Namespace, m, folder) -> int:
+    """``listen --grammar``: the grammar's phrases in each file, one line (or JSON object) each."""
+    from .asr.grammar import GrammarError, load_grammar
+    from .asr.lexicon import LexiconError
+    from .asr.recognizer import PhraseRecognizer
+    from .audio.wav import AudioError, wav_info
+    from .engines import EngineError
+    from .manifest import ManifestError
+
+    if args.threshold is not None or args.false_accepts_per_hour is not None:
+        raise UserError(
+            "--threshold and --false-accepts-per-hour are for keyword models; with --grammar give --min-confidence"
+        )
+    try:
+        grammar = load_grammar(args.grammar)
+    except GrammarError as e:
+        raise UserError(f"--grammar {e}") from None
+    sr = m.preprocessing.audio.sample_rate if m.preprocessing.audio else 16000
+    try:
+        infos = [wav_info(path, sr) for path in args.wavs]
+    except AudioError as e:
+        raise UserError(str(e)) from None
+    try:
+        rec = PhraseRecognizer(m, folder, grammar, args.engine, args.threads, args.min_confidence)
+    except (EngineError, ManifestError, LexiconError, GrammarError) as e:
+        raise UserError(f"--model {args.model or model_dir('asr')}: {e}") from None
+    logging.getLogger(__name__).info("%s on %s", m.name, rec.engine.placement.device)
+    chunk = max(1, round(sr * args.chunk_ms / 1000.0))
+    for info in infos:
+        try:
+            for ph in _spot(rec, info, sr, chunk):
+                if args.json:
+                    d = {"file": str(info.path), **ph.to_dict(), "model": m.name, "engine": rec.engine.placement.engine}
+                    print(json.dumps(d), flush=True)
+                else:
+                    slots = "  " + json.dumps(ph.slots) if ph.slots else ""
+                    print(f"{info.path}: {ph.t_end:7.2f} s  {ph.phrase}  {ph.score:.3f}{slots}", flush=True)
+        except AudioError as e:
+            raise UserError(str(e)) from None
+    return 0
+
+
 def _spot(spotter, info, sr: int, chunk: int):
-    """The detections in one file, decoded a block at a time (any rate / channels -> the model's rate,
+    """The detections (or phrases) in one file, decoded a block at a time (any rate / channels -> the model's rate,
     mono) and fed ``chunk`` samples at a time, as live audio."""
     import numpy as np
 

@@ -107,9 +107,16 @@ class AudioConfig(ModelConfig):
 
 @dataclass
 class Condition:
-    modality: str = "vision"  # a pipeline's name (checked against the registered pipelines)
+    modality: str = "vision"  # a pipeline's modality (checked against the registered pipelines)
     label: str = ""
     min_score: float = field(default=0.0, metadata=_UNIT)
+    phrase: str = ""  # a speech phrase of the grammar: the label of a speech decision, said as text
+
+    def __post_init__(self) -> None:
+        if self.phrase:
+            if self.label:
+                raise SchemaError(("phrase",), "give label or phrase, not both")
+            self.label = " ".join(self.phrase.lower().split())
 
 
 @dataclass
@@ -317,7 +324,7 @@ def _cross_checks(cfg: Config, loc: _Locator) -> None:
             f"{loc.where}: configure at least one of "
             + " or ".join(f"[{k.name}] (with [{k.source_name}])" for k in pipelines)
         )
-    _check_fusion(cfg, loc, [k.name for k in pipelines])
+    _check_fusion(cfg, loc, [k.modality for k in pipelines])
     _check_sinks(cfg, loc)
     _check_sources(cfg, loc, [k.source_name for k in pipelines])
 

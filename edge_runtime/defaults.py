@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"
-MODELS = {"vision": DATA / "models" / "vision", "kws": DATA / "models" / "kws"}
+MODELS = {"vision": DATA / "models" / "vision", "kws": DATA / "models" / "kws", "asr": DATA / "models" / "asr"}
 SAMPLES = DATA / "samples"
 
 
 def model_dir(kind: str) -> Path:
-    """Folder of the shipped default model of ``kind`` ("vision" or "kws")."""
+    """Folder of the shipped default model of ``kind`` ("vision", "kws" or "asr")."""
     return MODELS[kind]

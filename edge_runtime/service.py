@@ -59,11 +59,13 @@ class Models:
 
     @classmethod
     def load(cls, cfg: Config) -> Models:
+        from .asr.grammar import GrammarError
+        from .asr.lexicon import LexiconError
         from .engines import EngineError
 
         try:
             m = cls({k.name: k.load_model(cfg.section(k.name)) for k in kinds().values() if cfg.section(k.name)})
-        except (ManifestError, EngineError) as e:
+        except (ManifestError, EngineError, GrammarError, LexiconError) as e:
             raise ServiceError(str(e)) from None
         m._check_fusion_labels(cfg)
         return m
@@ -85,10 +87,14 @@ class Models:
                 for event, per in cfg.fusion.weighted.labels.items()
                 for modality, label in per.items()
             ]
+        section = {k.modality: k.name for k in kinds().values()}
         for where, modality, label in wanted:
-            pipeline = getattr(self, modality) if modality in kinds() else None
+            pipeline = self.by_modality.get(section[modality]) if modality in section else None
             if pipeline is None:
-                raise ServiceError(f"{where}: waits for {modality} {label!r}, but no [{modality}] model is configured")
+                raise ServiceError(
+                    f"{where}: waits for {modality} {label!r}, but no [{section.get(modality, modality)}] model "
+                    "is configured"
+                )
             if label not in pipeline.labels:
                 close = ", ".join([x for x in pipeline.labels if label.lower() in x.lower()][:5])
                 raise ServiceError(

@@ -261,30 +261,82 @@ def plan(
     for s, split in enumerate(SPLITS):
         rng = np.random.default_rng([seed, 11, s])
         texts = sentences(counts[split], rng, words, seen)
-        for i, text in enumerate(texts):
-            voice = kd._pick_voice(rng, voices[split], params)
-            f: dict[str, Any] = {
-                "speed": kd._uniform(rng, params.speed),
-                "gain_db": kd._uniform(rng, params.gain_db, 2),
-                "lead_s": kd._uniform(rng, LEAD_S),
-                "tail_s": kd._uniform(rng, TAIL_S),
-            }
-            if rng.random() < params.reverb_prob:
-                f.update(rt60=kd._uniform(rng, params.rt60), drr_db=kd._uniform(rng, params.drr_db, 2))
-            f.update(kd._noise_fields(rng, voices[split], params, silence=False))
-            tasks.append(
-                SentenceTask(
-                    path=str(out / split / f"{voice.tag}_{i:05d}.wav"),
-                    split=split,
-                    text=text,
-                    seed=int(rng.integers(2**62)),
-                    speech=kd._utterance(rng, voice, text, params),
-                    **f,
-                )
-            )
+        tasks += [_task(out, split, i, text, voices[split], rng, params) for i, text in enumerate(texts)]
         if split == "train":
             seen |= set(texts)
     return tasks
+
+
+def _task(
+    out: Path, split: str, i: int, text: str, voices: list[Voice], rng: np.random.Generator, params: kd.Params
+) -> SentenceTask:
+    """``text`` said by a voice drawn from ``voices``, with its augmentation drawn from ``rng``."""
+    voice = kd._pick_voice(rng, voices, params)
+    f: dict[str, Any] = {
+        "speed": kd._uniform(rng, params.speed),
+        "gain_db": kd._uniform(rng, params.gain_db, 2),
+        "lead_s": kd._uniform(rng, LEAD_S),
+        "tail_s": kd._uniform(rng, TAIL_S),
+    }
+    if rng.random() < params.reverb_prob:
+        f.update(rt60=kd._uniform(rng, params.rt60), drr_db=kd._uniform(rng, params.drr_db, 2))
+    f.update(kd._noise_fields(rng, voices, params, silence=False))
+    return SentenceTask(
+        path=str(out / split / f"{voice.tag}_{i:05d}.wav"),
+        split=split,
+        text=text,
+        seed=int(rng.integers(2**62)),
+        speech=kd._utterance(rng, voice, text, params),
+        **f,
+    )
+
+
+def generate_phrases(
+    out: str | os.PathLike[str],
+    grammar: Path,
+    per_phrase: int = 2,
+    seed: int = 0,
+    jobs: int = 2,
+    params: kd.Params | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """An evaluation set of a grammar (``--speak-grammar``): each of its phrases said ``per_phrase`` times
+    by the test voices of a data set made with the same ``seed`` and ``params`` (held-out voices and
+    engines, which no model trained on it heard), augmented like its clips. Writes ``out/test/*.wav``,
+    ``clips.jsonl`` and ``voices.json``; no lexicon (the model's own is used)."""
+    from edge_runtime.asr.grammar import GrammarError, load_grammar
+
+    params = params or kd.Params()
+    out = Path(out)
+    if per_phrase < 1 or jobs < 1:
+        raise AsrDataError("--per-phrase and --jobs must be at least 1")
+    if (out / "clips.jsonl").exists():
+        raise AsrDataError(f"{out} already holds a data set; choose a new --out or remove it")
+    try:
+        phrases = [" ".join(e.words) for e in load_grammar(grammar).expansions]
+    except GrammarError as e:
+        raise AsrDataError(f"--speak-grammar {e}") from None
+    kd.check_params(params)
+    used, _ = kd.licence_filter(kd.all_voices(params), params)
+    voices = kd.split_voices(used, seed, params.split_fractions, params.held_out_engines)["test"]
+    rng = np.random.default_rng([seed, 13])
+    texts = [t for t in phrases for _ in range(per_phrase)]
+    tasks = [_task(out, "test", i, text, voices, rng, params) for i, text in enumerate(texts)]
+    (out / "test").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="asr_tts_") as tmp:
+        records = list(kd.run_tasks(tasks, tmp, jobs, progress, render=render, desc="asr_data phrases"))
+    kd._write_jsonl(out / "clips.jsonl", [{**r, "path": Path(r["path"]).relative_to(out).as_posix()} for r in records])
+    meta = {
+        "layout": "test/<voice>_<n>.wav, one phrase each; labels in clips.jsonl",
+        "grammar": str(grammar),
+        "phrases": len(phrases),
+        "per_phrase": per_phrase,
+        "seed": seed,
+        "engines": kd.engine_versions(params.engines),
+        "voices": sorted({t.speech.voice.id for t in tasks}),
+    }
+    kd._write_json(out / "voices.json", meta)
+    return meta
 
 
 def generate(
@@ -376,6 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--words", type=Path, help="a word list (one word a line) to draw general sentences from too")
     ap.add_argument("--restricted-voices", action="store_true", help="also voices a shipped model may not learn from")
+    ap.add_argument(
+        "--speak-grammar",
+        type=Path,
+        metavar="GRAMMAR",
+        help="instead: an evaluation set, each phrase of GRAMMAR said by the test voices (--per-phrase times)",
+    )
+    ap.add_argument("--per-phrase", type=int, default=2, help="with --speak-grammar: clips per phrase")
     args = ap.parse_args(argv)
     params = dataclasses.replace(
         kd.Params(),
@@ -384,6 +443,14 @@ def main(argv: list[str] | None = None) -> int:
         restricted_voices=args.restricted_voices,
     )
     t0 = time.monotonic()
+    if args.speak_grammar is not None:
+        try:
+            meta = generate_phrases(args.out, args.speak_grammar, args.per_phrase, args.seed, args.jobs, params)
+        except TtsError as e:
+            print(f"asr_data: error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {meta['phrases'] * args.per_phrase} phrase clips to {args.out} in {time.monotonic() - t0:.0f} s")
+        return 0
     try:
         meta = generate(args.out, args.sentences, args.seed, args.jobs, params, args.hold_out_grammar, args.words)
     except TtsError as e:

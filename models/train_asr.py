@@ -464,6 +464,9 @@ def run(args: argparse.Namespace) -> int:
         print(m, flush=True)
 
     log(f"data {args.data}: {len(phonemes)} phonemes, " + ", ".join(f"{s} {len(sp.x)}" for s, sp in splits.items()))
+    if args.export_only:
+        model, info = kept_training(args, labels)
+        return export_and_evaluate(model, args, splits, labels, lexicon, info, log)
     model, info = train(args, splits, labels, lexicon, log)
     results = {s: evaluate(model, sp, args.front_end, lexicon, labels) for s, sp in splits.items() if s != "train"}
     for s, m in results.items():
@@ -487,6 +490,32 @@ def run(args: argparse.Namespace) -> int:
         float=results,
         train_seconds=round(time.monotonic() - t0, 1),
     )
+    return export_and_evaluate(model, args, splits, labels, lexicon, info, log)
+
+
+def kept_training(args: argparse.Namespace, labels: list[str]):
+    """The float model and training record an earlier run kept in the work folder (``--export-only``)."""
+    import keras
+
+    from models import kws
+
+    work = args.work or args.out.parent / f".{args.out.name}-work"
+    try:
+        kept = (work / "labels.txt").read_text().split()
+        info = json.loads((work / "training.json").read_text())
+        model = keras.models.load_model(
+            str(work / "asr_float.keras"), compile=False, custom_objects=kws.custom_objects()
+        )
+    except (OSError, ValueError) as e:
+        raise TrainError(
+            f"--export-only: no kept training in {work} ({e}); train without --export-only first"
+        ) from None
+    if kept != labels or info.get("front_end") != args.front_end:
+        raise TrainError(f"--export-only: the model kept in {work} was trained on other labels or another --front-end")
+    return model, info
+
+
+def export_and_evaluate(model, args, splits, labels, lexicon, info, log) -> int:
     export(model, args, splits, labels, info)
     ev = "test" if "test" in splits else "val"
     limit = 4 if args.smoke else 300
@@ -527,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-accuracy-drop", type=float, default=1.0, help="edge-convert's gate (pp)")
     ap.add_argument("--activations", choices=["auto", "int8", "int16"], default="auto")
     ap.add_argument("--smoke", action="store_true", help="tiny data, model and epochs (CI)")
+    ap.add_argument(
+        "--export-only", action="store_true", help="convert and evaluate the float model kept in --work (no training)"
+    )
     args = ap.parse_args(argv)
     try:
         return run(args)

@@ -20,7 +20,11 @@ from edge_runtime.sources import Source, register_kind
 
 
 def test_the_shipped_pipelines_are_registered_by_their_modules():
-    assert [(k.name, k.source_name) for k in runner.kinds().values()] == [("vision", "camera"), ("audio", "microphone")]
+    assert [(k.name, k.modality, k.source_name) for k in runner.kinds().values()] == [
+        ("vision", "vision", "camera"),
+        ("audio", "audio", "microphone"),
+        ("asr", "speech", "microphone"),
+    ]
 
 
 @dataclass
@@ -92,9 +96,10 @@ class ClockPipeline(runner.Pipeline):
 
 @pytest.fixture
 def clock_registered(monkeypatch):
+    runner.kinds()  # the shipped modules are imported first: what they register outlives the test
+    sources._import_source_modules()
     monkeypatch.setattr(runner, "_REGISTERED", list(runner._REGISTERED))
     monkeypatch.setattr(sources, "_KINDS", list(sources._KINDS))
-    runner.kinds()  # the shipped modules are imported already: nothing re-registers
     runner.register(ClockPipeline)
     register_kind("ticker", "ticker", claims=lambda c: c.period_s, key="period_s")(
         lambda name, c, period: Ticker(name, period)

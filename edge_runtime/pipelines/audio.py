@@ -452,12 +452,16 @@ class KeywordSpotter:
         recording's own is a new sound that drowns its keyword.) Detection times are at most
         ``flush_s`` past the end.
         """
+        return self.process(self.quiet_floor(self.flush_s)) if self._recent_n else []
+
+    def quiet_floor(self, seconds: float) -> np.ndarray:
+        """``seconds`` of the stream's own quiet floor (see :meth:`flush`); empty before any audio."""
         if not self._recent_n:
-            return []
+            return np.zeros(0, np.float32)
         x = np.concatenate(self._recent)[-self._history :]
         b = min(len(x), round(FLUSH_BLOCK_S * self.p.sample_rate))
         energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
         start = int(np.argmin(energy[b:] - energy[:-b]))
         quiet = x[start : start + b]
-        n = math.ceil(self.flush_s * self.p.sample_rate)
-        return self.process(np.resize(np.concatenate([quiet, quiet[::-1]]), n))
+        n = math.ceil(seconds * self.p.sample_rate)
+        return np.resize(np.concatenate([quiet, quiet[::-1]]), n)

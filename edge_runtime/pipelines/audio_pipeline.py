@@ -1,4 +1,6 @@
-"""The audio pipeline: microphone (or WAV file) chunks -> keyword spotter, every chunk in order."""
+"""The audio pipeline: microphone (or WAV file) chunks -> keyword spotter, every chunk in order.
+
+The speech pipeline (``asr_pipeline.py``) runs the same loop with a phrase recognizer."""
 
 from __future__ import annotations
 
@@ -54,23 +56,25 @@ class AudioPipeline(Pipeline):
             if chunk is None:
                 if self.ended():  # a file that does not loop: its last keyword completes after it
                     if last is not None:
-                        kws = self.model
-                        self._decide(kws, last, kws.flush(), self.clock.monotonic_ns())
+                        model = self.model
+                        self._decide(model, last, model.flush(), self.clock.monotonic_ns())
                     return
                 continue
-            kws = self.model  # one read: a reload may swap the model between chunks
-            dets = kws.process(chunk.samples, chunk.start_sample)
-            self._decide(kws, chunk, dets, self.observe(chunk.t_capture))
+            model = self.model  # one read: a reload may swap the model between chunks
+            found = model.process(chunk.samples, chunk.start_sample)
+            self._decide(model, chunk, found, self.observe(chunk.t_capture))
             last = chunk
 
-    def _decide(self, kws: Any, chunk: Any, dets: list, t_dec: int) -> None:
-        """Decisions of detections made up to ``chunk``; capture times count back from its end."""
-        end_s = (chunk.start_sample + len(chunk.samples)) / kws.p.sample_rate
-        for det in dets:
-            t_cap = chunk.t_capture - int(max(0.0, end_s - det.t) * 1e9)
+    def _decide(self, model: Any, chunk: Any, found: list, t_dec: int) -> None:
+        """Decisions of what the model found up to ``chunk``; capture times count back from its end."""
+        end_s = (chunk.start_sample + len(chunk.samples)) / model.p.sample_rate
+        for x in found:
+            label, score, t, extra = self.describe(x)
+            t_cap = chunk.t_capture - int(max(0.0, end_s - t) * 1e9)
             self.stats.decisions += 1
-            self.emit(
-                Decision(
-                    self.name, det.label, det.score, t_cap, t_dec, self.source_name, {"t_stream_s": round(det.t, 3)}
-                )
-            )
+            self.emit(Decision(self.modality, label, score, t_cap, t_dec, self.source_name, extra))
+
+    @staticmethod
+    def describe(det: Any) -> tuple[str, float, float, dict[str, Any]]:
+        """A detection's label, score, stream time (s) and what its decision carries beside them."""
+        return det.label, det.score, det.t, {"t_stream_s": round(det.t, 3)}

@@ -94,11 +94,13 @@ class PipelineStats:
 class Pipeline:
     """One modality: a source, the model reading it, a read policy (``run``) and stats.
 
-    Subclasses set ``name`` (the config section, modality and worker name) and ``source_name``, and
+    Subclasses set ``name`` (the config section and worker name; also the modality unless they set
+    ``modality``) and ``source_name``, and
     implement :meth:`load_model` and :meth:`run`; the source is opened from the registry of source kinds.
     A model has ``labels`` (what its decisions can say), ``manifest`` and the ``engine`` it runs on."""
 
     name: ClassVar[str]
+    modality: ClassVar[str] = ""  # what its decisions and fusion conditions call it; "" = its name
     source_name: ClassVar[str]
     reads: ClassVar[str] = "data"  # what its source gives, for messages: "frames", "audio"
     model_kind: ClassVar[str] = ""  # its shipped model (edge_runtime.defaults.model_dir) for model = "default"
@@ -231,6 +233,7 @@ _REGISTERED: list[type[Pipeline]] = []  # filled by @register in the pipeline mo
 
 def register(cls: P) -> P:
     """Class decorator of a pipeline module: the daemon runs ``cls`` when its config section is set."""
+    cls.modality = cls.__dict__.get("modality") or cls.name  # not a registered base class's
     _REGISTERED.append(cls)
     _REGISTERED.sort(key=lambda k: k.order)
     return cls
