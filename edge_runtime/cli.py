@@ -82,9 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument(
         "--min-confidence",
         type=_in_range(float, 0, 1),
-        default=0.5,
         metavar="S",
-        help="with --grammar: the score a phrase needs (default 0.5)",
+        help="with --grammar: the score a phrase needs (default: the model's, chosen on validation data)",
     )
     ls.add_argument("--engine", choices=["auto", *ENGINES], default="auto")
     ls.add_argument(

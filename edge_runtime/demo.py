@@ -1,9 +1,12 @@
 """`edge-runtime demo`: the whole daemon on sample media that ships with the package.
 
 The sample photos play as a 1 fps video stream (looping) while a recording of
-speech with keywords plays as the microphone; both shipped models run, fusion
-applies a rule ("a dog on camera and 'stop' said within 2.5 s"), events go to
-standard output as JSON lines and the HTTP status endpoint serves while it runs.
+speech with keywords and then a spoken command plays as the microphone; the three
+shipped models run (vision, keywords, and the phrase recognizer on a small
+inline grammar), fusion applies two rules ("a dog on camera and 'stop' said
+within 2.5 s", "an espresso on camera and 'start the coffee machine' said"),
+events go to standard output as JSON lines and the HTTP status endpoint serves
+while it runs.
 It ends by itself when the recording ends (``--fast``: when each photo has played once).
 """
 
@@ -28,10 +31,16 @@ from .config import (
     VisionConfig,
 )
 from .defaults import SAMPLES
+from .pipelines.asr_pipeline import AsrConfig
 
 DEMO_AUDIO = SAMPLES / "audio" / "keywords.wav"
 DEMO_IMAGES = SAMPLES / "images"
 DEMO_FPS = 1.0
+DEMO_PHRASES = [  # an inline grammar: what the [asr] section's phrases key takes
+    "start the coffee machine",
+    "what is the (temperature|time|weather)",
+    "(open|close) the (door|window|curtains)",
+]
 
 
 def demo_config(http_port: int = 0, realtime: bool = True) -> Config:
@@ -47,6 +56,7 @@ def demo_config(http_port: int = 0, realtime: bool = True) -> Config:
         vision=VisionConfig(threshold=0.5, top_k=3),
         microphone=MicrophoneConfig(file=str(DEMO_AUDIO), realtime=realtime),
         audio=AudioConfig(),
+        more={"asr": AsrConfig(phrases=DEMO_PHRASES)},
         fusion=FusionConfig(
             rules=[
                 RuleConfig(
@@ -56,7 +66,15 @@ def demo_config(http_port: int = 0, realtime: bool = True) -> Config:
                         Condition(modality="vision", label="Pekingese", min_score=0.5),
                         Condition(modality="audio", label="stop"),
                     ],
-                )
+                ),
+                RuleConfig(
+                    name="coffee_time",
+                    within_s=2.5,
+                    all=[
+                        Condition(modality="vision", label="espresso", min_score=0.5),
+                        Condition(modality="speech", phrase="start the coffee machine"),
+                    ],
+                ),
             ],
             passthrough=True,
             passthrough_cooldown_s=2.0,

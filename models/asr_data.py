@@ -299,11 +299,13 @@ def generate_phrases(
     jobs: int = 2,
     params: kd.Params | None = None,
     progress: bool = True,
+    split: str = "test",
 ) -> dict[str, Any]:
     """An evaluation set of a grammar (``--speak-grammar``): each of its phrases said ``per_phrase`` times
-    by the test voices of a data set made with the same ``seed`` and ``params`` (held-out voices and
-    engines, which no model trained on it heard), augmented like its clips. Writes ``out/test/*.wav``,
-    ``clips.jsonl`` and ``voices.json``; no lexicon (the model's own is used)."""
+    by the ``split`` voices (val: to choose settings on; test: to report) of a data set made with the same
+    ``seed`` and ``params`` (held-out voices, and for test held-out engines, which no model trained on it
+    heard), augmented like its clips. Writes ``out/<split>/*.wav``, ``clips.jsonl`` and ``voices.json``;
+    no lexicon (the model's own is used)."""
     from edge_runtime.asr.grammar import GrammarError, load_grammar
 
     params = params or kd.Params()
@@ -318,16 +320,19 @@ def generate_phrases(
         raise AsrDataError(f"--speak-grammar {e}") from None
     kd.check_params(params)
     used, _ = kd.licence_filter(kd.all_voices(params), params)
-    voices = kd.split_voices(used, seed, params.split_fractions, params.held_out_engines)["test"]
-    rng = np.random.default_rng([seed, 13])
+    if split not in ("val", "test"):
+        raise AsrDataError(f"--split {split!r}: give val or test (train voices are not held out)")
+    voices = kd.split_voices(used, seed, params.split_fractions, params.held_out_engines)[split]
+    rng = np.random.default_rng([seed, 13, SPLITS.index(split)])
     texts = [t for t in phrases for _ in range(per_phrase)]
-    tasks = [_task(out, "test", i, text, voices, rng, params) for i, text in enumerate(texts)]
-    (out / "test").mkdir(parents=True, exist_ok=True)
+    tasks = [_task(out, split, i, text, voices, rng, params) for i, text in enumerate(texts)]
+    (out / split).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="asr_tts_") as tmp:
         records = list(kd.run_tasks(tasks, tmp, jobs, progress, render=render, desc="asr_data phrases"))
     kd._write_jsonl(out / "clips.jsonl", [{**r, "path": Path(r["path"]).relative_to(out).as_posix()} for r in records])
     meta = {
-        "layout": "test/<voice>_<n>.wav, one phrase each; labels in clips.jsonl",
+        "layout": f"{split}/<voice>_<n>.wav, one phrase each; labels in clips.jsonl",
+        "split": split,
         "grammar": str(grammar),
         "phrases": len(phrases),
         "per_phrase": per_phrase,
@@ -435,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: an evaluation set, each phrase of GRAMMAR said by the test voices (--per-phrase times)",
     )
     ap.add_argument("--per-phrase", type=int, default=2, help="with --speak-grammar: clips per phrase")
+    ap.add_argument("--split", default="test", help="with --speak-grammar: whose voices, val or test")
     args = ap.parse_args(argv)
     params = dataclasses.replace(
         kd.Params(),
@@ -445,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     if args.speak_grammar is not None:
         try:
-            meta = generate_phrases(args.out, args.speak_grammar, args.per_phrase, args.seed, args.jobs, params)
+            meta = generate_phrases(
+                args.out, args.speak_grammar, args.per_phrase, args.seed, args.jobs, params, split=args.split
+            )
         except TtsError as e:
             print(f"asr_data: error: {e}", file=sys.stderr)
             return 2

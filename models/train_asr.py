@@ -335,6 +335,13 @@ def train(args, splits: dict[str, Split], labels: list[str], lexicon, log) -> tu
 
 
 # ---------------------------------------------------------------- export
+# The step model learned sentences from a zero state after 0.2-0.6 s of room noise, and it stops hearing
+# speech after several seconds of anything else. So the board runs two copies of its state, each
+# restarted every 0.8 s, staggered, and reads the older (it has heard 0.4-0.8 s), while no phrase is
+# under way; during one the restarts wait (``KeywordSpotter.hold_resets``, set by the recognizer).
+STATE_LANES = {"lanes": 2, "state_reset_s": 0.8}
+
+
 def fixed_length(xs: list[np.ndarray], frames: int) -> np.ndarray:
     """Each sequence cut or padded (mirroring its end: room noise) to ``frames``."""
     out = []
@@ -397,7 +404,7 @@ def export(model, args, splits: dict[str, Split], labels: list[str], info: dict[
         eval_limit=30 if args.smoke else 200,
         hop_frames=CHUNK,
         audio=pre,
-        extra_metrics={"asr": asr, "training": info},
+        extra_metrics={"asr": asr, "training": info, "detector": dict(STATE_LANES)},
     )
     (args.out / "labels.txt").write_text("\n".join(labels) + "\n")
     (args.out / "lexicon.txt").write_bytes(lexicon_src.read_bytes())

@@ -36,11 +36,11 @@ def have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """edge-convert in a fresh process, as a user runs it."""
+def run_cli(*args: str, timeout: float = 600, module: str = "converters.cli") -> subprocess.CompletedProcess:
+    """edge-convert (or ``module``: ``edge_runtime.cli`` for edge-runtime) in a fresh process, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "converters.cli", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=timeout,

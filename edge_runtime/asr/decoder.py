@@ -63,7 +63,7 @@ def _lae(a: float, b: float) -> float:
 
 @dataclass(frozen=True)
 class DecoderOptions:
-    beam: int = 16  # grammar prefixes kept per step
+    beam: int = 64  # grammar prefixes kept per step
     loop_beam: int = 4  # free-loop prefixes kept per step
     loop_tokens: int = 3  # the loop extends by this many most likely phonemes of a step
     end_steps: int = 8  # blank steps that end an utterance (0.32 s at 25 steps/s) ...

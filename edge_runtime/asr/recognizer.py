@@ -9,7 +9,9 @@ by ``models.train_asr`` (a streaming CTC step model whose manifest carries ``met
 2. the grammar (:mod:`.grammar`) is spelled with the lexicon shipped beside the model (:mod:`.lexicon`)
    into a prefix tree over the model's labels (:mod:`.prefix_tree`) once, when the recognizer is made;
 3. :class:`~.decoder.GrammarDecoder` turns the log-posteriors into utterances; an accepted one is a
-   :class:`Phrase` (text, slots, score, its start and end in seconds of the stream).
+   :class:`Phrase` (text, slots, score, its start and end in seconds of the stream). The score it needs
+   (``min_confidence``) is the caller's, else the model's operating point (``metrics.asr.min_confidence``,
+   chosen on validation data by ``python -m models.asr_eval tune --write``), else 0.5.
 
 At the end of a stream :meth:`PhraseRecognizer.flush` plays the stream's own quiet floor until the
 decoder's endpoint has passed, so a phrase that ends a file is reported too. Memory is bounded by the
@@ -70,7 +72,7 @@ class PhraseRecognizer:
     """Streaming recognition of ``grammar``'s phrases with a phrase model; see the module docstring."""
 
     def __init__(self, manifest: Manifest, folder: str | Path, grammar: Grammar, engine: str = "auto",
-                 threads: int | None = None, min_confidence: float = DecoderOptions.min_confidence,
+                 threads: int | None = None, min_confidence: float | None = None,
                  accel: Any = None) -> None:  # fmt: skip
         from ..pipelines.audio import KeywordSpotter
 
@@ -80,6 +82,9 @@ class PhraseRecognizer:
         self.grammar, self.manifest = grammar, manifest
         self.labels = [e.text for e in grammar.expansions]  # what its decisions can say (fusion checks these)
         self.step_s = float(asr["step_s"])
+        if min_confidence is None:  # the model's operating point (models.asr_eval tune --write), else the default
+            min_confidence = float(asr.get("min_confidence", DecoderOptions.min_confidence))
+        self.min_confidence = min_confidence
         self.decoder = GrammarDecoder(self.tree, DecoderOptions(min_confidence=min_confidence))
         self.spotter = KeywordSpotter(manifest, folder, engine, threads, accel=accel)
         self.engine, self.p = self.spotter.engine, self.spotter.p  # where it runs; its audio preprocessing
@@ -93,12 +98,16 @@ class PhraseRecognizer:
 
     def process(self, samples: np.ndarray, t0_samples: int | None = None) -> list[Phrase]:
         """Feed float32 mono samples at the model's rate (any chunk size); the phrases they complete."""
-        ts, scores = self.spotter.posteriors(samples, t0_samples)
-        if not len(ts):
-            return []
-        if self._t0 is None:
-            self._t0 = float(ts[0])
-        return self._accepted(self.decoder.push(np.log(np.maximum(scores, FLOOR))))
+        results: list[Result] = []
+
+        def step(scores: np.ndarray) -> None:  # decoded at once: the lanes hold their state through a phrase
+            results.extend(self.decoder.push(np.log(np.maximum(scores, FLOOR))[None]))
+            self.spotter.hold_resets = self.decoder.in_utterance
+
+        ts, _ = self.spotter.posteriors(samples, t0_samples, on_step=step)
+        if len(ts) and self._t0 is None:
+            self._t0 = float(ts[0])  # the stream's first step
+        return self._accepted(results)
 
     def flush(self) -> list[Phrase]:
         """End of the stream: the phrase under way, if any. Call :meth:`reset` before another stream."""

@@ -28,7 +28,10 @@ class AsrConfig(ModelConfig):
         default_factory=list,
         metadata=check(lambda v: len(v) <= MAX_INLINE_PHRASES, f"at most {MAX_INLINE_PHRASES} phrases inline"),
     )
-    min_confidence: float = field(default=0.5, metadata=check(lambda v: 0 <= v <= 1, "must be between 0 and 1"))
+    # unset: the model's operating point (metrics.asr.min_confidence), else 0.5
+    min_confidence: float | None = field(
+        default=None, metadata=check(lambda v: v is None or 0 <= v <= 1, "must be between 0 and 1")
+    )
 
     def __post_init__(self) -> None:
         if (self.grammar is None) == (not self.phrases):
@@ -76,7 +79,7 @@ class AsrPipeline(AudioPipeline):
 
     @staticmethod
     def extra_status(model: Any) -> dict[str, Any]:
-        return {"grammar": model.grammar.where, "phrases": len(model.labels)}
+        return {"grammar": model.grammar.where, "phrases": len(model.labels), "min_confidence": model.min_confidence}
 
     @staticmethod
     def describe(ph: Any) -> tuple[str, float, float, dict[str, Any]]:

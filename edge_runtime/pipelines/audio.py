@@ -18,7 +18,9 @@ step model, see ``models/kws.py``) over audio fed in chunks of any size:
    every ``state_reset_s`` seconds, staggered evenly. The scores come from the lane
    with the oldest state, which has always heard between
    ``state_reset_s * (1 - 1/lanes)`` and ``state_reset_s`` of audio -- exactly the
-   sequence lengths of training. Without these keys one state runs forever.
+   sequence lengths of training. Without these keys one state runs forever. A caller may hold
+   the resets (:attr:`KeywordSpotter.hold_resets`, e.g. while a spoken phrase is under way): then
+   no lane restarts and every lane keeps its state until the hold ends.
 4. **Detector**: moving average of the scores over the last ``smoothing`` steps;
    the best keyword class (not ``_silence_`` / ``_unknown_`` / other ``_x_`` labels)
    fires when its smoothed score reaches ``threshold``, unless a detection fired
@@ -41,6 +43,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -370,6 +373,8 @@ class KeywordSpotter:
         self._pending = np.zeros((0, self.p.n_mels), dtype=np.float32)
         self._states = [self._initial() for _ in range(self.lanes)]
         self._step = 0  # steps run since the stream start
+        self._reset_clock = 0  # steps run while the lane resets were not held
+        self.hold_resets = False  # a caller's "not now" (an utterance under way): no lane restarts, all age on
         self._frames = 0  # stream index of the first frame in _pending
         self._fed = 0  # samples fed
         self._offset = 0  # stream position of sample 0 minus samples fed (t0_samples)
@@ -380,7 +385,7 @@ class KeywordSpotter:
     # ------------------------------------------------------------------ running
 
     def _run_step(self, chunk: np.ndarray) -> np.ndarray:
-        ages = lane_ages(self._step, self.lanes, self.reset_steps)
+        ages = lane_ages(self._reset_clock, self.lanes, self.reset_steps)
         best_age, best_scores = -1, None
         x = self._q_feat.quantize(chunk[None])
         for i, age in enumerate(ages):
@@ -397,11 +402,15 @@ class KeywordSpotter:
             if age > best_age:
                 best_age, best_scores = age, outs[self._score_idx]
         self._step += 1
+        self._reset_clock += not self.hold_resets
         assert best_scores is not None  # lane 0 starts at step 0, so some lane always runs
         return self._q_scores.dequantize(best_scores).reshape(-1)
 
-    def posteriors(self, samples: np.ndarray, t0_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Advance the stream; the raw per-step scores ``(t (steps,), scores (steps, classes))``, no detection."""
+    def posteriors(
+        self, samples: np.ndarray, t0_samples: int | None = None, on_step: Callable[[np.ndarray], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the stream; the raw per-step scores ``(t (steps,), scores (steps, classes))``, no detection.
+        ``on_step(scores)`` is called after each step, before the next (e.g. to set :attr:`hold_resets`)."""
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
         if t0_samples is not None:
             self._offset = int(t0_samples) - self._fed
@@ -414,6 +423,8 @@ class KeywordSpotter:
         ts, scores = [], []
         for k in range(n):
             scores.append(self._run_step(pending[k * f : k * f + w]))
+            if on_step is not None:
+                on_step(scores[-1])
             end = (self._frames + k * f + w - 1) * self._hop + self._span + self._offset
             ts.append(end / self.p.sample_rate)
         self._frames += n * f
