@@ -10,13 +10,15 @@ differ from ``phrase`` when its best path stopped short of a whole phrase (see
 
 pocketsphinx (PyPI ``pocketsphinx``, BSD; its wheel ships the CMU en-us acoustic model and
 dictionary) decodes with a JSGF grammar (:func:`to_jsgf`) that accepts exactly the phrases our
-grammar expands to (``edge_runtime.asr.grammar``): one public rule whose alternatives are the
-expansions' words. It hears what the keyword peer (``models.kws_peer``) hears: 16 kHz int16 in
-100 ms chunks, one utterance per file, one thread. Nothing is tuned: pocketsphinx's default
-beams and language weight. A closed grammar makes it force the best-scoring phrase onto
-whatever it hears; it returns no hypothesis only when no path through the grammar reaches the
-end of the utterance (as on noise). Words its dictionary lacks are refused with one line naming
-them (pocketsphinx has no grapheme-to-phoneme converter of its own): reword those phrases.
+grammar expands to (``edge_runtime.asr.grammar``), each with the same prior, as one public rule
+listing them all would; the phrases are factored (shared beginnings once, alternatives that go
+on alike grouped) because pocketsphinx searches a flat list of 10,000 phrases hundreds of times
+slower. It hears what the keyword peer (``models.kws_peer``) hears: 16 kHz int16 in 100 ms
+chunks, one utterance per file, one thread. Nothing is tuned: pocketsphinx's default beams and
+language weight. A closed grammar makes it force the best-scoring phrase onto whatever it
+hears, unless no path through the grammar reaches the end of the utterance (as on noise).
+Words its dictionary lacks are refused with one line naming them (pocketsphinx has no
+grapheme-to-phoneme converter of its own): reword those phrases.
 
 Real-time factor: process CPU time of the decode / audio duration.
 """
@@ -56,8 +58,42 @@ def to_jsgf(grammar: Grammar, decoder: Any | None = None) -> str:
             f"{grammar.where}: pocketsphinx's dictionary lacks {len(missing)} word(s): {listed}; "
             "reword the phrases that use them"
         )
-    alternatives = " | ".join(e.text for e in grammar.expansions)
-    return f"#JSGF V1.0;\ngrammar {SEARCH};\npublic <cmd> = {alternatives} ;\n"
+    expression, _ = _factored([e.words for e in grammar.expansions], {})
+    return f"#JSGF V1.0;\ngrammar {SEARCH};\npublic <cmd> = {expression} ;\n"
+
+
+def _alternatives(options: list[tuple[str, int]]) -> str:
+    """``(a | b)`` in JSGF; weighted by the phrases each holds when they differ, so every phrase
+    keeps the same prior (pocketsphinx splits a group's probability by the weights, else evenly)."""
+    if len(options) == 1:
+        return options[0][0]
+    even = len({n for _, n in options}) == 1
+    return "(" + " | ".join(x if even else f"/{n}/ {x}" for x, n in options) + ")"
+
+
+def _factored(phrases: list[tuple[str, ...]], memo: dict) -> tuple[str, int]:
+    """A JSGF expression accepting exactly ``phrases`` (distinct word tuples; ``()`` is saying
+    nothing more) and how many they are: the phrases grouped by their first word, and first words
+    whose continuations are the same set grouped as alternatives before one shared continuation."""
+    key = frozenset(phrases)
+    if key not in memo:
+        if key == {()}:
+            memo[key] = ("", 1)
+            return memo[key]
+        rests: dict[str, list[tuple[str, ...]]] = {}
+        for words in phrases:
+            if words:
+                rests.setdefault(words[0], []).append(words[1:])
+        firsts: dict[frozenset, list[str]] = {}
+        for word, rest in rests.items():
+            firsts.setdefault(frozenset(rest), []).append(word)
+        options = [("<NULL>", 1)] if () in key else []
+        for words in firsts.values():
+            rest, n = _factored(rests[words[0]], memo)
+            head = _alternatives([(w, 1) for w in words])
+            options.append((f"{head} {rest}" if rest else head, n * len(words)))
+        memo[key] = (_alternatives(options), sum(n for _, n in options))
+    return memo[key]
 
 
 @dataclass(frozen=True)

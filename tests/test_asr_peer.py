@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, have, require
 
-from edge_runtime.asr.grammar import load_grammar, parse_grammar
+from edge_runtime.asr.grammar import load_grammar, parse_grammar, spoken_number
 from models.real_speech import ALSA_CHANNELS, ALSA_SOUNDS
 
 COMMANDS = ROOT / "tests" / "data" / "asr" / "commands.txt"
@@ -42,15 +43,70 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_jsgf_accepts_exactly_the_grammars_phrases(asr_peer) -> None:
+def phrase_log_priors(fsg, tmp_path: Path) -> dict[tuple[str, ...], float]:
+    """Every word sequence pocketsphinx's compiled grammar accepts, with its most likely path's log
+    probability, read from the FSG file it writes (start to final state; arcs without a word are empty)."""
+    path = tmp_path / "grammar.fsg"
+    fsg.writefile(str(path))
+    arcs: dict[int, list[tuple[int, float, str | None]]] = {}
+    start = final = None
+    for line in path.read_text().splitlines():
+        t = line.split()
+        if t[:1] == ["START_STATE"]:
+            start = int(t[1])
+        elif t[:1] == ["FINAL_STATE"]:
+            final = int(t[1])
+        elif t[:1] == ["TRANSITION"]:
+            arcs.setdefault(int(t[1]), []).append((int(t[2]), math.log(float(t[3])), t[4] if len(t) > 4 else None))
+    best: dict[tuple[str, ...], float] = {}
+
+    def walk(state: int, words: tuple[str, ...], logp: float) -> None:
+        if state == final:
+            best[words] = max(best.get(words, -math.inf), logp)
+        for to, lp, word in arcs.get(state, ()):
+            walk(to, words + ((word,) if word else ()), logp + lp)
+
+    walk(start, (), 0.0)
+    return best
+
+
+def test_jsgf_accepts_exactly_the_grammars_phrases_each_as_likely(asr_peer, tmp_path: Path) -> None:
     grammar = load_grammar(COMMANDS)
     decoder = asr_peer.sphinx_decoder()
-    fsg = decoder.parse_jsgf(asr_peer.to_jsgf(grammar, decoder))
+    jsgf = asr_peer.to_jsgf(grammar, decoder)
+    fsg = decoder.parse_jsgf(jsgf)
     assert len(grammar.expansions) == 50
     for e in grammar.expansions:
         assert fsg.accept(e.text), e.text
     for text in ("turn on the", "open the light", "set the volume to six", "cancel the the timer", "light"):
         assert not fsg.accept(text), text
+    priors = phrase_log_priors(fsg, tmp_path)
+    assert set(priors) == {e.words for e in grammar.expansions}
+    flat = f"#JSGF V1.0;\ngrammar flat;\npublic <cmd> = {' | '.join(e.text for e in grammar.expansions)} ;\n"
+    flat_priors = phrase_log_priors(decoder.parse_jsgf(flat), tmp_path)
+    for words, logp in priors.items():  # the FSG file rounds probabilities to 6 decimals
+        assert logp == pytest.approx(flat_priors[words], abs=1e-3), words
+
+
+def test_jsgf_factors_a_large_grammar(asr_peer, tmp_path: Path) -> None:
+    """10,000 phrases (``set <a> to <b>``, both 1..100): the JSGF names each number list a few times, not 10,000."""
+    numbers = " | ".join(" ".join(spoken_number(n)) for n in range(1, 101))
+    grammar = parse_grammar(f"set <a> to <b>\n<a> = {numbers}\n<b> = {numbers}\n", "numbers")
+    decoder = asr_peer.sphinx_decoder()
+    jsgf = asr_peer.to_jsgf(grammar, decoder)
+    assert len(grammar.expansions) == 10_000
+    assert len(jsgf) < sum(len(e.text) + 3 for e in grammar.expansions) / 20
+    fsg = decoder.parse_jsgf(jsgf)
+    for text in (
+        "set one to one",
+        "set one hundred to ninety nine",
+        "set twenty one to one hundred",
+        "set seven to ten",
+    ):
+        assert fsg.accept(text), text
+    for text in ("set one to", "set one hundred hundred to one", "set twenty ten to one", "set to one"):
+        assert not fsg.accept(text), text
+    assert set(phrase_log_priors(fsg, tmp_path)) == {e.words for e in grammar.expansions}
 
 
 def test_real_prompts_are_recognised_among_the_channel_names(asr_peer, alsa_prompts: Path) -> None:
