@@ -76,10 +76,9 @@ def _factored(phrases: list[tuple[str, ...]], memo: dict) -> tuple[str, int]:
     nothing more) and how many they are: the phrases grouped by their first word, and first words
     whose continuations are the same set grouped as alternatives before one shared continuation."""
     key = frozenset(phrases)
+    if key == {()}:
+        return "", 1
     if key not in memo:
-        if key == {()}:
-            memo[key] = ("", 1)
-            return memo[key]
         rests: dict[str, list[tuple[str, ...]]] = {}
         for words in phrases:
             if words:
