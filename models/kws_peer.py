@@ -76,31 +76,42 @@ def refractory(dets: Sequence[PeerDetection], refractory_s: float = REFRACTORY_S
     return out
 
 
+def sphinx_decoder(**config: Any) -> Any:
+    """A pocketsphinx ``Decoder`` at 16 kHz with its bundled en-us model and dictionary, quiet, no
+    language model unless ``config`` sets one (``kws=``, ``jsgf=``...); PeerError if it is not installed."""
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        raise PeerError("pocketsphinx is not installed; pip install -e '.[peers]'") from None
+    return Decoder(**{"lm": None, **config}, samprate=SR, loglevel="FATAL")
+
+
+def utterance(decoder: Any, x: np.ndarray) -> None:
+    """One utterance over ``x`` (float32 at 16 kHz): 16-bit PCM fed in 100 ms chunks as live audio."""
+    pcm = (np.clip(np.asarray(x, np.float32), -1.0, 1.0) * 32767).astype("<i2")
+    decoder.start_utt()
+    for i in range(0, len(pcm), CHUNK):
+        decoder.process_raw(pcm[i : i + CHUNK].tobytes(), False, False)
+    decoder.end_utt()
+
+
 class SphinxSpotter:
     """pocketsphinx in keyword-list mode, every keyword at one threshold."""
 
     def __init__(
         self, threshold: float, keywords: Sequence[str] = KEYWORDS, refractory_s: float = REFRACTORY_S
     ) -> None:
-        try:
-            from pocketsphinx import Decoder
-        except ImportError:
-            raise PeerError("pocketsphinx is not installed; pip install -e '.[peers]'") from None
         self.threshold, self.keywords, self.refractory_s = float(threshold), tuple(keywords), refractory_s
         with tempfile.TemporaryDirectory(prefix="kws_peer_") as tmp:
             kws = Path(tmp) / "keywords.list"
             kws.write_text("".join(f"{k} /{self.threshold:g}/\n" for k in self.keywords))
-            self.decoder = Decoder(kws=str(kws), lm=None, samprate=SR, loglevel="FATAL")
+            self.decoder = sphinx_decoder(kws=str(kws))
         self.frame_rate = int(self.decoder.config["frate"])
 
     def detect(self, x: np.ndarray) -> list[PeerDetection]:
         """One utterance over ``x`` (float32 at 16 kHz), fed in 100 ms chunks as live audio."""
-        pcm = (np.clip(np.asarray(x, np.float32), -1.0, 1.0) * 32767).astype("<i2")
         d = self.decoder
-        d.start_utt()
-        for i in range(0, len(pcm), CHUNK):
-            d.process_raw(pcm[i : i + CHUNK].tobytes(), False, False)
-        d.end_utt()
+        utterance(d, x)
         dets = [
             PeerDetection(s.word.strip(), float(s.prob), (s.end_frame + 1) / self.frame_rate) for s in (d.seg() or ())
         ]
