@@ -18,7 +18,8 @@ artifact's own engine (one thread), every WAV file streamed in 100 ms chunks and
 * ``--noise``: WAV files of noise only (e.g. a keyword set's ``test/_silence_``): phrases recognised.
 * ``--real``: the real-speech set of ``models.real_speech``; its asterisk prompts of the ``test`` split
   make a closed-set test: a grammar of their transcripts (lower case, punctuation dropped; prompts
-  with digits or of more than :data:`MAX_PROMPT_WORDS` words left out), which one was said. Words
+  with digits or * # in them, of more than :data:`MAX_PROMPT_WORDS` words, or with a word pocketsphinx
+  cannot say left out), which one was said. Words
   the model's lexicon lacks are added with espeak-ng (``models.g2p``) to a copy of the model folder,
   as a user would on the workstation. With the pocketsphinx peer (``models.asr_peer``) the same
   grammar runs on the same files, side by side.
@@ -72,16 +73,37 @@ def recognize(rec, path: Path) -> list[Any]:
 
 def score_set(rec, clips: Sequence[tuple[Path, str | None]]) -> dict[str, Any]:
     """``clips``: (file, the phrase said, or None for speech or noise outside the grammar)."""
+
+    def ours(path: Path) -> tuple[list[str], float]:
+        t0 = time.process_time()
+        got = [p.phrase for p in recognize(rec, path)]
+        return got, time.process_time() - t0
+
+    return score_with(ours, clips)
+
+
+def peer_set(peer, clips: Sequence[tuple[Path, str | None]]) -> dict[str, Any]:
+    """:func:`score_set` for pocketsphinx (``models.asr_peer.PeerRecognizer``) on the same files."""
+    from edge_runtime.audio.wav import read_wav
+
+    def theirs(path: Path) -> tuple[list[str], float]:
+        phrase, cpu = peer.recognize(read_wav(path, 16000))
+        return [phrase] if phrase else [], cpu
+
+    return score_with(theirs, clips)
+
+
+def score_with(hear, clips: Sequence[tuple[Path, str | None]]) -> dict[str, Any]:
+    """``hear(path) -> (phrases, cpu_s)`` over ``clips``: phrase accuracy or rejection, and the RTF."""
     from edge_runtime.audio.wav import wav_info
 
     right = wrong = nothing = phrases_out = 0
     cpu = audio = 0.0
     misses: list[dict[str, Any]] = []
     for path, said in clips:
-        t0 = time.process_time()
-        got = [p.phrase for p in recognize(rec, path)]
-        cpu += time.process_time() - t0
-        audio += wav_info(path, rec.p.sample_rate).seconds
+        got, took = hear(path)
+        cpu += took
+        audio += wav_info(path, 16000).seconds
         if said is None:
             phrases_out += len(got)
             nothing += not got
@@ -103,14 +125,33 @@ def score_set(rec, clips: Sequence[tuple[Path, str | None]]) -> dict[str, Any]:
 
 
 def normalise(transcript: str) -> str | None:
-    """A prompt transcript as grammar words (lower case, no punctuation); None if it holds digits."""
-    if re.search(r"\d", transcript):
+    """A prompt transcript as grammar words (``models.real_speech.words``); None if it holds digits or
+    symbols said as words (``*``, ``#``)."""
+    from models.real_speech import words
+
+    if re.search(r"[\d*#]", transcript):
         return None
-    words = re.sub(r"[^a-z' ]+", " ", transcript.lower().replace("-", " ")).split()
-    return " ".join(w.strip("'") for w in words if w.strip("'")) or None
+    return " ".join(words(transcript)) or None
 
 
 def real_prompts(real: Path, split: str = "test") -> list[tuple[Path, str]]:
+    """The asterisk prompts of ``split`` whose transcript makes a phrase (:func:`normalise`, at most
+    :data:`MAX_PROMPT_WORDS` words) that both recognizers can spell (pocketsphinx's dictionary has
+    every word; ours gets missing words from espeak-ng)."""
+    from models.asr_peer import unknown_words
+    from models.kws_peer import sphinx_decoder
+
+    decoder = sphinx_decoder()
+    return [(path, text) for path, text in _prompts(real, split) if not unknown_words(_words_of(text), decoder)]
+
+
+def _words_of(text: str) -> Any:
+    from edge_runtime.asr.grammar import parse_grammar
+
+    return parse_grammar(text, "<prompt>")
+
+
+def _prompts(real: Path, split: str) -> list[tuple[Path, str]]:
     rows = [json.loads(line) for line in (real / "manifest.jsonl").read_text().splitlines()]
     out = []
     for r in rows:
@@ -232,7 +273,27 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 f"{engine}: {json.dumps({k: _brief(v) if isinstance(v, dict) else v for k, v in r.items()})}",
                 flush=True,
             )
+        results["pocketsphinx"] = peer_results(grammar, phrases, oog, noise, real_grammar, prompts)
+        print(f"pocketsphinx: {json.dumps({k: _brief(v) for k, v in results['pocketsphinx'].items()})}", flush=True)
     return results
+
+
+def peer_results(grammar, phrases, oog, noise, real_grammar, prompts) -> dict[str, Any]:
+    """pocketsphinx with the same grammars (as JSGF) on the same files."""
+    from models.asr_peer import PeerRecognizer
+
+    peer = PeerRecognizer(grammar)
+    r = {"held_out_phrases": peer_set(peer, phrases)}
+    if oog:
+        r["out_of_grammar"] = peer_set(peer, oog)
+    if noise:
+        r["noise"] = peer_set(peer, noise)
+    if real_grammar is not None:
+        r["real_prompts"] = {
+            "phrases": len(real_grammar.expansions),
+            **peer_set(PeerRecognizer(real_grammar), prompts),
+        }
+    return r
 
 
 def _brief(r: dict[str, Any]) -> dict[str, Any]:

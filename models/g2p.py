@@ -135,7 +135,10 @@ def add_words(
 ) -> list[str]:
     """Add the ``words`` the lexicon lacks (creating it if absent), each with its citation form and,
     from ``phrases`` (word sequences, at most :data:`MAX_CONTEXT_PHRASES` used), the forms it takes in
-    them; the words added."""
+    them; the words added. Beside a model (a ``manifest.json`` with ``metrics.asr`` in the lexicon's
+    folder) only forms in the model's phoneme set are written: a form in context with another phoneme
+    is left out, a citation form with one is a G2pError naming the word."""
+    allowed = _model_phonemes(lexicon_path.parent)
     if lexicon_path.exists():
         lexicon = load_lexicon(lexicon_path)
         text = lexicon_path.read_text(encoding="utf-8")
@@ -144,12 +147,30 @@ def add_words(
     new = lexicon.missing(w.lower() for w in words)
     citations = pronounce(new, voice)
     in_context = context_forms(phrases[:MAX_CONTEXT_PHRASES], citations, voice) if phrases else {}
+    if allowed is not None:
+        bad = {w: [x for x in c if x not in allowed] for w, c in citations.items()}
+        bad = {w: b for w, b in bad.items() if b}
+        if bad:
+            w, b = next(iter(bad.items()))
+            raise G2pError(f"espeak-ng says {w!r} with {b[0]!r}, a phoneme the model does not output; reword it")
+        in_context = {w: [f for f in forms if set(f) <= allowed] for w, forms in in_context.items()}
     entries = [(w, p) for w, c in citations.items() for p in [c, *in_context.get(w, [])][:MAX_VARIANTS_WRITTEN]]
     text = text + ("" if not text or text.endswith("\n") else "\n") + format_entries(entries)
     parse_lexicon(text, str(lexicon_path))  # what is written reads back
     with atomic_write(lexicon_path, encoding="utf-8") as f:
         f.write(text)
     return new
+
+
+def _model_phonemes(folder: Path) -> frozenset[str] | None:
+    """The phonemes of the phrase model in ``folder`` (its labels but the blank), None if there is none."""
+    from edge_runtime import manifest as mf
+
+    if not (folder / mf.MANIFEST_NAME).exists():
+        return None
+    m, _ = mf.load(folder)
+    asr = m.metrics.get("asr")
+    return frozenset(x for x in m.labels if x != asr["blank"]) if isinstance(asr, dict) else None
 
 
 def main(argv: list[str] | None = None) -> int:
