@@ -21,7 +21,7 @@ def test_wheel_ships_defaults_and_runs_outside_the_repo(tmp_path):
     )
     (wheel,) = (tmp_path / "dist").glob("edge_runtime-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for kind in ("vision", "kws"):
+    for kind in ("vision", "kws", "asr"):
         assert f"edge_runtime/data/models/{kind}/manifest.json" in names
     assert "edge_runtime/data/edge-runtime.example.toml" in names
     assert "edge_runtime/data/samples/audio/keywords.wav" in names
