@@ -162,55 +162,73 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def listen(args: argparse.Namespace) -> int:
+    """Keywords (or, with ``--grammar``, phrases) in each file, one line (or JSON object) each."""
     from .audio.wav import AudioError, wav_info
-    from .engines import EngineError
     from .manifest import ManifestError, load
-    from .pipelines.audio import KeywordSpotter
 
     model = args.model if args.model is not None else model_dir("asr" if args.grammar else "kws")
     try:
         m, folder = load(model)
     except ManifestError as e:
         raise UserError(f"--model: {e}") from None
-    if args.grammar is not None:
-        return listen_phrases(args, m, folder)
-    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
-        raise UserError(f"--threshold {args.threshold}: give a score in (0, 1]")
-    fa = args.false_accepts_per_hour
-    if fa is not None and not (math.isfinite(fa) and 0 <= fa <= MAX_FALSE_ACCEPTS_PER_HOUR):
-        raise UserError(f"--false-accepts-per-hour {fa}: give a number from 0 to {MAX_FALSE_ACCEPTS_PER_HOUR:g}")
+    open_model = _phrase_recognizer(args) if args.grammar is not None else _keyword_spotter(args)
     sr = m.preprocessing.audio.sample_rate if m.preprocessing.audio else 16000
     try:  # every header checked before the engine loads: a bad file is one line, nothing else
         infos = [wav_info(path, sr) for path in args.wavs]
     except AudioError as e:
         raise UserError(str(e)) from None
-    budget = {} if fa is None else {"false_accepts_per_hour": fa}
-    try:
-        spotter = KeywordSpotter(m, folder, args.engine, threads=args.threads, threshold=args.threshold, **budget)
-    except (EngineError, ManifestError) as e:
-        raise UserError(f"--model {model}: {e}") from None
-    logging.getLogger(__name__).info("%s on %s", m.name, spotter.engine.placement.device)
+    stream, as_dict, as_text = open_model(m, folder, model)
+    logging.getLogger(__name__).info("%s on %s", m.name, stream.engine.placement.device)
     chunk = max(1, round(sr * args.chunk_ms / 1000.0))
     for info in infos:
         try:
-            for d in _spot(spotter, info, sr, chunk):
+            for found in _spot(stream, info, sr, chunk):
                 if args.json:
-                    d = {"file": str(info.path), "label": d.label, "score": round(d.score, 4), "t": round(d.t, 3),
-                         "model": m.name, "engine": spotter.engine.placement.engine}  # fmt: skip
+                    d = {
+                        "file": str(info.path),
+                        **as_dict(found),
+                        "model": m.name,
+                        "engine": stream.engine.placement.engine,
+                    }
                     print(json.dumps(d), flush=True)
                 else:
-                    print(f"{info.path}: {d.t:7.2f} s  {d.label}  {d.score:.3f}", flush=True)
+                    print(f"{info.path}: {as_text(found)}", flush=True)
         except AudioError as e:
             raise UserError(str(e)) from None
     return 0
 
 
-def listen_phrases(args: argparse.Namespace, m, folder) -> int:
-    """``listen --grammar``: the grammar's phrases in each file, one line (or JSON object) each."""
+def _keyword_spotter(args: argparse.Namespace):
+    """The keyword flags, checked; what opens the spotter, and how a detection is printed."""
+    from .engines import EngineError
+    from .manifest import ManifestError
+    from .pipelines.audio import KeywordSpotter
+
+    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
+        raise UserError(f"--threshold {args.threshold}: give a score in (0, 1]")
+    fa = args.false_accepts_per_hour
+    if fa is not None and not (math.isfinite(fa) and 0 <= fa <= MAX_FALSE_ACCEPTS_PER_HOUR):
+        raise UserError(f"--false-accepts-per-hour {fa}: give a number from 0 to {MAX_FALSE_ACCEPTS_PER_HOUR:g}")
+    budget = {} if fa is None else {"false_accepts_per_hour": fa}
+
+    def open_model(m, folder, model):
+        try:
+            return (
+                KeywordSpotter(m, folder, args.engine, threads=args.threads, threshold=args.threshold, **budget),
+                lambda d: {"label": d.label, "score": round(d.score, 4), "t": round(d.t, 3)},
+                lambda d: f"{d.t:7.2f} s  {d.label}  {d.score:.3f}",
+            )
+        except (EngineError, ManifestError) as e:
+            raise UserError(f"--model {model}: {e}") from None
+
+    return open_model
+
+
+def _phrase_recognizer(args: argparse.Namespace):
+    """``--grammar``: its flags and the grammar, checked; what opens the recognizer, and how a phrase is printed."""
     from .asr.grammar import GrammarError, load_grammar
     from .asr.lexicon import LexiconError
     from .asr.recognizer import PhraseRecognizer
-    from .audio.wav import AudioError, wav_info
     from .engines import EngineError
     from .manifest import ManifestError
 
@@ -222,29 +240,16 @@ def listen_phrases(args: argparse.Namespace, m, folder) -> int:
         grammar = load_grammar(args.grammar)
     except GrammarError as e:
         raise UserError(f"--grammar {e}") from None
-    sr = m.preprocessing.audio.sample_rate if m.preprocessing.audio else 16000
-    try:
-        infos = [wav_info(path, sr) for path in args.wavs]
-    except AudioError as e:
-        raise UserError(str(e)) from None
-    try:
-        rec = PhraseRecognizer(m, folder, grammar, args.engine, args.threads, args.min_confidence)
-    except (EngineError, ManifestError, LexiconError, GrammarError) as e:
-        raise UserError(f"--model {args.model or model_dir('asr')}: {e}") from None
-    logging.getLogger(__name__).info("%s on %s", m.name, rec.engine.placement.device)
-    chunk = max(1, round(sr * args.chunk_ms / 1000.0))
-    for info in infos:
+
+    def open_model(m, folder, model):
         try:
-            for ph in _spot(rec, info, sr, chunk):
-                if args.json:
-                    d = {"file": str(info.path), **ph.to_dict(), "model": m.name, "engine": rec.engine.placement.engine}
-                    print(json.dumps(d), flush=True)
-                else:
-                    slots = "  " + json.dumps(ph.slots) if ph.slots else ""
-                    print(f"{info.path}: {ph.t_end:7.2f} s  {ph.phrase}  {ph.score:.3f}{slots}", flush=True)
-        except AudioError as e:
-            raise UserError(str(e)) from None
-    return 0
+            rec = PhraseRecognizer(m, folder, grammar, args.engine, args.threads, args.min_confidence)
+        except (EngineError, ManifestError, LexiconError, GrammarError) as e:
+            raise UserError(f"--model {model}: {e}") from None
+        slots = lambda ph: "  " + json.dumps(ph.slots) if ph.slots else ""  # noqa: E731
+        return rec, lambda ph: ph.to_dict(), lambda ph: f"{ph.t_end:7.2f} s  {ph.phrase}  {ph.score:.3f}{slots(ph)}"
+
+    return open_model
 
 
 def _spot(spotter, info, sr: int, chunk: int):
