@@ -256,48 +256,34 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         prompts = real_prompts(args.real) if args.real else []
         real_grammar = parse_grammar("\n".join(sorted({t for _, t in prompts})), "<prompts>") if prompts else None
         model = with_words(args.model, [e.text for e in grammar.expansions] + [t for _, t in prompts], Path(tmp))
+        sets = {"held_out_phrases": phrases, "out_of_grammar": oog, "noise": noise}
+        real = (real_grammar, prompts)
         for engine in args.engines:
             rec = recognizer(model, grammar, engine)
-            r: dict[str, Any] = {"min_confidence": rec.min_confidence, "held_out_phrases": score_set(rec, phrases)}
-            if oog:
-                r["out_of_grammar"] = score_set(rec, oog)
-            if noise:
-                r["noise"] = score_set(rec, noise)
-            if real_grammar is not None:
-                r["real_prompts"] = {
-                    "phrases": len(real_grammar.expansions),
-                    **score_set(recognizer(model, real_grammar, engine), prompts),
-                }
+            real_rec = recognizer(model, real_grammar, engine) if real_grammar else None
+            r = {"min_confidence": rec.min_confidence, **all_sets(score_set, rec, sets, real_rec, *real)}
             results[engine] = r
-            print(
-                f"{engine}: {json.dumps({k: _brief(v) if isinstance(v, dict) else v for k, v in r.items()})}",
-                flush=True,
-            )
-        results["pocketsphinx"] = peer_results(grammar, phrases, oog, noise, real_grammar, prompts)
-        print(f"pocketsphinx: {json.dumps({k: _brief(v) for k, v in results['pocketsphinx'].items()})}", flush=True)
+            print(f"{engine}: {json.dumps({k: _brief(v) for k, v in r.items()})}", flush=True)
+        from models.asr_peer import PeerRecognizer
+
+        peer_real = PeerRecognizer(real_grammar) if real_grammar else None
+        r = all_sets(peer_set, PeerRecognizer(grammar), sets, peer_real, *real)
+        results["pocketsphinx"] = r  # the same grammars, as JSGF, on the same files
+        print(f"pocketsphinx: {json.dumps({k: _brief(v) for k, v in r.items()})}", flush=True)
     return results
 
 
-def peer_results(grammar, phrases, oog, noise, real_grammar, prompts) -> dict[str, Any]:
-    """pocketsphinx with the same grammars (as JSGF) on the same files."""
-    from models.asr_peer import PeerRecognizer
-
-    peer = PeerRecognizer(grammar)
-    r = {"held_out_phrases": peer_set(peer, phrases)}
-    if oog:
-        r["out_of_grammar"] = peer_set(peer, oog)
-    if noise:
-        r["noise"] = peer_set(peer, noise)
-    if real_grammar is not None:
-        r["real_prompts"] = {
-            "phrases": len(real_grammar.expansions),
-            **peer_set(PeerRecognizer(real_grammar), prompts),
-        }
+def all_sets(score, rec, sets: dict[str, list], real_rec, real_grammar, prompts) -> dict[str, Any]:
+    """``score(rec, clips)`` of each non-empty set, and ``score(real_rec, prompts)`` (the real prompts on
+    their own grammar) when there are real prompts."""
+    r: dict[str, Any] = {name: score(rec, clips) for name, clips in sets.items() if clips}
+    if real_rec is not None:
+        r["real_prompts"] = {"phrases": len(real_grammar.expansions), **score(real_rec, prompts)}
     return r
 
 
-def _brief(r: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in r.items() if k != "misses"}
+def _brief(r: Any) -> Any:
+    return {k: v for k, v in r.items() if k != "misses"} if isinstance(r, dict) else r
 
 
 def main(argv: list[str] | None = None) -> int:
