@@ -375,6 +375,8 @@ def check(args: argparse.Namespace) -> int:
         print(f"{name}: {p.manifest.name} on {pl.engine} {pl.device}{extra}")
         if name == "audio":
             print(f"audio: operating point: {p.operating_point.describe()}")
+        if name == "asr":
+            print(f"asr: {len(p.labels)} phrases from {p.grammar.where}; min_confidence {p.min_confidence:g}")
     print(f"{cfg.path}: ok")
     return 0
 
