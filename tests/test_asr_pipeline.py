@@ -123,7 +123,10 @@ def test_check_refuses_what_run_would_refuse(tmp_path):
     assert proc.returncode == 2 and "fusion.rules[0].all[0]: 'turn on the lights'" in err and "speech" in err, err
     proc = _check(tmp_path, f"[asr]\ngrammar = '{COMMANDS}'\n{mic}")
     assert proc.returncode == 0, proc.stderr
-    assert f"asr: 50 phrases from {COMMANDS}; min_confidence 0.2" in proc.stdout
+    from edge_runtime.manifest import load
+
+    own = load(model_dir("asr"))[0].metrics["asr"]["min_confidence"]  # the model's operating point
+    assert f"asr: 50 phrases from {COMMANDS}; min_confidence {own:g}" in proc.stdout
 
 
 def test_the_daemon_fuses_a_spoken_command_with_a_vision_event(tmp_path, said):
