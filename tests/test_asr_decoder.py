@@ -271,3 +271,25 @@ def test_the_board_side_of_speech_commands_imports_numpy_only():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stderr
+
+
+def test_decoding_recorded_posteriors_of_the_shipped_model():
+    """Log-posteriors the shipped phrase model gave (ONNX) on two sentences Pico said (en-GB, an engine it
+    never trained on), kept in tests/data/asr/recorded_posteriors.npz: "set a timer for ten minutes" and
+    an out-of-grammar sentence ("the weather report said it would rain all weekend")."""
+    from edge_runtime.defaults import model_dir
+
+    rec = np.load(DATA / "recorded_posteriors.npz")
+    labels = [str(x) for x in rec["labels"]]
+    grammar = load_grammar(DATA / "commands.txt")
+    lexicon = load_lexicon(model_dir("asr") / "lexicon.txt", labels[1:])
+    tree = PrefixTree.build(grammar.expansions, lexicon, labels, "<blank>", grammar.where)
+    got = [r for r in _decode(tree, rec["phrase"]) if r.accepted]
+    assert [(r.phrase, r.slots) for r in got] == [("set a timer for ten minutes", {"minutes": "ten"})], got
+    assert got[0].score >= 0.3
+    assert not [r for r in _decode(tree, rec["other"]) if r.accepted]
+
+
+def _decode(tree, logprobs):
+    d = GrammarDecoder(tree, DecoderOptions(min_confidence=0.2))
+    return d.push(logprobs) + d.flush()
