@@ -215,7 +215,7 @@ class SinksConfig:
 class RuntimeConfig:
     log_level: str = field(default="info", metadata=_choice("debug", "info", "warning", "error"))
     queue_size: int = field(default=64, metadata=_upto(100000))
-    duration_s: float | None = field(default=None, metadata=_POSITIVE)  # stop after this long (demos, tests)
+    duration_s: float | None = field(default=None, metadata=_POSITIVE)  # stop this long after ready (demos, tests)
 
 
 @dataclass

@@ -127,6 +127,7 @@ class Daemon(Supervisor):
         self.sinks: list[Any] = []
         self.http: HttpServer | None = None
         self.last_reload: dict[str, Any] | None = None
+        self._ready_at: float | None = None  # when start() had every part running
 
     # the parts, by the names the daemon has always had
     fusion = property(lambda self: self.fusion_stage.fusion)
@@ -154,6 +155,7 @@ class Daemon(Supervisor):
         self.spawn("fusion", self.fusion_stage.run)
         self.notifier.ready(self._status_line())
         log.info("ready: %s", self._status_line())
+        self._ready_at = self.clock.monotonic()  # duration_s counts from here, not from loading the models
 
     def reload(self) -> bool:
         """Re-read the config and reload the models; on any failure keep serving the old ones."""
@@ -203,7 +205,8 @@ class Daemon(Supervisor):
 
     def finished(self, now: float) -> bool:
         d = self.cfg.runtime.duration_s
-        if d and now - self._started >= d:
+        since = self._started if self._ready_at is None else self._ready_at
+        if d and now - since >= d:
             return True
         if self.pipelines and all(p.ended() for p in self.pipelines):  # every file source ended
             self._stop.wait(0.3)  # let the last decisions reach fusion
