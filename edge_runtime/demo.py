@@ -69,7 +69,7 @@ def demo_config(http_port: int = 0, realtime: bool = True) -> Config:
                 ),
                 RuleConfig(
                     name="coffee_time",
-                    within_s=2.5,
+                    within_s=3.0,  # a phrase's time is its end; the espresso photo shows while it begins
                     all=[
                         Condition(modality="vision", label="espresso", min_score=0.5),
                         Condition(modality="speech", phrase="start the coffee machine"),
