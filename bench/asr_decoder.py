@@ -129,7 +129,7 @@ def measure(name: str, grammar, lexicon, beams: list[int], repeat: int, steps_pe
     out["noisier_posteriors_beam_16"] = {}
     for noise in NOISIER:
         x, said = stream(grammar, lexicon, labels, np.random.default_rng(1), noise)
-        out["noisier_posteriors_beam_16"][str(noise)] = counts(run(tree, x, DecoderOptions())[1], said)
+        out["noisier_posteriors_beam_16"][str(noise)] = counts(run(tree, x, DecoderOptions(beam=16))[1], said)
     return out
 
 
