@@ -11,7 +11,7 @@ by ``models.train_asr`` (a streaming CTC step model whose manifest carries ``met
 3. :class:`~.decoder.GrammarDecoder` turns the log-posteriors into utterances; an accepted one is a
    :class:`Phrase` (text, slots, score, its start and end in seconds of the stream). The score it needs
    (``min_confidence``) is the caller's, else the model's operating point (``metrics.asr.min_confidence``,
-   chosen on validation data by ``python -m models.asr_eval tune --write``), else 0.5.
+   chosen on validation data by ``python -m models.asr_eval --tune --write``), else 0.5.
 
 At the end of a stream :meth:`PhraseRecognizer.flush` plays the stream's own quiet floor until the
 decoder's endpoint has passed, so a phrase that ends a file is reported too. Memory is bounded by the
@@ -82,7 +82,7 @@ class PhraseRecognizer:
         self.grammar, self.manifest = grammar, manifest
         self.labels = [e.text for e in grammar.expansions]  # what its decisions can say (fusion checks these)
         self.step_s = float(asr["step_s"])
-        if min_confidence is None:  # the model's operating point (models.asr_eval tune --write), else the default
+        if min_confidence is None:  # the model's operating point (models.asr_eval --tune --write), else the default
             min_confidence = float(asr.get("min_confidence", DecoderOptions.min_confidence))
         self.min_confidence = min_confidence
         self.decoder = GrammarDecoder(self.tree, DecoderOptions(min_confidence=min_confidence))
