@@ -114,9 +114,10 @@ class Condition:
 
     def __post_init__(self) -> None:
         if self.phrase:
-            if self.label:
+            said = " ".join(self.phrase.lower().split())
+            if self.label and self.label != said:  # (a copy of a parsed condition carries both, alike)
                 raise SchemaError(("phrase",), "give label or phrase, not both")
-            self.label = " ".join(self.phrase.lower().split())
+            self.label = said
 
 
 @dataclass
