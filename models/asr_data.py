@@ -291,6 +291,14 @@ def _task(
     )
 
 
+def render_all(out: Path, tasks: list[SentenceTask], jobs: int, progress: bool, desc: str) -> list[dict[str, Any]]:
+    """Render every task (``jobs`` processes) and write their records to ``out / clips.jsonl``."""
+    with tempfile.TemporaryDirectory(prefix="asr_tts_") as tmp:
+        records = list(kd.run_tasks(tasks, tmp, jobs, progress, render=render, desc=desc))
+    kd._write_jsonl(out / "clips.jsonl", [{**r, "path": Path(r["path"]).relative_to(out).as_posix()} for r in records])
+    return records
+
+
 def generate_phrases(
     out: str | os.PathLike[str],
     grammar: Path,
@@ -327,9 +335,7 @@ def generate_phrases(
     texts = [t for t in phrases for _ in range(per_phrase)]
     tasks = [_task(out, split, i, text, voices, rng, params) for i, text in enumerate(texts)]
     (out / split).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="asr_tts_") as tmp:
-        records = list(kd.run_tasks(tasks, tmp, jobs, progress, render=render, desc="asr_data phrases"))
-    kd._write_jsonl(out / "clips.jsonl", [{**r, "path": Path(r["path"]).relative_to(out).as_posix()} for r in records])
+    render_all(out, tasks, jobs, progress, "asr_data phrases")
     meta = {
         "layout": f"{split}/<voice>_<n>.wav, one phrase each; labels in clips.jsonl",
         "split": split,
@@ -373,9 +379,7 @@ def generate(
     tasks = plan(out, voices, n, seed, params, words, banned)
     for split in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="asr_tts_") as tmp:
-        records = list(kd.run_tasks(tasks, tmp, jobs, progress, render=render, desc="asr_data"))
-    kd._write_jsonl(out / "clips.jsonl", [{**r, "path": Path(r["path"]).relative_to(out).as_posix()} for r in records])
+    records = render_all(out, tasks, jobs, progress, "asr_data")
     texts = sorted({r["text"] for r in records})
     try:  # one espeak-ng run per word and per phrase (at most g2p.MAX_CONTEXT_PHRASES): minutes for a large set
         g2p.add_words(out / "lexicon.txt", {w for t in texts for w in t.split()}, phrases=[t.split() for t in texts])

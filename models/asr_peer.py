@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,15 +42,15 @@ SEARCH = "cmds"
 MAX_LISTED = 20  # unknown words named in the error
 
 
-def unknown_words(grammar: Grammar, decoder: Any) -> list[str]:
-    """The grammar's words pocketsphinx's dictionary has no pronunciation for, sorted."""
-    return [w for w in grammar.words if decoder.lookup_word(w) is None]
+def unknown_words(words: Iterable[str], decoder: Any) -> list[str]:
+    """The ``words`` (e.g. a grammar's) pocketsphinx's dictionary has no pronunciation for, sorted."""
+    return sorted({w for w in words if decoder.lookup_word(w) is None})
 
 
 def to_jsgf(grammar: Grammar, decoder: Any | None = None) -> str:
     """A JSGF grammar accepting exactly ``grammar``'s phrases; PeerError naming words the dictionary
     lacks (looked up in ``decoder``'s, else in a fresh decoder's: the wheel's cmudict)."""
-    missing = unknown_words(grammar, decoder if decoder is not None else sphinx_decoder())
+    missing = unknown_words(grammar.words, decoder if decoder is not None else sphinx_decoder())
     if missing:
         listed = " ".join(missing[:MAX_LISTED]) + (
             f" and {len(missing) - MAX_LISTED} more" if missing[MAX_LISTED:] else ""

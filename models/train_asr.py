@@ -394,19 +394,13 @@ def export(model, args, splits: dict[str, Split], labels: list[str], info: dict[
         "train_asr",
         args,
         info,
-        source=work / "asr_step.keras",
-        out=args.out,
-        calibration=work / "calib.npz",
-        eval=work / "eval.npz",
-        labels=work / "labels.txt",
-        name=args.name,
-        calibration_limit=1000,
+        work,
+        "asr_step.keras",
         eval_limit=30 if args.smoke else 200,
         hop_frames=CHUNK,
         audio=pre,
         extra_metrics={"asr": asr, "training": info, "detector": dict(STATE_LANES)},
     )
-    (args.out / "labels.txt").write_text("\n".join(labels) + "\n")
     (args.out / "lexicon.txt").write_bytes(lexicon_src.read_bytes())
     print(
         f"wrote {args.out}/ (manifest.json, model files, report.json, labels.txt, lexicon.txt); float models in {work}"

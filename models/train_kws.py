@@ -736,10 +736,24 @@ def _voices(data: Path) -> dict[str, Any]:
         return {}
 
 
-def convert_step(tool: str, args: argparse.Namespace, info: dict[str, Any], **options: Any) -> None:
-    """The converter's Python API on a step model: int8 activations, then 16x8 (``--activations auto``)
-    until one passes the accuracy gate (a rejected try is recorded in ``info``, the manifest's
-    training metrics); prints the converter's summary. ``options`` are the rest of its Options."""
+def convert_step(
+    tool: str, args: argparse.Namespace, info: dict[str, Any], work: Path, step_file: str, **options: Any
+) -> None:
+    """The converter's Python API on the step model ``work / step_file``: int8 activations, then 16x8
+    (``--activations auto``) until one passes the accuracy gate (a rejected try is recorded in ``info``,
+    the manifest's training metrics); prints the converter's summary. It reads the work folder as the
+    recipes write it (``calib.npz``, ``eval.npz``, ``labels.txt``) and writes ``args.out`` (named
+    ``args.name``) with its ``labels.txt``. ``options`` are the rest of its Options."""
+    options = dict(
+        source=work / step_file,
+        out=args.out,
+        calibration=work / "calib.npz",
+        eval=work / "eval.npz",
+        labels=work / "labels.txt",
+        name=args.name,
+        calibration_limit=1000,
+        **options,
+    )
     from converters.cli import QuietNative
     from converters.convert import Options, run, summary_lines
     from converters.errors import AccuracyError, ConvertError
@@ -768,6 +782,7 @@ def convert_step(tool: str, args: argparse.Namespace, info: dict[str, Any], **op
             info["rejected_activations"] = {act: e.report.accuracy_drop_pp}
             continue
         print("\n".join(summary_lines(report)))
+        (args.out / "labels.txt").write_bytes((work / "labels.txt").read_bytes())
         return
 
 
@@ -797,19 +812,13 @@ def export(model, args, labels, splits, fixed, head_in, info: dict[str, Any]) ->
         "train_kws",
         args,
         info,
-        source=work / "kws_step.keras",
-        out=args.out,
-        calibration=work / "calib.npz",
-        eval=work / "eval.npz",
-        labels=work / "labels.txt",
-        name=args.name,
-        calibration_limit=1000,
+        work,
+        "kws_step.keras",
         eval_limit=60 if args.smoke else 200,
         hop_frames=pre.frames_per_step,
         audio=pre,
         extra_metrics={"detector": detector, "training": info},
     )
-    (args.out / "labels.txt").write_text("\n".join(labels) + "\n")
     print(
         f"wrote {args.out}/ (manifest.json, model files, report.json, report.html, labels.txt); float models in {work}"
     )
