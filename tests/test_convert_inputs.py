@@ -86,7 +86,8 @@ def _train(files, spec: ImagePreprocessing, rescaling: bool):
 
 @pytest.fixture(scope="module")
 def grey_keras(rgb_digits, tmp_path_factory):
-    spec = ImagePreprocessing(size=[SIDE, SIDE], color="gray", mean=[0.0], std=[1.0])
+    """Trained on bilinearly resampled digits (as tf.image.resize gives them): converted with --resize-filter bilinear."""
+    spec = ImagePreprocessing(size=[SIDE, SIDE], color="gray", mean=[0.0], std=[1.0], resize_filter="bilinear")
     model = _train(rgb_digits["train"], spec, rescaling=True)
     path = tmp_path_factory.mktemp("grey") / "grey_digits.keras"
     model.save(str(path))
@@ -155,13 +156,15 @@ def test_grayscale_keras_model_from_rgb_photos(grey_keras, rgb_digits, tmp_path)
                 "0",
                 "--std",
                 "1",
+                "--resize-filter",
+                "bilinear",
             ]
         )
         == 0
     )
     m, _ = mf.load(out)
     pre = m.preprocessing.image
-    assert (pre.color, pre.layout, pre.mean, pre.std) == ("gray", "nhwc", [0.0], [1.0])
+    assert (pre.color, pre.layout, pre.mean, pre.std, pre.resize_filter) == ("gray", "nhwc", [0.0], [1.0], "bilinear")
     report = json.loads((out / "report.json").read_text())
     assert report["float"]["accuracy"] > 0.9
     images = _eval_images(rgb_digits)

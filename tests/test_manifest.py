@@ -112,6 +112,7 @@ def test_atomic_write_leaves_no_temp_file(tmp_path):
         ({"mean": [float("nan")] * 3}, "mean"),
         ({"color": "gray"}, "mean"),
         ({"channel_order": "GBR"}, "channel_order"),
+        ({"resize_filter": "lanczos"}, "resize_filter"),
     ],
 )
 def test_image_preprocessing_out_of_range_is_refused(tmp_path, bad, needle):
@@ -129,3 +130,4 @@ def test_grey_nchw_image_preprocessing_round_trips(tmp_path):
     pre = mf.Manifest.from_dict(d).preprocessing.image
     assert (pre.channels, pre.input_shape()) == (1, [1, 1, 28, 28])
     assert mf.Manifest.from_dict(mf.Manifest.from_dict(d).to_dict()).preprocessing.image == pre
+    assert pre.resize_filter == "area"  # a manifest without the field was calibrated with area averaging

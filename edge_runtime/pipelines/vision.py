@@ -10,7 +10,7 @@ import numpy as np
 from ..engines import Acceleration, Engine, open_engine
 from ..engines.base import Quantizer
 from ..manifest import Manifest, ManifestError
-from ..preprocess import image_to_input, image_to_quantized, quantized_lut
+from ..preprocess import PixelTable, image_to_input, image_to_quantized
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,11 @@ class ImageClassifier:
                 f"{manifest.name!r}: its image preprocessing makes {want} but the model takes {got}; "
                 "re-convert the model"
             )
-        # Quantized input: one table lookup replaces normalise + quantize (same numbers, no float pass).
+        # Quantized input: a pixel table replaces normalise + quantize (same numbers, no float pass).
         t = self.engine.inputs[0]
         q = t.quantization
-        self._lut = (
-            quantized_lut(self.spec, q.scale[0], q.zero_point[0], t.dtype)
+        self._table = (
+            PixelTable(self.spec, q.scale[0], q.zero_point[0], t.dtype)
             if q is not None and len(q.scale) == 1 and t.dtype in ("int8", "uint8")
             else None
         )
@@ -61,8 +61,8 @@ class ImageClassifier:
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 image of any size -> the engine's input tensor (batch 1, the engine's own dtype)."""
-        if self._lut is not None:
-            return image_to_quantized(rgb, self.spec, self._lut, self.engine.inputs[0].dtype)[None]
+        if self._table is not None:
+            return image_to_quantized(rgb, self.spec, self._table, self.engine.inputs[0].dtype)[None]
         return self._q_in.quantize(image_to_input(rgb, self.spec)[None])
 
     def infer(self, x: np.ndarray) -> np.ndarray:
