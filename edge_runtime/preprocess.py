@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import ImagePreprocessing
+from .manifest import ImagePreprocessing, Quantization
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 
@@ -147,35 +147,38 @@ def image_to_input(img_rgb: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
 
 
 class PixelTable:
-    """Pixel value -> quantized model input, per channel, without any per-pixel float arithmetic.
+    """Pixel value -> model input value, per channel: normalisation (and quantization) without any
+    per-pixel float arithmetic.
 
     Built by pushing every pixel value through the same normalisation as :func:`image_to_input`
-    and the engine's quantization, so it gives exactly the tensor the float path gives after
-    quantization. Applied the cheapest exact way: nothing when the table is the identity (uint8
-    input with scale 1 and zero point 0 after normalising), a flip of the top bit when it is
-    the identity shifted by -128 (int8 input of pixel - 128, as most int8 image models take), one
-    table for all channels when they share it, else a table per channel (cv2.LUT).
+    and the engine's quantization (none for a float input), so it gives exactly the tensor the
+    float path gives. Applied the cheapest exact way: for 8-bit inputs nothing when the table is
+    the identity (uint8 input with scale 1 and zero point 0 after normalising) and a flip of the
+    top bit when it is the identity shifted by -128 (int8 input of pixel - 128, as most int8
+    image models take); else one table for all channels when they share it, or a table per
+    channel (cv2.LUT, whose output takes the table's type: float32 tables for float inputs).
     """
 
-    def __init__(self, spec: ImagePreprocessing, scale: float, zero_point: int, dtype: str):
-        from .engines.base import quantize
-        from .manifest import Quantization
+    def __init__(self, spec: ImagePreprocessing, quantization: Quantization | None, dtype: str):
+        from .engines.base import Quantizer
 
         values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], spec.channels, axis=1)[:, None, :]  # (256,1,C)
-        q = quantize(_normalise(values, spec), Quantization([scale], [zero_point]), dtype)
-        self.table = np.ascontiguousarray(q.view(np.uint8))
+        q = Quantizer(quantization, dtype).quantize(_normalise(values, spec))
+        eight_bit = q.dtype.itemsize == 1
+        self.table = np.ascontiguousarray(q.view(np.uint8) if eight_bit else q)
+        self.dtype = dtype
         shared = self.table[:, 0, 0]
         if not all(np.array_equal(self.table[:, 0, c], shared) for c in range(spec.channels)):
             self.kind = "per_channel"
-        elif np.array_equal(shared, np.arange(256)):
+        elif eight_bit and np.array_equal(shared, np.arange(256)):
             self.kind = "identity"
-        elif np.array_equal(shared, np.arange(256) ^ 0x80):
+        elif eight_bit and np.array_equal(shared, np.arange(256) ^ 0x80):
             self.kind = "flip_top_bit"
         else:
             self.kind, self.table = "shared", np.ascontiguousarray(shared)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """(H, W, C) uint8 pixels -> (H, W, C) uint8 bytes of the quantized input."""
+        """(H, W, C) uint8 pixels -> (H, W, C) model input values (8-bit ones as their uint8 bytes)."""
         import cv2
 
         if self.kind == "identity":
@@ -185,10 +188,11 @@ class PixelTable:
         return cv2.LUT(x, self.table).reshape(x.shape)  # cv2 drops a single channel's axis
 
 
-def image_to_quantized(img_rgb: np.ndarray, spec: ImagePreprocessing, table: PixelTable, dtype: str) -> np.ndarray:
-    """RGB uint8 -> int8/uint8 model input through a :class:`PixelTable`."""
+def image_to_table_input(img_rgb: np.ndarray, spec: ImagePreprocessing, table: PixelTable) -> np.ndarray:
+    """RGB uint8 -> the model input (its dtype, layout and quantization) through a :class:`PixelTable`:
+    the same tensor as :func:`image_to_input` followed by the engine's quantization."""
     x = np.ascontiguousarray(_colour(resize(img_rgb, spec.size, spec.resize, spec.resize_filter), spec))
-    return _laid_out(table.apply(x), spec).view(dtype)
+    return _laid_out(table.apply(x), spec).view(table.dtype)
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -86,7 +86,7 @@ def _train(files, spec: ImagePreprocessing, rescaling: bool):
 
 @pytest.fixture(scope="module")
 def grey_keras(rgb_digits, tmp_path_factory):
-    """Trained on bilinearly resampled digits (as tf.image.resize gives them): converted with --resize-filter bilinear."""
+    """Trained on bilinearly resampled digits (as tf.image.resize gives them): converted with that filter."""
     spec = ImagePreprocessing(size=[SIDE, SIDE], color="gray", mean=[0.0], std=[1.0], resize_filter="bilinear")
     model = _train(rgb_digits["train"], spec, rescaling=True)
     path = tmp_path_factory.mktemp("grey") / "grey_digits.keras"

@@ -1,4 +1,4 @@
-"""Image preprocessing: the quantized-input fast paths give exactly the float path's tensor; the resize filters."""
+"""Image preprocessing: the pixel-table paths give exactly the float path's tensor; the resize filters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from edge_runtime.engines.base import quantize
 from edge_runtime.manifest import ImagePreprocessing, Quantization
-from edge_runtime.preprocess import PixelTable, image_to_input, image_to_quantized, resize
+from edge_runtime.preprocess import PixelTable, image_to_input, image_to_table_input, resize
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
 
@@ -30,13 +30,24 @@ IMAGE = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
         ),
         (ImagePreprocessing(size=[28, 28], color="gray", mean=[0.0], std=[255.0]), 1 / 255, 0, "uint8", "identity"),
         (ImagePreprocessing(size=[20, 20], channel_order="BGR", resize="crop"), 1 / 128, 0, "int8", "shared"),
+        # float inputs (ONNX artifacts with QDQ inside): the table holds the normalised float32 values
+        (ImagePreprocessing(size=[32, 32], mean=[127.0] * 3, std=[128.0] * 3), None, None, "float32", "shared"),
+        (
+            ImagePreprocessing(size=[24, 32], mean=[123.7, 116.3, 103.5], std=[58.4, 57.1, 57.4], layout="nchw"),
+            None,
+            None,
+            "float32",
+            "per_channel",
+        ),
+        (ImagePreprocessing(size=[28, 28], color="gray", mean=[0.0], std=[1.0]), None, None, "float32", "shared"),
     ],
 )
 def test_pixel_table_gives_exactly_the_float_paths_tensor(spec, scale, zero_point, dtype, kind):
-    table = PixelTable(spec, scale, zero_point, dtype)
+    q = None if scale is None else Quantization([scale], [zero_point])
+    table = PixelTable(spec, q, dtype)
     assert table.kind == kind
-    want = quantize(image_to_input(IMAGE, spec), Quantization([scale], [zero_point]), dtype)
-    got = image_to_quantized(IMAGE, spec, table, dtype)
+    want = quantize(image_to_input(IMAGE, spec), q, dtype)
+    got = image_to_table_input(IMAGE, spec, table)
     assert got.dtype == want.dtype and got.shape == want.shape == tuple(spec.input_shape()[1:])
     assert np.array_equal(got, want)
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..engines import Acceleration, Engine, open_engine
 from ..engines.base import Quantizer
 from ..manifest import Manifest, ManifestError
-from ..preprocess import PixelTable, image_to_input, image_to_quantized
+from ..preprocess import PixelTable, image_to_input, image_to_table_input
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,12 @@ class ImageClassifier:
                 f"{manifest.name!r}: its image preprocessing makes {want} but the model takes {got}; "
                 "re-convert the model"
             )
-        # Quantized input: a pixel table replaces normalise + quantize (same numbers, no float pass).
+        # 8-bit or float32 input: a pixel table replaces normalise (+ quantize), the same numbers
         t = self.engine.inputs[0]
         q = t.quantization
+        per_tensor = q is None or len(q.scale) == 1
         self._table = (
-            PixelTable(self.spec, q.scale[0], q.zero_point[0], t.dtype)
-            if q is not None and len(q.scale) == 1 and t.dtype in ("int8", "uint8")
-            else None
+            PixelTable(self.spec, q, t.dtype) if per_tensor and t.dtype in ("int8", "uint8", "float32") else None
         )
         self._q_in = Quantizer(t.quantization, t.dtype)
         self._q_out = Quantizer(self.engine.outputs[0].quantization, self.engine.outputs[0].dtype)
@@ -62,7 +61,7 @@ class ImageClassifier:
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 image of any size -> the engine's input tensor (batch 1, the engine's own dtype)."""
         if self._table is not None:
-            return image_to_quantized(rgb, self.spec, self._table, self.engine.inputs[0].dtype)[None]
+            return image_to_table_input(rgb, self.spec, self._table)[None]
         return self._q_in.quantize(image_to_input(rgb, self.spec)[None])
 
     def infer(self, x: np.ndarray) -> np.ndarray:
