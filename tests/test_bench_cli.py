@@ -25,6 +25,7 @@ def test_the_table_for_a_config_s_models(tmp_path):
     cfg.write_text(
         f"[microphone]\nfile = '{ROOT / 'edge_runtime/data/samples/audio/keywords.wav'}'\n"
         "[audio]\nengine = 'litert'\nthreads = 1\n"
+        "[asr]\nphrases = ['start the coffee machine', 'turn (on|off) the light']\n"
     )
     p = bench("--config", str(cfg), "--seconds", "0.5")
     assert p.returncode == 0, p.stderr
@@ -33,6 +34,9 @@ def test_the_table_for_a_config_s_models(tmp_path):
     rows = [ln for ln in lines[1:] if ln.startswith("kws-lstm128")]
     assert len(rows) == 2 and all("RTF" in r and "streams/core" in r for r in rows)
     assert any("threads=1" in r for r in rows)  # opened as the config says
+    phrases = [ln for ln in lines[1:] if ln.startswith("asr-ctc-lstm")]  # its pipeline's model: grammar and decoder
+    assert len(phrases) == 2 and all("RTF" in r and "with decoding" in r for r in phrases)
+    assert not any("with decoding" in r for r in rows)
     assert lines[-2].startswith("cold start ") and lines[-1].startswith("host: ")
 
 

@@ -21,8 +21,10 @@ and ``monotonic_ns()``; the :mod:`time` module by default), the sources' capture
 
 from __future__ import annotations
 
+import collections
 import functools
 import importlib
+import math
 import pkgutil
 import threading
 import time
@@ -42,6 +44,7 @@ from ..sources import open_source
 DEFAULT_STALL_S = 2.0  # a source offline longer than this (a camera: its stall_timeout_s) makes /healthz 503
 P = TypeVar("P", bound=type["Pipeline"])
 READ_TIMEOUT_S = 0.25  # a loop waits this long for a frame or chunk before it beats again
+TAP_SECONDS = 5.0  # audio a pipeline sharing its source with another may fall behind before it loses the oldest
 
 
 def accel_of(section: Acceleration) -> Acceleration:
@@ -260,15 +263,33 @@ def build_pipelines(
     cfg: Any, models: Any, emit: Callable[[Decision], None], sources: dict[str, Any] | None = None, clock: Any = time
 ) -> list[Pipeline]:
     """One pipeline per loaded model, in registry order, each on its source from ``sources`` (by source
-    name) or the one its config describes, opened here; if one fails, those already open are closed again."""
+    name) or the one its config describes, opened here; if one fails, those already open are closed again.
+
+    Audio pipelines of one source (keywords and phrases on the microphone) share it: it is opened once
+    and each reads a tap of a :class:`~edge_runtime.sources.tee.SourceTee`, every chunk in order."""
+    from ..sources.tee import SourceTee
+
+    loaded = [(kind, model) for kind in kinds().values() if (model := getattr(models, kind.name)) is not None]
+    readers = collections.Counter(kind.source_name for kind, _ in loaded if kind.reads == "audio")
+    taps: dict[str, list[Any]] = {}
     built: list[Pipeline] = []
     try:
-        for kind in kinds().values():
-            model = getattr(models, kind.name)
-            if model is not None:
-                built.append(kind.build(cfg, model, emit, (sources or {}).get(kind.source_name), clock))
+        for kind, model in loaded:
+            source = (sources or {}).get(kind.source_name)
+            if kind.reads == "audio" and readers[kind.source_name] > 1:
+                if kind.source_name not in taps:
+                    shared = source if source is not None else kind.open_source(cfg)
+                    block_ms = getattr(cfg.section(kind.source_name), "block_ms", 80)
+                    taps[kind.source_name] = SourceTee(
+                        shared, readers[kind.source_name], max(1, math.ceil(TAP_SECONDS * 1000 / block_ms))
+                    ).taps
+                source = taps[kind.source_name].pop(0)
+            built.append(kind.build(cfg, model, emit, source, clock))
     except BaseException:
         for p in built:
             p.close()
+        for left in taps.values():
+            for tap in left:
+                tap.close()
         raise
     return built

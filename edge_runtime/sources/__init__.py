@@ -171,6 +171,12 @@ class Source:
         """True once a source with an end (a file without ``loop``) has delivered all of it."""
         return self._ended
 
+    @property
+    def live(self) -> bool:
+        """Whether it delivers at the rate of capture (a device, a paced file): a slow reader then loses
+        the oldest data; one that is not live (a file read as fast as it goes) waits for its reader."""
+        return True
+
     def stats(self) -> SourceStats:
         with self._cond:
             return SourceStats(

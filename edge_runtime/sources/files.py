@@ -69,6 +69,10 @@ class WavFileSource(Source):
                 self._online = not self._stop.is_set()
         return self
 
+    @property
+    def live(self) -> bool:
+        return self.realtime
+
     def read(self, timeout: float | None = 1.0) -> AudioChunk | None:
         """The next chunk; None at the end (``ended`` is then True) or if it is not due within ``timeout``."""
         if self._audio is None:
