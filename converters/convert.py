@@ -870,8 +870,12 @@ def _make_format(
             "quantization": f"static QDQ, per-channel int8 weights, {act} activations"
             + (", symmetric for TensorRT" if symmetric else "")
             + (
-                " (U8S8: ONNX Runtime's fast int8 kernels on x86-64 CPUs, ARM64 runs it too; 7-bit weights, "
-                "which x86-64 CPUs without VNNI need to compute it without saturating)"
+                " (U8S8: ONNX Runtime's fast int8 kernels on x86-64 CPUs; ARM64 runs it too)"
+                + (
+                    "; 7-bit weights: made on an x86-64 CPU without VNNI, where 8-bit ones saturate"
+                    if onnx_quant.u8s8_saturates()
+                    else ""
+                )
                 if act == "uint8"
                 else ""
             ),

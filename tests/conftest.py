@@ -146,6 +146,16 @@ def lstm_step(tf_available, tmp_path_factory):
 FFMPEG = shutil.which("ffmpeg")
 
 
+def auto_device(kind: str) -> str:
+    """How the start of a shipped model's device string reads with ``engine = "auto"``: the engine of the
+    artifact its manifest names fastest where it was converted (LiteRT's XNNPACK, or ONNX Runtime's CPU)."""
+    from edge_runtime.defaults import model_dir
+    from edge_runtime.manifest import load
+
+    m, _ = load(model_dir(kind))
+    return "cpu/xnnpack" if m.artifact(m.fastest_on_host).format == "tflite" else "CPUExecutionProvider"
+
+
 def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from converters import onnx_quant
 from converters.cli import main
 from edge_runtime import manifest as mf
 from edge_runtime.engines import open_engine
@@ -90,6 +91,20 @@ def test_onnx_int8_has_uint8_activations_and_int8_weights(digits_out):
     weights = [inits[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
     assert {"int8"} <= {w.dtype.name for w in weights}  # the per-channel weights stay int8
     assert "uint8 activations" in m.artifact("onnx").notes["quantization"]
+    assert ("7-bit weights" in m.artifact("onnx").notes["quantization"]) == onnx_quant.u8s8_saturates()
+    if onnx_quant.u8s8_saturates():  # 7-bit: every per-channel weight within [-64, 63]
+        assert all(int(np.abs(w.astype(int)).max()) <= 64 for w in weights if w.dtype.name == "int8")
+
+
+def test_u8s8_weights_are_7_bit_only_on_cpus_where_8_bit_ones_saturate(tmp_path):
+    import platform
+
+    vnni, avx2 = tmp_path / "vnni", tmp_path / "avx2"
+    vnni.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni\n")
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert onnx_quant.u8s8_saturates(str(avx2)) is x86  # ARM64 builds keep 8-bit weights whatever the file says
+    assert onnx_quant.u8s8_saturates(str(vnni)) is False
 
 
 def test_manifest_round_trips_and_drives_the_engines(digits_out, digits):

@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import wait_until
+from conftest import auto_device, wait_until
 
 from edge_runtime.config import (
     CameraConfig,
@@ -54,7 +54,7 @@ def test_vision_daemon_serves_status_and_writes_events(tmp_path):
         status = json.loads(_get(d.http.url + "/status")[1])
         assert status["healthy"] and status["sources"]["camera"]["online"]
         assert status["pipelines"]["vision"]["model"] == "efficientnet-lite0-imagenet"
-        assert status["pipelines"]["vision"]["device"].startswith("cpu/xnnpack")
+        assert status["pipelines"]["vision"]["device"].startswith(auto_device("vision"))
         metrics = _get(d.http.url + "/metrics")[1]
         assert "edge_engine_info{" in metrics and "edge_decisions_total" in metrics
     finally:

@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import require
+from conftest import auto_device, require
 from test_sinks import Subscriber, broker, free_port  # noqa: F401  (broker: fixture)
 
 from edge_runtime.defaults import SAMPLES, model_dir
@@ -137,7 +137,7 @@ keepalive = 5
         st = _wait(lambda: (s := _status(http_port))["sources"]["camera"]["online"] and s, 30)
         assert st, "camera never came online"
         assert st["sources"]["microphone"]["online"]
-        assert st["pipelines"]["vision"]["device"].startswith("cpu/xnnpack")
+        assert st["pipelines"]["vision"]["device"].startswith(auto_device("vision"))
 
         # Speech with keywords into the null sink: the daemon hears it through PortAudio.
         quiet = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
