@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import ImagePreprocessing, Quantization
+from .manifest import RESIZE_FILTERS, ImagePreprocessing, Quantization
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 
@@ -77,8 +77,8 @@ def resize(
 
     ``resample``: ``area`` (see :func:`_scale`) or ``bilinear`` (OpenCV's INTER_LINEAR, shrinking too).
     """
-    if resample not in ("area", "bilinear"):
-        raise ValueError(f"resize filter {resample!r} is not one of area, bilinear")
+    if resample not in RESIZE_FILTERS:
+        raise ValueError(f"resize filter {resample!r} is not one of {', '.join(RESIZE_FILTERS)}")
     h, w = int(size[0]), int(size[1])
     ih, iw = img.shape[:2]
     if mode == "squash":
