@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -61,8 +62,9 @@ def _preprocess(src: Path, out: Path) -> Path:
     return out
 
 
+@functools.cache
 def u8s8_saturates(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether ONNX Runtime's U8S8 kernels saturate with 8-bit weights here: an x86-64 CPU without VNNI."""
+    """Whether ONNX Runtime's U8S8 kernels saturate with 8-bit weights here: an x86-64 CPU without VNNI (read once)."""
     import platform
 
     if platform.machine().lower() not in ("x86_64", "amd64"):

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,13 @@ class Target:
     accel: Acceleration = field(default_factory=Acceleration)
     kind: Any = None  # a config's model: its pipeline kind and section, to build the model as the daemon does
     section: Any = None
+
+    def model(self, artifact_id: str, default: Any) -> Any:
+        """The model on ``artifact_id``: a config's as its pipeline builds it (a phrase model with its
+        grammar and decoder), else ``default(artifact_id)``."""
+        if self.kind is not None:
+            return self.kind.load_model(replace(self.section, engine=artifact_id))
+        return default(artifact_id)
 
 
 @dataclass
@@ -155,7 +162,7 @@ def _daemon_path(clf: Any, image: np.ndarray, seconds: float) -> tuple[float, fl
 def bench_vision(man: Manifest, target: Target, artifact_id: str, seconds: float) -> dict[str, Any]:
     from .pipelines.vision import ImageClassifier
 
-    clf = ImageClassifier(man, target.folder, artifact_id, target.threads, target.accel)
+    clf = target.model(artifact_id, lambda a: ImageClassifier(man, target.folder, a, target.threads, target.accel))
     image = _frame()
     x = clf.prepare(image)
     for _ in range(3):  # warm up
@@ -193,20 +200,10 @@ def _speech() -> np.ndarray:
     return (np.random.default_rng(0).standard_normal(16000 * 5) * 0.01).astype(np.float32)
 
 
-def _streaming_model(man: Manifest, target: Target, artifact_id: str) -> Any:
-    """A config's streaming model as its pipeline builds it (a phrase model with its grammar and decoder),
-    on ``artifact_id``; else the keyword spotter's streaming loop over the artifact."""
-    import dataclasses
-
+def bench_keywords(man: Manifest, target: Target, artifact_id: str, seconds: float) -> dict[str, Any]:
     from .pipelines.audio import KeywordSpotter
 
-    if target.kind is not None:
-        return target.kind.load_model(dataclasses.replace(target.section, engine=artifact_id))
-    return KeywordSpotter(man, target.folder, artifact_id, target.threads, accel=target.accel)
-
-
-def bench_keywords(man: Manifest, target: Target, artifact_id: str, seconds: float) -> dict[str, Any]:
-    kws = _streaming_model(man, target, artifact_id)
+    kws = target.model(artifact_id, lambda a: KeywordSpotter(man, target.folder, a, target.threads, accel=target.accel))
     audio, chunk = _speech(), int(16000 * CHUNK_S)
     feeds = [np.zeros(t.shape, t.dtype) for t in kws.engine.inputs]
     calls = [0]
@@ -376,7 +373,7 @@ def targets_of(config: Path | None, models: list[Path] | None) -> list[Target]:
 
         cfg = load_config(config)
         return [
-            Target(model_folder(s.model, k.model_kind), s.threads, s, k if k.model_kind != "vision" else None, s)
+            Target(model_folder(s.model, k.model_kind), s.threads, s, k, s)
             for k in kinds().values()
             if (s := cfg.section(k.name)) is not None and hasattr(s, "model")
         ]

@@ -141,9 +141,14 @@ def _laid_out(x: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1) if spec.layout == "nchw" else x)
 
 
+def _fitted(img_rgb: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
+    """RGB uint8 -> (h, w, C) uint8 pixels: resized with the model's mode and filter, in its colour mode."""
+    return _colour(resize(img_rgb, spec.size, spec.resize, spec.resize_filter), spec)
+
+
 def image_to_input(img_rgb: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> float32 model input, normalised: (h, w, C), or (C, h, w) for NCHW."""
-    return _laid_out(_normalise(_colour(resize(img_rgb, spec.size, spec.resize, spec.resize_filter), spec), spec), spec)
+    return _laid_out(_normalise(_fitted(img_rgb, spec), spec), spec)
 
 
 class PixelTable:
@@ -191,8 +196,7 @@ class PixelTable:
 def image_to_table_input(img_rgb: np.ndarray, spec: ImagePreprocessing, table: PixelTable) -> np.ndarray:
     """RGB uint8 -> the model input (its dtype, layout and quantization) through a :class:`PixelTable`:
     the same tensor as :func:`image_to_input` followed by the engine's quantization."""
-    x = np.ascontiguousarray(_colour(resize(img_rgb, spec.size, spec.resize, spec.resize_filter), spec))
-    return _laid_out(table.apply(x), spec).view(table.dtype)
+    return _laid_out(table.apply(np.ascontiguousarray(_fitted(img_rgb, spec))), spec).view(table.dtype)
 
 
 def list_images(folder: str | Path) -> list[Path]:
