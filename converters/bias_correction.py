@@ -32,12 +32,13 @@ class Corrected:
     skipped: int  # weight layers left alone: no bias to move, or their input could not be probed
 
 
-def _quantized(w: np.ndarray) -> np.ndarray:
-    """Per-channel symmetric int8 rounding along the last axis, as the TFLite and ONNX Runtime quantizers do."""
+def _quantized(w: np.ndarray, levels: int = 127) -> np.ndarray:
+    """Per-channel symmetric int8 rounding along the last axis to ``[-levels, levels]``, as the TFLite and
+    ONNX Runtime quantizers do (127; ONNX Runtime's 7-bit ``reduce_range`` weights: 64)."""
     flat = w.reshape(-1, w.shape[-1])
-    scale = np.abs(flat).max(axis=0) / 127.0
+    scale = np.abs(flat).max(axis=0) / levels
     scale[scale == 0] = 1.0
-    return (np.clip(np.round(flat / scale), -127, 127) * scale).reshape(w.shape)
+    return (np.clip(np.round(flat / scale), -levels, levels) * scale).reshape(w.shape)
 
 
 def _targets(model):
@@ -101,7 +102,7 @@ def _fold_scale(bn, channels: int) -> np.ndarray:
     return gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
 
 
-def _delta(layer, bn) -> tuple[np.ndarray, np.ndarray]:
+def _delta(layer, bn, reduced_range: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(the rounding error of the folded kernel, divided back by the fold factor and in the layer's
     own kernel shape; the fold factor). Output channels are last; a depthwise kernel's
     (kh, kw, in, mult) flattens to channel ``i * mult + j``, as the converters lay it out."""
@@ -109,7 +110,8 @@ def _delta(layer, bn) -> tuple[np.ndarray, np.ndarray]:
     flat = kernel.reshape(*kernel.shape[:-2], -1) if kernel.ndim == 4 and _is_depthwise(layer) else kernel
     scale = _fold_scale(bn, flat.shape[-1])
     folded = flat * scale
-    return ((_quantized(folded) - folded) / scale).reshape(kernel.shape).astype(np.float32), scale
+    levels = 64 if reduced_range and not _is_depthwise(layer) else 127
+    return ((_quantized(folded, levels) - folded) / scale).reshape(kernel.shape).astype(np.float32), scale
 
 
 def _is_depthwise(layer) -> bool:
@@ -144,7 +146,7 @@ def _apply(layer, bn, shift: np.ndarray) -> bool:
     return False
 
 
-def _shifts(model, targets, inputs: list[np.ndarray]) -> list[np.ndarray]:
+def _shifts(model, targets, inputs: list[np.ndarray], reduced_range: bool) -> list[np.ndarray]:
     """Each target's mean output shift per channel (over batch and positions) from int8 weight
     rounding, on ``inputs``: the layer's own op applied with the rounding error as its kernel to
     what the float model feeds it, so zero padding at the borders is counted exactly."""
@@ -153,7 +155,7 @@ def _shifts(model, targets, inputs: list[np.ndarray]) -> list[np.ndarray]:
     probe = keras.Model(model.inputs, [layer.input for layer, _ in targets])
     ops = []
     for layer, bn in targets:
-        delta, scale = _delta(layer, bn)
+        delta, scale = _delta(layer, bn, reduced_range)
         ops.append((_shift_op(layer, delta), scale))
     sums = [np.zeros(scale.size) for _, scale in ops]
     count = [0] * len(ops)
@@ -167,12 +169,14 @@ def _shifts(model, targets, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return [s / c * scale for s, c, (_, scale) in zip(sums, count, ops)]
 
 
-def correct(model, inputs: list[np.ndarray], skip=None) -> Corrected:
+def correct(model, inputs: list[np.ndarray], skip=None, reduced_range: bool = False) -> Corrected:
     """Move the biases of ``model`` (in place) to cancel int8 weight rounding's mean shift.
 
     ``inputs``: calibration inputs in the model's input order, batch first. Layers whose input
     cannot be probed (shared layers, subclassed models) are left as they are and counted, and
-    so are the layers ``skip(name)`` names (those that will not be quantized).
+    so are the layers ``skip(name)`` names (those that will not be quantized). ``reduced_range``:
+    the weights round to 7 bits (ONNX Runtime's ``reduce_range``, which the converter's ONNX
+    artifacts use on x86-64 CPUs without VNNI), but for depthwise convolutions, which keep 8.
     """
 
     result = Corrected(0, 0)
@@ -183,7 +187,7 @@ def correct(model, inputs: list[np.ndarray], skip=None) -> Corrected:
             result.skipped += sum(1 for layer, _ in targets if skip(layer.name))
             targets = [(layer, bn) for layer, bn in targets if not skip(layer.name)]
         try:
-            shifts = _shifts(m, targets, xs) if targets else []
+            shifts = _shifts(m, targets, xs, reduced_range) if targets else []
         except Exception as e:  # noqa: BLE001 - an optional refinement: a layer it cannot probe stays as it is
             log.info("bias correction skipped %s (%s)", m.name, str(e).splitlines()[0][:120])
             result.skipped += len(targets)

@@ -308,6 +308,7 @@ class _Context:
     precision: str
     io_dtype: str
     float_ref: FloatReference = field(default_factory=FloatReference)
+    _corrected: dict = field(default_factory=dict)  # (kind, 7-bit weights) -> (corrected source, what moved)
 
     @property
     def streaming(self) -> bool:
@@ -398,34 +399,41 @@ class _Context:
             self.opts.mixed_precision and self.opts.target not in FULL_INTEGER_TARGETS and len(self.source.inputs) == 1
         )
 
-    @property
-    def bias_work(self) -> Path:
-        return self.work / "bias-corrected"
+    def reduced_range(self, fmt: str) -> bool:
+        """Whether this format's int8 weights round to 7 bits (ONNX U8S8 on an x86-64 CPU without VNNI,
+        depthwise convolutions excepted): bias correction must cancel that rounding, not the 8-bit one."""
+        return fmt == "onnx" and onnx_quant.reduces_range(_onnx_activations(self.opts))
 
-    @functools.cached_property
-    def bias_corrected(self):
-        """The bias-corrected copy of a Keras source, made once for every format; (None, None) otherwise."""
+    def corrected_work(self, kind: str, fmt: str) -> Path:
+        folder = self.work / (f"{kind}-7bit" if self.reduced_range(fmt) else kind)
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def bias_corrected(self, fmt: str):
+        """The bias-corrected copy of a Keras source for this format's weight rounding (made once per
+        rounding, so TFLite and 8-bit ONNX share it): (source, what moved), (None, None) otherwise."""
         if self.source.keras_model is None:
             return None, None
-        self.bias_work.mkdir(exist_ok=True)
-        return _bias_corrected(self.source, self.samples)
-
-    @property
-    def equalized_work(self) -> Path:
-        return self.work / "equalized"
+        key = ("bias-corrected", self.reduced_range(fmt))
+        if key not in self._corrected:
+            self._corrected[key] = _bias_corrected(self.source, self.samples, reduced_range=key[1])
+        return self._corrected[key]
 
     @functools.cached_property
-    def equalized(self):
-        """A Keras source with its residual streams equalized (converters.equalization), made once for
-        every format: (the equalized source, what moved, the equalized source bias-corrected, the bias
-        correction's count); None when there is nothing to equalize."""
-        if self.source.keras_model is None:
+    def _equalized(self):
+        return None if self.source.keras_model is None else _equalized(self.source, self.samples)
+
+    def equalized(self, fmt: str):
+        """A Keras source with its residual streams equalized (converters.equalization), made once, and
+        bias-corrected once per weight rounding: (the equalized source, what moved, the equalized source
+        bias-corrected, the bias correction's count); None when there is nothing to equalize."""
+        if self._equalized is None or not self._equalized[1].streams:
             return None
-        equalized, info = _equalized(self.source, self.samples)
-        if not info.streams:
-            return None
-        self.equalized_work.mkdir(exist_ok=True)
-        corrected, bias_info = _bias_corrected(equalized, self.samples)
+        equalized, info = self._equalized
+        key = ("equalized", self.reduced_range(fmt))
+        if key not in self._corrected:
+            self._corrected[key] = _bias_corrected(equalized, self.samples, reduced_range=key[1])
+        corrected, bias_info = self._corrected[key]
         return equalized, info, corrected, bias_info
 
 
@@ -626,36 +634,40 @@ class _Search:
 
     def try_bias_correction(self) -> None:
         ctx = self.ctx
-        corrected, info = ctx.bias_corrected
+        corrected, info = ctx.bias_corrected(self.fmt)
         if corrected is None or not info.layers:  # nothing to correct (e.g. only recurrent layers): no candidate
             return
+        work = ctx.corrected_work("bias-corrected", self.fmt)
         notes = {
             **self.full.notes,
-            "bias_correction": f"{info.layers} layers' biases moved to cancel the mean shift of int8 weight rounding",
+            "bias_correction": f"{info.layers} layers' biases moved to cancel the mean shift of int8 weight rounding"
+            + _seven_bit_note(ctx.reduced_range(self.fmt)),
         }
-        row = self.attempt("bias-corrected", notes, lambda out: self.quantize(corrected, ctx.bias_work, out))
-        self.corrected.append(("bias-corrected", corrected, ctx.bias_work, row))
+        row = self.attempt("bias-corrected", notes, lambda out: self.quantize(corrected, work, out))
+        self.corrected.append(("bias-corrected", corrected, work, row))
         if ctx.score(row) > ctx.score(self.full):
-            self.src, self.wdir, self.base = corrected, ctx.bias_work, row
+            self.src, self.wdir, self.base = corrected, work, row
 
     def try_equalization(self) -> None:
         """Cross-layer equalization of the residual streams, then bias correction (still full integer)."""
         ctx = self.ctx
-        if ctx.equalized is None:
+        made = ctx.equalized(self.fmt)
+        if made is None:
             return
-        equalized, info, corrected, bias_info = ctx.equalized
+        equalized, info, corrected, bias_info = made
+        work = ctx.corrected_work("equalized", self.fmt)
         notes = {
             **self.full.notes,
             "equalization": f"{info.channels} channels of {info.streams} residual streams shrunk "
             f"(at most {info.max_scale:.2f}x) and their readers' weights grown to match, so int8 "
             "activations get a finer step; float outputs unchanged",
             "bias_correction": f"{bias_info.layers} layers' biases moved to cancel the mean shift of int8 weight "
-            "rounding",
+            "rounding" + _seven_bit_note(ctx.reduced_range(self.fmt)),
         }
-        row = self.attempt("equalized", notes, lambda out: self.quantize(corrected, ctx.equalized_work, out))
-        self.corrected.append(("equalized", corrected, ctx.equalized_work, row))
+        row = self.attempt("equalized", notes, lambda out: self.quantize(corrected, work, out))
+        self.corrected.append(("equalized", corrected, work, row))
         if ctx.score(row) > ctx.score(self.base):
-            self.src, self.wdir, self.base, self.uncorrected = corrected, ctx.equalized_work, row, equalized
+            self.src, self.wdir, self.base, self.uncorrected = corrected, work, row, equalized
 
     def try_mixed_precision(self) -> None:
         ctx, source = self.ctx, self.uncorrected
@@ -872,7 +884,8 @@ def _make_format(
             + (
                 " (U8S8: ONNX Runtime's fast int8 kernels on x86-64 CPUs; ARM64 runs it too)"
                 + (
-                    "; 7-bit weights: made on an x86-64 CPU without VNNI, where 8-bit ones saturate"
+                    "; 7-bit weights (depthwise convolutions 8-bit): made on an x86-64 CPU without VNNI, "
+                    "where 8-bit ones saturate"
                     if onnx_quant.u8s8_saturates()
                     else ""
                 )
@@ -897,9 +910,10 @@ def _make_format(
     raise ConvertError(f"--format {fmt}: use tflite and/or onnx")
 
 
-def _bias_corrected(source: SourceModel, samples: list[list[np.ndarray]], skip=None):
+def _bias_corrected(source: SourceModel, samples: list[list[np.ndarray]], skip=None, reduced_range: bool = False):
     """A copy of a Keras source with bias correction for int8 weights (converters.bias_correction);
-    ``skip(layer name)`` says which layers stay float, and so keep their bias."""
+    ``skip(layer name)`` says which layers stay float, and so keep their bias; ``reduced_range``: for
+    7-bit weights (:meth:`_Context.reduced_range`)."""
     import keras
 
     from . import bias_correction
@@ -907,7 +921,7 @@ def _bias_corrected(source: SourceModel, samples: list[list[np.ndarray]], skip=N
     model = keras.models.clone_model(source.keras_model)
     model.set_weights(source.keras_model.get_weights())
     inputs = [np.concatenate([ex[i] for ex in samples]) for i in range(len(source.inputs))]
-    info = bias_correction.correct(model, inputs, skip=skip)
+    info = bias_correction.correct(model, inputs, skip=skip, reduced_range=reduced_range)
     return dataclasses.replace(source, keras_model=model, _saved_model=None, _float_onnx=None), info
 
 
@@ -922,6 +936,10 @@ def _equalized(source: SourceModel, samples: list[list[np.ndarray]]):
     inputs = [np.concatenate([ex[i] for ex in samples]) for i in range(len(source.inputs))]
     info = equalization.equalize(model, inputs)
     return dataclasses.replace(source, keras_model=model, _saved_model=None, _float_onnx=None), info
+
+
+def _seven_bit_note(reduced_range: bool) -> str:
+    return " (7-bit weights' rounding, depthwise 8-bit)" if reduced_range else ""
 
 
 def _symmetric(opts: Options) -> bool:

@@ -92,8 +92,21 @@ def test_onnx_int8_has_uint8_activations_and_int8_weights(digits_out):
     assert {"int8"} <= {w.dtype.name for w in weights}  # the per-channel weights stay int8
     assert "uint8 activations" in m.artifact("onnx").notes["quantization"]
     assert ("7-bit weights" in m.artifact("onnx").notes["quantization"]) == onnx_quant.u8s8_saturates()
-    if onnx_quant.u8s8_saturates():  # 7-bit: every per-channel weight within [-64, 63]
-        assert all(int(np.abs(w.astype(int)).max()) <= 64 for w in weights if w.dtype.name == "int8")
+    if onnx_quant.u8s8_saturates():  # 7-bit matrix weights within [-64, 64]; depthwise ones keep 8 bits
+        producer = {o: n for n in graph.node for o in n.output}
+        depthwise = {
+            producer[n.input[1]].input[0]
+            for n in graph.node
+            if n.op_type == "Conv" and next((a.i for a in n.attribute if a.name == "group"), 1) > 1
+        }
+        dequantized = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+        tops = {
+            name: int(np.abs(w.astype(int)).max())
+            for name, w in inits.items()
+            if w.dtype.name == "int8" and name in dequantized
+        }
+        assert max(t for name, t in tops.items() if name not in depthwise) <= 64
+        assert all(tops[name] == 127 for name in depthwise)
 
 
 def test_u8s8_weights_are_7_bit_only_on_cpus_where_8_bit_ones_saturate(tmp_path):
