@@ -10,4 +10,4 @@ scripts/setup.sh
 .venv/bin/mypy edge_runtime
 # Two workers (TEST_WORKERS), each taking whole test files: most tests use one core, and a file's
 # fixtures (trained models, brokers, audio servers) stay in one process.
-exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile --durations=15 "$@"
