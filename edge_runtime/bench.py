@@ -365,8 +365,9 @@ def _pipeline_text(m: dict[str, Any], r: dict[str, Any]) -> str:
     )
 
 
-def targets_of(config: Path | None, models: list[Path] | None) -> list[Target]:
-    """The models of a config (as its sections open them), else the ``--model`` folders, else the shipped ones."""
+def targets_of(config: Path | None, models: list[Path] | None, grammar: Path | None = None) -> list[Target]:
+    """The models of a config (as its sections open them), else the ``--model`` folders (a phrase model
+    with ``grammar`` as ``[asr]`` would open it), else the shipped ones."""
     if config is not None:
         from .config import load as load_config
         from .pipelines.runner import kinds, model_folder
@@ -378,8 +379,17 @@ def targets_of(config: Path | None, models: list[Path] | None) -> list[Target]:
             if (s := cfg.section(k.name)) is not None and hasattr(s, "model")
         ]
     if models:
-        return [Target(Path(m)) for m in models]
+        return [_model_target(Path(m), grammar) for m in models]
     return [Target(model_dir("vision")), Target(model_dir("kws"))]
+
+
+def _model_target(folder: Path, grammar: Path | None) -> Target:
+    if grammar is None or "asr" not in (load(folder)[0].metrics or {}):
+        return Target(folder)
+    from .pipelines.asr_pipeline import AsrConfig, AsrPipeline
+
+    section = AsrConfig(model=str(folder), grammar=str(grammar))
+    return Target(folder, None, section, AsrPipeline, section)
 
 
 def to_json(result: dict[str, Any]) -> str:

@@ -142,6 +142,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="measuring time per artifact (default 10)",
     )
+    b.add_argument(
+        "--grammar",
+        type=Path,
+        metavar="FILE",
+        help="with --model: time each phrase model with this grammar and its decoder, as [asr] runs it",
+    )
     b.add_argument("--json", action="store_true", help="the figures as one JSON object")
 
 
@@ -152,8 +158,17 @@ def bench(args: argparse.Namespace) -> int:
 
     if args.config is not None:
         _load_config(args.config)  # one line for a config `check` would refuse
+    if args.grammar is not None:
+        if not args.model:
+            raise UserError("--grammar goes with --model (a config's [asr] section names its own grammar)")
+        from .asr.grammar import GrammarError, load_grammar
+
+        try:
+            load_grammar(args.grammar)
+        except GrammarError as e:
+            raise UserError(f"--grammar {e}") from None
     try:
-        targets = b.targets_of(args.config, args.model)
+        targets = b.targets_of(args.config, args.model, args.grammar)
         result = b.bench(targets, args.seconds)
     except (ManifestError, EngineError) as e:
         raise UserError(f"{'--config ' + str(args.config) if args.config else '--model'}: {e}") from None
