@@ -881,15 +881,11 @@ def _make_format(
         notes = {
             "quantization": f"static QDQ, per-channel int8 weights, {act} activations"
             + (", symmetric for TensorRT" if symmetric else "")
+            + (" (U8S8: ONNX Runtime's fast int8 kernels on x86-64 CPUs; ARM64 runs it too)" if act == "uint8" else "")
             + (
-                " (U8S8: ONNX Runtime's fast int8 kernels on x86-64 CPUs; ARM64 runs it too)"
-                + (
-                    "; 7-bit weights (depthwise convolutions 8-bit): made on an x86-64 CPU without VNNI, "
-                    "where 8-bit ones saturate"
-                    if onnx_quant.u8s8_saturates()
-                    else ""
-                )
-                if act == "uint8"
+                "; 7-bit weights (depthwise convolutions 8-bit): made on an x86-64 CPU without VNNI, "
+                "where 8-bit ones saturate"
+                if onnx_quant.reduces_range(act)
                 else ""
             ),
             "calibration": method,
