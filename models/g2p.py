@@ -30,6 +30,7 @@ from pathlib import Path
 from edge_runtime.asr.grammar import GrammarError, load_grammar
 from edge_runtime.asr.lexicon import Lexicon, LexiconError, format_entries, load_lexicon, parse_lexicon
 from edge_runtime.fileio import atomic_write
+from edge_runtime.manifest import ManifestError
 from models.tts_engines import TtsError, run
 
 VOICE = "en-us"
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             grammar = load_grammar(args.grammar)
             added = add_words(args.lexicon, grammar.words, args.voice, [e.words for e in grammar.expansions])
-    except (GrammarError, LexiconError, G2pError) as e:
+    except (GrammarError, LexiconError, G2pError, ManifestError) as e:
         print(f"g2p: error: {e}", file=sys.stderr)
         return 2
     print(f"{args.lexicon}: {len(added)} words added" + (f" ({' '.join(added)})" if added else ""))

@@ -151,3 +151,16 @@ def test_g2p_errors_are_one_line_and_leave_the_lexicon_untouched(espeak, tmp_pat
         assert proc.returncode == 2 and proc.stderr.strip() == message, proc.stderr
     assert lex.read_text(encoding="utf-8") == "the D i:\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lexicon.txt"]  # no temp file left
+    # a lexicon beside a broken phrase-model manifest: the manifest's one line, not a traceback
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text("{", encoding="utf-8")
+    (model / "lexicon.txt").write_text("the D i:\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.g2p", "add", str(model / "lexicon.txt"), "lamp"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and err.startswith("g2p: error: ") and "manifest.json" in err, proc.stderr
+    assert "\n" not in err and "Traceback" not in err
+    assert (model / "lexicon.txt").read_text(encoding="utf-8") == "the D i:\n"
