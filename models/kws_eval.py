@@ -72,9 +72,19 @@ def _voices(data: Path):
     speak with the same voices, engine weights and TTS augmentation as the clips."""
     from models import kws_data as kd
 
-    meta = json.loads((data / "voices.json").read_text())
-    params = kd.Params.from_json(meta.get("params", {}))
-    voices = {s: [kd.Voice.from_id(i) for i in meta["splits"][s]] for s in kd.SPLITS}
+    path = data / "voices.json"
+    try:
+        meta = json.loads(path.read_text())
+        params = kd.Params.from_json(meta.get("params", {}))
+        voices = {s: [kd.Voice.from_id(i) for i in meta["splits"][s]] for s in kd.SPLITS}
+    except OSError as e:
+        raise kd.KwsDataError(
+            f"--data {data}: no voices.json ({e.strerror}); pass a folder made by models.kws_data"
+        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise kd.KwsDataError(
+            f"{path}: not a voices.json written by models.kws_data ({e!r:.120}); make the data again"
+        ) from None
     kd.check_engines(sorted({v.engine for vs in voices.values() for v in vs}))
     return voices, params
 
@@ -735,33 +745,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     e.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = ap.parse_args(argv)
-    if args.cmd == "synth":
-        from models.kws_data import KwsDataError, read_word_list
+    if args.cmd == "evaluate" and args.write and args.engines != ENGINES:
+        ap.error("--write reports on both engines: leave out --engines")
+    from edge_runtime.audio.wav import AudioError
+    from edge_runtime.manifest import ManifestError, write_json_atomic
+    from models.kws_data import KwsDataError, read_word_list
 
-        try:
+    try:
+        if args.cmd == "synth":
             vocabulary = read_word_list(args.words, args.vocabulary, args.seed) if args.words else None
-        except KwsDataError as err:
-            print(f"kws_eval: error: {err}", file=sys.stderr)
-            return 2
-        synth(
-            args.data,
-            args.out,
-            args.minutes,
-            args.val_minutes,
-            args.keywords,
-            args.context,
-            args.seed,
-            args.context_only,
-            vocabulary,
-        )
-    else:
-        if args.write and args.engines != ENGINES:
-            ap.error("--write reports on both engines: leave out --engines")
-        r = evaluate(args.model, args.streams, args.write, args.work, args.fa_budget, args.engines)
-        if args.out:
-            from edge_runtime.manifest import write_json_atomic
-
-            write_json_atomic(args.out, r, default=str)
+            synth(
+                args.data,
+                args.out,
+                args.minutes,
+                args.val_minutes,
+                args.keywords,
+                args.context,
+                args.seed,
+                args.context_only,
+                vocabulary,
+            )
+        else:
+            r = evaluate(args.model, args.streams, args.write, args.work, args.fa_budget, args.engines)
+            if args.out:
+                write_json_atomic(args.out, r, default=str)
+    except (KwsDataError, ManifestError, AudioError) as err:  # each names its file or flag
+        print(f"kws_eval: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -100,6 +100,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.audio.wav import AudioError
 from edge_runtime.manifest import AudioPreprocessing
 from models import process_pool
 from models.kws import FRONT_ENDS
@@ -498,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return run(args)
-    except TrainError as e:
+    except (TrainError, AudioError) as e:  # an AudioError names the WAV file
         print(f"train_kws: error: {e}", file=sys.stderr)
         return 2
 
@@ -533,15 +534,29 @@ def _limit(files: list[str], names: list[str], per_label: int | None, seed: int)
     return [files[i] for i in keep], [names[i] for i in keep]
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    for flag, value, low in (
+        ("--epochs", args.epochs, 1),
+        ("--seeds", args.seeds, 1),
+        ("--units", args.units, 1),
+        ("--front", args.front, 0),
+        ("--batch", args.batch, 1),
+        ("--variants", args.variants, 1),
+    ):
+        if value < low:
+            raise TrainError(f"{flag} {value}: must be at least {low}")
+    if not 0 <= args.dropout < 1:
+        raise TrainError(f"--dropout {args.dropout}: must be at least 0 and below 1")
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     t_start = time.monotonic()
+    _check_numbers(args)
     if args.smoke:
         args.epochs, args.seeds, args.units, args.front = min(args.epochs, 2), 1, 16, 16
         args.max_accuracy_drop = 100.0  # a smoke run checks the pipeline, not the accuracy
     labels, split_files, background = find_data(args.data)
-    if args.variants < 1:
-        raise TrainError("--variants must be at least 1")
     pre = front_end_preprocessing(args.front_end)
     clip_fn, long_fn = partial(_clip_feats, p=pre), partial(_long_feats, p=pre)
     per_label = {"train": 12, "val": 4, "test": 4} if args.smoke else {}

@@ -619,6 +619,38 @@ def tiny_data(tmp_path_factory):
     return data
 
 
+def test_recipe_errors_are_one_line_and_write_nothing(tmp_path, capsys):
+    from models import kws_eval, train_kws
+
+    bad_wav = tmp_path / "data" / "train" / "yes" / "a.wav"  # a truncated header, in both splits
+    for f in (bad_wav, tmp_path / "data" / "val" / "yes" / "b.wav"):
+        f.parent.mkdir(parents=True)
+        f.write_bytes(b"RIFF\x24\x00\x00\x00WAVEjunk")
+    (tmp_path / "data" / "train" / "no").mkdir()
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    (voices / "voices.json").write_text('{"splits": 3}')
+    out = tmp_path / "out"
+    for call, message in [
+        (lambda: train_kws.main(["--data", str(tmp_path / "data"), "--out", str(out), "--epochs", "0"]),
+         "train_kws: error: --epochs 0: must be at least 1"),
+        (lambda: train_kws.main(["--data", str(tmp_path / "data"), "--out", str(out), "--dropout", "1"]),
+         "train_kws: error: --dropout 1.0: must be at least 0 and below 1"),
+        (lambda: train_kws.main(["--data", str(tmp_path / "data"), "--out", str(out)]),
+         f"train_kws: error: {bad_wav}: "),
+        (lambda: kws_eval.main(["evaluate", "--model", str(tmp_path), "--streams", str(tmp_path)]),
+         f"kws_eval: error: {tmp_path / 'manifest.json'}: no manifest here"),
+        (lambda: kws_eval.main(["synth", "--data", str(tmp_path), "--out", str(out)]),
+         f"kws_eval: error: --data {tmp_path}: no voices.json"),
+        (lambda: kws_eval.main(["synth", "--data", str(voices), "--out", str(out)]),
+         f"kws_eval: error: {voices / 'voices.json'}: not a voices.json written by models.kws_data"),
+    ]:  # fmt: skip
+        assert call() == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "%|" not in ln]  # no bars
+        assert len(err) == 1 and err[0].startswith(message), err
+        assert not out.exists()
+
+
 def test_synth_context_only_writes_sentences_per_split(tiny_data, tmp_path):
     from edge_runtime.audio.wav import read_wav
     from models import kws_eval
