@@ -443,9 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="GRAMMAR",
         help="instead: an evaluation set, each phrase of GRAMMAR said by the test voices (--per-phrase times)",
     )
-    ap.add_argument("--per-phrase", type=int, default=2, help="with --speak-grammar: clips per phrase")
-    ap.add_argument("--split", default="test", help="with --speak-grammar: whose voices, val or test")
+    ap.add_argument("--per-phrase", type=int, help="with --speak-grammar: clips per phrase (default 2)")
+    ap.add_argument("--split", help="with --speak-grammar: whose voices, val or test (default test)")
     args = ap.parse_args(argv)
+    if args.speak_grammar is None and (args.per_phrase, args.split) != (None, None):
+        ap.error("--per-phrase and --split only apply with --speak-grammar")
     params = dataclasses.replace(
         kd.Params(),
         engines=args.engines,
@@ -454,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     t0 = time.monotonic()
     if args.speak_grammar is not None:
+        args.per_phrase = 2 if args.per_phrase is None else args.per_phrase
+        args.split = "test" if args.split is None else args.split
         try:
             meta = generate_phrases(
                 args.out, args.speak_grammar, args.per_phrase, args.seed, args.jobs, params, split=args.split

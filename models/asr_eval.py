@@ -182,14 +182,28 @@ def recognizer(model: Path, grammar, engine: str, min_confidence: float | None =
     return PhraseRecognizer(m, folder, grammar, engine, threads=1, min_confidence=min_confidence)
 
 
+def _clip_rows(folder: Path, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The rows of a models.asr_data folder's clips.jsonl, each with ``keys``."""
+    path = folder / "clips.jsonl"
+    try:
+        rows = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError as e:
+        raise EvalError(f"{path}: cannot read it ({e.strerror}); pass a folder made by models.asr_data") from None
+    except ValueError as e:
+        raise EvalError(f"{path}: not JSON lines ({e}); make the data again with models.asr_data") from None
+    if not all(isinstance(r, dict) and all(k in r for k in keys) for r in rows):
+        raise EvalError(f"{path}: a line lacks {' or '.join(keys)}; make the data again with models.asr_data")
+    return rows
+
+
 def phrase_clips(folder: Path) -> list[tuple[Path, str | None]]:
-    return [(folder / r["path"], r["text"]) for r in map(json.loads, (folder / "clips.jsonl").read_text().splitlines())]
+    return [(folder / r["path"], r["text"]) for r in _clip_rows(folder, ("path", "text"))]
 
 
 def out_of_grammar(data: Path, grammar, split: str, limit: int) -> list[tuple[Path, str | None]]:
     """Up to ``limit`` clips of ``data``'s ``split`` whose sentence is not a phrase of ``grammar``."""
     inside = {e.text for e in grammar.expansions}
-    rows = map(json.loads, (data / "clips.jsonl").read_text().splitlines())
+    rows = _clip_rows(data, ("path", "text", "split"))
     return [(data / r["path"], None) for r in rows if r["split"] == split and r["text"] not in inside][:limit]
 
 

@@ -55,7 +55,7 @@ def test_phrase_sets_are_said_by_held_out_voices(phrase_sets):
         asr_data.generate_phrases(sets["val"].parent / "x", phrase_sets[0], split="train")
 
 
-def test_tune_on_val_writes_the_operating_point_and_evaluate_reports_both_recognizers(tmp_path, phrase_sets):
+def test_tune_on_val_writes_the_operating_point_and_evaluate_reports_both_recognizers(tmp_path, phrase_sets, capsys):
     require(have("pocketsphinx"), "pocketsphinx is not installed (pip install 'edge-runtime[peers]')")
     from edge_runtime import manifest as mf
     from models import asr_eval
@@ -86,7 +86,16 @@ def test_tune_on_val_writes_the_operating_point_and_evaluate_reports_both_recogn
         r = res[k]["held_out_phrases"]
         assert r["clips"] == 3 and 0 <= r["phrase_accuracy"] <= 1 and r["rtf"] > 0
     assert res["onnx"]["min_confidence"] == point["min_confidence"]  # the manifest's operating point is used
+    capsys.readouterr()
     assert asr_eval.main([*argv[:4], "--phrases", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"asr_eval: error: {tmp_path / 'nowhere' / 'clips.jsonl'}: cannot read it (No such file or directory); "
+        "pass a folder made by models.asr_data"
+    )
+    (tmp_path / "rows").mkdir()
+    (tmp_path / "rows" / "clips.jsonl").write_text('{"path": "a.wav"}\n')
+    assert asr_eval.main([*argv[:4], "--phrases", str(tmp_path / "rows"), "--out", str(out)]) == 2
+    assert "a line lacks path or text" in capsys.readouterr().err
 
 
 def test_g2p_writes_only_the_model_phonemes(tmp_path):

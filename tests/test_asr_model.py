@@ -200,4 +200,9 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert asr_data.main(["--out", str(tmp_path / "data"), "--hold-out-grammar", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"asr_data: error: --hold-out-grammar {bad}:1") and "\n" not in err
+    with pytest.raises(SystemExit) as stop:  # a phrase-set flag without --speak-grammar: not a 5,000-clip set
+        asr_data.main(["--out", str(tmp_path / "data"), "--per-phrase", "-2"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("error: --per-phrase and --split only apply with --speak-grammar")
     assert not (tmp_path / "data").exists() and not (tmp_path / "art").exists()
