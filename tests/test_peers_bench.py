@@ -34,7 +34,7 @@ def test_peers_smoke(tmp_path):
     )
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(out.read_text())
-    assert r["host"]["cpus"] >= 1 and r["host"]["mediapipe"]
+    assert r["host"]["cpus"] >= 1 and r["host"]["mediapipe"] and isinstance(r["host"]["cpu"]["simd"], list)
     assert r["rounds"] == 2 and r["photos"]
 
     ratios = []
@@ -59,11 +59,15 @@ def test_peers_smoke(tmp_path):
 
 
 def vision_ratios(m: dict) -> list[float]:
-    """One model in one setting: its systems, the same answers as MediaPipe, and its ratios."""
+    """One model in one setting: its systems, the same scores as MediaPipe on the same input, and its ratios."""
     out: list[float] = []
     assert m["input"] == "160x160" and "uint8 I/O" in m["artifact"]
     assert set(m["per_s"]) == {"ours_raw", "ours_classify", "ours_daemon", "mediapipe_image", "mediapipe_video"}
-    assert m["top1_agreement_with_mediapipe"]["agree"] == m["top1_agreement_with_mediapipe"]["photos"] > 0
+    # the same model on both sides: identical input, identical scores; whole frames go through each
+    # side's own resize, so their top-1 answers are counted, not required to match
+    same, agree = m["same_scores_on_model_sized_input"], m["top1_agreement_with_mediapipe"]
+    assert same["same"] == same["photos"] == agree["photos"] > 0
+    assert 0 <= agree["agree"] <= agree["photos"]
     assert set(m["speed_ratio"]) == {
         f"{o}/{p}" for o in ("ours_classify", "ours_daemon") for p in m["per_s"] if "mediapipe" in p
     }
