@@ -142,6 +142,7 @@ class SentenceTask:
     noise: str = ""
     noise_db: float = 0.0
     babble: tuple[kd.Utterance, ...] = field(default_factory=tuple)
+    telephone: bool = False  # heard through kd.telephone_channel, noise and all
 
 
 # ---------------------------------------------------------------- sentences
@@ -231,6 +232,8 @@ def render(task: SentenceTask, tmp: str) -> dict[str, Any]:
         active = np.repeat(e > e.max() * kd.db_to_amp(-40.0), SAMPLE_RATE // 100)
         level = kd.rms(y[: len(active)][active]) * kd.db_to_amp(-task.noise_db)
         y = y + level * kd.make_noise(task, rng, tmp, len(y))  # type: ignore[arg-type]  # noise fields alike
+    if task.telephone:
+        y = kd.telephone_channel(y / max(1.0, float(np.max(np.abs(y)))))
     peak = float(np.max(np.abs(y)))
     if peak > 0.99:
         y = y * (0.99 / peak)
@@ -281,6 +284,7 @@ def _task(
     if rng.random() < params.reverb_prob:
         f.update(rt60=kd._uniform(rng, params.rt60), drr_db=kd._uniform(rng, params.drr_db, 2))
     f.update(kd._noise_fields(rng, voices, params, silence=False))
+    f.update(kd.channel_fields(rng, params))
     return SentenceTask(
         path=str(out / split / f"{voice.tag}_{i:05d}.wav"),
         split=split,
@@ -445,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--per-phrase", type=int, help="with --speak-grammar: clips per phrase (default 2)")
     ap.add_argument("--split", help="with --speak-grammar: whose voices, val or test (default test)")
+    kd.add_telephone_flag(ap)
     args = ap.parse_args(argv)
     if args.speak_grammar is None and (args.per_phrase, args.split) != (None, None):
         ap.error("--per-phrase and --split only apply with --speak-grammar")
@@ -453,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         engines=args.engines,
         held_out_engines=args.hold_out_engines,
         restricted_voices=args.restricted_voices,
+        telephone=args.telephone,
     )
     t0 = time.monotonic()
     if args.speak_grammar is not None:

@@ -2,7 +2,7 @@
 
     python -m models.kws_data --out data/kws [--per-word 400] [--seed 0] [--jobs 2]
         [--engines espeak-ng,flite,rhvoice,pico,festival,piper] [--hold-out-engines pico]
-        [--restricted-voices] [--in-sentence FRACTION] [--short-words FRACTION]
+        [--restricted-voices] [--in-sentence FRACTION] [--short-words FRACTION] [--telephone FRACTION]
 
 writes the Speech Commands folder layout, one folder per split and label::
 
@@ -47,6 +47,8 @@ window to end 50-250 ms after the keyword, as a keyword said inside running spee
 reaches a streaming detector. clips.jsonl records each clip's kind (``sentence``,
 ``short``), its text, the word after (``other``) and ``tail``.
 ``_silence_`` is noise alone at levels from near-digital silence to loud.
+``--telephone F`` passes that share of the clips, noise included, through
+:func:`telephone_channel` (clips.jsonl: ``telephone``), for telephone speech.
 
 Splits hold out whole speakers: train, val and test use disjoint sets of voice
 groups. A group is a recorded speaker across engines (CMU ARCTIC's slt speaks in
@@ -302,6 +304,7 @@ class Params:
     sentence_tail: tuple[float, float] = (0.05, 0.25)  # s of the window after the keyword's end
     sentence_next: float = 0.5  # share of those sentences going on with another word after the keyword
     short_words: float = 0.0  # extra _unknown_ clips of one SHORT_WORDS word, as a share of per-label clips
+    telephone: float = 0.0  # share of the clips heard through a telephone channel (telephone_channel)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Params:
@@ -347,6 +350,7 @@ class ClipTask:
     noise: str = ""  # white, pink, brown, hum, babble ("" none)
     noise_db: float = 0.0  # SNR for speech clips, RMS dBFS for silence
     babble: tuple[Utterance, ...] = field(default_factory=tuple)
+    telephone: bool = False  # heard through telephone_channel, noise and all
 
 
 # ---------------------------------------------------------------- engines and voices
@@ -367,6 +371,8 @@ def check_params(params: Params) -> None:
         raise KwsDataError(f"--hold-out-engines names {', '.join(stray)}, which --engines does not use")
     if set(params.engines) <= set(params.held_out_engines):
         raise KwsDataError("--hold-out-engines holds out every engine: nothing is left to train on")
+    if not 0.0 <= params.telephone <= 1.0:
+        raise KwsDataError(f"--telephone {params.telephone}: give a share of the clips, 0..1")
     check_engines(params.engines)
 
 
@@ -518,6 +524,12 @@ def _noise_fields(rng: np.random.Generator, voices: Sequence[Voice], params: Par
     return {"noise": kind, "noise_db": _uniform(rng, span, 2), "babble": babble}
 
 
+def channel_fields(rng: np.random.Generator, params: Params) -> dict[str, Any]:
+    """Whether a clip goes through the telephone channel (drawn only when ``params.telephone`` is
+    above 0, so that sets made without it draw the same numbers as before)."""
+    return {"telephone": True} if params.telephone > 0 and rng.random() < params.telephone else {}
+
+
 def _speech_fields(
     rng: np.random.Generator, label: str, voices: Sequence[Voice], params: Params, short: bool = False
 ) -> dict[str, Any]:
@@ -573,6 +585,7 @@ def plan_clips(out: Path, voices: dict[str, list[Voice]], per_word: int, seed: i
                 short = i >= counts[split]  # the extra _unknown_ clips come after the usual ones
                 f = {"kind": "silence"} if silence else _speech_fields(rng, label, voices[split], params, short)
                 f.update(_noise_fields(rng, voices[split], params, silence))
+                f.update(channel_fields(rng, params))
                 tag = "noise" if silence else f["speech"].voice.tag
                 path = out / split / label / f"{tag}_nohash_{i:05d}.wav"
                 tasks.append(ClipTask(path=str(path), split=split, label=label, seed=int(rng.integers(2**62)), **f))
@@ -669,6 +682,27 @@ def convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     size = 1 << (n - 1).bit_length()
     y = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[:n]
     return y.astype(np.float32)
+
+
+TELEPHONE_RATE = 8000
+TELEPHONE_LOW_HZ = 300.0
+MU = 255.0
+
+
+def telephone_channel(x: np.ndarray) -> np.ndarray:
+    """``x`` (16 kHz, within [-1, 1]) as a telephone line passes it and the runtime then reads it:
+    the voice band's 300 Hz high-pass, 8 kHz sampling, mu-law (mu = 255, as G.711) 8-bit companding,
+    and back to 16 kHz with soxr, as the runtime reads every WAV (the real 8 kHz prompts too): on white
+    noise, 3.4-4 kHz ends 9 dB and everything above 4 kHz over 130 dB below the voice band."""
+    import soxr
+    from scipy.signal import butter, sosfilt
+
+    sos = butter(4, TELEPHONE_LOW_HZ, btype="highpass", fs=SAMPLE_RATE, output="sos")
+    y = np.clip(soxr.resample(sosfilt(sos, x), SAMPLE_RATE, TELEPHONE_RATE), -1.0, 1.0)
+    code = np.round(np.sign(y) * np.log1p(MU * np.abs(y)) / np.log1p(MU) * 127.0)  # 8 bits: -127..127
+    y = np.sign(code) * np.expm1(np.abs(code) / 127.0 * np.log1p(MU)) / MU
+    y = soxr.resample(y, TELEPHONE_RATE, SAMPLE_RATE).astype(np.float32)[: len(x)]
+    return np.pad(y, (0, len(x) - len(y)))
 
 
 def window(x: np.ndarray, start: int, n: int = CLIP) -> np.ndarray:
@@ -786,6 +820,8 @@ def render_clip(task: ClipTask, tmp: str) -> dict[str, Any]:
         x = make_noise(task, rng, tmp) * db_to_amp(task.noise_db)
     else:
         x = render_speech(task, rng, tmp)
+    if task.telephone:
+        x = telephone_channel(x / max(1.0, float(np.max(np.abs(x)))))
     peak = float(np.max(np.abs(x)))
     if peak > 0.99:
         x = x * (0.99 / peak)
@@ -919,6 +955,17 @@ def generate(
     return meta
 
 
+def add_telephone_flag(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--telephone",
+        type=float,
+        default=Params.telephone,
+        metavar="FRACTION",
+        help="share of the clips heard through a telephone channel (300-3400 Hz, 8 kHz mu-law), as the "
+        "real telephone recordings the models are validated on (default 0)",
+    )
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(n for n in (x.strip() for x in text.split(",")) if n and n != "none")
 
@@ -971,6 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
         help="extra _unknown_ clips of one single word (digits, letter names, short everyday words, "
         "words that start with or contain a keyword's sound), as a share of the clips per label (default 0)",
     )
+    add_telephone_flag(ap)
     args = ap.parse_args(argv)
     params = dataclasses.replace(
         Params(),
@@ -979,6 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
         restricted_voices=args.restricted_voices,
         in_sentence=args.in_sentence,
         short_words=args.short_words,
+        telephone=args.telephone,
     )
     t0 = time.monotonic()
     try:

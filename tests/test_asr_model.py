@@ -3,6 +3,7 @@ the recipe end to end (synthesise, train, convert, run the artifact on the board
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -28,9 +29,11 @@ def tiny_data(tmp_path_factory):
         "espeak-ng and flite are not installed (apt-get install espeak-ng flite)",
     )
     from models import asr_data
+    from models import kws_data as kd
 
     data = tmp_path_factory.mktemp("asr") / "data"
-    asr_data.generate(data, n=16, jobs=2, hold_out_grammars=[TEST_GRAMMAR], progress=False)
+    params = dataclasses.replace(kd.Params(), telephone=0.5)  # half the clips as a telephone line passes them
+    asr_data.generate(data, n=16, jobs=2, params=params, hold_out_grammars=[TEST_GRAMMAR], progress=False)
     return data
 
 
@@ -59,6 +62,13 @@ def test_clips_carry_espeak_phonemes_and_the_lexicon_holds_every_word(tiny_data)
         assert not lexicon.missing(r["text"].split())
         x = read_wav(tiny_data / r["path"], SR)
         assert abs(len(x) / SR - r["seconds"]) < 0.01 and 0 < np.abs(x).max() <= 1.0
+    phone = [r for r in rows if r["telephone"]]
+    assert 0 < len(phone) < len(rows)
+    for r in phone[:3]:  # nothing of a telephone clip lies above 4 kHz
+        x = read_wav(tiny_data / r["path"], SR)
+        spec = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+        f = np.fft.rfftfreq(len(x), 1 / SR)
+        assert spec[f > 4100].sum() < 1e-6 * spec[(f > 300) & (f < 3400)].sum()
 
 
 def test_a_data_set_is_not_written_over(tiny_data):

@@ -209,7 +209,47 @@ def test_in_sentence_clips_are_recorded(tiny: Path) -> None:
     assert meta["params"]["in_sentence"] == 0.5 and meta["short_words"] == list(kd.SHORT_WORDS)
 
 
-@pytest.mark.parametrize("flag", [["--in-sentence", "1.5"], ["--short-words", "-1"]])
+def _band_db(x: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2  # windowed: the clip's ends leak into no band
+    f = np.fft.rfftfreq(len(x), 1 / kd.SAMPLE_RATE)
+    return float(10 * np.log10(spec[(f >= lo) & (f < hi)].sum() + 1e-20))
+
+
+def test_telephone_channel_passes_the_voice_band_only() -> None:
+    t = np.arange(kd.SAMPLE_RATE) / kd.SAMPLE_RATE
+    for hz, change_db in [(1000, (-1.0, 1.0)), (100, (-300.0, -25.0)), (6000, (-300.0, -60.0))]:
+        x = (0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+        y = kd.telephone_channel(x)
+        assert y.dtype == np.float32 and len(y) == len(x)
+        mid = slice(2000, -2000)  # away from the filters' edges
+        gain = 20 * np.log10(max(kd.rms(y[mid]), 1e-12) / kd.rms(x[mid]))
+        assert change_db[0] <= gain <= change_db[1], (hz, gain)
+    # mu-law keeps a quiet tone's level, and puts next to nothing above 4.1 kHz
+    x = (0.01 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    y = kd.telephone_channel(x)
+    assert np.array_equal(y, kd.telephone_channel(x.copy()))  # deterministic
+    assert 20 * np.log10(kd.rms(y[2000:-2000]) / kd.rms(x[2000:-2000])) > -1.0
+    assert _band_db(y, 4100, 8000) < _band_db(y, 300, 3400) - 60
+
+
+def test_telephone_share_is_planned_and_rendered(tmp_path: Path) -> None:
+    voices = [kd.Voice("espeak-ng", lang, var) for lang in ("en-gb", "en-us") for var in "abcdefghij"]
+    split = kd.split_voices(voices, 1, (0.8, 0.1, 0.1))
+    params = dataclasses.replace(kd.Params(), engines=("espeak-ng",))
+    plain = kd.plan_clips(Path("out"), split, 20, 1, params)
+    assert not any(t.telephone for t in plain)
+    phone = kd.plan_clips(Path("out"), split, 20, 1, dataclasses.replace(params, telephone=0.5))
+    assert 0.35 < sum(t.telephone for t in phone) / len(phone) < 0.65
+    # a white-noise clip through the channel: its band above 4.1 kHz is empty, as on a real telephone line
+    task = kd.ClipTask(str(tmp_path / "a.wav"), "train", kd.SILENCE, "silence", 3, noise="white", noise_db=-20.0)
+    for t in (task, dataclasses.replace(task, path=str(tmp_path / "b.wav"), telephone=True)):
+        assert kd.render_clip(t, str(tmp_path))["telephone"] is t.telephone
+    wide, narrow = _read(tmp_path / "a.wav")[0], _read(tmp_path / "b.wav")[0]
+    assert _band_db(wide, 4100, 8000) > _band_db(wide, 300, 3400) - 3  # white: as loud above 4.1 kHz
+    assert _band_db(narrow, 4100, 8000) < _band_db(narrow, 300, 3400) - 60
+
+
+@pytest.mark.parametrize("flag", [["--in-sentence", "1.5"], ["--short-words", "-1"], ["--telephone", "1.5"]])
 def test_bad_sentence_and_short_word_shares_one_line_error(
     flag: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
