@@ -265,6 +265,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         real_grammar = parse_grammar("\n".join(sorted({t for _, t in prompts})), "<prompts>") if prompts else None
         model = with_words(args.model, [e.text for e in grammar.expansions] + [t for _, t in prompts], Path(tmp))
         sets = {"held_out_phrases": phrases, "out_of_grammar": oog, "noise": noise}
+        if args.telephone:  # the synthetic sets as a telephone line passes them (the real prompts are already)
+            sets = {name: telephoned(clips, Path(tmp) / name) for name, clips in sets.items()}
+            results["telephone"] = "held-out, out-of-grammar and noise clips through models.kws_data.telephone_channel"
         real = (real_grammar, prompts)
         for engine in args.engines:
             rec = recognizer(model, grammar, engine)
@@ -279,6 +282,24 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         results["pocketsphinx"] = r  # the same grammars, as JSGF, on the same files
         print(f"pocketsphinx: {json.dumps({k: _brief(v) for k, v in r.items()})}", flush=True)
     return results
+
+
+def telephoned(clips: Sequence[tuple[Path, str | None]], folder: Path) -> list[tuple[Path, str | None]]:
+    """``clips`` written again into ``folder`` through the telephone channel the training data can
+    take (``models.kws_data.telephone_channel``), with what each says."""
+    import numpy as np
+
+    from edge_runtime.audio.wav import read_wav, write_wav
+    from models.kws_data import SAMPLE_RATE, telephone_channel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, (path, said) in enumerate(clips):
+        x = read_wav(path, SAMPLE_RATE)
+        dst = folder / f"{i:05d}_{path.name}"
+        write_wav(dst, telephone_channel(x / max(1.0, float(np.max(np.abs(x))))), SAMPLE_RATE)
+        out.append((dst, said))
+    return out
 
 
 def all_sets(score, rec, sets: dict[str, list], real_rec, real_grammar, prompts) -> dict[str, Any]:
@@ -307,9 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engines", default="onnx,litert", type=lambda s: s.split(","), help="comma-separated engines")
     ap.add_argument("--limit", type=int, default=200, help="clips of --out-of-grammar and --noise")
     ap.add_argument("--out", type=Path, required=True, help="results JSON to write")
+    ap.add_argument(
+        "--telephone",
+        action="store_true",
+        help="hear the held-out, out-of-grammar and noise clips through the telephone channel "
+        "(models.kws_data.telephone_channel), to measure what a telephone line costs",
+    )
     ap.add_argument("--tune", action="store_true", help="choose min_confidence on validation data instead")
     ap.add_argument("--write", action="store_true", help="with --tune: store it in the model's manifest")
     args = ap.parse_args(argv)
+    if args.tune and args.telephone:
+        ap.error("--telephone measures an evaluation; --tune chooses the operating point on clean validation clips")
     from edge_runtime.asr.grammar import GrammarError
     from edge_runtime.asr.lexicon import LexiconError
 

@@ -86,6 +86,15 @@ def test_tune_on_val_writes_the_operating_point_and_evaluate_reports_both_recogn
         r = res[k]["held_out_phrases"]
         assert r["clips"] == 3 and 0 <= r["phrase_accuracy"] <= 1 and r["rtf"] > 0
     assert res["onnx"]["min_confidence"] == point["min_confidence"]  # the manifest's operating point is used
+    # the same clips as a telephone line passes them, both recognizers; the given files stay as they were
+    before = {f: f.read_bytes() for f in sets["test"].rglob("*.wav")}
+    assert asr_eval.main([*argv, "--engines", "onnx", "--telephone"]) == 0
+    phone = json.loads(out.read_text())
+    assert "telephone_channel" in phone["telephone"]
+    assert phone["onnx"]["held_out_phrases"]["clips"] == phone["pocketsphinx"]["held_out_phrases"]["clips"] == 3
+    assert {f: f.read_bytes() for f in sets["test"].rglob("*.wav")} == before
+    with pytest.raises(SystemExit):
+        asr_eval.main([*argv, "--tune", "--telephone"])
     capsys.readouterr()
     assert asr_eval.main([*argv[:4], "--phrases", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == (
