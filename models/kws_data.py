@@ -961,7 +961,7 @@ def add_telephone_flag(ap: argparse.ArgumentParser) -> None:
         type=float,
         default=Params.telephone,
         metavar="FRACTION",
-        help="share of the clips heard through a telephone channel (300-3400 Hz, 8 kHz mu-law), as the "
+        help="share of the clips heard through a telephone channel (300 Hz-4 kHz, 8 kHz mu-law), as the "
         "real telephone recordings the models are validated on (default 0)",
     )
 
