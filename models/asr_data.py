@@ -233,7 +233,7 @@ def render(task: SentenceTask, tmp: str) -> dict[str, Any]:
         level = kd.rms(y[: len(active)][active]) * kd.db_to_amp(-task.noise_db)
         y = y + level * kd.make_noise(task, rng, tmp, len(y))  # type: ignore[arg-type]  # noise fields alike
     if task.telephone:
-        y = kd.telephone_channel(y / max(1.0, float(np.max(np.abs(y)))))
+        y = kd.telephone_channel(y)
     peak = float(np.max(np.abs(y)))
     if peak > 0.99:
         y = y * (0.99 / peak)

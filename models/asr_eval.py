@@ -287,17 +287,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def telephoned(clips: Sequence[tuple[Path, str | None]], folder: Path) -> list[tuple[Path, str | None]]:
     """``clips`` written again into ``folder`` through the telephone channel the training data can
     take (``models.kws_data.telephone_channel``), with what each says."""
-    import numpy as np
-
     from edge_runtime.audio.wav import read_wav, write_wav
     from models.kws_data import SAMPLE_RATE, telephone_channel
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, (path, said) in enumerate(clips):
-        x = read_wav(path, SAMPLE_RATE)
         dst = folder / f"{i:05d}_{path.name}"
-        write_wav(dst, telephone_channel(x / max(1.0, float(np.max(np.abs(x))))), SAMPLE_RATE)
+        write_wav(dst, telephone_channel(read_wav(path, SAMPLE_RATE)), SAMPLE_RATE)
         out.append((dst, said))
     return out
 

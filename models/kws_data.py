@@ -690,13 +690,14 @@ MU = 255.0
 
 
 def telephone_channel(x: np.ndarray) -> np.ndarray:
-    """``x`` (16 kHz, within [-1, 1]) as a telephone line passes it and the runtime then reads it:
+    """``x`` (16 kHz; scaled into [-1, 1] if it peaks above) as a telephone line passes it and the runtime reads it:
     the voice band's 300 Hz high-pass, 8 kHz sampling, mu-law (mu = 255, as G.711) 8-bit companding,
     and back to 16 kHz with soxr, as the runtime reads every WAV (the real 8 kHz prompts too): on white
     noise, 3.4-4 kHz ends 9 dB and everything above 4 kHz over 130 dB below the voice band."""
     import soxr
     from scipy.signal import butter, sosfilt
 
+    x = x / max(1.0, float(np.max(np.abs(x), initial=0.0)))
     sos = butter(4, TELEPHONE_LOW_HZ, btype="highpass", fs=SAMPLE_RATE, output="sos")
     y = np.clip(soxr.resample(sosfilt(sos, x), SAMPLE_RATE, TELEPHONE_RATE), -1.0, 1.0)
     code = np.round(np.sign(y) * np.log1p(MU * np.abs(y)) / np.log1p(MU) * 127.0)  # 8 bits: -127..127
@@ -821,7 +822,7 @@ def render_clip(task: ClipTask, tmp: str) -> dict[str, Any]:
     else:
         x = render_speech(task, rng, tmp)
     if task.telephone:
-        x = telephone_channel(x / max(1.0, float(np.max(np.abs(x)))))
+        x = telephone_channel(x)
     peak = float(np.max(np.abs(x)))
     if peak > 0.99:
         x = x * (0.99 / peak)
