@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB")
     p.add_argument(
         "--calibration-method",
-        choices=["auto", "minmax", "percentile", "entropy", "distribution"],
+        choices=["auto", "minmax", "percentile", "entropy", "distribution", "mse"],
         default="auto",
-        help="ONNX Runtime calibration; auto: minmax, and when that misses the fidelity "
+        help="ONNX calibration: ONNX Runtime's methods, or mse (each activation's range chosen for the "
+        "least rounding and clipping error); auto: minmax, and when that misses the fidelity "
         "target the others too, keeping the most faithful (TFLite always uses min/max)",
     )
     p.add_argument("--activations", choices=["int8", "int16"], default="int8", help="int16 gives 16x8 models (audio)")
