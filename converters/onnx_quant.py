@@ -86,6 +86,24 @@ def reduces_range(activations: str) -> bool:
     return activations == "uint8" and u8s8_saturates()
 
 
+def _reader(names: list[str], samples: list[list[np.ndarray]], what: str):
+    """ONNX Runtime's calibration data reader over ``samples`` (batch-1 arrays in input order)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(progress(samples, f"calibrating ONNX ({what})"))
+
+        def get_next(self):
+            ex = next(self._it, None)
+            return None if ex is None else {n: np.asarray(a, np.float32) for n, a in zip(names, ex)}
+
+        def rewind(self) -> None:
+            self._it = iter(samples)
+
+    return Reader()
+
+
 def quantize_static(
     src: Path,
     out: Path,
@@ -107,19 +125,8 @@ def quantize_static(
     CNN lost 5 pp with 8-bit weights, and the shipped model's ONNX artifact changed its label on one
     sample photo in eight. Depthwise convolutions keep 8-bit weights (:func:`depthwise_weights`):
     their kernel sums in int32. Elsewhere (VNNI, ARM64) all weights keep their 8 bits."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(progress(samples, f"calibrating ONNX ({method})"))
-
-        def get_next(self):
-            ex = next(self._it, None)
-            return None if ex is None else {n: np.asarray(a, np.float32) for n, a in zip(names, ex)}
-
-        def rewind(self) -> None:
-            self._it = iter(samples)
 
     act = {"int16": QuantType.QInt16, "uint8": QuantType.QUInt8}.get(activations, QuantType.QInt8)
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
@@ -141,7 +148,7 @@ def quantize_static(
             ort_quantize_static(
                 str(src),
                 str(out),
-                Reader(),
+                _reader(names, samples, method),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 reduce_range=reduce_range,
@@ -170,16 +177,8 @@ def mse_ranges(
     Min/max clips nothing and spends its steps on rare extremes; a fixed percentile clips the same
     share whatever the tensor's shape; this picks per tensor (the MSE calibration of NVIDIA's
     TensorRT and Intel's NNCF, which ONNX Runtime's quantizer does not have)."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+    from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(progress(samples, "calibrating ONNX (mse histograms)"))
-
-        def get_next(self):
-            ex = next(self._it, None)
-            return None if ex is None else {n: np.asarray(a, np.float32) for n, a in zip(names, ex)}
 
     src = src.resolve()
     try:
@@ -191,7 +190,7 @@ def mse_ranges(
                 calibrate_method=CalibrationMethod.Percentile,
                 extra_options={"symmetric": False, "num_bins": HISTOGRAM_BINS},
             )
-            calibrator.collect_data(Reader())
+            calibrator.collect_data(_reader(names, samples, "mse histograms"))
             histograms = calibrator.collector.histogram_dict
     except Exception as e:
         raise ConvertError(
