@@ -11,6 +11,8 @@ from pathlib import Path
 
 from edge_runtime.manifest import RESIZE_FILTERS, RESIZE_MODES, TARGETS
 
+from .onnx_quant import METHODS, MSE
+
 EXAMPLES = """examples:
   edge-convert model.keras --out out/ --calibration images/ --eval eval_images/
   edge-convert kws_step.keras --out kws/ --calibration utterances.npz --activations int16 --format tflite
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB")
     p.add_argument(
         "--calibration-method",
-        choices=["auto", "minmax", "percentile", "entropy", "distribution", "mse"],
+        choices=["auto", *METHODS, MSE],
         default="auto",
         help="ONNX calibration: ONNX Runtime's methods, or mse (each activation's range chosen for the "
         "least rounding and clipping error); auto: minmax, and when that misses the fidelity "
