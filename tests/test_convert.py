@@ -78,6 +78,35 @@ def test_tflite_artifact_is_full_integer(digits_out):
     assert "QuantizeLinear" in _report(digits_out)["ops"]["onnx-int8"]
 
 
+def test_mixed_precision_takes_the_boards_int8_input_and_leaves_the_head_float_first(digits_out, digits, tmp_path):
+    """The classifier head is what mixed precision leaves float first; the model still takes int8 input,
+    rounded by the board like the full-integer model's, and its output is float when its last op is."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters import tflite
+    from converters.source import load_source
+    from edge_runtime.preprocess import list_images
+
+    m, folder = mf.load(digits_out)
+    full = folder / m.artifact("tflite").file.path
+    it = Interpreter(model_path=str(full))
+    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
+    op_of = {names[op["outputs"][0]]: op["op_name"] for op in it._get_ops_details()}
+    head = tflite.head_ops(full)
+    assert [op_of[n] for n in head] == ["MEAN", "FULLY_CONNECTED", "SOFTMAX"]
+
+    images = list_images(digits["calib"])[:16]
+    samples = [[image_to_input(read_image(p), m.preprocessing.image)[None]] for p in images]
+    out = tmp_path / "mixed.tflite"
+    tflite.convert(load_source(digits["keras"]), tmp_path, out, "int8", samples, "int8", float_layers=head[1:])
+    assert tflite.io_dtypes(out) == ("int8", "float32")
+    assert tflite.float_compute_ops(out) == ["FULLY_CONNECTED", "SOFTMAX"]
+    mixed = Interpreter(model_path=str(out))
+    assert mixed.get_input_details()[0]["quantization"] == it.get_input_details()[0]["quantization"]
+    tflite.convert(load_source(digits["keras"]), tmp_path, out, "int8", samples, "int8", float_layers=head[:2])
+    assert tflite.io_dtypes(out) == ("int8", "int8")  # the softmax is int8 again: so is the output
+
+
 def test_onnx_int8_has_uint8_activations_and_int8_weights(digits_out):
     """U8S8 QDQ, ONNX Runtime's fast int8 path on x86-64 CPUs, for every target but TensorRT."""
     import onnx
