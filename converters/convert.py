@@ -579,7 +579,10 @@ class _Search:
         # what the later candidates start from: the source, its work folder, its row, and the
         # source before bias correction (mixed precision corrects again without its float layers)
         self.src, self.wdir, self.base, self.uncorrected = ctx.source, ctx.work, full, ctx.source
-        self.corrected: list[tuple[str, SourceModel, Path, ArtifactResult]] = []  # (tag, source, folder, row)
+        # (tag, source, folder, row, the source before its bias correction)
+        self.corrected: list[tuple[str, SourceModel, Path, ArtifactResult, SourceModel]] = []
+        # ONNX: each full-integer candidate's row, the source before bias correction and the calibration
+        self.calibrated: list[tuple[ArtifactResult, SourceModel, str]] = [(full, ctx.source, ctx.onnx_method)]
 
     def run(self) -> tuple[ArtifactResult, list[ArtifactResult]]:
         ctx = self.ctx
@@ -589,8 +592,11 @@ class _Search:
         on_target_now = any(ctx.on_target(r) and self.fits(r) for r in self.tried)
         if not on_target_now and self.fmt == "tflite" and ctx.mixed_precision_applies():
             self.try_mixed_precision()
-        elif not on_target_now and self.fmt == "onnx" and ctx.opts.calibration_method == "auto":
-            self.try_calibration_methods()
+        elif not on_target_now and self.fmt == "onnx":
+            if ctx.opts.calibration_method == "auto":
+                self.try_calibration_methods()
+            if ctx.mixed_precision_applies() and not any(self.good(r) for r in self.tried):
+                self.try_float_head()
         return self.pick()
 
     def attempt(self, tag: str, notes: dict[str, Any], make) -> ArtifactResult:
@@ -614,23 +620,33 @@ class _Search:
     def good(self, row: ArtifactResult) -> bool:
         return self.ctx.on_target(row) and self.fits(row)
 
+    def _preprocessed(self, src: SourceModel, wdir: Path) -> Path:
+        if id(src) not in self.preprocessed:
+            self.preprocessed[id(src)] = onnx_quant.preprocess(src.float_onnx(wdir), wdir / "float_pre.onnx")
+        return self.preprocessed[id(src)]
+
     def quantize(
-        self, src: SourceModel, wdir: Path, out: Path, layers: list[str] | None = None, method: str | None = None
+        self,
+        src: SourceModel,
+        wdir: Path,
+        out: Path,
+        layers: list[str] | None = None,
+        method: str | None = None,
+        exclude: list[str] | None = None,
     ) -> None:
         ctx = self.ctx
         if self.fmt == "tflite":
             tflite.convert(src, wdir, out, ctx.precision, ctx.samples, ctx.io_dtype, float_layers=layers)
             return
-        if id(src) not in self.preprocessed:
-            self.preprocessed[id(src)] = onnx_quant.preprocess(src.float_onnx(wdir), wdir / "float_pre.onnx")
         onnx_quant.quantize_static(
-            self.preprocessed[id(src)],
+            self._preprocessed(src, wdir),
             out,
             [s.name for s in ctx.source.inputs],
             ctx.samples,
             method or ctx.onnx_method,
             _onnx_activations(ctx.opts),
             _symmetric(ctx.opts),
+            exclude=exclude,
         )
 
     def try_bias_correction(self) -> None:
@@ -645,7 +661,8 @@ class _Search:
             + _seven_bit_note(ctx.reduced_range(self.fmt)),
         }
         row = self.attempt("bias-corrected", notes, lambda out: self.quantize(corrected, work, out))
-        self.corrected.append(("bias-corrected", corrected, work, row))
+        self.corrected.append(("bias-corrected", corrected, work, row, ctx.source))
+        self.calibrated.append((row, ctx.source, ctx.onnx_method))
         if ctx.score(row) > ctx.score(self.full):
             self.src, self.wdir, self.base = corrected, work, row
 
@@ -666,7 +683,8 @@ class _Search:
             "rounding" + _seven_bit_note(ctx.reduced_range(self.fmt)),
         }
         row = self.attempt("equalized", notes, lambda out: self.quantize(corrected, work, out))
-        self.corrected.append(("equalized", corrected, work, row))
+        self.corrected.append(("equalized", corrected, work, row, equalized))
+        self.calibrated.append((row, equalized, ctx.onnx_method))
         if ctx.score(row) > ctx.score(self.base):
             self.src, self.wdir, self.base, self.uncorrected = corrected, work, row, equalized
 
@@ -724,16 +742,43 @@ class _Search:
     def try_calibration_methods(self) -> None:
         """ONNX Runtime's other calibration methods, on each corrected source (which one calibrates best
         with min/max does not say which does with the others), else on the source itself."""
-        variants = self.corrected or [("", self.src, self.wdir, self.base)]
+        variants = self.corrected or [("", self.src, self.wdir, self.base, self.uncorrected)]
         for method in (m for m in onnx_quant.AUTO_METHODS if m != self.ctx.onnx_method):
-            for tag, src, wdir, row in variants:
+            for tag, src, wdir, row, uncorrected in variants:
                 row = self.attempt(
                     f"{tag}-{method}" if len(variants) > 1 else method,
                     {**row.notes, "calibration": method},
                     lambda out, m=method, s=src, w=wdir: self.quantize(s, w, out, method=m),
                 )
+                self.calibrated.append((row, uncorrected, method))
                 if self.good(row):
                     return
+
+    def try_float_head(self) -> None:
+        """ONNX mixed precision: the most faithful full-integer candidate again, with its classifier head
+        (onnx_quant.head_nodes) left float and its bias correction redone without the head's layers."""
+        ctx = self.ctx
+        best, uncorrected, method = max(self.calibrated, key=lambda c: ctx.score(c[0]))
+        work = ctx.work / "float-head"
+        work.mkdir(exist_ok=True)
+        head = onnx_quant.head_nodes(self._preprocessed(ctx.source, ctx.work))  # corrected copies: the same graph
+        if not head:
+            return
+        src = uncorrected
+        if best.notes.get("bias_correction"):  # a layer left float must keep its own bias
+            src, _ = _bias_corrected(
+                uncorrected,
+                ctx.samples,
+                skip=lambda name: tflite.names_layer(head, name),
+                reduced_range=ctx.reduced_range(self.fmt),
+            )
+        notes = {
+            **best.notes,
+            "quantization": best.notes["quantization"]
+            + f"; the classifier head's {_count(len(head), 'node')} left float (mixed precision)",
+            "float_layers": head,
+        }
+        self.attempt("float-head", notes, lambda out: self.quantize(src, work, out, method=method, exclude=head))
 
     def pick(self) -> tuple[ArtifactResult, list[ArtifactResult]]:
         """The candidate on target with the fewest float ops, else the most faithful that fits, if it beats

@@ -112,11 +112,12 @@ def quantize_static(
     method: str = "minmax",
     activations: str = "int8",
     symmetric: bool = False,
+    exclude: list[str] | None = None,
 ) -> None:
     """QDQ static quantization calibrated on ``samples`` (lists of batch-1 arrays in input order);
     ``activations``: ``uint8`` (U8S8), ``int8`` (S8S8) or ``int16``; weights are int8 per channel;
     ``method``: one of :data:`METHODS`, or :data:`MSE` (:func:`mse_ranges`, given to ONNX Runtime as
-    each activation's range).
+    each activation's range); ``exclude``: nodes left float (mixed precision).
 
     U8S8 weights use 7 of their 8 bits (ONNX Runtime's ``reduce_range``) when this host is an x86-64
     CPU without VNNI (:func:`u8s8_saturates`): there ONNX Runtime's matrix kernels multiply uint8 by
@@ -155,6 +156,7 @@ def quantize_static(
                 activation_type=act,
                 weight_type=QuantType.QInt8,
                 calibrate_method=getattr(CalibrationMethod, METHODS.get(method, "MinMax")),
+                nodes_to_exclude=list(exclude or []),
                 extra_options=extra,
             )
     except Exception as e:
@@ -227,6 +229,25 @@ def _least_error_range(
     inside = (s0[j] - s0[i]) * ((H - L) / levels) ** 2 / 12
     best = int(np.argmin(below + above + inside))
     return float(L[best]), float(H[best])
+
+
+def head_nodes(path: Path) -> list[str]:
+    """The classifier head of an ONNX model (shapes inferred, as :func:`preprocess` leaves it): the
+    trailing nodes whose outputs have no spatial axes (rank 2 or less: squeeze, Gemm, softmax), by name.
+
+    Their rounding reaches the output without being averaged over an image, and they cost almost
+    nothing; a quantized softmax also rounds probabilities to 1/256, so near-equal classes tie."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.value_info, *graph.output, *graph.input]}
+    head: list[str] = []
+    for node in reversed(graph.node):
+        rank = ranks.get(node.output[0]) if node.output else None
+        if rank is None or rank > 2:
+            break
+        head.append(node.name)
+    return head[::-1]
 
 
 def depthwise_weights(path: Path) -> list[str]:

@@ -107,6 +107,36 @@ def test_mixed_precision_takes_the_boards_int8_input_and_leaves_the_head_float_f
     assert tflite.io_dtypes(out) == ("int8", "int8")  # the softmax is int8 again: so is the output
 
 
+def test_onnx_mixed_precision_leaves_the_classifier_head_float(digits_onnx, digits_out, digits, tmp_path):
+    """ONNX's classifier head (the trailing nodes without spatial axes) found and left out of the QDQ graph."""
+    import onnx
+    import onnxruntime as ort
+
+    from edge_runtime.preprocess import list_images
+
+    pre = onnx_quant.preprocess(digits_onnx, tmp_path / "float_pre.onnx")
+    head = onnx_quant.head_nodes(pre)
+    ops = {n.name: n.op_type for n in onnx.load(str(pre)).graph.node}
+    assert [ops[n] for n in head if ops[n] != "Squeeze"] == ["Gemm", "Softmax"]
+
+    m, _ = mf.load(digits_out)
+    images = list_images(digits["calib"])[:16]
+    samples = [[image_to_input(read_image(p), m.preprocessing.image)[None]] for p in images]
+    name = onnx.load(str(pre)).graph.input[0].name
+    out = tmp_path / "mixed.onnx"
+    onnx_quant.quantize_static(pre, out, [name], samples, activations="uint8", exclude=head)
+    graph = onnx.load(str(out)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    for node in (n for n in graph.node if n.op_type in ("Gemm", "Softmax")):
+        assert producer[node.input[0]].op_type != "DequantizeLinear", node.name  # float in
+        assert all(n.op_type != "QuantizeLinear" for n in graph.node if node.output[0] in n.input)  # float out
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.node) > 20  # the rest stays int8
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    ref = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"])
+    agree = [sess.run(None, {name: x})[0].argmax() == ref.run(None, {name: x})[0].argmax() for (x,) in samples]
+    assert np.mean(agree) >= 0.9
+
+
 def test_onnx_int8_has_uint8_activations_and_int8_weights(digits_out):
     """U8S8 QDQ, ONNX Runtime's fast int8 path on x86-64 CPUs, for every target but TensorRT."""
     import onnx
