@@ -8,8 +8,8 @@ recorded -- plain full-integer post-training quantization, bias correction, cros
 equalization, mixed precision, ONNX Runtime's calibration methods -- with its agreement with
 float, top-k, KL and latency against full integer on this host (each candidate timed against
 the full-integer model in interleaved rounds, the median of the per-round ratios). The same
-conversion against a second, larger set of crops of the same eval photos records what the shipped
-models measure there: how much of a figure near the target is which crops were drawn.
+conversion against a second, larger set of crops of the same eval photos records what every candidate
+and the shipped models measure there: how much of a figure near the target is which crops were drawn.
 
     python bench/convert_fidelity.py [--threads N]
 """
@@ -102,6 +102,7 @@ def main() -> int:
             "eval": f"{n_other} other crops of the same photos (12 per photo, seed 1), no labels",
             "exit_code": code_other,
             "shipped": {r["id"]: _row(r) for r in other["artifacts"] if r["shipped"]},
+            "artifacts": {r["id"]: _row(r) for r in other["artifacts"]},
         },
     }
     save(args.out, result)

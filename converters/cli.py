@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--mixed-precision",
         choices=["auto", "off"],
         default="auto",
-        help="auto: when full-integer TFLite int8 misses the fidelity target, leave the fewest ops that "
-        "quantization damages most float (never for --target coral/android); off: full integer only",
+        help="auto: when full-integer int8 misses the fidelity target, leave the fewest ops float, the "
+        "classifier head first, then (TFLite) those that quantization damages most (never for --target "
+        "coral/android); off: full integer only",
     )
     p.add_argument("--name", help="model name in the manifest (default: the source file name)")
     p.add_argument("--calibration-limit", type=int, default=300, metavar="N", help="at most N calibration examples")
