@@ -759,11 +759,11 @@ class _Search:
         (onnx_quant.head_nodes) left float and its bias correction redone without the head's layers."""
         ctx = self.ctx
         best, uncorrected, method = max(self.calibrated, key=lambda c: ctx.score(c[0]))
-        work = ctx.work / "float-head"
-        work.mkdir(exist_ok=True)
         head = onnx_quant.head_nodes(self._preprocessed(ctx.source, ctx.work))  # corrected copies: the same graph
         if not head:
             return
+        work = ctx.work / "float-head"
+        work.mkdir(exist_ok=True)
         src = uncorrected
         if best.notes.get("bias_correction"):  # a layer left float must keep its own bias
             src, _ = _bias_corrected(

@@ -111,6 +111,15 @@ def convert(
             )
 
 
+def _interpreter(path: Path):
+    """LiteRT's interpreter on ``path`` without delegates, to read the model's ops and tensors."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    return Interpreter(
+        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+
+
 def _integer_io(blob: bytes, io_dtype: str) -> bytes:
     """A mixed-precision model (which TFLite's quantization debugger writes with float I/O) with the
     full-integer model's ``io_dtype`` input, and output where its last op is quantized (float otherwise).
@@ -131,11 +140,7 @@ def _integer_io(blob: bytes, io_dtype: str) -> bytes:
 
 def io_dtypes(path: Path) -> tuple[str, str]:
     """The dtype names of a TFLite model's first input and first output."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(
-        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    it = _interpreter(path)
     return np.dtype(it.get_input_details()[0]["dtype"]).name, np.dtype(it.get_output_details()[0]["dtype"]).name
 
 
@@ -145,11 +150,7 @@ def head_ops(path: Path) -> list[str]:
 
     Their rounding reaches the output without being averaged over an image, and they cost almost
     nothing; an int8 softmax also rounds probabilities to 1/256, so near-equal classes tie."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(
-        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    it = _interpreter(path)
     details = {t["index"]: t for t in it.get_tensor_details()}
     head: list[str] = []
     for op in reversed(it._get_ops_details()):
@@ -215,11 +216,7 @@ def _converter_reason(e: Exception) -> str:
 
 def float_compute_ops(path: Path) -> list[str]:
     """Ops other than QUANTIZE / DEQUANTIZE that read or write float32 tensors."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(
-        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    it = _interpreter(path)
     it.allocate_tensors()
     dtypes = {t["index"]: np.dtype(t["dtype"]) for t in it.get_tensor_details()}
     bad = set()
@@ -234,11 +231,7 @@ def float_compute_ops(path: Path) -> list[str]:
 
 def op_macs(path: Path) -> dict[str, int]:
     """Each op's multiply-accumulates per inference (other ops: their output size), by output tensor name."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(
-        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    it = _interpreter(path)
     shapes = {t["index"]: t["shape"] for t in it.get_tensor_details()}
     names = {t["index"]: t["name"] for t in it.get_tensor_details()}
     out = {}
@@ -257,11 +250,7 @@ def op_macs(path: Path) -> dict[str, int]:
 
 
 def op_histogram(path: Path) -> dict[str, int]:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(
-        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    it = _interpreter(path)
     counts: dict[str, int] = {}
     for op in it._get_ops_details():
         counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
