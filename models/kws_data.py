@@ -956,13 +956,13 @@ def generate(
     return meta
 
 
-def add_telephone_flag(ap: argparse.ArgumentParser) -> None:
+def add_telephone_flag(ap: argparse.ArgumentParser, what: str = "clips") -> None:
     ap.add_argument(
         "--telephone",
         type=float,
         default=Params.telephone,
         metavar="FRACTION",
-        help="share of the clips heard through a telephone channel (300 Hz-4 kHz, 8 kHz mu-law), as the "
+        help=f"share of the {what} heard through a telephone channel (300 Hz-4 kHz, 8 kHz mu-law), as the "
         "real telephone recordings the models are validated on (default 0)",
     )
 

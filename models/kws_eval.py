@@ -1,7 +1,8 @@
 """Continuous-audio evaluation of a keyword artifact: false accepts per hour and false rejects.
 
     python -m models.kws_eval synth --data DATA --out STREAMS [--minutes 35] [--val-minutes 30] [--keywords 400]
-                                    [--context 480] [--context-only] [--words FILE [--vocabulary 8000]] [--seed 0]
+                                    [--context 480] [--context-only] [--words FILE [--vocabulary 8000]]
+                                    [--telephone FRACTION] [--seed 0]
     python -m models.kws_eval evaluate --model ARTIFACT --streams STREAMS [--write] [--engines litert,onnx]
                                        [--out RESULTS.json]
 
@@ -16,6 +17,8 @@ or its homophone) with the data set's voices of each split and writes:
   thousands of sentences, not new streams); ``--words FILE`` speaks them from a
   word list (``models.kws_data.read_word_list``: thousands of words instead of the
   ~300, none a keyword or like one), recorded in ``context/words.txt``;
+  ``--telephone F`` passes that share of them through the telephone channel
+  (``models.kws_data.telephone_channel``), like ``kws_data --telephone``;
 * ``STREAMS/{val,test}_negative.wav`` -- continuous non-keyword speech: sentences
   separated by 0.2-1.5 s pauses, each at a random level (-20..0 dB), half of
   them in a synthetic room (RT60 0.1-0.6 s), each with background noise (white,
@@ -160,10 +163,14 @@ def synth(
     seed: int,
     context_only: bool = False,
     vocabulary: tuple[str, ...] | None = None,
+    telephone: float = 0.0,
 ) -> None:
     """Write the streams and context sentences (see the module docstring); ``vocabulary``: the
-    context sentences' words instead of ``models.kws_data.UNKNOWN_WORDS`` (the streams keep those)."""
+    context sentences' words instead of ``models.kws_data.UNKNOWN_WORDS`` (the streams keep those);
+    ``telephone``: the share of context sentences heard through ``models.kws_data.telephone_channel``
+    (drawn from its own generator, so the sentences stay those of the same seed)."""
     from edge_runtime.audio.wav import write_wav
+    from models import kws_data as kd
 
     voices, params = _voices(data)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,6 +180,7 @@ def synth(
     with tempfile.TemporaryDirectory(prefix="kws_eval_") as tmp:
         for s, count in (("train", n_context), ("val", n_context // 8), ("test", n_context // 8)):
             rng = np.random.default_rng([seed, 11, len(s)])
+            line = np.random.default_rng([seed, 13, len(s)])
             d = out / "context" / s
             d.mkdir(parents=True, exist_ok=True)
             seconds = 0.0
@@ -180,6 +188,8 @@ def synth(
             for i, x in enumerate(_render(jobs, f"context {s}")):
                 if len(x):
                     seg, _ = _segment(rng, x, rng.uniform(0.1, 0.8), rng.uniform(0.1, 0.8))
+                    if telephone > 0 and line.random() < telephone:
+                        seg = kd.telephone_channel(seg)
                     write_wav(d / f"sentence_{i:05d}.wav", np.clip(seg, -1, 1), SR)
                     seconds += len(seg) / SR
             print(f"context {s}: {count} sentences, {seconds / 60:.1f} min", flush=True)
@@ -695,6 +705,8 @@ def _engines(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from models.kws_data import add_telephone_flag
+
     ap = argparse.ArgumentParser(
         prog="python -m models.kws_eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -725,6 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         "keywords and words that sound like one are left out",
     )
     s.add_argument("--vocabulary", type=int, default=8000, help="words drawn from --words (default 8000)")
+    add_telephone_flag(s, "context sentences")
     s.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("evaluate")
     e.add_argument("--model", type=Path, required=True)
@@ -753,6 +766,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.cmd == "synth":
+            if not 0.0 <= args.telephone <= 1.0:
+                raise KwsDataError(f"--telephone {args.telephone}: give a share of the context sentences, 0..1")
             vocabulary = read_word_list(args.words, args.vocabulary, args.seed) if args.words else None
             synth(
                 args.data,
@@ -764,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.seed,
                 args.context_only,
                 vocabulary,
+                args.telephone,
             )
         else:
             r = evaluate(args.model, args.streams, args.write, args.work, args.fa_budget, args.engines)

@@ -644,6 +644,8 @@ def test_recipe_errors_are_one_line_and_write_nothing(tmp_path, capsys):
          f"kws_eval: error: --data {tmp_path}: no voices.json"),
         (lambda: kws_eval.main(["synth", "--data", str(voices), "--out", str(out)]),
          f"kws_eval: error: {voices / 'voices.json'}: not a voices.json written by models.kws_data"),
+        (lambda: kws_eval.main(["synth", "--data", str(voices), "--out", str(out), "--telephone", "1.5"]),
+         "kws_eval: error: --telephone 1.5: give a share of the context sentences, 0..1"),
     ]:  # fmt: skip
         assert call() == 2
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "%|" not in ln]  # no bars
@@ -661,6 +663,17 @@ def test_synth_context_only_writes_sentences_per_split(tiny_data, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["context"]  # no streams
     x = read_wav(found["train"][0], SR)
     assert len(x) > SR // 2 and 0.0 < float(np.abs(x).max()) <= 1.0
+    # --telephone 1: the same sentences, each as a telephone line passes it (nothing above 4.1 kHz)
+    phone = tmp_path / "phone"
+    kws_eval.synth(
+        tiny_data, phone, minutes=1, val_minutes=1, n_kw=2, n_context=16, seed=1, context_only=True, telephone=1.0
+    )
+    for a, b in zip(found["train"], sorted((phone / "context" / "train").glob("*.wav"))):
+        wide, narrow = read_wav(a, SR), read_wav(b, SR)
+        assert len(wide) == len(narrow)
+        spec = np.abs(np.fft.rfft(narrow * np.hanning(len(narrow)))) ** 2
+        f = np.fft.rfftfreq(len(narrow), 1 / SR)
+        assert spec[f > 4100].sum() < 1e-6 * spec[(f > 300) & (f < 3400)].sum()
 
 
 @pytest.mark.parametrize("front_end", ["logmel", "speech-embedding"])
