@@ -19,7 +19,7 @@ artifact's own engine (one thread), every WAV file streamed in 100 ms chunks and
 * ``--real``: the real-speech set of ``models.real_speech``; its asterisk prompts of the ``test`` split
   make a closed-set test: a grammar of their transcripts (lower case, punctuation dropped; prompts
   with digits or * # in them, of more than :data:`MAX_PROMPT_WORDS` words, or with a word pocketsphinx
-  cannot say left out), which one was said. Words
+  or the model cannot say -- ``models.g2p.unsayable`` -- left out), which one was said. Words
   the model's lexicon lacks are added with espeak-ng (``models.g2p``) to a copy of the model folder,
   as a user would on the workstation. With the pocketsphinx peer (``models.asr_peer``) the same
   grammar runs on the same files, side by side.
@@ -134,15 +134,19 @@ def normalise(transcript: str) -> str | None:
     return " ".join(words(transcript)) or None
 
 
-def real_prompts(real: Path, split: str = "test") -> list[tuple[Path, str]]:
+def real_prompts(real: Path, model: Path, split: str = "test") -> list[tuple[Path, str]]:
     """The asterisk prompts of ``split`` whose transcript makes a phrase (:func:`normalise`, at most
-    :data:`MAX_PROMPT_WORDS` words) that both recognizers can spell (pocketsphinx's dictionary has
-    every word; ours gets missing words from espeak-ng)."""
+    :data:`MAX_PROMPT_WORDS` words) that both recognizers can say: every word in pocketsphinx's
+    dictionary, and in our ``model``'s lexicon or said by espeak-ng with the model's phonemes
+    (``models.g2p.unsayable``)."""
+    from models import g2p
     from models.asr_peer import unknown_words
     from models.kws_peer import sphinx_decoder
 
     decoder = sphinx_decoder()
-    return [(path, text) for path, text in _prompts(real, split) if not unknown_words(text.split(), decoder)]
+    prompts = [(path, text) for path, text in _prompts(real, split) if not unknown_words(text.split(), decoder)]
+    ours = set(g2p.unsayable(model, {w for _, text in prompts for w in text.split()}))
+    return [(path, text) for path, text in prompts if not ours.intersection(text.split())]
 
 
 def _prompts(real: Path, split: str) -> list[tuple[Path, str]]:
@@ -261,7 +265,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "phrases": len(grammar.expansions),
     }
     with tempfile.TemporaryDirectory(prefix="asr_eval_") as tmp:
-        prompts = real_prompts(args.real) if args.real else []
+        prompts = real_prompts(args.real, args.model) if args.real else []
         real_grammar = parse_grammar("\n".join(sorted({t for _, t in prompts})), "<prompts>") if prompts else None
         model = with_words(args.model, [e.text for e in grammar.expansions] + [t for _, t in prompts], Path(tmp))
         sets = {"held_out_phrases": phrases, "out_of_grammar": oog, "noise": noise}
@@ -338,10 +342,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--telephone measures an evaluation; --tune chooses the operating point on clean validation clips")
     from edge_runtime.asr.grammar import GrammarError
     from edge_runtime.asr.lexicon import LexiconError
+    from models.g2p import G2pError
 
     try:
         results = tune(args) if args.tune else evaluate(args)
-    except (OSError, ValueError, KeyError, EvalError, GrammarError, LexiconError) as e:
+    except (OSError, ValueError, KeyError, EvalError, GrammarError, LexiconError, G2pError) as e:
         print(f"asr_eval: error: {e}", file=sys.stderr)
         return 2
     args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -149,8 +149,7 @@ def add_words(
     citations = pronounce(new, voice)
     in_context = context_forms(phrases[:MAX_CONTEXT_PHRASES], citations, voice) if phrases else {}
     if allowed is not None:
-        bad = {w: [x for x in c if x not in allowed] for w, c in citations.items()}
-        bad = {w: b for w, b in bad.items() if b}
+        bad = _outside(citations, allowed)
         if bad:
             w, b = next(iter(bad.items()))
             raise G2pError(f"espeak-ng says {w!r} with {b[0]!r}, a phoneme the model does not output; reword it")
@@ -161,6 +160,23 @@ def add_words(
     with atomic_write(lexicon_path, encoding="utf-8") as f:
         f.write(text)
     return new
+
+
+def unsayable(folder: Path, words: Iterable[str], voice: str = VOICE) -> list[str]:
+    """The ``words`` the phrase model in ``folder`` cannot say: outside its lexicon, and espeak-ng
+    says them with a phoneme the model does not output (:func:`add_words` refuses such a word)."""
+    from edge_runtime import manifest as mf
+
+    m, _ = mf.load(folder)
+    lexicon = load_lexicon(folder / m.metrics["asr"]["lexicon"])
+    citations = pronounce(lexicon.missing(w.lower() for w in words), voice)
+    return sorted(_outside(citations, _model_phonemes(folder) or frozenset()))
+
+
+def _outside(citations: dict[str, tuple[str, ...]], allowed: frozenset[str]) -> dict[str, list[str]]:
+    """Per word, the phonemes of its form that are not in ``allowed`` (words with none left out)."""
+    bad = {w: [x for x in c if x not in allowed] for w, c in citations.items()}
+    return {w: b for w, b in bad.items() if b}
 
 
 def _model_phonemes(folder: Path) -> frozenset[str] | None:
