@@ -170,7 +170,7 @@ def unsayable(folder: Path, words: Iterable[str], voice: str = VOICE) -> list[st
     m, _ = mf.load(folder)
     lexicon = load_lexicon(folder / m.metrics["asr"]["lexicon"])
     citations = pronounce(lexicon.missing(w.lower() for w in words), voice)
-    return sorted(_outside(citations, _model_phonemes(folder) or frozenset()))
+    return sorted(_outside(citations, _phonemes(m)))
 
 
 def _outside(citations: dict[str, tuple[str, ...]], allowed: frozenset[str]) -> dict[str, list[str]]:
@@ -186,8 +186,12 @@ def _model_phonemes(folder: Path) -> frozenset[str] | None:
     if not (folder / mf.MANIFEST_NAME).exists():
         return None
     m, _ = mf.load(folder)
-    asr = m.metrics.get("asr")
-    return frozenset(x for x in m.labels if x != asr["blank"]) if isinstance(asr, dict) else None
+    return _phonemes(m) if isinstance(m.metrics.get("asr"), dict) else None
+
+
+def _phonemes(m) -> frozenset[str]:
+    """A phrase model's phonemes: its labels but the blank."""
+    return frozenset(x for x in m.labels if x != m.metrics["asr"]["blank"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -172,6 +172,8 @@ def synth(
     from edge_runtime.audio.wav import write_wav
     from models import kws_data as kd
 
+    if not 0.0 <= telephone <= 1.0:
+        raise kd.KwsDataError(f"--telephone {telephone}: give a share of the context sentences, 0..1")
     voices, params = _voices(data)
     out.mkdir(parents=True, exist_ok=True)
     if vocabulary:
@@ -180,7 +182,7 @@ def synth(
     with tempfile.TemporaryDirectory(prefix="kws_eval_") as tmp:
         for s, count in (("train", n_context), ("val", n_context // 8), ("test", n_context // 8)):
             rng = np.random.default_rng([seed, 11, len(s)])
-            line = np.random.default_rng([seed, 13, len(s)])
+            phone_rng = np.random.default_rng([seed, 13, len(s)])
             d = out / "context" / s
             d.mkdir(parents=True, exist_ok=True)
             seconds = 0.0
@@ -188,7 +190,7 @@ def synth(
             for i, x in enumerate(_render(jobs, f"context {s}")):
                 if len(x):
                     seg, _ = _segment(rng, x, rng.uniform(0.1, 0.8), rng.uniform(0.1, 0.8))
-                    if telephone > 0 and line.random() < telephone:
+                    if telephone > 0 and phone_rng.random() < telephone:
                         seg = kd.telephone_channel(seg)
                     write_wav(d / f"sentence_{i:05d}.wav", np.clip(seg, -1, 1), SR)
                     seconds += len(seg) / SR
@@ -766,8 +768,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.cmd == "synth":
-            if not 0.0 <= args.telephone <= 1.0:
-                raise KwsDataError(f"--telephone {args.telephone}: give a share of the context sentences, 0..1")
             vocabulary = read_word_list(args.words, args.vocabulary, args.seed) if args.words else None
             synth(
                 args.data,
